@@ -1,0 +1,26 @@
+"""skymix: turn a media relay's RTP captures into one finished, composited recording."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .compose import CompositeState, Overlay, Rect, Tile, composite, draw_mask, rgb_to_yuv
+from .errors import CaptureError, ComposeError, DeliveryError, SkymixError
+
+try:
+    __version__ = version("skymix")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "CaptureError",
+    "ComposeError",
+    "CompositeState",
+    "DeliveryError",
+    "Overlay",
+    "Rect",
+    "SkymixError",
+    "Tile",
+    "__version__",
+    "composite",
+    "draw_mask",
+    "rgb_to_yuv",
+]

@@ -1,0 +1,1 @@
+"""Compiled kernels (built from src/_native/*.pyx). Import them through skymix.compose only."""

@@ -1,0 +1,28 @@
+"""Compositing video tiles and mixing audio blocks: the Python face of the native core."""
+
+from .color import Matrix, rgb_to_yuv
+from .video import (
+    CompositeState,
+    Fit,
+    Overlay,
+    Planes,
+    Rect,
+    Tile,
+    composite,
+    draw_mask,
+    frame_planes,
+)
+
+__all__ = [
+    "CompositeState",
+    "Fit",
+    "Matrix",
+    "Overlay",
+    "Planes",
+    "Rect",
+    "Tile",
+    "composite",
+    "draw_mask",
+    "frame_planes",
+    "rgb_to_yuv",
+]

@@ -1,0 +1,124 @@
+"""Encode composited video frames and mixed audio blocks into an MP4 (H.264 + AAC) or WebM.
+
+PyAV's encoders do the work; this module fixes the settings a recording wants (yuv420p, High
+profile, faststart so browsers start playing before the download ends) and keeps the timestamps
+exact: video pts count frames, audio pts count samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from .errors import SkymixError
+
+__all__ = ["EncodeSettings", "RecordingWriter"]
+
+Container = Literal["mp4", "webm"]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeSettings:
+    """Output size, rate and quality; the defaults are the product's reference job."""
+
+    width: int = 1280
+    height: int = 720
+    fps: int = 30
+    crf: int = 23
+    preset: str = "veryfast"
+    threads: int = 0
+    audio_rate: int = 48000
+    audio_channels: int = 2
+    audio_bitrate: int = 128_000
+    video: bool = True
+    audio: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "fps", "audio_rate", "audio_channels", "audio_bitrate"):
+            if getattr(self, name) <= 0:
+                raise SkymixError(f"encode setting {name} must be positive")
+        if self.width % 2 or self.height % 2:
+            raise SkymixError(f"yuv420p needs an even size, got {self.width}x{self.height}")
+        if not self.video and not self.audio:
+            raise SkymixError("a recording needs video, audio or both")
+
+
+class RecordingWriter:
+    """Writes one recording; frames and audio blocks go in, in time order, then close()."""
+
+    def __init__(self, path: str | Path, settings: EncodeSettings = EncodeSettings(),
+                 container: Container = "mp4") -> None:
+        self.path = Path(path)
+        self.settings = s = settings
+        options = {"movflags": "+faststart"} if container == "mp4" else {}
+        self._out = av.open(str(self.path), "w", format=container, options=options)
+        self._video = self._audio = None
+        self._frames = 0
+        self._samples = 0
+        if s.video:
+            codec = "libx264" if container == "mp4" else "libvpx-vp9"
+            v = self._out.add_stream(codec, rate=s.fps)
+            v.width, v.height, v.pix_fmt = s.width, s.height, "yuv420p"
+            v.thread_count = s.threads
+            if container == "mp4":
+                v.options = {"crf": str(s.crf), "preset": s.preset, "profile": "high"}
+            else:
+                v.options = {"crf": str(s.crf), "b": "0", "deadline": "realtime", "cpu-used": "8"}
+            self._video = v
+        if s.audio:
+            a = self._out.add_stream("aac" if container == "mp4" else "libopus", rate=s.audio_rate)
+            a.layout = "stereo" if s.audio_channels == 2 else "mono"
+            a.bit_rate = s.audio_bitrate
+            self._audio = a
+
+    def new_frame(self) -> av.VideoFrame:
+        """A frame of the output size for the compositor to draw into."""
+        return av.VideoFrame(self.settings.width, self.settings.height, "yuv420p")
+
+    def write_video(self, frame: av.VideoFrame) -> None:
+        """Encode the next video frame (its pts is set here: frames are evenly spaced)."""
+        if self._video is None:
+            raise SkymixError("this recording has no video stream")
+        frame.pts = self._frames
+        frame.time_base = Fraction(1, self.settings.fps)
+        self._frames += 1
+        self._out.mux(self._video.encode(frame))
+
+    def write_audio(self, block: npt.NDArray[np.float32]) -> None:
+        """Encode the next audio block: float32 (samples, channels) at the output rate."""
+        if self._audio is None:
+            raise SkymixError("this recording has no audio stream")
+        data = np.ascontiguousarray(block, np.float32).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(data, format="flt", layout=self._audio.layout.name)
+        frame.sample_rate = self.settings.audio_rate
+        frame.pts = self._samples
+        frame.time_base = Fraction(1, self.settings.audio_rate)
+        self._samples += block.shape[0]
+        self._out.mux(self._audio.encode(frame))
+
+    @property
+    def frames_written(self) -> int:
+        return self._frames
+
+    @property
+    def samples_written(self) -> int:
+        return self._samples
+
+    def close(self) -> None:
+        """Flush the encoders and finish the file."""
+        for stream in (self._video, self._audio):
+            if stream is not None:
+                self._out.mux(stream.encode(None))
+        self._out.close()
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,53 @@
+"""The one error hierarchy of skymix: every failure a caller can act on is a SkymixError.
+
+Subclasses also derive from the builtin that fits, so ``except ValueError`` keeps working for
+callers that do not know skymix, and carry where the problem is (file, offset, stream, tile).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SkymixError", "ComposeError", "CaptureError", "DeliveryError"]
+
+
+class SkymixError(Exception):
+    """Base class of every error skymix raises on purpose."""
+
+
+class ComposeError(SkymixError, ValueError):
+    """A frame, plane, tile, mask or audio block that the compositor or mixer cannot use."""
+
+
+class CaptureError(SkymixError, ValueError):
+    """A capture file or packet that cannot be read; says where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        offset: int | None = None,
+        ssrc: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        where = []
+        if file is not None:
+            where.append(str(file))
+        if offset is not None:
+            where.append(f"offset {offset}")
+        if ssrc is not None:
+            where.append(f"ssrc {ssrc:#010x}")
+        if seq is not None:
+            where.append(f"seq {seq}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.file = file
+        self.offset = offset
+        self.ssrc = ssrc
+        self.seq = seq
+
+
+class DeliveryError(SkymixError, OSError):
+    """Storing or announcing a recording failed; keeps the last underlying exception."""
+
+    def __init__(self, message: str, last_exception: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.last_exception = last_exception
