@@ -7,6 +7,7 @@ import threading
 import av
 import numpy as np
 import pytest
+from composite_reference import blend_reference, composite_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
@@ -14,8 +15,6 @@ from numpy.testing import assert_array_equal
 import skymix
 from skymix import ComposeError, Rect, Tile
 from skymix.compose import frame_planes
-
-from composite_reference import blend_reference, composite_reference
 
 RNG = np.random.default_rng(7)
 

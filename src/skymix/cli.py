@@ -11,7 +11,7 @@ from . import __version__
 from .errors import SkymixError
 from .progress import TerminalProgress
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

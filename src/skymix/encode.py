@@ -15,6 +15,8 @@ from typing import Literal
 import av
 import numpy as np
 import numpy.typing as npt
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
 
 from .errors import SkymixError
 
@@ -52,18 +54,20 @@ class EncodeSettings:
 class RecordingWriter:
     """Writes one recording; frames and audio blocks go in, in time order, then close()."""
 
-    def __init__(self, path: str | Path, settings: EncodeSettings = EncodeSettings(),
+    def __init__(self, path: str | Path, settings: EncodeSettings | None = None,
                  container: Container = "mp4") -> None:
         self.path = Path(path)
-        self.settings = s = settings
+        self.settings = s = settings or EncodeSettings()
         options = {"movflags": "+faststart"} if container == "mp4" else {}
         self._out = av.open(str(self.path), "w", format=container, options=options)
-        self._video = self._audio = None
+        self._video: VideoStream | None = None
+        self._audio: AudioStream | None = None
         self._frames = 0
         self._samples = 0
         if s.video:
             codec = "libx264" if container == "mp4" else "libvpx-vp9"
             v = self._out.add_stream(codec, rate=s.fps)
+            assert isinstance(v, VideoStream)
             v.width, v.height, v.pix_fmt = s.width, s.height, "yuv420p"
             v.thread_count = s.threads
             if container == "mp4":
@@ -73,6 +77,7 @@ class RecordingWriter:
             self._video = v
         if s.audio:
             a = self._out.add_stream("aac" if container == "mp4" else "libopus", rate=s.audio_rate)
+            assert isinstance(a, AudioStream)
             a.layout = "stereo" if s.audio_channels == 2 else "mono"
             a.bit_rate = s.audio_bitrate
             self._audio = a
@@ -112,9 +117,10 @@ class RecordingWriter:
 
     def close(self) -> None:
         """Flush the encoders and finish the file."""
-        for stream in (self._video, self._audio):
-            if stream is not None:
-                self._out.mux(stream.encode(None))
+        if self._video is not None:
+            self._out.mux(self._video.encode(None))
+        if self._audio is not None:
+            self._out.mux(self._audio.encode(None))
         self._out.close()
 
     def __enter__(self) -> RecordingWriter:

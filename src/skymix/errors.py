@@ -6,7 +6,7 @@ callers that do not know skymix, and carry where the problem is (file, offset, s
 
 from __future__ import annotations
 
-__all__ = ["SkymixError", "ComposeError", "CaptureError", "DeliveryError"]
+__all__ = ["CaptureError", "ComposeError", "DeliveryError", "SkymixError"]
 
 
 class SkymixError(Exception):

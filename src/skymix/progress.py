@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-__all__ = ["ProgressEvent", "ProgressCallback", "TerminalProgress"]
+__all__ = ["ProgressCallback", "ProgressEvent", "TerminalProgress"]
 
 
 @dataclass(frozen=True, slots=True)
