@@ -50,8 +50,9 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# the C headers next to the kernels: rebuild when they change, and ship them in the sdist
 extensions = [
-    Extension(f"skymix._native.{Path(pyx).stem}", [pyx])
+    Extension(f"skymix._native.{Path(pyx).stem}", [pyx], depends=sorted(glob("src/_native/*.h")))
     for pyx in sorted(glob("src/_native/*.pyx"))
 ]
 

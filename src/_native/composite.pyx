@@ -4,21 +4,40 @@
 Validation happens in skymix.compose.video; these functions trust shapes and loop without the GIL.
 Both kernels are matched against numpy references in tests/test_composite.py.
 
-Resampling is separable, vertical pass first so that every output row is independent (rows run
-in parallel, each with its own scratch row): a destination sample of width r source samples
-takes the area average of the source samples it covers when r > 1 (shrinking) and the bilinear
-interpolation of its two neighbours when r <= 1 (enlarging); both meet at r == 1. Taps that fall
-outside the source plane are dropped and the rest renormalised.
+Resampling is separable, vertical pass first so that every output row is independent (the rows
+of all three planes run in parallel, each thread with its own float scratch row; the passes are
+the SIMD loops of resample.h): a destination sample of width r source samples takes the area
+average of the source samples it covers when r > 1 (shrinking) and the bilinear interpolation of
+its two neighbours when r <= 1 (enlarging); both meet at r == 1. Taps that fall outside the
+source plane are dropped and the rest renormalised.
 
 Sample positions, in luma pixel units with pixel i centred at i + 0.5: chroma sample j sits at
 2j + 0.5 horizontally (co-sited with even luma columns) and 2j + 1 vertically (between two luma
 rows): the MPEG-2 / H.264 "left" siting that WebRTC's codecs use.
+
+Per tile and plane the source window, taps and weights of every content column and row depend
+only on the geometry; they are built once (TileTables) and cached by geometry across calls.
+Two shortcuts give the same values as the general passes: a plain copy (one tap of weight 1
+each way) is a memcpy, and an exact 2:1 shrink (every weight 1/2, columns 2j and 2j + 1) sums
+bytes in integers.
 """
 
 from libc.math cimport ceil, fabs, floor
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
+from libc.stdint cimport int32_t, uint8_t
 from cython.parallel cimport parallel, prange
+
+cdef extern from "resample.h" nogil:
+    void resample_init()
+    void resample_vpass(const uint8_t* src, Py_ssize_t stride, const float* w, int n, float* out,
+                        int width)
+    void resample_hpass(const float* row, const int32_t* start, const float* w, int taps, int n,
+                        uint8_t* out)
+    void resample_hhalf(const float* row, int n, uint8_t* out)
+    void resample_box2(const uint8_t* src, Py_ssize_t stride, int n, uint8_t* out)
+
+resample_init()
 
 ctypedef unsigned char u8
 
@@ -56,10 +75,15 @@ cdef struct PlaneTile:
     int draw
     u8 border_val
     int hx0, hx1        # source columns the horizontal pass reads
-    int* hstart         # per content column: first source column
-    float* hw           # per content column: `h.taps` weights, zero-padded
+    int32_t* hstart     # per content column: first source column, relative to hx0
+    float* hw           # `htaps` weights per content column, laid out for resample_hpass
+    int htaps
     int hcopy           # horizontal pass is a plain copy from column c + hoff
+    int hhalf           # horizontal pass is an exact 2:1 shrink: column j from hx0 + 2j, 2j + 1
     int hoff
+    int* vstart         # per content row: first source row
+    int* vcount         # per content row: number of taps
+    float* vw           # `v.taps` weights per content row
 
 
 cdef inline int _ceil_int(double value) noexcept nogil:
@@ -189,42 +213,88 @@ def fit_geometry(const long long[::1] g):
 
 
 cdef int build_htable(PlaneTile* t) noexcept nogil:
-    """Horizontal weights of every content column; 0 on success, -1 when out of memory."""
-    cdef int n = t.h.c1 - t.h.c0, j, m, k, start
+    """Start and weights of every content column in resample_hpass's layout (see resample.h).
+
+    Every column gets the taps the widest column needs, rounded up to 2, 4 or a multiple of 8 (zero
+    weights pad the rest), not the bound h.taps. Returns 0 on success, -1 when out of memory.
+    """
+    cdef int n = t.h.c1 - t.h.c0, nb, j, m, start, bound = t.h.taps
+    cdef int* count
+    cdef float* scratch
     cdef float* w
     t.hstart = NULL
     t.hw = NULL
     t.hcopy = 0
+    t.hhalf = 0
     t.hx0 = 0
     t.hx1 = 0
+    t.htaps = 0
     if n <= 0:
         return 0
-    t.hstart = <int*>malloc(n * sizeof(int))
-    t.hw = <float*>calloc(n * t.h.taps, sizeof(float))
-    if t.hstart == NULL or t.hw == NULL:
+    nb = (n + 7) // 8
+    t.hstart = <int32_t*>malloc(nb * 8 * sizeof(int32_t))
+    scratch = <float*>malloc(n * bound * sizeof(float))
+    count = <int*>malloc(n * sizeof(int))
+    if t.hstart == NULL or scratch == NULL or count == NULL:
+        free(scratch)
+        free(count)
         return -1
     t.hcopy = 1
+    t.hhalf = 1
     t.hx0 = t.h.n_src
+    t.htaps = 1
     for j in range(n):
-        w = t.hw + j * t.h.taps
+        w = scratch + j * bound
         m = compute_taps(t.h.a * (t.h.c0 + j) + t.h.b, t.h.scale, t.h.n_src, &start, w)
+        count[j] = m
         t.hstart[j] = start
         if start < t.hx0:
             t.hx0 = start
         if start + m > t.hx1:
             t.hx1 = start + m
+        if m > t.htaps:
+            t.htaps = m
         if m != 1 or w[0] != 1.0 or start - (t.h.c0 + j) != t.hstart[0] - t.h.c0:
             t.hcopy = 0
+        if m != 2 or w[0] != 0.5 or w[1] != 0.5 or start != t.hstart[0] + 2 * j:
+            t.hhalf = 0
     t.hoff = t.hstart[0] - t.h.c0
+    t.htaps = 2 if t.htaps <= 2 else (4 if t.htaps <= 4 else (t.htaps + 7) // 8 * 8)
+    t.hw = <float*>calloc(nb * 8 * t.htaps, sizeof(float))
+    if t.hw != NULL:
+        for j in range(n):
+            t.hstart[j] -= t.hx0
+            memcpy(t.hw + j * t.htaps, scratch + j * bound, count[j] * sizeof(float))
+        for j in range(n, nb * 8):
+            t.hstart[j] = t.hstart[n - 1]
+    free(scratch)
+    free(count)
+    return 0 if t.hw != NULL else -1
+
+
+cdef int build_vtable(PlaneTile* t) noexcept nogil:
+    """Start, tap count and weights of every content row; 0 on success, -1 when out of memory."""
+    cdef int n = t.v.c1 - t.v.c0, i
+    t.vstart = NULL
+    t.vcount = NULL
+    t.vw = NULL
+    if n <= 0:
+        return 0
+    t.vstart = <int*>malloc(n * sizeof(int))
+    t.vcount = <int*>malloc(n * sizeof(int))
+    t.vw = <float*>malloc(n * t.v.taps * sizeof(float))
+    if t.vstart == NULL or t.vcount == NULL or t.vw == NULL:
+        return -1
+    for i in range(n):
+        t.vcount[i] = compute_taps(t.v.a * (t.v.c0 + i) + t.v.b, t.v.scale, t.v.n_src,
+                                   &t.vstart[i], t.vw + i * t.v.taps)
     return 0
 
 
-cdef void draw_row(PlaneTile* t, int y, u8* row, u8 bg, float* tmp, float* vw) noexcept nogil:
+cdef void draw_row(PlaneTile* t, int y, u8* row, u8 bg, float* tmp) noexcept nogil:
     """Draw row y of one tile (border, letterbox bars and scaled content) into row."""
-    cdef int x, j, k, n, start, width, st
-    cdef const u8* s
-    cdef float wk, acc
-    cdef const float* wj
+    cdef int n, start
+    cdef const float* vw
     if y < t.v.r0 or y >= t.v.r1 or t.h.r0 >= t.h.r1:
         return
     if y < t.v.i0 or y >= t.v.i1:
@@ -242,33 +312,80 @@ cdef void draw_row(PlaneTile* t, int y, u8* row, u8 bg, float* tmp, float* vw) n
     if t.h.i1 > t.h.c1:
         memset(row + t.h.c1, bg, t.h.i1 - t.h.c1)
 
-    n = compute_taps(t.v.a * y + t.v.b, t.v.scale, t.v.n_src, &start, vw)
+    n = t.vcount[y - t.v.c0]
+    start = t.vstart[y - t.v.c0]
+    vw = t.vw + (y - t.v.c0) * t.v.taps
     if n == 1 and t.hcopy:
         memcpy(row + t.h.c0, t.src + start * t.stride + t.h.c0 + t.hoff, t.h.c1 - t.h.c0)
         return
-    width = t.hx1 - t.hx0
-    s = t.src + start * t.stride + t.hx0
-    wk = vw[0]
-    for x in range(width):
-        tmp[x] = wk * s[x]
-    for k in range(1, n):
-        s = s + t.stride
-        wk = vw[k]
-        for x in range(width):
-            tmp[x] += wk * s[x]
-    if t.hcopy:
-        st = t.hoff - t.hx0
-        for x in range(t.h.c0, t.h.c1):
-            acc = tmp[x + st] + 0.5
-            row[x] = <u8>(acc if acc < 255.0 else 255.0)
+    if n == 2 and t.hhalf and vw[0] == 0.5 and vw[1] == 0.5:
+        resample_box2(t.src + start * t.stride + t.hx0, t.stride, t.h.c1 - t.h.c0, row + t.h.c0)
         return
-    for j in range(t.h.c1 - t.h.c0):
-        st = t.hstart[j] - t.hx0
-        wj = t.hw + j * t.h.taps
-        acc = 0.5
-        for k in range(t.h.taps):
-            acc += wj[k] * tmp[st + k]
-        row[t.h.c0 + j] = <u8>(acc if acc < 255.0 else 255.0)
+    resample_vpass(t.src + start * t.stride + t.hx0, t.stride, vw, n, tmp, t.hx1 - t.hx0)
+    if t.hhalf:
+        resample_hhalf(tmp, t.h.c1 - t.h.c0, row + t.h.c0)
+    else:
+        resample_hpass(tmp, t.hstart, t.hw, t.htaps, t.h.c1 - t.h.c0, row + t.h.c0)
+
+
+cdef class TileTables:
+    """The geometry and resampling tables of one tile on the three planes of one output size.
+
+    They depend only on the tile's rectangle, fit, border and source size, so composite_planes
+    keeps them in a small cache and a layout that stays put does not recompute them every frame.
+    """
+    cdef PlaneTile planes[3]
+
+    def __dealloc__(self):
+        cdef int p
+        for p in range(3):
+            free(self.planes[p].hstart)
+            free(self.planes[p].hw)
+            free(self.planes[p].vstart)
+            free(self.planes[p].vcount)
+            free(self.planes[p].vw)
+
+
+cdef dict _tables = {}
+cdef enum:
+    MAX_CACHED_TABLES = 64
+
+
+cdef TileTables tile_tables(const long long* g, int out_w, int out_h):
+    """The cached tables of a tile with geometry row g (see composite_planes), built if new."""
+    key = (g[G_X], g[G_Y], g[G_W], g[G_H], g[G_SRC_W], g[G_SRC_H], g[G_FIT], g[G_BORDER],
+           out_w, out_h)
+    cdef TileTables tab = _tables.get(key)
+    cdef int p, factor, has, n_w, n_h
+    cdef int content[4]
+    cdef double crop[4]
+    cdef PlaneTile* t
+    if tab is not None:
+        return tab
+    tab = TileTables()
+    has = g[G_SRC_W] > 0 and g[G_W] - 2 * g[G_BORDER] > 0 and g[G_H] - 2 * g[G_BORDER] > 0
+    if has:
+        fit_tile(g, content, crop)
+    else:
+        content[0] = content[1] = content[2] = content[3] = 0
+        crop[0] = crop[1] = crop[2] = crop[3] = 0.0
+    for p in range(3):
+        t = &tab.planes[p]
+        factor = 1 if p == 0 else 2
+        n_w = <int>g[G_SRC_W] if p == 0 else (<int>g[G_SRC_W] + 1) // 2
+        n_h = <int>g[G_SRC_H] if p == 0 else (<int>g[G_SRC_H] + 1) // 2
+        setup_axis(&t.h, <int>g[G_X], <int>g[G_W], <int>g[G_BORDER], content[0], content[2],
+                   crop[0], crop[2], has, n_w, factor, 0.5,
+                   out_w if p == 0 else (out_w + 1) // 2)
+        setup_axis(&t.v, <int>g[G_Y], <int>g[G_H], <int>g[G_BORDER], content[1], content[3],
+                   crop[1], crop[3], has, n_h, factor, 0.5 if p == 0 else 1.0,
+                   out_h if p == 0 else (out_h + 1) // 2)
+        if build_htable(t) != 0 or build_vtable(t) != 0:
+            raise MemoryError()
+    if len(_tables) >= MAX_CACHED_TABLES:
+        _tables.clear()
+    _tables[key] = tab
+    return tab
 
 
 def composite_planes(list sources, const long long[:, ::1] geom, tuple out_planes,
@@ -276,96 +393,92 @@ def composite_planes(list sources, const long long[:, ::1] geom, tuple out_plane
                      bint fill_background, int num_threads):
     """Draw every tile whose draw flag is set, in order, into the three output planes.
 
-    sources: per tile None or (Y, U, V) uint8 arrays (rows may be padded, samples contiguous).
+    sources: per tile None, (Y, U, V) uint8 arrays (rows may be padded, samples contiguous) or a
+    yuv420p av.VideoFrame of the size geom gives (read through its planes' buffers).
     geom: (tiles, 9) int64: x, y, w, h, source w, source h, fit (0 contain, 1 cover), border, draw.
     out_planes: (Y, U, V) writable uint8 arrays. background: Y, U, V values. border_colors:
     (tiles, 3). fill_background: paint every row with the background first (a full redraw).
     Raises MemoryError when scratch memory cannot be had; the frame is then untouched.
     """
     cdef Py_ssize_t ntiles = geom.shape[0]
-    cdef int p, t, y, factor, plane_w, plane_h, maxw, maxv, err = 0, has
+    cdef int p, t, y, r, maxw = 1, total, err = 0
+    cdef bint is_frame
     cdef int* errp = &err
-    cdef double hoff_o, voff_o
-    cdef int content[4]
-    cdef double crop[4]
     cdef u8[:, :] out
     cdef const u8[:, :] src
-    cdef PlaneTile* tiles = <PlaneTile*>calloc(ntiles if ntiles > 0 else 1, sizeof(PlaneTile))
+    cdef const u8[::1] flat
+    cdef TileTables tab
+    cdef PlaneTile* tiles = <PlaneTile*>calloc(3 * ntiles if ntiles > 0 else 1, sizeof(PlaneTile))
+    cdef PlaneTile* pt
     cdef float* tmp
-    cdef float* vw
     cdef u8* row
-    cdef u8 bg
+    cdef u8* out_ptr[3]
+    cdef Py_ssize_t out_stride[3]
+    cdef int plane_w[3]
+    cdef int plane_h[3]
+    cdef u8 bg[3]
+    cdef int out_h = out_planes[0].shape[0], out_w = out_planes[0].shape[1]
     if tiles == NULL:
         raise MemoryError()
     keep = []
     try:
+        tables = [tile_tables(&geom[t, 0], out_w, out_h) if geom[t, G_DRAW] else None
+                  for t in range(ntiles)]
+        if not fill_background and tables.count(None) == ntiles:
+            return
         for p in range(3):
             out = out_planes[p]
-            plane_h = out.shape[0]
-            plane_w = out.shape[1]
-            factor = 1 if p == 0 else 2
-            hoff_o = 0.5
-            voff_o = 0.5 if p == 0 else 1.0
-            bg = background[p]
-            maxw = 1
-            maxv = 1
-            for t in range(ntiles):
-                tiles[t].draw = geom[t, G_DRAW] != 0
-                if not tiles[t].draw:
-                    continue
-                has = sources[t] is not None
-                tiles[t].border_val = border_colors[t, p]
-                if has:
-                    src = sources[t][p]
-                    keep.append(src)
-                    tiles[t].src = &src[0, 0]
-                    tiles[t].stride = src.strides[0]
-                    fit_tile(&geom[t, 0], content, crop)
-                else:
-                    tiles[t].src = NULL
-                    content[0] = content[1] = content[2] = content[3] = 0
-                    crop[0] = crop[1] = crop[2] = crop[3] = 0.0
-                has = has and geom[t, G_W] - 2 * geom[t, G_BORDER] > 0 \
-                    and geom[t, G_H] - 2 * geom[t, G_BORDER] > 0
-                setup_axis(&tiles[t].h, <int>geom[t, G_X], <int>geom[t, G_W], <int>geom[t, G_BORDER],
-                           content[0], content[2], crop[0], crop[2], has,
-                           src.shape[1] if has else 0, factor, hoff_o, plane_w)
-                setup_axis(&tiles[t].v, <int>geom[t, G_Y], <int>geom[t, G_H], <int>geom[t, G_BORDER],
-                           content[1], content[3], crop[1], crop[3], has,
-                           src.shape[0] if has else 0, factor, voff_o, plane_h)
-                if build_htable(&tiles[t]) != 0:
-                    raise MemoryError()
-                if tiles[t].hx1 - tiles[t].hx0 + tiles[t].h.taps > maxw:
-                    maxw = tiles[t].hx1 - tiles[t].hx0 + tiles[t].h.taps
-                if tiles[t].v.taps > maxv:
-                    maxv = tiles[t].v.taps
-            with nogil, parallel(num_threads=num_threads):
-                # calloc: the columns past a tile's window stay finite, so zero-padded taps add 0
-                tmp = <float*>calloc(maxw, sizeof(float))
-                vw = <float*>malloc(maxv * sizeof(float))
-                if tmp == NULL or vw == NULL:
-                    errp[0] = 1
-                else:
-                    for y in prange(plane_h, schedule="dynamic", chunksize=8):
-                        row = &out[y, 0]
-                        if fill_background:
-                            memset(row, bg, plane_w)
-                        for t in range(ntiles):
-                            if tiles[t].draw:
-                                draw_row(&tiles[t], y, row, bg, tmp, vw)
-                free(tmp)
-                free(vw)
-            for t in range(ntiles):
-                free(tiles[t].hstart)
-                free(tiles[t].hw)
-                tiles[t].hstart = NULL
-                tiles[t].hw = NULL
-            if err:
-                raise MemoryError()
-    finally:
+            out_ptr[p] = &out[0, 0]
+            out_stride[p] = out.strides[0]
+            plane_h[p] = out.shape[0]
+            plane_w[p] = out.shape[1]
+            bg[p] = background[p]
         for t in range(ntiles):
-            free(tiles[t].hstart)
-            free(tiles[t].hw)
+            if tables[t] is None:
+                continue
+            tab = tables[t]
+            source = sources[t]
+            is_frame = source is not None and type(source) is not tuple
+            if is_frame:
+                source = source.planes
+            for p in range(3):
+                pt = &tiles[p * ntiles + t]
+                pt[0] = tab.planes[p]
+                pt.draw = 1
+                pt.border_val = border_colors[t, p]
+                if is_frame:
+                    flat = source[p]
+                    keep.append(flat)
+                    pt.src = &flat[0]
+                    pt.stride = source[p].line_size
+                elif source is not None:
+                    src = source[p]
+                    keep.append(src)
+                    pt.src = &src[0, 0]
+                    pt.stride = src.strides[0]
+                if pt.hx1 - pt.hx0 + pt.htaps > maxw:
+                    maxw = pt.hx1 - pt.hx0 + pt.htaps
+        total = plane_h[0] + plane_h[1] + plane_h[2]
+        with nogil, parallel(num_threads=num_threads):
+            # calloc: the columns past a tile's window stay finite, so zero-padded taps add 0
+            tmp = <float*>calloc(maxw, sizeof(float))
+            if tmp == NULL:
+                errp[0] = 1
+            else:
+                # the rows of the three planes, one after the other
+                for y in prange(total, schedule="dynamic", chunksize=8):
+                    p = 0 if y < plane_h[0] else (1 if y < plane_h[0] + plane_h[1] else 2)
+                    r = y - (0 if p == 0 else (plane_h[0] if p == 1 else plane_h[0] + plane_h[1]))
+                    row = out_ptr[p] + r * out_stride[p]
+                    if fill_background:
+                        memset(row, bg[p], plane_w[p])
+                    for t in range(ntiles):
+                        if tiles[p * ntiles + t].draw:
+                            draw_row(&tiles[p * ntiles + t], r, row, bg[p], tmp)
+            free(tmp)
+        if err:
+            raise MemoryError()
+    finally:
         free(tiles)
 
 

@@ -102,14 +102,18 @@ class CompositeState:
     skipped: int
 
 
+def _check_format(frame: av.VideoFrame, what: str) -> None:
+    if frame.format.name != "yuv420p":
+        raise ComposeError(
+            f"{what}: pixel format {frame.format.name!r} is not yuv420p "
+            "(convert with frame.reformat(format='yuv420p'))"
+        )
+
+
 def frame_planes(frame: av.VideoFrame | Planes, what: str) -> Planes:
     """Y, U, V of a yuv420p frame or plane tuple as uint8 arrays that share its memory."""
     if isinstance(frame, av.VideoFrame):
-        if frame.format.name != "yuv420p":
-            raise ComposeError(
-                f"{what}: pixel format {frame.format.name!r} is not yuv420p "
-                "(convert with frame.reformat(format='yuv420p'))"
-            )
+        _check_format(frame, what)
         planes = []
         for plane in frame.planes:
             flat = np.frombuffer(plane, np.uint8)
@@ -138,6 +142,19 @@ def frame_planes(frame: av.VideoFrame | Planes, what: str) -> Planes:
     return y, u, v
 
 
+def _source(source: av.VideoFrame | Planes, what: str) -> tuple[av.VideoFrame | Planes, int, int]:
+    """A source as the kernel takes it (a yuv420p frame, or checked planes) and its luma size.
+
+    A frame's planes are read by the kernel itself: numpy views of them cost more than the
+    drawing of a small tile.
+    """
+    if isinstance(source, av.VideoFrame):
+        _check_format(source, what)
+        return source, source.width, source.height
+    planes = frame_planes(source, what)
+    return planes, planes[0].shape[1], planes[0].shape[0]
+
+
 def _writable_planes(out: av.VideoFrame | Planes) -> Planes:
     if isinstance(out, av.VideoFrame):
         out.make_writable()
@@ -148,11 +165,22 @@ def _writable_planes(out: av.VideoFrame | Planes) -> Planes:
     return planes
 
 
+_YUV_CACHE: dict[tuple[tuple[int, int, int], str], tuple[int, int, int]] = {}
+
+
 def _color(rgb: RGB, matrix: Matrix, what: str) -> tuple[int, int, int]:
+    """rgb_to_yuv, remembered for tuples of ints (the same few colours come every frame)."""
+    key = (rgb, matrix)
+    cacheable = type(matrix) is str and type(rgb) is tuple and all(type(c) is int for c in rgb)
+    if cacheable and key in _YUV_CACHE:
+        return _YUV_CACHE[key]
     try:
-        return rgb_to_yuv(rgb, matrix)
+        yuv = rgb_to_yuv(rgb, matrix)
     except ComposeError as exc:
         raise ComposeError(f"{what}: {exc}") from None
+    if cacheable and len(_YUV_CACHE) < 1024:
+        _YUV_CACHE[key] = yuv
+    return yuv
 
 
 def _overlap(a: Rect, b: Rect) -> bool:
@@ -188,9 +216,7 @@ def composite(
     bg = _color(background, matrix, "background")
     default_border = _color(border_color, matrix, "border_color")
     n = len(tiles)
-    geom = np.zeros((n, 9), np.int64)
-    colors = np.empty((n, 3), np.uint8)
-    sources: list[Planes | None] = []
+    colors = []
     overlay_colors: dict[tuple[int, int], tuple[int, int, int]] = {}
     keys = []
     for i, tile in enumerate(tiles):
@@ -210,11 +236,7 @@ def composite(
             if tile.border_color is None
             else _color(tile.border_color, matrix, f"{what} border_color")
         )
-        colors[i] = color
-        planes_i = None if tile.source is None else frame_planes(tile.source, what)
-        sources.append(planes_i)
-        sh, sw = planes_i[0].shape if planes_i is not None else (0, 0)
-        geom[i] = (r.x, r.y, r.w, r.h, sw, sh, fit, border, 1)
+        colors.append(color)
         for j, overlay in enumerate(tile.overlays):
             _check_mask(overlay.mask, overlay.opacity, f"{what} overlay {j}")
             overlay_colors[i, j] = _color(overlay.color, matrix, f"{what} overlay {j} color")
@@ -229,6 +251,7 @@ def composite(
         or previous.settings != settings
         or previous.keys != tuple(keys)
     )
+    draw = [True] * n
     if not full:
         assert previous is not None
         dirty: list[Rect] = []
@@ -238,19 +261,29 @@ def composite(
             if changed or any(_overlap(tile.rect, d) for d in dirty):
                 dirty.append(tile.rect)
             else:
-                geom[i, 8] = 0
-    drawn = int(geom[:, 8].sum())
-    _kernel.composite_planes(
-        sources,
-        geom,
-        planes,
-        np.array(bg, np.uint8),
-        colors,
-        full,
-        threads or len(os.sched_getaffinity(0)),
-    )
+                draw[i] = False
+    # Sources are checked when drawn: a skipped tile shows the object checked when it was drawn.
+    sources: list[av.VideoFrame | Planes | None] = []
+    geom = []
+    for i, (tile, key) in enumerate(zip(tiles, keys)):
+        source, sw, sh = None, 0, 0
+        if draw[i] and tile.source is not None:
+            source, sw, sh = _source(tile.source, f"tile {i}")
+        sources.append(source)
+        geom.append((*key[:4], sw, sh, key[4], border, draw[i]))
+    drawn = sum(draw)
+    if full or drawn:
+        _kernel.composite_planes(
+            sources,
+            np.array(geom, np.int64).reshape(n, 9),
+            planes,
+            np.array(bg, np.uint8),
+            np.array(colors, np.uint8).reshape(n, 3),
+            full,
+            threads or len(os.sched_getaffinity(0)),
+        )
     for i, tile in enumerate(tiles):
-        if geom[i, 8] and tile.overlays:
+        if draw[i] and tile.overlays:
             yuv = [overlay_colors[i, j] for j in range(len(tile.overlays))]
             _draw_overlays(planes, tile, yuv, tiles[i + 1:])
     return CompositeState(
