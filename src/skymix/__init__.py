@@ -2,7 +2,16 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .compose import CompositeState, Overlay, Rect, Tile, composite, draw_mask, rgb_to_yuv
+from .compose import (
+    CompositeState,
+    Overlay,
+    Rect,
+    Tile,
+    composite,
+    draw_mask,
+    mix_audio,
+    rgb_to_yuv,
+)
 from .errors import CaptureError, ComposeError, DeliveryError, SkymixError
 
 try:
@@ -22,5 +31,6 @@ __all__ = [
     "__version__",
     "composite",
     "draw_mask",
+    "mix_audio",
     "rgb_to_yuv",
 ]

@@ -1,5 +1,6 @@
 """Compositing video tiles and mixing audio blocks: the Python face of the native core."""
 
+from .audio import mix_audio
 from .color import Matrix, rgb_to_yuv
 from .video import (
     CompositeState,
@@ -24,5 +25,6 @@ __all__ = [
     "composite",
     "draw_mask",
     "frame_planes",
+    "mix_audio",
     "rgb_to_yuv",
 ]
