@@ -1,7 +1,8 @@
 """Build the Cython kernels in src/_native/ as extension modules skymix._native.<name>.
 
 OpenMP is used where the compiler accepts -fopenmp (prange runs rows in parallel); elsewhere the
-same sources build as plain serial loops.
+same sources build as plain serial loops. The compositor has its own worker threads (workpool.h,
+C11 atomics and POSIX threads); SKYMIX_SERIAL=1 builds it without them.
 """
 
 import os
@@ -39,10 +40,13 @@ class BuildExt(build_ext):
         compiler = self.compiler
         cmd = list(getattr(compiler, "compiler_so", None) or ["cc"])[:1]
         unix = compiler.compiler_type == "unix"
+        serial = os.environ.get("SKYMIX_SERIAL") == "1"
         openmp = unix and os.environ.get("SKYMIX_NO_OPENMP") != "1" and _compiler_has_openmp(cmd)
         for ext in self.extensions:
             if unix:
                 ext.extra_compile_args += ["-O3", "-fno-strict-aliasing", "-Wno-unknown-pragmas"]
+            if serial:
+                ext.define_macros.append(("SKYMIX_SERIAL", "1"))
             if openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")

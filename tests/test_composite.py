@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import av
@@ -14,9 +15,23 @@ from numpy.testing import assert_array_equal
 
 import skymix
 from skymix import ComposeError, Rect, Tile
+from skymix._native import composite as kernel
 from skymix.compose import frame_planes
 
 RNG = np.random.default_rng(7)
+
+# every inner-loop implementation this CPU runs: the portable C loops and the SIMD ones
+PATHS = kernel.simd_paths()
+
+
+@contextlib.contextmanager
+def simd(path):
+    """Run the block with the kernel's `path` loops, then restore the default."""
+    previous = kernel.set_simd(path)
+    try:
+        yield
+    finally:
+        kernel.set_simd(previous)
 
 
 def planes_of(w, h, pad=0, rng=RNG, smooth=False):
@@ -84,6 +99,7 @@ def test_even_offset_same_size_copies_and_odd_offset_interpolates_chroma():
     check_against_reference([(src, (11, 21, 40, 30), "contain", None)], (100, 80))
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "src_size, rect, fit",
     [
@@ -99,12 +115,14 @@ def test_even_offset_same_size_copies_and_odd_offset_interpolates_chroma():
         ((1920, 1080), (0, 0, 17, 11), "cover"),  # extreme shrink
     ],
 )
-def test_matches_reference(src_size, rect, fit):
+def test_matches_reference(src_size, rect, fit, path):
     src = planes_of(*src_size, smooth=True)
-    check_against_reference([(src, rect, fit, None)], (1280, 720), background=(20, 40, 60))
+    with simd(path):
+        check_against_reference([(src, rect, fit, None)], (1280, 720), background=(20, 40, 60))
 
 
-def test_grid_with_border_overlap_and_highlight_matches_reference():
+@pytest.mark.parametrize("path", PATHS)
+def test_grid_with_border_overlap_and_highlight_matches_reference(path):
     a, b, c = planes_of(640, 480, smooth=True), planes_of(1280, 720), planes_of(480, 640)
     specs = [
         (a, (0, 0, 640, 360), "contain", None),
@@ -113,8 +131,38 @@ def test_grid_with_border_overlap_and_highlight_matches_reference():
         (None, (640, 360, 640, 360), "contain", None),
         (a, (1000, 500, 321, 181), "cover", None),  # picture-in-picture over two tiles
     ]
-    check_against_reference(specs, (1280, 720), background=(30, 30, 30), border=3,
-                            border_color=(250, 250, 250))
+    with simd(path):
+        check_against_reference(specs, (1280, 720), background=(30, 30, 30), border=3,
+                                border_color=(250, 250, 250))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("offset", [(0, 0), (1, 1), (2, 3), (3, 2)])
+def test_exact_half_size_matches_reference(offset, path):
+    """The 2:1 shortcuts (an integer 2x2 box, a pairwise horizontal mean) at even and odd offsets."""
+    src = planes_of(1280, 720)
+    with simd(path):
+        check_against_reference([(src, (*offset, 640, 360), "contain", None),
+                                 (src, (641, 360, 640, 360), "cover", None)], (1282, 722))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("src_w", [500, 660, 900, 1150, 1440, 2600])
+def test_horizontal_ratios_match_reference(src_w, path):
+    """Shrinks from 1.7x to 9x across 293 columns: the AVX-512 pass takes blocks of 16 outputs,
+    then of 8, then hands over to the AVX2 one as the taps of a block spread past 32 floats."""
+    src = planes_of(src_w, 60, smooth=True)
+    with simd(path):
+        check_against_reference([(src, (3, 1, 293, 40), "contain", None)], (300, 44))
+
+
+def test_simd_paths_can_be_chosen():
+    assert PATHS[0] == "c" and kernel.simd_path() == PATHS[-1]
+    with simd("c"):
+        assert kernel.simd_path() == "c"
+    assert kernel.simd_path() == PATHS[-1]
+    with pytest.raises(ValueError, match="SIMD path 'neon' is not one of"):
+        kernel.set_simd("neon")
 
 
 def test_no_tiles_gives_a_background_frame():
@@ -148,6 +196,7 @@ def test_shrinking_averages_instead_of_aliasing():
     assert abs(int(out[0].min()) - 128) <= 1 and abs(int(out[0].max()) - 128) <= 1
 
 
+@pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=60, deadline=None)
 @given(
     sw=st.integers(1, 70),
@@ -165,11 +214,12 @@ def test_shrinking_averages_instead_of_aliasing():
     pad=st.integers(0, 9),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_property_matches_reference(sw, sh, ow, oh, rects, border, pad, seed):
+def test_property_matches_reference(path, sw, sh, ow, oh, rects, border, pad, seed):
     rng = np.random.default_rng(seed)
     src = planes_of(sw, sh, pad=pad, rng=rng)
     specs = [(src if has else None, (x, y, w, h), fit, None) for x, y, w, h, fit, has in rects]
-    check_against_reference(specs, (ow, oh), background=(12, 200, 99), border=border)
+    with simd(path):
+        check_against_reference(specs, (ow, oh), background=(12, 200, 99), border=border)
 
 
 def test_redraw_skips_unchanged_tiles_and_matches_a_full_redraw():
@@ -229,14 +279,58 @@ def test_threads_give_identical_results():
             assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_any_thread_count_gives_identical_results(threads):
+    srcs = [planes_of(640, 480), planes_of(1280, 720), planes_of(320, 240)]
+    tiles = [Tile(s, Rect(67 * i, 41 * i, 700 - 60 * i, 400 - 30 * i), "cover")
+             for i, s in enumerate(srcs * 3)]
+    serial, parallel = blank(1280, 720), blank(1280, 720)
+    skymix.composite(tiles, serial, threads=1)
+    for _ in range(5):
+        skymix.composite(tiles, parallel, threads=threads)
+        for got, want in zip(parallel, serial):
+            assert_array_equal(got, want)
+
+
+def _composite_in_child(queue):
+    out = blank(320, 240)
+    skymix.composite([Tile(planes_of(640, 480), Rect(0, 0, 320, 240))], out, threads=2)
+    queue.put(int(out[0].sum()))
+
+
+def test_worker_threads_survive_fork():
+    """A forked child has no worker threads; its calls must not wait for them."""
+    import multiprocessing
+
+    skymix.composite([Tile(planes_of(64, 48), Rect(0, 0, 128, 96))], blank(128, 96), threads=2)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_composite_in_child, args=(queue,))
+    child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("composite() hung in a forked child")
+    assert child.exitcode == 0 and queue.get(timeout=5) > 0
+
+
 def test_draw_mask_matches_integer_reference():
     rng = np.random.default_rng(3)
-    for x, y, opacity in [(0, 0, 1.0), (7, 3, 0.5), (-5, -4, 1.0), (60, 40, 0.8), (200, 5, 1.0)]:
+    cases = [(0, 0, 1.0), (7, 3, 0.5), (-5, -4, 1.0), (60, 40, 0.8), (200, 5, 1.0)]
+    for x, y, opacity in cases:
         out = planes_of(67, 45, pad=3, rng=rng)
         mask = rng.integers(0, 256, (13, 21), dtype=np.uint8)
         want = blend_reference(out, mask, x, y, skymix.rgb_to_yuv((250, 10, 100)),
                                round(opacity * 255))
         skymix.draw_mask(out, mask, x, y, (250, 10, 100), opacity=opacity)
+        for got, w in zip(out, want):
+            assert_array_equal(got, w)
+    # masks this large are blended by the worker threads, in chunks of rows
+    for x, y in [(0, 0), (-3, 5), (101, -7)]:
+        out = planes_of(641, 481, pad=3, rng=rng)
+        mask = rng.integers(0, 256, (401, 333), dtype=np.uint8)
+        want = blend_reference(out, mask, x, y, skymix.rgb_to_yuv((9, 200, 30)), 200)
+        skymix.draw_mask(out, mask, x, y, (9, 200, 30), opacity=200 / 255)
         for got, w in zip(out, want):
             assert_array_equal(got, w)
 

@@ -5,8 +5,9 @@ Validation happens in skymix.compose.video; these functions trust shapes and loo
 Both kernels are matched against numpy references in tests/test_composite.py.
 
 Resampling is separable, vertical pass first so that every output row is independent (the rows
-of all three planes run in parallel, each thread with its own float scratch row; the passes are
-the SIMD loops of resample.h): a destination sample of width r source samples takes the area
+of all three planes are shared out in chunks to the calling thread and the workers of workpool.h,
+each with its own float scratch row; the passes are the SIMD loops of resample.h, chosen at import
+for the CPU, or by set_simd): a destination sample of width r source samples takes the area
 average of the source samples it covers when r > 1 (shrinking) and the bilinear interpolation of
 its two neighbours when r <= 1 (enlarging); both meet at r == 1. Taps that fall outside the
 source plane are dropped and the rest renormalised.
@@ -19,25 +20,73 @@ Per tile and plane the source window, taps and weights of every content column a
 only on the geometry; they are built once (TileTables) and cached by geometry across calls.
 Two shortcuts give the same values as the general passes: a plain copy (one tap of weight 1
 each way) is a memcpy, and an exact 2:1 shrink (every weight 1/2, columns 2j and 2j + 1) sums
-bytes in integers.
+bytes in integers. A full redraw paints the background only where no tile is.
 """
 
 from libc.math cimport ceil, fabs, floor
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 from libc.stdint cimport int32_t, uint8_t
-from cython.parallel cimport parallel, prange
+from cpython.buffer cimport (PyBUF_STRIDED, PyBUF_STRIDED_RO, PyBUF_WRITABLE, PyBuffer_Release,
+                            PyObject_GetBuffer)
+from cpython.bytes cimport PyBytes_FromStringAndSize
 
 cdef extern from "resample.h" nogil:
     void resample_init()
+    int resample_simd_max()
+    int resample_simd()
+    void resample_set_simd(int level)
     void resample_vpass(const uint8_t* src, Py_ssize_t stride, const float* w, int n, float* out,
                         int width)
     void resample_hpass(const float* row, const int32_t* start, const float* w, int taps, int n,
                         uint8_t* out)
     void resample_hhalf(const float* row, int n, uint8_t* out)
     void resample_box2(const uint8_t* src, Py_ssize_t stride, int n, uint8_t* out)
+    int resample_has_hpass16()
+    void resample_hpass16(const float* row, const int32_t* base, const int32_t* idx,
+                          const float* w, int taps, int block, int n, uint8_t* out)
+
+ctypedef void (*pool_fn)(void* ctx, int chunk, int slot) noexcept nogil
+
+cdef extern from "workpool.h" nogil:
+    int SKYMIX_POOL_THREADS
+    void pool_init()
+    int pool_slots(int threads)
+    void pool_run(pool_fn fn, void* ctx, int n, int threads)
 
 resample_init()
+pool_init()
+
+_SIMD_PATHS = ("c", "avx2", "avx512")
+
+
+def simd_paths():
+    """The inner-loop implementations this CPU can run, the portable C loops first."""
+    return _SIMD_PATHS[:resample_simd_max() + 1]
+
+
+def simd_path():
+    """The implementation in use: the best of simd_paths() unless set_simd chose another."""
+    return _SIMD_PATHS[resample_simd()]
+
+
+def set_simd(str path):
+    """Use the inner loops `path` (one of simd_paths()) from now on; returns the previous one.
+
+    For tests and comparisons: both give the same results up to float rounding. Not to be called
+    while another thread composites.
+    """
+    if path not in simd_paths():
+        raise ValueError(f"SIMD path {path!r} is not one of {simd_paths()} on this CPU")
+    previous = simd_path()
+    resample_set_simd(_SIMD_PATHS.index(path))
+    return previous
+
+
+def threaded():
+    """True when the module was built with its worker threads (C11 atomics and POSIX threads)."""
+    return bool(SKYMIX_POOL_THREADS)
+
 
 ctypedef unsigned char u8
 
@@ -81,6 +130,11 @@ cdef struct PlaneTile:
     int hcopy           # horizontal pass is a plain copy from column c + hoff
     int hhalf           # horizontal pass is an exact 2:1 shrink: column j from hx0 + 2j, 2j + 1
     int hoff
+    int hblock          # resample_hpass16's outputs per block (16 or 8); 0 where it cannot run
+    int htaps16
+    int32_t* hbase      # per block: first source column, relative to hx0
+    int32_t* hidx       # per block, 16 lanes: first source column relative to the block's base
+    float* hw16         # per block, per tap, 16 lanes of weights
     int* vstart         # per content row: first source row
     int* vcount         # per content row: number of taps
     float* vw           # `v.taps` weights per content row
@@ -212,6 +266,54 @@ def fit_geometry(const long long[::1] g):
     return (content[0], content[1], content[2], content[3]), (crop[0], crop[1], crop[2], crop[3])
 
 
+cdef int build_h16(PlaneTile* t, const float* weights, const int* count, int bound) noexcept nogil:
+    """resample_hpass16's tables (see resample.h), from the relative starts in t.hstart and the
+    `bound`-strided weights; sets t.hblock to 0 when some block's taps span more than 32 floats.
+    Returns 0 on success, -1 when out of memory.
+    """
+    cdef int n = t.h.c1 - t.h.c0, block, nb, b, i, j, k, base, m = 1, fits
+    for j in range(n):
+        if count[j] > m:
+            m = count[j]
+    block = 32
+    while True:
+        block //= 2
+        if block < 8:
+            return 0
+        fits = 1
+        j = 0
+        while j < n and fits:
+            base = t.hstart[j]
+            for i in range(j, min(j + block, n)):
+                if t.hstart[i] < base:
+                    base = t.hstart[i]
+            for i in range(j, min(j + block, n)):
+                if t.hstart[i] - base + count[i] > 32:
+                    fits = 0
+            j += block
+        if fits:
+            break
+    nb = (n + block - 1) // block
+    t.hbase = <int32_t*>malloc(nb * sizeof(int32_t))
+    t.hidx = <int32_t*>calloc(nb * 16, sizeof(int32_t))
+    t.hw16 = <float*>calloc(nb * 16 * m, sizeof(float))
+    if t.hbase == NULL or t.hidx == NULL or t.hw16 == NULL:
+        return -1
+    for b in range(nb):
+        base = t.hstart[b * block]
+        for i in range(b * block, min(b * block + block, n)):
+            if t.hstart[i] < base:
+                base = t.hstart[i]
+        t.hbase[b] = base
+        for i in range(b * block, min(b * block + block, n)):
+            t.hidx[16 * b + i - b * block] = t.hstart[i] - base
+            for k in range(count[i]):
+                t.hw16[16 * (m * b + k) + i - b * block] = weights[i * bound + k]
+    t.hblock = block
+    t.htaps16 = m
+    return 0
+
+
 cdef int build_htable(PlaneTile* t) noexcept nogil:
     """Start and weights of every content column in resample_hpass's layout (see resample.h).
 
@@ -222,6 +324,7 @@ cdef int build_htable(PlaneTile* t) noexcept nogil:
     cdef int* count
     cdef float* scratch
     cdef float* w
+    cdef bint ok
     t.hstart = NULL
     t.hw = NULL
     t.hcopy = 0
@@ -229,6 +332,10 @@ cdef int build_htable(PlaneTile* t) noexcept nogil:
     t.hx0 = 0
     t.hx1 = 0
     t.htaps = 0
+    t.hblock = 0
+    t.hbase = NULL
+    t.hidx = NULL
+    t.hw16 = NULL
     if n <= 0:
         return 0
     nb = (n + 7) // 8
@@ -267,9 +374,12 @@ cdef int build_htable(PlaneTile* t) noexcept nogil:
             memcpy(t.hw + j * t.htaps, scratch + j * bound, count[j] * sizeof(float))
         for j in range(n, nb * 8):
             t.hstart[j] = t.hstart[n - 1]
+    ok = t.hw != NULL
+    if ok and resample_simd_max() >= 2 and not t.hcopy and not t.hhalf:
+        ok = build_h16(t, scratch, count, bound) == 0
     free(scratch)
     free(count)
-    return 0 if t.hw != NULL else -1
+    return 0 if ok else -1
 
 
 cdef int build_vtable(PlaneTile* t) noexcept nogil:
@@ -322,7 +432,10 @@ cdef void draw_row(PlaneTile* t, int y, u8* row, u8 bg, float* tmp) noexcept nog
         resample_box2(t.src + start * t.stride + t.hx0, t.stride, t.h.c1 - t.h.c0, row + t.h.c0)
         return
     resample_vpass(t.src + start * t.stride + t.hx0, t.stride, vw, n, tmp, t.hx1 - t.hx0)
-    if t.hhalf:
+    if t.hblock and resample_has_hpass16():
+        resample_hpass16(tmp, t.hbase, t.hidx, t.hw16, t.htaps16, t.hblock, t.h.c1 - t.h.c0,
+                         row + t.h.c0)
+    elif t.hhalf:
         resample_hhalf(tmp, t.h.c1 - t.h.c0, row + t.h.c0)
     else:
         resample_hpass(tmp, t.hstart, t.hw, t.htaps, t.h.c1 - t.h.c0, row + t.h.c0)
@@ -344,6 +457,9 @@ cdef class TileTables:
             free(self.planes[p].vstart)
             free(self.planes[p].vcount)
             free(self.planes[p].vw)
+            free(self.planes[p].hbase)
+            free(self.planes[p].hidx)
+            free(self.planes[p].hw16)
 
 
 cdef dict _tables = {}
@@ -353,8 +469,11 @@ cdef enum:
 
 cdef TileTables tile_tables(const long long* g, int out_w, int out_h):
     """The cached tables of a tile with geometry row g (see composite_planes), built if new."""
-    key = (g[G_X], g[G_Y], g[G_W], g[G_H], g[G_SRC_W], g[G_SRC_H], g[G_FIT], g[G_BORDER],
-           out_w, out_h)
+    cdef long long k[10]
+    memcpy(k, g, G_DRAW * sizeof(long long))   # x .. border
+    k[8] = out_w
+    k[9] = out_h
+    key = PyBytes_FromStringAndSize(<char*>k, sizeof(k))
     cdef TileTables tab = _tables.get(key)
     cdef int p, factor, has, n_w, n_h
     cdef int content[4]
@@ -388,7 +507,141 @@ cdef TileTables tile_tables(const long long* g, int out_w, int out_h):
     return tab
 
 
-def composite_planes(list sources, const long long[:, ::1] geom, tuple out_planes,
+cdef enum:
+    CHUNK_ROWS = 8      # output rows per chunk of work
+
+
+cdef struct Job:
+    # one composite_planes call: the rows of Y, U and V one after the other, in chunks
+    PlaneTile* tiles    # per plane, per tile (only those with draw set are drawn)
+    int ntiles
+    u8* out_ptr[3]
+    Py_ssize_t out_stride[3]
+    int plane_w[3]
+    int plane_h[3]
+    u8 bg[3]
+    int fill_background
+    int* row_gaps[3]    # with fill_background: per row r, its gaps are row_gaps[p][2 r] up to
+    int* gaps[3]        # row_gaps[p][2 r + 1] of gaps[p], (x0, x1) spans no tile covers
+    int total
+    float** tmp         # per pool slot, a zeroed float row (the columns past a tile's window
+                        # stay finite, so zero-padded taps add 0)
+
+
+cdef void draw_chunk(void* ctx, int chunk, int slot) noexcept nogil:
+    cdef Job* job = <Job*>ctx
+    cdef int y, p, r, t, g, y1 = (chunk + 1) * CHUNK_ROWS
+    cdef u8* row
+    cdef PlaneTile* tiles
+    if y1 > job.total:
+        y1 = job.total
+    for y in range(chunk * CHUNK_ROWS, y1):
+        p = 0 if y < job.plane_h[0] else (1 if y < job.plane_h[0] + job.plane_h[1] else 2)
+        r = y - (0 if p == 0 else (job.plane_h[0] if p == 1 else job.plane_h[0] + job.plane_h[1]))
+        row = job.out_ptr[p] + r * job.out_stride[p]
+        if job.fill_background:
+            # the background only where no tile is: tiles paint every sample of their rectangles
+            for g in range(job.row_gaps[p][2 * r], job.row_gaps[p][2 * r + 1]):
+                memset(row + job.gaps[p][2 * g], job.bg[p],
+                       job.gaps[p][2 * g + 1] - job.gaps[p][2 * g])
+        tiles = job.tiles + p * job.ntiles
+        for t in range(job.ntiles):
+            if tiles[t].draw:
+                draw_row(&tiles[t], r, row, job.bg[p], job.tmp[slot])
+
+
+cdef int find_gaps(Job* job, int p) noexcept nogil:
+    """Fill job.row_gaps[p] and job.gaps[p]: per row of plane p, the spans no drawn tile covers.
+
+    Rows are grouped in bands between the tiles' top and bottom edges, where the set of tiles a
+    row crosses stays the same. Returns 0 on success, -1 when out of memory.
+    """
+    cdef int n = job.ntiles, h = job.plane_h[p], w = job.plane_w[p]
+    cdef int i, j, k, r, nc = 0, nspan, ng = 0, first, x, cut
+    cdef PlaneTile* tiles = job.tiles + p * n
+    cdef int* cuts = <int*>malloc((2 * n + 2) * sizeof(int))
+    cdef int* spans = <int*>malloc((2 * n + 2) * sizeof(int))
+    job.row_gaps[p] = <int*>malloc(2 * h * sizeof(int))
+    # at most n + 1 gaps per band and 2 n + 1 bands
+    job.gaps[p] = <int*>malloc(2 * (n + 1) * (2 * n + 1) * sizeof(int))
+    if cuts == NULL or spans == NULL or job.row_gaps[p] == NULL or job.gaps[p] == NULL:
+        free(cuts)
+        free(spans)
+        return -1
+    cuts[nc] = h
+    nc += 1
+    for i in range(n):
+        if tiles[i].draw and tiles[i].h.r0 < tiles[i].h.r1 and tiles[i].v.r0 < tiles[i].v.r1:
+            cuts[nc] = tiles[i].v.r0
+            cuts[nc + 1] = tiles[i].v.r1
+            nc += 2
+    # sort the band edges (a few dozen: insertion sort)
+    for i in range(1, nc):
+        cut = cuts[i]
+        j = i - 1
+        while j >= 0 and cuts[j] > cut:
+            cuts[j + 1] = cuts[j]
+            j -= 1
+        cuts[j + 1] = cut
+    r = 0
+    for k in range(nc):
+        if cuts[k] <= r:
+            continue
+        # the band of rows r .. cuts[k] - 1: the spans of the tiles it crosses, sorted by start
+        nspan = 0
+        for i in range(n):
+            if (tiles[i].draw and tiles[i].h.r0 < tiles[i].h.r1 and tiles[i].v.r0 <= r
+                    and r < tiles[i].v.r1):
+                j = nspan
+                while j > 0 and spans[2 * (j - 1)] > tiles[i].h.r0:
+                    spans[2 * j] = spans[2 * (j - 1)]
+                    spans[2 * j + 1] = spans[2 * (j - 1) + 1]
+                    j -= 1
+                spans[2 * j] = tiles[i].h.r0
+                spans[2 * j + 1] = tiles[i].h.r1
+                nspan += 1
+        # the gaps between them, shared by the band's rows
+        first = ng
+        x = 0
+        for j in range(nspan):
+            if spans[2 * j] > x:
+                job.gaps[p][2 * ng] = x
+                job.gaps[p][2 * ng + 1] = spans[2 * j]
+                ng += 1
+            if spans[2 * j + 1] > x:
+                x = spans[2 * j + 1]
+        if x < w:
+            job.gaps[p][2 * ng] = x
+            job.gaps[p][2 * ng + 1] = w
+            ng += 1
+        while r < cuts[k]:
+            job.row_gaps[p][2 * r] = first
+            job.row_gaps[p][2 * r + 1] = ng
+            r += 1
+    free(cuts)
+    free(spans)
+    return 0
+
+
+cdef struct Buffers:
+    # the buffers composite_planes holds while it draws
+    Py_buffer* views
+    int n
+
+
+cdef int get_plane(Buffers* held, object plane, int writable, u8** ptr,
+                   Py_ssize_t* stride) except -1:
+    """Point at a plane (a numpy array or an av VideoPlane) and hold its buffer until released."""
+    cdef Py_buffer* view = &held.views[held.n]
+    PyObject_GetBuffer(plane, view, PyBUF_STRIDED if writable else PyBUF_STRIDED_RO)
+    held.n += 1
+    ptr[0] = <u8*>view.buf
+    # a VideoPlane's buffer is one flat run of rows line_size bytes apart
+    stride[0] = view.strides[0] if view.ndim == 2 else plane.line_size
+    return 0
+
+
+def composite_planes(list sources, const long long[:, ::1] geom, out,
                      const u8[::1] background, const u8[:, ::1] border_colors,
                      bint fill_background, int num_threads):
     """Draw every tile whose draw flag is set, in order, into the three output planes.
@@ -396,90 +649,144 @@ def composite_planes(list sources, const long long[:, ::1] geom, tuple out_plane
     sources: per tile None, (Y, U, V) uint8 arrays (rows may be padded, samples contiguous) or a
     yuv420p av.VideoFrame of the size geom gives (read through its planes' buffers).
     geom: (tiles, 9) int64: x, y, w, h, source w, source h, fit (0 contain, 1 cover), border, draw.
-    out_planes: (Y, U, V) writable uint8 arrays. background: Y, U, V values. border_colors:
-    (tiles, 3). fill_background: paint every row with the background first (a full redraw).
+    out: a writable yuv420p av.VideoFrame or (Y, U, V) writable uint8 arrays of the same kind.
+    background: Y, U, V values. border_colors: (tiles, 3). fill_background: paint every row with
+    the background first (a full redraw). num_threads: threads to use, the calling one included
+    (see workpool.h).
     Raises MemoryError when scratch memory cannot be had; the frame is then untouched.
     """
     cdef Py_ssize_t ntiles = geom.shape[0]
-    cdef int p, t, y, r, maxw = 1, total, err = 0
+    cdef int p, t, maxw = 1, slots = pool_slots(num_threads), nchunks, out_w, out_h
     cdef bint is_frame
-    cdef int* errp = &err
-    cdef u8[:, :] out
-    cdef const u8[:, :] src
-    cdef const u8[::1] flat
     cdef TileTables tab
-    cdef PlaneTile* tiles = <PlaneTile*>calloc(3 * ntiles if ntiles > 0 else 1, sizeof(PlaneTile))
+    cdef Job job
+    cdef Buffers held
     cdef PlaneTile* pt
-    cdef float* tmp
-    cdef u8* row
-    cdef u8* out_ptr[3]
-    cdef Py_ssize_t out_stride[3]
-    cdef int plane_w[3]
-    cdef int plane_h[3]
-    cdef u8 bg[3]
-    cdef int out_h = out_planes[0].shape[0], out_w = out_planes[0].shape[1]
-    if tiles == NULL:
-        raise MemoryError()
-    keep = []
+    cdef const u8* src
+    job.tiles = <PlaneTile*>calloc(3 * ntiles if ntiles > 0 else 1, sizeof(PlaneTile))
+    job.tmp = <float**>calloc(slots, sizeof(float*))
+    job.ntiles = <int>ntiles
+    held.views = <Py_buffer*>calloc(3 * ntiles + 3, sizeof(Py_buffer))
+    held.n = 0
+    for p in range(3):
+        job.row_gaps[p] = NULL
+        job.gaps[p] = NULL
     try:
+        if job.tiles == NULL or job.tmp == NULL or held.views == NULL:
+            raise MemoryError()
+        if type(out) is tuple:
+            out_planes = out
+            out_h = out_planes[0].shape[0]
+            out_w = out_planes[0].shape[1]
+        else:
+            out_planes = out.planes
+            out_h = out.height
+            out_w = out.width
         tables = [tile_tables(&geom[t, 0], out_w, out_h) if geom[t, G_DRAW] else None
                   for t in range(ntiles)]
         if not fill_background and tables.count(None) == ntiles:
             return
         for p in range(3):
-            out = out_planes[p]
-            out_ptr[p] = &out[0, 0]
-            out_stride[p] = out.strides[0]
-            plane_h[p] = out.shape[0]
-            plane_w[p] = out.shape[1]
-            bg[p] = background[p]
+            get_plane(&held, out_planes[p], 1, &job.out_ptr[p], &job.out_stride[p])
+            job.plane_h[p] = out_h if p == 0 else (out_h + 1) // 2
+            job.plane_w[p] = out_w if p == 0 else (out_w + 1) // 2
+            job.bg[p] = background[p]
         for t in range(ntiles):
             if tables[t] is None:
                 continue
             tab = tables[t]
             source = sources[t]
-            is_frame = source is not None and type(source) is not tuple
-            if is_frame:
+            if source is not None and type(source) is not tuple:
                 source = source.planes
             for p in range(3):
-                pt = &tiles[p * ntiles + t]
+                pt = &job.tiles[p * ntiles + t]
                 pt[0] = tab.planes[p]
                 pt.draw = 1
                 pt.border_val = border_colors[t, p]
-                if is_frame:
-                    flat = source[p]
-                    keep.append(flat)
-                    pt.src = &flat[0]
-                    pt.stride = source[p].line_size
-                elif source is not None:
-                    src = source[p]
-                    keep.append(src)
-                    pt.src = &src[0, 0]
-                    pt.stride = src.strides[0]
-                if pt.hx1 - pt.hx0 + pt.htaps > maxw:
-                    maxw = pt.hx1 - pt.hx0 + pt.htaps
-        total = plane_h[0] + plane_h[1] + plane_h[2]
-        with nogil, parallel(num_threads=num_threads):
-            # calloc: the columns past a tile's window stay finite, so zero-padded taps add 0
-            tmp = <float*>calloc(maxw, sizeof(float))
-            if tmp == NULL:
-                errp[0] = 1
-            else:
-                # the rows of the three planes, one after the other
-                for y in prange(total, schedule="dynamic", chunksize=8):
-                    p = 0 if y < plane_h[0] else (1 if y < plane_h[0] + plane_h[1] else 2)
-                    r = y - (0 if p == 0 else (plane_h[0] if p == 1 else plane_h[0] + plane_h[1]))
-                    row = out_ptr[p] + r * out_stride[p]
-                    if fill_background:
-                        memset(row, bg[p], plane_w[p])
-                    for t in range(ntiles):
-                        if tiles[p * ntiles + t].draw:
-                            draw_row(&tiles[p * ntiles + t], r, row, bg[p], tmp)
-            free(tmp)
-        if err:
-            raise MemoryError()
+                if source is not None:
+                    get_plane(&held, source[p], 0, <u8**>&pt.src, &pt.stride)
+                # resample_hpass16 reads 32 floats from a block's base
+                if pt.hx1 - pt.hx0 + pt.htaps + 32 > maxw:
+                    maxw = pt.hx1 - pt.hx0 + pt.htaps + 32
+        for p in range(slots):
+            job.tmp[p] = <float*>calloc(maxw, sizeof(float))
+            if job.tmp[p] == NULL:
+                raise MemoryError()
+        job.fill_background = fill_background
+        if fill_background:
+            for p in range(3):
+                if find_gaps(&job, p) != 0:
+                    raise MemoryError()
+        job.total = job.plane_h[0] + job.plane_h[1] + job.plane_h[2]
+        nchunks = (job.total + CHUNK_ROWS - 1) // CHUNK_ROWS
+        with nogil:
+            pool_run(draw_chunk, &job, nchunks, num_threads)
     finally:
-        free(tiles)
+        for p in range(held.n):
+            PyBuffer_Release(&held.views[p])
+        free(held.views)
+        for p in range(3):
+            free(job.row_gaps[p])
+            free(job.gaps[p])
+        if job.tmp != NULL:
+            for p in range(slots):
+                free(job.tmp[p])
+        free(job.tmp)
+        free(job.tiles)
+
+
+cdef struct BlendJob:
+    u8* plane[3]
+    Py_ssize_t stride[3]
+    const u8* mask
+    Py_ssize_t mask_stride
+    int mh, mw, x, y
+    int r0, r1, c0, c1     # luma rows and columns the clipped mask covers
+    int ci0, ci1, cj0, cj1 # chroma rows and columns it touches
+    int color[3]
+    int opacity
+
+
+cdef enum:
+    BLEND_CHUNK = 16    # chroma rows (and their luma rows) per chunk
+
+
+cdef void blend_chunk(void* ctx, int chunk, int slot) noexcept nogil:
+    cdef BlendJob* j = <BlendJob*>ctx
+    cdef int ci_lo = j.ci0 + chunk * BLEND_CHUNK, ci_hi = ci_lo + BLEND_CHUNK
+    cdef int r, c, lo, hi, ci, cj, dr, dc, mr, mc, s, a
+    cdef u8* row
+    cdef u8* urow
+    cdef u8* vrow
+    cdef const u8* m
+    if ci_hi > j.ci1:
+        ci_hi = j.ci1
+    lo = 2 * ci_lo if 2 * ci_lo > j.r0 else j.r0
+    hi = 2 * ci_hi if 2 * ci_hi < j.r1 else j.r1
+    for r in range(lo, hi):
+        row = j.plane[0] + r * j.stride[0]
+        m = j.mask + (r - j.y) * j.mask_stride - j.x
+        for c in range(j.c0, j.c1):
+            a = (m[c] * j.opacity + 127) // 255
+            if a:
+                row[c] = <u8>((row[c] * (255 - a) + j.color[0] * a + 127) // 255)
+    for ci in range(ci_lo, ci_hi):
+        urow = j.plane[1] + ci * j.stride[1]
+        vrow = j.plane[2] + ci * j.stride[2]
+        for cj in range(j.cj0, j.cj1):
+            s = 0
+            for dr in range(2):
+                mr = 2 * ci + dr - j.y
+                if mr < 0 or mr >= j.mh:
+                    continue
+                for dc in range(2):
+                    mc = 2 * cj + dc - j.x
+                    if 0 <= mc < j.mw:
+                        s = s + j.mask[mr * j.mask_stride + mc]
+            a = (((s + 2) // 4) * j.opacity + 127) // 255
+            if a:
+                urow[cj] = <u8>((urow[cj] * (255 - a) + j.color[1] * a + 127) // 255)
+                vrow[cj] = <u8>((vrow[cj] * (255 - a) + j.color[2] * a + 127) // 255)
 
 
 def blend_mask(tuple out_planes, const u8[:, ::1] mask, int x, int y, const u8[::1] color,
@@ -489,39 +796,40 @@ def blend_mask(tuple out_planes, const u8[:, ::1] mask, int x, int y, const u8[:
     Luma: out = (out * (255 - a) + c * a + 127) // 255 with a = (mask * opacity + 127) // 255.
     Chroma sample (i, j) takes a = the rounded mean of the four luma mask values it covers
     (rows 2i, 2i+1, columns 2j, 2j+1; values outside the mask count as 0), scaled the same way.
-    The mask is clipped to the frame.
+    The mask is clipped to the frame. Large masks are blended by the worker threads.
     """
     cdef u8[:, :] Y = out_planes[0]
     cdef u8[:, :] U = out_planes[1]
     cdef u8[:, :] V = out_planes[2]
-    cdef int mh = mask.shape[0], mw = mask.shape[1]
-    cdef int H = Y.shape[0], W = Y.shape[1], CH = U.shape[0], CW = U.shape[1]
-    cdef int r, c, r0, r1, c0, c1, ci, cj, dr, dc, mr, mc, s, a
-    cdef int cy = color[0], cu = color[1], cv = color[2]
-    r0 = y if y > 0 else 0
-    r1 = y + mh if y + mh < H else H
-    c0 = x if x > 0 else 0
-    c1 = x + mw if x + mw < W else W
-    if r0 >= r1 or c0 >= c1:
+    cdef int H = Y.shape[0], W = Y.shape[1], CH = U.shape[0], CW = U.shape[1], n
+    cdef BlendJob job
+    job.mh = mask.shape[0]
+    job.mw = mask.shape[1]
+    job.x = x
+    job.y = y
+    job.r0 = y if y > 0 else 0
+    job.r1 = y + job.mh if y + job.mh < H else H
+    job.c0 = x if x > 0 else 0
+    job.c1 = x + job.mw if x + job.mw < W else W
+    if job.r0 >= job.r1 or job.c0 >= job.c1:
         return
+    job.ci0 = job.r0 // 2
+    job.ci1 = (job.r1 + 1) // 2 if (job.r1 + 1) // 2 < CH else CH
+    job.cj0 = job.c0 // 2
+    job.cj1 = (job.c1 + 1) // 2 if (job.c1 + 1) // 2 < CW else CW
+    job.plane[0] = &Y[0, 0]
+    job.plane[1] = &U[0, 0]
+    job.plane[2] = &V[0, 0]
+    job.stride[0] = Y.strides[0]
+    job.stride[1] = U.strides[0]
+    job.stride[2] = V.strides[0]
+    job.mask = &mask[0, 0]
+    job.mask_stride = mask.strides[0]
+    job.color[0] = color[0]
+    job.color[1] = color[1]
+    job.color[2] = color[2]
+    job.opacity = opacity
+    n = (job.ci1 - job.ci0 + BLEND_CHUNK - 1) // BLEND_CHUNK
     with nogil:
-        for r in prange(r0, r1, schedule="static"):
-            for c in range(c0, c1):
-                a = (mask[r - y, c - x] * opacity + 127) // 255
-                if a:
-                    Y[r, c] = <u8>((Y[r, c] * (255 - a) + cy * a + 127) // 255)
-        for ci in prange(r0 // 2, (r1 + 1) // 2 if (r1 + 1) // 2 < CH else CH, schedule="static"):
-            for cj in range(c0 // 2, (c1 + 1) // 2 if (c1 + 1) // 2 < CW else CW):
-                s = 0
-                for dr in range(2):
-                    mr = 2 * ci + dr - y
-                    if mr < 0 or mr >= mh:
-                        continue
-                    for dc in range(2):
-                        mc = 2 * cj + dc - x
-                        if 0 <= mc < mw:
-                            s = s + mask[mr, mc]
-                a = (((s + 2) // 4) * opacity + 127) // 255
-                if a:
-                    U[ci, cj] = <u8>((U[ci, cj] * (255 - a) + cu * a + 127) // 255)
-                    V[ci, cj] = <u8>((V[ci, cj] * (255 - a) + cv * a + 127) // 255)
+        # a label's few thousand pixels cost less than waking a thread
+        pool_run(blend_chunk, &job, n, 2 if (job.r1 - job.r0) * (job.c1 - job.c0) >= 65536 else 1)

@@ -26,7 +26,8 @@
 #endif
 
 #if SKYMIX_X86
-static int resample_avx2 = 0;
+static int resample_avx2 = 0;    /* the AVX2+FMA loops are in use */
+static int resample_avx512 = 0;  /* and the AVX-512 ones where they exist (resample_hpass16) */
 #endif
 
 static void vpass_c(const uint8_t *restrict src, ptrdiff_t stride, const float *restrict w, int n,
@@ -262,14 +263,158 @@ static void hpass8_avx2(const float *restrict row, const int32_t *restrict start
     if (j < n)
         hpass_c(row, start + j, w + (ptrdiff_t)j * taps, taps, n - j, out + j);
 }
+
+#define SKYMIX_AVX512 "avx512f,avx512bw,avx512vl,avx2,fma"
+
+/* The vertical pass, 64 samples at a time (a masked load for the last few). */
+__attribute__((target(SKYMIX_AVX512)))
+static void vpass_avx512(const uint8_t *restrict src, ptrdiff_t stride, const float *restrict w,
+                         int n, float *restrict out, int width)
+{
+    const uint8_t *s;
+    __m512 a0, a1, a2, a3, wk;
+    __mmask16 m;
+    int x = 0, k;
+    for (; x + 64 <= width; x += 64) {
+        a0 = a1 = a2 = a3 = _mm512_setzero_ps();
+        s = src + x;
+        /* the rows after these are the next output row's (see vpass_avx2) */
+        for (k = n; k < 2 * n; k++)
+            _mm_prefetch((const char *)(s + k * stride), _MM_HINT_T0);
+        for (k = 0; k < n; k++, s += stride) {
+            wk = _mm512_set1_ps(w[k]);
+            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                     _mm_loadu_si128((const __m128i *)s))), wk, a0);
+            a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                     _mm_loadu_si128((const __m128i *)(s + 16)))), wk, a1);
+            a2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                     _mm_loadu_si128((const __m128i *)(s + 32)))), wk, a2);
+            a3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                     _mm_loadu_si128((const __m128i *)(s + 48)))), wk, a3);
+        }
+        _mm512_storeu_ps(out + x, a0);
+        _mm512_storeu_ps(out + x + 16, a1);
+        _mm512_storeu_ps(out + x + 32, a2);
+        _mm512_storeu_ps(out + x + 48, a3);
+    }
+    for (; x < width; x += 16) {
+        m = width - x >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (width - x)) - 1);
+        a0 = _mm512_setzero_ps();
+        s = src + x;
+        for (k = 0; k < n; k++, s += stride)
+            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                     _mm_maskz_loadu_epi8(m, s))), _mm512_set1_ps(w[k]), a0);
+        _mm512_mask_storeu_ps(out + x, m, a0);
+    }
+}
+
+/* The horizontal pass on blocks of `block` (16 or 8) outputs whose taps all lie within 32 floats
+   from the block's base: two loads, then one two-register permute and one FMA per tap give the
+   tap of all 16 lanes at once (see resample_hpass16). Inlined per tap count, so that the tap loop
+   of the common counts unrolls. */
+__attribute__((target(SKYMIX_AVX512), always_inline))
+static inline void hpass16_body(const float *restrict row, const int32_t *restrict base,
+                                const int32_t *restrict idx, const float *restrict w,
+                                const int taps, int block, int n, uint8_t *restrict out)
+{
+    const __m512 half = _mm512_set1_ps(0.5f), top = _mm512_set1_ps(255.0f);
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512 lo, hi, acc;
+    __m512i ix;
+    __m128i v;
+    int b, j, k;
+    for (b = 0, j = 0; j < n; b++, j += block, w += 16 * taps) {
+        lo = _mm512_loadu_ps(row + base[b]);
+        hi = _mm512_loadu_ps(row + base[b] + 16);
+        ix = _mm512_loadu_si512((const void *)(idx + 16 * b));
+        acc = half;
+        for (k = 0; k < taps; k++) {
+            acc = _mm512_fmadd_ps(_mm512_permutex2var_ps(lo, ix, hi), _mm512_loadu_ps(w + 16 * k),
+                                  acc);
+            ix = _mm512_add_epi32(ix, one);
+        }
+        v = _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(_mm512_min_ps(acc, top)));
+        if (n - j >= 16)
+            _mm_storeu_si128((__m128i *)(out + j), v);
+        else if (n - j >= block)
+            _mm_storel_epi64((__m128i *)(out + j), v);
+        else
+            _mm_mask_storeu_epi8(out + j, (__mmask16)((1u << (n - j)) - 1), v);
+    }
+}
+
+__attribute__((target(SKYMIX_AVX512)))
+static void hpass16_avx512(const float *restrict row, const int32_t *restrict base,
+                           const int32_t *restrict idx, const float *restrict w, int taps,
+                           int block, int n, uint8_t *restrict out)
+{
+    switch (taps) {
+    case 1:
+        hpass16_body(row, base, idx, w, 1, block, n, out);
+        break;
+    case 2:
+        hpass16_body(row, base, idx, w, 2, block, n, out);
+        break;
+    case 3:
+        hpass16_body(row, base, idx, w, 3, block, n, out);
+        break;
+    case 4:
+        hpass16_body(row, base, idx, w, 4, block, n, out);
+        break;
+    default:
+        hpass16_body(row, base, idx, w, taps, block, n, out);
+    }
+}
 #endif
 
-/* Pick the AVX2 loops when the CPU has AVX2 and FMA; call once before the others. */
+#if SKYMIX_X86
+static int resample_cpu_level = 0;
+#endif
+
+/* Use the loops of `level` (0 plain C, 1 AVX2+FMA, 2 AVX-512), at most resample_simd_max(). */
+static void resample_set_simd(int level)
+{
+#if SKYMIX_X86
+    if (level > resample_cpu_level)
+        level = resample_cpu_level;
+    resample_avx2 = level >= 1;
+    resample_avx512 = level >= 2;
+#else
+    (void)level;
+#endif
+}
+
+/* Pick the best loops the CPU runs; call once before the others. */
 static void resample_init(void)
 {
 #if SKYMIX_X86
     __builtin_cpu_init();
-    resample_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        resample_cpu_level = 1;
+    if (resample_cpu_level == 1 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        resample_cpu_level = 2;
+    resample_set_simd(resample_cpu_level);
+#endif
+}
+
+/* The best loops this CPU runs: 0 plain C, 1 AVX2+FMA, 2 AVX-512 (F, BW, VL). */
+static int resample_simd_max(void)
+{
+#if SKYMIX_X86
+    return resample_cpu_level;
+#else
+    return 0;
+#endif
+}
+
+/* The loops in use (see resample_simd_max). */
+static int resample_simd(void)
+{
+#if SKYMIX_X86
+    return resample_avx2 + resample_avx512;
+#else
+    return 0;
 #endif
 }
 
@@ -277,6 +422,10 @@ static inline void resample_vpass(const uint8_t *src, ptrdiff_t stride, const fl
                                   float *out, int width)
 {
 #if SKYMIX_X86
+    if (resample_avx512) {
+        vpass_avx512(src, stride, w, n, out, width);
+        return;
+    }
     if (resample_avx2) {
         vpass_avx2(src, stride, w, n, out, width);
         return;
@@ -300,6 +449,30 @@ static inline void resample_hpass(const float *row, const int32_t *start, const 
     }
 #endif
     hpass_c(row, start, w, taps, n, out);
+}
+
+/* True when resample_hpass16 runs (the AVX-512 loops are in use); else use resample_hpass. */
+static inline int resample_has_hpass16(void)
+{
+#if SKYMIX_X86
+    return resample_avx512;
+#else
+    return 0;
+#endif
+}
+
+/* The horizontal pass on blocks: block b of `block` outputs (16 or 8; the last may be short) reads
+   the 32 floats from row + base[b]; output i of it is the sum over k < taps of
+   row[base[b] + idx[16 b + i] + k] * w[16 (taps b + k) + i] (lanes past `block` have weight 0).
+   row must be readable up to base[b] + 32. Only when resample_has_hpass16(). */
+static inline void resample_hpass16(const float *row, const int32_t *base, const int32_t *idx,
+                                    const float *w, int taps, int block, int n, uint8_t *out)
+{
+#if SKYMIX_X86
+    hpass16_avx512(row, base, idx, w, taps, block, n, out);
+#else
+    (void)row; (void)base; (void)idx; (void)w; (void)taps; (void)block; (void)n; (void)out;
+#endif
 }
 
 /* The horizontal pass of an exact 2:1 shrink: out[j] is the mean of row[2j] and row[2j + 1]. */

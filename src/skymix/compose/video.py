@@ -142,17 +142,36 @@ def frame_planes(frame: av.VideoFrame | Planes, what: str) -> Planes:
     return y, u, v
 
 
-def _source(source: av.VideoFrame | Planes, what: str) -> tuple[av.VideoFrame | Planes, int, int]:
-    """A source as the kernel takes it (a yuv420p frame, or checked planes) and its luma size.
+def _source(source: av.VideoFrame | Planes, index: int) -> tuple[av.VideoFrame | Planes, int, int]:
+    """Tile `index`'s source as the kernel takes it (a yuv420p frame, or checked planes) and its
+    luma size.
 
     A frame's planes are read by the kernel itself: numpy views of them cost more than the
     drawing of a small tile.
     """
     if isinstance(source, av.VideoFrame):
-        _check_format(source, what)
+        if source.format.name != "yuv420p":
+            _check_format(source, f"tile {index}")
         return source, source.width, source.height
-    planes = frame_planes(source, what)
+    planes = frame_planes(source, f"tile {index}")
     return planes, planes[0].shape[1], planes[0].shape[0]
+
+
+def _writable_out(
+    out: av.VideoFrame | Planes,
+) -> tuple[av.VideoFrame | Planes, int, tuple[int, int]]:
+    """The output as the kernel takes it (a writable yuv420p frame, or checked writable planes),
+    the address of its luma samples and its luma shape (h, w).
+
+    A frame's planes are read by the kernel itself (numpy views of them cost as much as drawing a
+    small tile); frame_planes() makes them only for overlays.
+    """
+    if isinstance(out, av.VideoFrame):
+        _check_format(out, "output frame")
+        out.make_writable()
+        return out, out.planes[0].buffer_ptr, (out.height, out.width)
+    planes = _writable_planes(out)
+    return planes, planes[0].__array_interface__["data"][0], planes[0].shape
 
 
 def _writable_planes(out: av.VideoFrame | Planes) -> Planes:
@@ -210,7 +229,7 @@ def composite(
     or a tile below it that overlaps it changed. Any change of the tile count, rectangles or
     settings redraws the whole frame.
     """
-    planes = _writable_planes(out)
+    target, out_address, shape = _writable_out(out)
     if not isinstance(border, int) or border < 0:
         raise ComposeError(f"border must be a non-negative integer, got {border!r}")
     bg = _color(background, matrix, "background")
@@ -220,30 +239,31 @@ def composite(
     overlay_colors: dict[tuple[int, int], tuple[int, int, int]] = {}
     keys = []
     for i, tile in enumerate(tiles):
-        what = f"tile {i}"
         if not isinstance(tile, Tile):
-            raise ComposeError(f"{what}: expected a skymix.Tile, got {type(tile).__name__}")
+            raise ComposeError(f"tile {i}: expected a skymix.Tile, got {type(tile).__name__}")
         r = tile.rect
-        if min(r.w, r.h) < 0:
-            raise ComposeError(f"{what}: negative size {r.w}x{r.h}")
-        if max(abs(r.x), abs(r.y), r.w, r.h) > _MAX_COORD:
-            raise ComposeError(f"{what}: rectangle {r} is out of range")
+        x, y, w, h = r.x, r.y, r.w, r.h
+        if w < 0 or h < 0:
+            raise ComposeError(f"tile {i}: negative size {w}x{h}")
+        if not (-_MAX_COORD <= x <= _MAX_COORD and -_MAX_COORD <= y <= _MAX_COORD
+                and w <= _MAX_COORD and h <= _MAX_COORD):
+            raise ComposeError(f"tile {i}: rectangle {r} is out of range")
         fit = _FIT_CODES.get(tile.fit)
         if fit is None:
-            raise ComposeError(f"{what}: fit must be 'contain' or 'cover', got {tile.fit!r}")
+            raise ComposeError(f"tile {i}: fit must be 'contain' or 'cover', got {tile.fit!r}")
         color = (
             default_border
             if tile.border_color is None
-            else _color(tile.border_color, matrix, f"{what} border_color")
+            else _color(tile.border_color, matrix, f"tile {i} border_color")
         )
         colors.append(color)
-        for j, overlay in enumerate(tile.overlays):
-            _check_mask(overlay.mask, overlay.opacity, f"{what} overlay {j}")
-            overlay_colors[i, j] = _color(overlay.color, matrix, f"{what} overlay {j} color")
-        keys.append((r.x, r.y, r.w, r.h, fit, color))
+        if tile.overlays:
+            for j, overlay in enumerate(tile.overlays):
+                _check_mask(overlay.mask, overlay.opacity, f"tile {i} overlay {j}")
+                overlay_colors[i, j] = _color(overlay.color, matrix, f"tile {i} overlay {j} color")
+        keys.append((x, y, w, h, fit, color))
 
-    out_address = planes[0].__array_interface__["data"][0]
-    settings = (bg, border, planes[0].shape)
+    settings = (bg, border, shape)
     full = (
         previous is None
         or previous.out_id != id(out)
@@ -268,7 +288,7 @@ def composite(
     for i, (tile, key) in enumerate(zip(tiles, keys)):
         source, sw, sh = None, 0, 0
         if draw[i] and tile.source is not None:
-            source, sw, sh = _source(tile.source, f"tile {i}")
+            source, sw, sh = _source(tile.source, i)
         sources.append(source)
         geom.append((*key[:4], sw, sh, key[4], border, draw[i]))
     drawn = sum(draw)
@@ -276,14 +296,17 @@ def composite(
         _kernel.composite_planes(
             sources,
             np.array(geom, np.int64).reshape(n, 9),
-            planes,
+            target,
             np.array(bg, np.uint8),
             np.array(colors, np.uint8).reshape(n, 3),
             full,
             threads or len(os.sched_getaffinity(0)),
         )
+    planes = None
     for i, tile in enumerate(tiles):
         if draw[i] and tile.overlays:
+            if planes is None:
+                planes = frame_planes(target, "output frame")
             yuv = [overlay_colors[i, j] for j in range(len(tile.overlays))]
             _draw_overlays(planes, tile, yuv, tiles[i + 1:])
     return CompositeState(
