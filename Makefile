@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.skymix-installed
-DEBIAN_PACKAGES := ffmpeg
+DEBIAN_PACKAGES := ffmpeg tcpdump faketime janus-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench system-deps setup clean
@@ -19,8 +19,9 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) -m pytest benchmarks -q --benchmark-enable --benchmark-columns=median,iqr,rounds \
-		--benchmark-sort=name --benchmark-json=.benchmarks/latest.json
+	$(PY) -m pytest benchmarks -q -o python_files='bench_*.py' --benchmark-enable \
+		--benchmark-columns=median,iqr,rounds --benchmark-sort=name \
+		--benchmark-json=.benchmarks/latest.json $(BENCH_ARGS)
 
 setup: system-deps $(STAMP)
 
