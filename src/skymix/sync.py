@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import SkymixError
 
-__all__ = ["ClockFit", "ClockEstimator", "SenderClock"]
+__all__ = ["ClockEstimator", "ClockFit", "SenderClock"]
 
 
 @dataclass(frozen=True, slots=True)
