@@ -1,0 +1,33 @@
+"""Per-stream processing of captured RTP: payload formats (depayloading, keyframes, sizes)."""
+
+from .codecs import (
+    Codec,
+    FrameInfo,
+    H264,
+    Opus,
+    Pcma,
+    Pcmu,
+    Vp8,
+    Vp9,
+    Vp9Descriptor,
+    Vp9ScalabilityStructure,
+    codec_for,
+    h264_sps_size,
+    opus_packet_samples,
+)
+
+__all__ = [
+    "Codec",
+    "FrameInfo",
+    "H264",
+    "Opus",
+    "Pcma",
+    "Pcmu",
+    "Vp8",
+    "Vp9",
+    "Vp9Descriptor",
+    "Vp9ScalabilityStructure",
+    "codec_for",
+    "h264_sps_size",
+    "opus_packet_samples",
+]
