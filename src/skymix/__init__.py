@@ -12,7 +12,7 @@ from .compose import (
     mix_audio,
     rgb_to_yuv,
 )
-from .errors import CaptureError, ComposeError, DeliveryError, SkymixError
+from .errors import CaptureError, ComposeError, DeliveryError, DescriptionError, SkymixError
 
 try:
     __version__ = version("skymix")
@@ -24,6 +24,7 @@ __all__ = [
     "ComposeError",
     "CompositeState",
     "DeliveryError",
+    "DescriptionError",
     "Overlay",
     "Rect",
     "SkymixError",

@@ -6,7 +6,7 @@ callers that do not know skymix, and carry where the problem is (file, offset, s
 
 from __future__ import annotations
 
-__all__ = ["CaptureError", "ComposeError", "DeliveryError", "SkymixError"]
+__all__ = ["CaptureError", "ComposeError", "DeliveryError", "DescriptionError", "SkymixError"]
 
 
 class SkymixError(Exception):
@@ -43,6 +43,35 @@ class CaptureError(SkymixError, ValueError):
         self.offset = offset
         self.ssrc = ssrc
         self.seq = seq
+
+
+class DescriptionError(SkymixError, ValueError):
+    """A session description (SDP or manifest) that cannot be used, or a stream whose codec
+    cannot be guessed; says where: file, line (SDP), JSON path (manifest), SSRC (guessing)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        path: str | None = None,
+        ssrc: int | None = None,
+    ) -> None:
+        where = []
+        if file is not None:
+            where.append(str(file))
+        if line is not None:
+            where.append(f"line {line}")
+        if path is not None:
+            where.append(path)
+        if ssrc is not None:
+            where.append(f"ssrc {ssrc:#010x}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.file = file
+        self.line = line
+        self.path = path
+        self.ssrc = ssrc
 
 
 class DeliveryError(SkymixError, OSError):
