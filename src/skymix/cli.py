@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", type=Path, default=Path("skymix-demo.mp4"),
                       help="where to write the MP4 (default: %(default)s)")
     demo.add_argument("--seconds", type=float, default=6.0, help="length (default: %(default)s)")
+    inspect = sub.add_parser(
+        "inspect",
+        help="show who and what is in a capture",
+        description="Read captures (pcap, pcapng, rtpdump, Janus .mjr) and report each "
+        "participant's streams: codec, resolution, packets, loss, frames, sync, damage.",
+    )
+    inspect.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
+    inspect.add_argument("--sdp", action="append", default=[], metavar="[NAME=]FILE",
+                         help="one SDP per participant, in order (repeat)")
+    inspect.add_argument("--manifest", type=Path, help="JSON manifest (docs/manifest.schema.json)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
     synth = sub.add_parser(
         "synth",
         help="write a synthetic relay capture (pcap + SDPs + truth) with chosen impairments",
@@ -62,6 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = run_demo(args.output, seconds=args.seconds, progress=TerminalProgress())
             print(result.summary())
+        elif args.command == "inspect":
+            from .inspect import format_scan
+            from .session import load_description
+            from .streams.room import scan_room
+
+            description = load_description(args.sdp, args.manifest)
+            scan = scan_room(args.captures, description, progress=TerminalProgress())
+            if args.json:
+                print(json.dumps(scan.to_json(), indent=2))
+            else:
+                print(format_scan(scan))
         elif args.command == "synth":
             from .synth import Impairments, preset, synthesize
 

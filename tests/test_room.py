@@ -1,0 +1,110 @@
+"""scan_room and `skymix inspect` on synthesized captures whose truth is known."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skymix.session import load_description
+from skymix.streams.room import scan_room
+from skymix.synth import Impairments, SynthParticipant, synthesize
+
+SCRIPT = Path(sys.executable).with_name("skymix")
+
+PEOPLE = [
+    SynthParticipant("ada", (320, 240), 30, "vp8", clock_offset=3.0, drift_ppm=200),
+    SynthParticipant("bob", (320, 180), 30, "h264", clock_offset=-6.0, drift_ppm=-280,
+                     joins_at=2.0),
+    SynthParticipant("cy", (240, 320), 15, "vp8", clock_offset=0.4, drift_ppm=90, leaves_at=7.0,
+                     resize_at=4.0),
+]
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    out = tmp_path_factory.mktemp("room")
+    made = synthesize(PEOPLE, 10.0, out, seed=4,
+                      impairments=Impairments(loss=0.01, reorder=0.02, duplicate=0.01))
+    sdps = [f"{p.name}={sdp}" for p, sdp in zip(PEOPLE, made.sdps)]
+    return made, sdps
+
+
+def by_id(scan):
+    return {p.id: p for p in scan.participants}
+
+
+def test_scan_finds_who_when_and_what(capture):
+    made, sdps = capture
+    scan = scan_room([made.pcap], load_description(sdps))
+    truth = {p["name"]: p for p in made.truth_data["participants"]}
+    people = by_id(scan)
+    assert set(people) == {"ada", "bob", "cy"}
+    start = made.truth_data["start_unix"] * 1_000_000_000
+    for name, p in people.items():
+        t = truth[name]
+        (join, leave), = p.presence  # nobody was away for 5 s
+        assert abs((join - start) / 1e9 - t["joins_at"]) < 0.1
+        assert abs((leave - start) / 1e9 - t["leaves_at"]) < 0.1
+        kinds = {s.kind: s for s in p.streams}
+        audio, video = kinds["audio"], kinds["video"]
+        # every packet lost by the network shows as lost (but one lost at the very end)
+        assert t["audio"]["lost"] - 1 <= audio.total("lost") <= t["audio"]["lost"]
+        assert audio.total("frames") == t["audio"]["packets"] - audio.total("lost")
+        assert video.total("frames") <= len(t["video"]["frames"])
+        assert video.total("frames") >= len(t["video"]["frames"]) * 0.5
+        sizes = {tuple(f["size"]) for f in t["video"]["frames"]}
+        seen = {(w, h) for st in video.stats.values() for _, w, h in st.resolutions}
+        assert seen == sizes
+        assert video.codec == PEOPLE[[q.name for q in PEOPLE].index(name)].video_codec
+        for stream in (audio, video):
+            assert sum(c.reports for c in stream.sender_clocks.values()) >= 3
+            (fit,) = stream.clocks.values()
+            assert abs(fit.drift_ppm - t["drift_ppm"]) < 60  # 10 s, jitter-free network
+    assert not scan.problems
+
+
+def test_without_a_description_each_ssrc_is_guessed(capture):
+    made, _ = capture
+    scan = scan_room([made.pcap])
+    codecs = sorted(s.codec for p in scan.participants for s in p.streams)
+    assert codecs == ["h264", "opus", "opus", "opus", "vp8", "vp8"]
+    assert all(p.id.startswith("ssrc 0x") for p in scan.participants)
+    assert all(s.note and "guessed" in s.note for p in scan.participants for s in p.streams)
+
+
+def test_inspect_command_prints_table_and_json(capture):
+    made, sdps = capture
+    args = [SCRIPT, "inspect", made.pcap] + [a for s in sdps for a in ("--sdp", s)]
+    table = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    assert "bob (id bob): present 2.0" in table and "h264" in table and "320x180" in table
+    data = json.loads(subprocess.run(args + ["--json"], capture_output=True, text=True,
+                                     check=True).stdout)
+    assert {p["id"] for p in data["participants"]} == {"ada", "bob", "cy"}
+    cy = next(p for p in data["participants"] if p["id"] == "cy")
+    video = next(s for s in cy["streams"] if s["kind"] == "video")
+    assert video["resolutions"] == [[120, 160], [240, 320]]
+    bad = subprocess.run([SCRIPT, "inspect", made.truth], capture_output=True, text=True,
+                         check=False)
+    assert bad.returncode == 1
+    assert f"skymix: error: {made.truth}, offset 0: not a capture file" in bad.stderr
+
+
+def test_janus_recordings_group_by_videoroom_name(capture, tmp_path):
+    made, _ = capture
+    for p in made.truth_data["participants"]:
+        for kind in ("audio", "video"):
+            stream = p[kind]
+            codec = "opus" if kind == "audio" else stream["codec"]
+            name = f"videoroom-1234-user-{p['name']}-1764000000000000-{kind}-0.mjr"
+            subprocess.run(["pcap2mjr", "-c", codec, "-s", str(stream["ssrcs"][0]), made.pcap,
+                            tmp_path / name], check=True, capture_output=True)
+    scan = scan_room(sorted(tmp_path.glob("*.mjr")))
+    people = by_id(scan)
+    assert set(people) == {"ada", "bob", "cy"}
+    for p in people.values():
+        assert sorted(s.kind for s in p.streams) == ["audio", "video"]
+        assert all(s.total("frames") > 0 for s in p.streams)
