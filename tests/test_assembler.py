@@ -178,3 +178,12 @@ def test_audio_gaps_are_reported_and_the_rest_kept(lost):
     if lost:
         (gap,) = asm.stats.gaps
         assert gap.packets == len(lost) and gap.after_timestamp == frames[lost[0] - 1].timestamp
+
+
+def test_audio_level_reaches_the_frame():
+    asm = StreamAssembler(codec_for("opus"), ssrc=3, window_ns=0)
+    toc = bytes([0xFC, 0xFF, 0xFE])  # an Opus packet: 20 ms, one frame
+    frames = asm.push(0, 1, 960, False, toc, audio_level=42)
+    frames += asm.push(1_000_000, 2, 1920, False, toc)
+    frames += asm.flush()
+    assert [f.audio_level for f in frames] == [42, None]

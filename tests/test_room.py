@@ -16,7 +16,8 @@ from skymix.synth import Impairments, SynthParticipant, synthesize
 SCRIPT = Path(sys.executable).with_name("skymix")
 
 PEOPLE = [
-    SynthParticipant("ada", (320, 240), 30, "vp8", clock_offset=3.0, drift_ppm=200),
+    SynthParticipant("ada", (320, 240), 30, "vp8", clock_offset=3.0, drift_ppm=200,
+                     muted=(4.0, 5.5), camera_off=(6.0, 8.5)),
     SynthParticipant("bob", (320, 180), 30, "h264", clock_offset=-6.0, drift_ppm=-280,
                      joins_at=2.0),
     SynthParticipant("cy", (240, 320), 15, "vp8", clock_offset=0.4, drift_ppm=90, leaves_at=7.0,
@@ -65,6 +66,15 @@ def test_scan_finds_who_when_and_what(capture):
             (fit,) = stream.clocks.values()
             assert abs(fit.drift_ppm - t["drift_ppm"]) < 60  # 10 s, jitter-free network
     assert not scan.problems
+    # ada muted 4.0-5.5 s and turned her camera off 6.0-8.5 s (relay clock); nobody else did
+    ada = {s.kind: s for s in people["ada"].streams}
+    (muted,), (camera_off,) = ada["audio"].idle, ada["video"].idle
+    assert abs((muted[0] - start) / 1e9 - 4.0) < 0.05 and abs((muted[1] - start) / 1e9 - 5.5) < 0.05
+    assert abs((camera_off[0] - start) / 1e9 - 6.0) < 0.1
+    assert abs((camera_off[1] - start) / 1e9 - 8.5) < 0.1
+    assert all(not s.idle for p in ("bob", "cy") for s in people[p].streams)
+    # every audio packet carried its RFC 6464 level, and it reached the frames' stats
+    assert ada["audio"].audio_levels == ada["audio"].total("packets")
 
 
 def test_without_a_description_each_ssrc_is_guessed(capture):

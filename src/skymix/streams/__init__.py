@@ -1,9 +1,9 @@
 """Per-stream processing of captured RTP: payload formats (depayloading, keyframes, sizes)."""
 
 from .codecs import (
+    H264,
     Codec,
     FrameInfo,
-    H264,
     Opus,
     Pcma,
     Pcmu,
@@ -17,9 +17,9 @@ from .codecs import (
 )
 
 __all__ = [
+    "H264",
     "Codec",
     "FrameInfo",
-    "H264",
     "Opus",
     "Pcma",
     "Pcmu",

@@ -64,6 +64,7 @@ class EncodedFrame:
     height: int | None
     first_seq: int
     last_seq: int
+    audio_level: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,7 @@ class _Packet:
     arrival_ns: int
     marker: bool
     payload: bytes
+    audio_level: int | None
 
 
 class StreamAssembler:
@@ -192,8 +194,12 @@ class StreamAssembler:
         self._size: tuple[int, int] | None = None
 
     def push(self, arrival_ns: int, seq: int, timestamp: int, marker: bool,
-             payload: bytes) -> list[EncodedFrame]:
-        """Add one packet (its RTP header fields and payload, padding removed)."""
+             payload: bytes, audio_level: int | None = None) -> list[EncodedFrame]:
+        """Add one packet (its RTP header fields and payload, padding removed).
+
+        audio_level: the RFC 6464 level of the packet in -dBov (0 loudest, 127 silence), if the
+        sender sent one; it is carried to the frame.
+        """
         stats = self.stats
         stats.packets += 1
         useq = self._seq(seq)
@@ -210,7 +216,7 @@ class StreamAssembler:
         if useq < self._highest:
             stats.reordered += 1
         self._highest = max(self._highest, useq)
-        self._held[useq] = _Packet(useq, uts, arrival_ns, marker, payload)
+        self._held[useq] = _Packet(useq, uts, arrival_ns, marker, payload, audio_level)
         self._newest_arrival = max(self._newest_arrival, arrival_ns)
         if self._first_arrival is None:
             self._first_arrival = arrival_ns
@@ -321,6 +327,7 @@ class StreamAssembler:
             height=self._size[1] if self._size else None,
             first_seq=first.seq,
             last_seq=packets[-1].seq,
+            audio_level=first.audio_level,
         )
 
     def _starts(self, packet: _Packet) -> bool:

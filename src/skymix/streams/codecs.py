@@ -32,9 +32,9 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from ..errors import CaptureError
 
 __all__ = [
+    "H264",
     "Codec",
     "FrameInfo",
-    "H264",
     "Opus",
     "Pcma",
     "Pcmu",
@@ -99,7 +99,7 @@ class Codec(ABC):
 class _Bits:
     """MSB-first bit reader with Exp-Golomb codes (H.264 §9.1), for SPS and VP9 headers."""
 
-    __slots__ = ("_data", "_pos", "_end", "_what")
+    __slots__ = ("_data", "_end", "_pos", "_what")
 
     def __init__(self, data: bytes, what: str) -> None:
         self._data = data

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket, unwrap_rtx
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtcpSrPacket, RtpPacket, unwrap_rtx
 
 from ..errors import CaptureError, DescriptionError
 from ..ingest import Datagram, ReadStats, capture_format, read_capture, read_mjr
@@ -33,6 +34,8 @@ __all__ = ["ParticipantReport", "RoomScan", "StreamReport", "scan_room"]
 NTP_EPOCH_OFFSET = 2208988800
 GUESS_PACKETS = 120  # packets of an undescribed SSRC looked at before its codec is guessed
 ABSENCE_NS = 5_000_000_000  # no media from a participant this long: they left
+IDLE_NS = {"audio": 1_000_000_000, "video": 2_000_000_000}  # muted / camera off, if longer
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
 @dataclass(slots=True)
@@ -49,6 +52,9 @@ class StreamReport:
     sender_clocks: dict[int, SenderClock] = field(default_factory=dict)
     first_arrival_ns: int | None = None
     last_arrival_ns: int | None = None
+    idle: list[list[int]] = field(default_factory=list)
+    extensions: HeaderExtensionsMap | None = None
+    audio_levels: int = 0
     note: str | None = None
 
     def total(self, name: str) -> int:
@@ -99,6 +105,8 @@ class RoomScan:
                                              "jitter_ms": round(c.jitter_ns / 1e6, 3)}
                           for ssrc, c in s.clocks.items()},
                 "sender_reports": sum(c.reports for c in s.sender_clocks.values()),
+                "idle": s.idle,
+                "audio_levels": s.audio_levels,
                 "note": s.note,
             }
 
@@ -161,11 +169,23 @@ class _Room:
         report = state.report
         if report.first_arrival_ns is None:
             report.first_arrival_ns = d.arrival_ns
-        report.last_arrival_ns = d.arrival_ns
+        elif report.last_arrival_ns is not None and \
+                d.arrival_ns - report.last_arrival_ns > IDLE_NS.get(report.kind, IDLE_NS["video"]):
+            report.idle.append([report.last_arrival_ns, d.arrival_ns])
+        report.last_arrival_ns = max(d.arrival_ns, report.last_arrival_ns or 0)
         self.seen(report.participant, d.arrival_ns)
+        level = None
+        if report.extensions is not None:
+            try:
+                level_ext = RtpPacket.parse(d.data, report.extensions).extensions.audio_level
+            except ValueError:
+                level_ext = None
+            if level_ext is not None:
+                level = level_ext[1]
+                report.audio_levels += 1
         state.clock.add(state.unwrap(packet.timestamp), d.arrival_ns)
         state.assembler.push(d.arrival_ns, packet.sequence_number, packet.timestamp,
-                             bool(packet.marker), packet.payload)
+                             bool(packet.marker), packet.payload, level)
 
     def seen(self, pid: str, arrival_ns: int) -> None:
         presence = self.participants[pid].presence
@@ -288,6 +308,10 @@ def _rtp(room: _Room, d: Datagram, packet: RtpPacket) -> None:
         return
     report = room.stream(p.id, p.name, stream.label(), stream.kind, match.codec.name,
                          match.codec.clock_rate)
+    if report.extensions is None and AUDIO_LEVEL_URI in stream.extmap.values():
+        report.extensions = HeaderExtensionsMap()
+        report.extensions.configure(RTCRtpParameters(headerExtensions=[
+            RTCRtpHeaderExtensionParameters(id=i, uri=u) for i, u in stream.extmap.items()]))
     room.feed(room.bind(packet.ssrc, report, d.file), d, packet)
 
 

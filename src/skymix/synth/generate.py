@@ -22,7 +22,8 @@ import numpy as np
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
-from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtcpSenderInfo, RtcpSrPacket, RtpPacket
 
 from ..errors import SkymixError
 from .pcapwrite import PcapWriter
@@ -31,6 +32,8 @@ __all__ = ["Impairments", "SynthParticipant", "SynthResult", "preset", "synthesi
 
 RELAY = ("127.0.0.1", 0)
 VIDEO_PT, AUDIO_PT = 96, 111
+AUDIO_LEVEL_ID = 1
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 NTP_EPOCH_OFFSET = 2208988800
 START_UNIX = 1_764_000_000  # the relay clock's zero, as a Unix time
 START_NS = START_UNIX * 1_000_000_000
@@ -43,6 +46,7 @@ class SynthParticipant:
     clock_offset: how far the sender's clock is ahead of the relay's (s); drift_ppm: how much
     faster it runs. resize_at: the camera switches to half size then; ssrc_change_at: the video
     stream restarts with a new SSRC then (a renegotiation). video_codec None: audio only.
+    muted / camera_off: (from, to) during which no audio / video packets are sent.
     """
 
     name: str
@@ -58,6 +62,8 @@ class SynthParticipant:
     drift_ppm: float = 0.0
     resize_at: float | None = None
     ssrc_change_at: float | None = None
+    muted: tuple[float, float] | None = None
+    camera_off: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,17 @@ def preset(count: int, duration: float) -> list[SynthParticipant]:
         leaves = duration * 0.75 if i == 3 else None
         people.append(SynthParticipant(**{**asdict(base), "name": name, "leaves_at": leaves}))
     return people
+
+
+def _during(span: tuple[float, float] | None, relay: float) -> bool:
+    return span is not None and span[0] <= relay < span[1]
+
+
+def _audio_extensions() -> HeaderExtensionsMap:
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=AUDIO_LEVEL_ID, uri=AUDIO_LEVEL_URI)]))
+    return extensions
 
 
 def _events(p: SynthParticipant, index: int, duration: float) -> list[float]:
@@ -269,6 +286,9 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
         if p.resize_at is not None and relay >= p.resize_at and size == p.size:
             size = (p.size[0] // 2 // 2 * 2, p.size[1] // 2 // 2 * 2)
             cc = _video_encoder(p.video_codec or "vp8", size, p.fps)
+        if _during(p.camera_off, relay):
+            n += 1
+            continue
         flash = any(abs(media - e) < 0.5 / p.fps for e in events)
         frame = _picture(p, size, n, flash)
         frame.pts, frame.time_base = round(media * 90000), Fraction(1, 90000)
@@ -312,6 +332,7 @@ def _send_audio(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
     cc.sample_rate, cc.layout, cc.format = 48000, "stereo", "s16"
     cc.time_base = Fraction(1, 48000)
     packer = OpusEncoder()
+    extensions = _audio_extensions()
     burst: dict[str, int] = {}
     packets = octets = 0
     next_report = 0.0
@@ -328,13 +349,19 @@ def _send_audio(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
         frame.sample_rate, frame.pts = 48000, b * 960
         media = b * 960 / 48000
         relay = sender.relay_time(start_s + media)
+        rms = float(np.sqrt(np.mean(signal**2)))
+        level = min(127, round(-20 * np.log10(max(rms, 1e-7))))  # RFC 6464: -dBov
         for packet in cc.encode(frame):
             payloads, _ = packer.pack(packet)
+            if _during(p.muted, relay):
+                continue
             pts = packet.pts if packet.pts is not None else b * 960
             rtp_ts = (base + pts) & 0xFFFFFFFF
             for payload in payloads:
-                data = RtpPacket(payload_type=AUDIO_PT, marker=0, sequence_number=seq & 0xFFFF,
-                                 timestamp=rtp_ts, ssrc=ssrc, payload=payload).serialize()
+                rtp = RtpPacket(payload_type=AUDIO_PT, marker=0, sequence_number=seq & 0xFFFF,
+                                timestamp=rtp_ts, ssrc=ssrc, payload=payload)
+                rtp.extensions.audio_level = (level < 40, level)
+                data = rtp.serialize(extensions)
                 seq += 1
                 packets += 1
                 octets += len(payload)
@@ -362,6 +389,7 @@ def _sdp(p: SynthParticipant, host: str, vport: int, aport: int,
         lines += [f"a=ssrc:{s} cname:{p.name}" for s in video["ssrcs"]]
     audio = record.get("audio")
     if isinstance(audio, dict):
-        lines += [f"m=audio {aport} RTP/AVP {AUDIO_PT}", f"a=rtpmap:{AUDIO_PT} opus/48000/2"]
+        lines += [f"m=audio {aport} RTP/AVP {AUDIO_PT}", f"a=rtpmap:{AUDIO_PT} opus/48000/2",
+                  f"a=extmap:{AUDIO_LEVEL_ID} {AUDIO_LEVEL_URI}"]
         lines += [f"a=ssrc:{s} cname:{p.name}" for s in audio["ssrcs"]]
     return "\r\n".join(lines) + "\r\n"
