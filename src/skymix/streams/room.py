@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from ..progress import ProgressCallback, ProgressEvent
 from ..session import SessionSpec
 from ..session.detect import classify_datagram, guess_stream
 from ..sync import ClockEstimator, ClockFit, SenderClock
-from .assembler import StreamAssembler, StreamStats, TimestampUnwrapper
+from .assembler import EncodedFrame, StreamAssembler, StreamStats, TimestampUnwrapper
 from .codecs import codec_for
 
 __all__ = ["ParticipantReport", "RoomScan", "StreamReport", "scan_room"]
@@ -132,8 +132,9 @@ class _Ssrc:
 
 
 class _Room:
-    def __init__(self, description: SessionSpec) -> None:
+    def __init__(self, description: SessionSpec, on_frame: FrameCallback | None) -> None:
         self.description = description
+        self.on_frame = on_frame
         self.participants: dict[str, ParticipantReport] = {}
         self.streams: dict[tuple[str, str], StreamReport] = {}
         self.ssrcs: dict[int, _Ssrc] = {}
@@ -184,8 +185,14 @@ class _Room:
                 level = level_ext[1]
                 report.audio_levels += 1
         state.clock.add(state.unwrap(packet.timestamp), d.arrival_ns)
-        state.assembler.push(d.arrival_ns, packet.sequence_number, packet.timestamp,
-                             bool(packet.marker), packet.payload, level)
+        frames = state.assembler.push(d.arrival_ns, packet.sequence_number, packet.timestamp,
+                                      bool(packet.marker), packet.payload, level)
+        self.deliver(state, frames)
+
+    def deliver(self, state: _Ssrc, frames: list[EncodedFrame]) -> None:
+        if self.on_frame is not None:
+            for frame in frames:
+                self.on_frame(state.report.participant, state.report.kind, frame)
 
     def seen(self, pid: str, arrival_ns: int) -> None:
         presence = self.participants[pid].presence
@@ -210,10 +217,14 @@ def _mjr_stream(path: Path, room: _Room, stats: ReadStats) -> Iterator[tuple[Dat
 
 
 def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = None, *,
-              progress: ProgressCallback | None = None) -> RoomScan:
-    """Read every capture once and report participants, streams, sync and damage."""
+              progress: ProgressCallback | None = None,
+              on_frame: FrameCallback | None = None) -> RoomScan:
+    """Read every capture once and report participants, streams, sync and damage.
+
+    on_frame receives every assembled frame (per stream in media order) as soon as it is final.
+    """
     description = description or SessionSpec(())
-    room = _Room(description)
+    room = _Room(description, on_frame)
     files: dict[str, ReadStats] = {}
     sources: list[Iterable[tuple[Datagram, str | None]]] = []
     for capture in captures:
@@ -256,7 +267,7 @@ def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = 
     for ssrc, waiting in list(room.pending.items()):
         _guess(room, ssrc, waiting)
     for ssrc, state in room.ssrcs.items():
-        state.assembler.flush()
+        room.deliver(state, state.assembler.flush())
         if state.clock.points >= 2:
             state.report.clocks[ssrc] = state.clock.fit()
         if state.reports:
