@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.skymix-installed
-DEBIAN_PACKAGES := ffmpeg tcpdump faketime janus-tools
+DEBIAN_PACKAGES := ffmpeg tcpdump faketime janus janus-tools iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench system-deps setup clean
