@@ -13,6 +13,11 @@ class SkymixError(Exception):
     """Base class of every error skymix raises on purpose."""
 
 
+def _located(message: str, where: list[str]) -> str:
+    """The message behind the places it concerns: "file.pcap, offset 12: message"."""
+    return f"{', '.join(where)}: {message}" if where else message
+
+
 class ComposeError(SkymixError, ValueError):
     """A frame, plane, tile, mask or audio block that the compositor or mixer cannot use."""
 
@@ -38,7 +43,7 @@ class CaptureError(SkymixError, ValueError):
             where.append(f"ssrc {ssrc:#010x}")
         if seq is not None:
             where.append(f"seq {seq}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        super().__init__(_located(message, where))
         self.file = file
         self.offset = offset
         self.ssrc = ssrc
@@ -67,7 +72,7 @@ class DescriptionError(SkymixError, ValueError):
             where.append(path)
         if ssrc is not None:
             where.append(f"ssrc {ssrc:#010x}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        super().__init__(_located(message, where))
         self.file = file
         self.line = line
         self.path = path

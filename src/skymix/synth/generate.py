@@ -32,6 +32,8 @@ __all__ = ["Impairments", "SynthParticipant", "SynthResult", "preset", "synthesi
 
 RELAY = ("127.0.0.1", 0)
 VIDEO_PT, AUDIO_PT = 96, 111
+Sent = list[tuple[float, int, tuple[str, int], tuple[str, int], bytes]]
+"""What reached the relay: (arrival s, order, source, destination, datagram)."""
 AUDIO_LEVEL_ID = 1
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 NTP_EPOCH_OFFSET = 2208988800
@@ -184,7 +186,7 @@ def synthesize(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    sent: list[tuple[float, int, tuple[str, int], tuple[str, int], bytes]] = []
+    sent: Sent = []
     truth: dict[str, object] = {"duration": duration, "start_unix": START_UNIX,
                                 "impairments": asdict(impairments), "participants": []}
     sdps = []
@@ -221,7 +223,7 @@ def synthesize(
 
 def _network(sender: _Sender, imp: Impairments, send_relay: float, order: int,
              packet: bytes, src: tuple[str, int], dst: tuple[str, int],
-             sent: list[tuple[float, int, tuple[str, int], tuple[str, int], bytes]],
+             sent: Sent,
              lost: bool = False) -> bool:
     """Deliver one packet through the impaired network; False when it was lost."""
     rng = sender.rng
@@ -251,6 +253,11 @@ def _in_burst(imp: Impairments, relay: float, counter: dict[str, int]) -> bool:
     return False
 
 
+def _new_stream(rng: random.Random) -> tuple[int, int, int]:
+    """A random SSRC, first sequence number and RTP timestamp origin (RFC 3550 5.1)."""
+    return rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(32)
+
+
 def _sender_report(ssrc: int, sender_s: float, rtp: int, packets: int, octets: int) -> bytes:
     ntp_seconds = NTP_EPOCH_OFFSET + START_UNIX + sender_s
     ntp = int(ntp_seconds) << 32 | int((ntp_seconds % 1) * (1 << 32))
@@ -261,11 +268,11 @@ def _sender_report(ssrc: int, sender_s: float, rtp: int, packets: int, octets: i
 
 def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: float,
                 events: list[float], imp: Impairments,
-                sent: list[tuple[float, int, tuple[str, int], tuple[str, int], bytes]],
+                sent: Sent,
                 ) -> dict[str, object]:
     p, rng = sender.p, sender.rng
     src, dst, rtcp_dst = (host, port), ("127.0.0.1", port), ("127.0.0.1", port + 1)
-    ssrc, seq, base = rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(32)
+    ssrc, seq, base = _new_stream(rng)
     size = p.size
     cc = _video_encoder(p.video_codec or "vp8", size, p.fps)
     packer = Vp8Encoder() if p.video_codec == "vp8" else H264Encoder()
@@ -280,7 +287,7 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
             break
         relay = sender.relay_time(start_s + media)
         if p.ssrc_change_at is not None and len(ssrcs) == 1 and relay >= p.ssrc_change_at:
-            ssrc, seq, base = rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(32)
+            ssrc, seq, base = _new_stream(rng)
             ssrcs.append(ssrc)
             cc = _video_encoder(p.video_codec or "vp8", size, p.fps)
         if p.resize_at is not None and relay >= p.resize_at and size == p.size:
@@ -323,11 +330,11 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
 
 def _send_audio(sender: _Sender, host: str, port: int, start_s: float, end_s: float,
                 events: list[float], imp: Impairments,
-                sent: list[tuple[float, int, tuple[str, int], tuple[str, int], bytes]],
+                sent: Sent,
                 ) -> dict[str, object]:
     p, rng = sender.p, sender.rng
     src, dst, rtcp_dst = (host, port), ("127.0.0.1", port), ("127.0.0.1", port + 1)
-    ssrc, seq, base = rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(32)
+    ssrc, seq, base = _new_stream(rng)
     cc = av.CodecContext.create("libopus", "w")
     cc.sample_rate, cc.layout, cc.format = 48000, "stereo", "s16"
     cc.time_base = Fraction(1, 48000)
