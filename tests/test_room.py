@@ -158,3 +158,26 @@ def test_frames_show_and_sound_what_was_sent(capture):
         at = first_audio + (flash - first_video) * 48000 // 90000
         assert any(abs(b - at) <= 2 * 960 for b in beeps) or not any(
             abs(ts - at) <= 2 * 960 for ts, _ in loud), flash
+
+
+def test_ssrc_change_lost_first_keyframe_and_loss_bursts(tmp_path):
+    """A renegotiated SSRC continues the same participant's stream; a stream whose first
+    keyframe never arrived starts at its second; a burst of loss costs frames, not the stream."""
+    people = [SynthParticipant("dee", (320, 240), 30, "vp8", ssrc_change_at=3.0)]
+    made = synthesize(people, 6.0, tmp_path, seed=7, impairments=Impairments(
+        drop_first_keyframe=True, burst_every_s=1.7, burst_packets=4))
+    scan = scan_room([made.pcap], load_description([f"dee={made.sdps[0]}"]))
+    (dee,) = scan.participants
+    video = next(s for s in dee.streams if s.kind == "video")
+    truth = made.truth_data["participants"][0]["video"]
+    assert video.ssrcs == truth["ssrcs"] and len(video.ssrcs) == 2
+    first, second = (video.stats[s] for s in video.ssrcs)
+    # the first SSRC lost its opening keyframe: nothing until the next one (frame 60, 2 s later;
+    # 4 of the frames before it went in the 1.7 s burst), then frames 60-89 until the change
+    assert first.frames_skipped_for_keyframe + first.lost == 59
+    assert (first.frames, first.keyframes) == (30, 1)
+    # the second: its keyframes at 3.0 and 5.0 s, each burst (3.4, 5.1 s) a wait for the next
+    assert (second.keyframes, second.keyframe_waits) == (2, 2) and second.frames > 0
+    audio = next(s for s in dee.streams if s.kind == "audio")
+    assert audio.total("lost") >= 8  # bursts of 4 at 1.7, 3.4 and 5.1 s
+    assert len([g for st in audio.stats.values() for g in st.gaps]) >= 2
