@@ -1,0 +1,90 @@
+"""Ingest speed: reading, parsing and depayloading a capture, against a bare read of the file.
+
+The capture: a synthesized four-party call (VP8, H.264, Opus; loss and reordering) repeated with
+advancing sequence numbers, timestamps and arrival times to about 94,000 packets. Peers in the
+same run: a bare loop that only walks the pcap records (the floor any reader stands on), the
+capture reader alone (link, IP, UDP), and the whole first pass (RTP parse, matching, reordering,
+frame assembly and depayloading, clock fits: `scan_room`). The issue's target for the last is
+500,000 packets/s on one core. Rates are printed as extra_info (packets per second).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from skymix.ingest import read_capture
+from skymix.session import load_description
+from skymix.streams.room import scan_room
+from skymix.synth import Impairments, PcapWriter, preset, synthesize
+
+REPEAT = 50
+SECONDS = 6.0
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ingest")
+    made = synthesize(preset(4, SECONDS), SECONDS, out, seed=3,
+                      impairments=Impairments(loss=0.005, reorder=0.01))
+    records = list(read_capture(made.pcap))
+    big = out / "big.pcap"
+    with PcapWriter(big) as writer:
+        for k in range(REPEAT):
+            for d in records:
+                data = bytearray(d.data)
+                if 128 <= data[0] < 192 and not 192 <= data[1] <= 223:  # RTP: move it on
+                    seq, ts = struct.unpack_from("!HI", data, 2)
+                    clock = 90000 if data[1] & 0x7F == 96 else 48000
+                    struct.pack_into("!HI", data, 2, (seq + 2000 * k) & 0xFFFF,
+                                     (ts + round(k * SECONDS * clock)) & 0xFFFFFFFF)
+                writer.write(d.arrival_ns + round(k * SECONDS * 1e9),
+                             (d.src.host, d.src.port), (d.dst.host, d.dst.port), bytes(data))
+    sdps = [f"{p.name}={sdp}" for p, sdp in zip(preset(4, SECONDS), made.sdps)]
+    return big, len(records) * REPEAT, load_description(sdps)
+
+
+def bare_read(path: Path) -> int:
+    """Walk the pcap records and touch each one's bytes: the floor of any reader."""
+    count = 0
+    with open(path, "rb") as f:
+        f.read(24)
+        header = struct.Struct("<IIII")
+        while True:
+            head = f.read(16)
+            if len(head) < 16:
+                return count
+            _, _, caplen, _ = header.unpack(head)
+            f.read(caplen)
+            count += 1
+
+
+def rate(benchmark, packets):
+    benchmark.extra_info["packets"] = packets
+    benchmark.extra_info["packets_per_second"] = round(packets / benchmark.stats.stats.median)
+
+
+def test_bare_read(benchmark, capture):
+    path, packets, _ = capture
+    benchmark.group = "ingest ~94k packets"
+    assert benchmark.pedantic(bare_read, args=(path,), rounds=5) == packets
+    rate(benchmark, packets)
+
+
+def test_read_capture(benchmark, capture):
+    path, packets, _ = capture
+    benchmark.group = "ingest ~94k packets"
+    count = benchmark.pedantic(lambda: sum(1 for _ in read_capture(path)), rounds=5)
+    assert count == packets
+    rate(benchmark, packets)
+
+
+def test_scan_room(benchmark, capture):
+    path, packets, description = capture
+    benchmark.group = "ingest ~94k packets"
+    scan = benchmark.pedantic(scan_room, args=([path], description), rounds=3)
+    assert sum(s.total("frames") for p in scan.participants for s in p.streams) > 0
+    assert not scan.problems
+    rate(benchmark, packets)
