@@ -181,3 +181,19 @@ def test_ssrc_change_lost_first_keyframe_and_loss_bursts(tmp_path):
     audio = next(s for s in dee.streams if s.kind == "audio")
     assert audio.total("lost") >= 8  # bursts of 4 at 1.7, 3.4 and 5.1 s
     assert len([g for st in audio.stats.values() for g in st.gaps]) >= 2
+
+
+def test_rtx_repairs_what_the_network_lost(tmp_path):
+    """Retransmissions on an RTX stream (RFC 4588, ssrc-group FID) fill the media stream's holes:
+    only packets whose retransmission was lost too stay lost."""
+    people = [SynthParticipant("eve", (320, 240), 30, "vp8", ssrc_change_at=3.0)]
+    made = synthesize(people, 6.0, tmp_path, seed=11,
+                      impairments=Impairments(loss=0.15, rtx=True))
+    truth = made.truth_data["participants"][0]["video"]
+    assert truth["retransmitted"] >= 5 and len(truth["rtx_ssrcs"]) == 2
+    scan = scan_room([made.pcap], load_description([f"eve={made.sdps[0]}"]))
+    (eve,) = scan.participants
+    video = next(s for s in eve.streams if s.kind == "video")
+    assert video.ssrcs == truth["ssrcs"]  # RTX SSRCs are repairs, not streams of their own
+    assert video.total("lost") == truth["lost"] < truth["retransmitted"]
+    assert video.total("duplicates") == 0 and not scan.skipped

@@ -23,7 +23,7 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-from aiortc.rtp import HeaderExtensionsMap, RtcpSenderInfo, RtcpSrPacket, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap, RtcpSenderInfo, RtcpSrPacket, RtpPacket, wrap_rtx
 
 from ..errors import SkymixError
 from .pcapwrite import PcapWriter
@@ -31,7 +31,8 @@ from .pcapwrite import PcapWriter
 __all__ = ["Impairments", "SynthParticipant", "SynthResult", "preset", "synthesize"]
 
 RELAY = ("127.0.0.1", 0)
-VIDEO_PT, AUDIO_PT = 96, 111
+VIDEO_PT, AUDIO_PT, RTX_PT = 96, 111, 97
+RTX_DELAY = 0.06
 Sent = list[tuple[float, int, tuple[str, int], tuple[str, int], bytes]]
 """What reached the relay: (arrival s, order, source, destination, datagram)."""
 AUDIO_LEVEL_ID = 1
@@ -70,7 +71,11 @@ class SynthParticipant:
 
 @dataclass(frozen=True, slots=True)
 class Impairments:
-    """What the network does to every packet (probabilities per packet; times in ms)."""
+    """What the network does to every packet (probabilities per packet; times in ms).
+
+    rtx: the video sender retransmits every lost packet once on an RFC 4588 RTX stream, 60 ms
+    later (as after a NACK); the retransmission crosses the same network.
+    """
 
     loss: float = 0.0
     burst_every_s: float | None = None
@@ -80,6 +85,7 @@ class Impairments:
     jitter_ms: float = 0.0
     base_delay_ms: float = 20.0
     drop_first_keyframe: bool = False
+    rtx: bool = False
 
 
 @dataclass(slots=True)
@@ -273,6 +279,9 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
     p, rng = sender.p, sender.rng
     src, dst, rtcp_dst = (host, port), ("127.0.0.1", port), ("127.0.0.1", port + 1)
     ssrc, seq, base = _new_stream(rng)
+    rtx_ssrc, rtx_seq, _ = _new_stream(rng)
+    rtx_ssrcs = [rtx_ssrc]
+    unrecovered = retransmitted = 0
     size = p.size
     cc = _video_encoder(p.video_codec or "vp8", size, p.fps)
     packer = Vp8Encoder() if p.video_codec == "vp8" else H264Encoder()
@@ -288,7 +297,9 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
         relay = sender.relay_time(start_s + media)
         if p.ssrc_change_at is not None and len(ssrcs) == 1 and relay >= p.ssrc_change_at:
             ssrc, seq, base = _new_stream(rng)
+            rtx_ssrc, rtx_seq, _ = _new_stream(rng)
             ssrcs.append(ssrc)
+            rtx_ssrcs.append(rtx_ssrc)
             cc = _video_encoder(p.video_codec or "vp8", size, p.fps)
         if p.resize_at is not None and relay >= p.resize_at and size == p.size:
             size = (p.size[0] // 2 // 2 * 2, p.size[1] // 2 // 2 * 2)
@@ -306,15 +317,23 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
             rtp_ts = (base + round(media * 90000)) & 0xFFFFFFFF
             delivered = 0
             for k, payload in enumerate(payloads):
-                data = RtpPacket(payload_type=VIDEO_PT, marker=int(k == len(payloads) - 1),
-                                 sequence_number=seq & 0xFFFF, timestamp=rtp_ts, ssrc=ssrc,
-                                 payload=payload).serialize()
+                rtp = RtpPacket(payload_type=VIDEO_PT, marker=int(k == len(payloads) - 1),
+                                sequence_number=seq & 0xFFFF, timestamp=rtp_ts, ssrc=ssrc,
+                                payload=payload)
                 seq += 1
                 packets += 1
                 octets += len(payload)
                 lost = drop_all or _in_burst(imp, relay, burst)
-                delivered += _network(sender, imp, relay + k * 0.0001, 0, data, src, dst, sent,
-                                      lost)
+                ok = _network(sender, imp, relay + k * 0.0001, 0, rtp.serialize(), src, dst,
+                              sent, lost)
+                if not ok and imp.rtx and not drop_all:
+                    repair = wrap_rtx(rtp, RTX_PT, rtx_seq & 0xFFFF, rtx_ssrc)
+                    rtx_seq += 1
+                    retransmitted += 1
+                    ok = _network(sender, imp, relay + RTX_DELAY, 0, repair.serialize(), src,
+                                  dst, sent)
+                unrecovered += not ok
+                delivered += ok
             frames.append({"n": n, "relay": relay, "rtp": rtp_ts, "ssrc": ssrc,
                            "keyframe": packet.is_keyframe, "flash": flash, "size": list(size),
                            "packets": len(payloads), "delivered": delivered})
@@ -325,7 +344,8 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
             next_report += 1.0
         n += 1
     return {"ssrcs": ssrcs, "codec": p.video_codec, "port": port, "frames": frames,
-            "clock_rate": 90000}
+            "clock_rate": 90000, "rtx_ssrcs": rtx_ssrcs if imp.rtx else [],
+            "retransmitted": retransmitted, "lost": unrecovered}
 
 
 def _send_audio(sender: _Sender, host: str, port: int, start_s: float, end_s: float,
@@ -390,10 +410,15 @@ def _sdp(p: SynthParticipant, host: str, vport: int, aport: int,
     video = record.get("video")
     if isinstance(video, dict):
         codec = "VP8/90000" if p.video_codec == "vp8" else "H264/90000"
-        lines += [f"m=video {vport} RTP/AVP {VIDEO_PT}", f"a=rtpmap:{VIDEO_PT} {codec}"]
+        types = f"{VIDEO_PT} {RTX_PT}" if video["rtx_ssrcs"] else f"{VIDEO_PT}"
+        lines += [f"m=video {vport} RTP/AVP {types}", f"a=rtpmap:{VIDEO_PT} {codec}"]
         if p.video_codec == "h264":
             lines.append(f"a=fmtp:{VIDEO_PT} packetization-mode=1")
         lines += [f"a=ssrc:{s} cname:{p.name}" for s in video["ssrcs"]]
+        if video["rtx_ssrcs"]:
+            lines += [f"a=rtpmap:{RTX_PT} rtx/90000", f"a=fmtp:{RTX_PT} apt={VIDEO_PT}"]
+            for media, rtx in zip(video["ssrcs"], video["rtx_ssrcs"]):
+                lines += [f"a=ssrc-group:FID {media} {rtx}", f"a=ssrc:{rtx} cname:{p.name}"]
     audio = record.get("audio")
     if isinstance(audio, dict):
         lines += [f"m=audio {aport} RTP/AVP {AUDIO_PT}", f"a=rtpmap:{AUDIO_PT} opus/48000/2",
