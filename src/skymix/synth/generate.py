@@ -279,7 +279,7 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
     p, rng = sender.p, sender.rng
     src, dst, rtcp_dst = (host, port), ("127.0.0.1", port), ("127.0.0.1", port + 1)
     ssrc, seq, base = _new_stream(rng)
-    rtx_ssrc, rtx_seq, _ = _new_stream(rng)
+    rtx_ssrc, rtx_seq, _ = _new_stream(rng) if imp.rtx else (0, 0, 0)
     rtx_ssrcs = [rtx_ssrc]
     unrecovered = retransmitted = 0
     size = p.size
@@ -297,7 +297,7 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
         relay = sender.relay_time(start_s + media)
         if p.ssrc_change_at is not None and len(ssrcs) == 1 and relay >= p.ssrc_change_at:
             ssrc, seq, base = _new_stream(rng)
-            rtx_ssrc, rtx_seq, _ = _new_stream(rng)
+            rtx_ssrc, rtx_seq, _ = _new_stream(rng) if imp.rtx else (0, 0, 0)
             ssrcs.append(ssrc)
             rtx_ssrcs.append(rtx_ssrc)
             cc = _video_encoder(p.video_codec or "vp8", size, p.fps)
