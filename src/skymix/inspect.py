@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .streams.room import RoomScan
 
 __all__ = ["format_scan"]
@@ -13,14 +15,14 @@ def _seconds(ns: int | None, start: int | None) -> str:
 
 def format_scan(scan: RoomScan) -> str:
     """Participants with their streams, then what was skipped and what was damaged."""
-    data = scan.to_json()
+    data: dict[str, Any] = scan.to_json()
     start = scan.start_ns
     lines = []
     if start is not None and scan.end_ns is not None:
         lines.append(f"capture: {(scan.end_ns - start) / 1e9:.2f} s, "
                      f"{sum(f.datagrams for f in scan.files.values())} datagrams in "
                      f"{len(scan.files)} file(s)")
-    for p in data["participants"]:  # type: ignore[union-attr]
+    for p in data["participants"]:
         spans = ", ".join(f"{_seconds(a, start).strip()}-{_seconds(b, start).strip()} s"
                           for a, b in p["presence"])
         lines.append(f"\n{p['name']} (id {p['id']}): present {spans}")
@@ -40,9 +42,9 @@ def format_scan(scan: RoomScan) -> str:
                 lines.append(f"    {s['note']}")
     if data["skipped"]:
         lines.append("\nskipped: " + ", ".join(f"{n} {k}" for k, n in data["skipped"].items()))
-    for f, st in data["files"].items():  # type: ignore[union-attr]
+    for f, st in data["files"].items():
         if st["skipped"]:
             lines.append(f"{f}: skipped " + ", ".join(f"{n} {k}" for k, n in st["skipped"].items()))
-    for problem in data["problems"]:  # type: ignore[union-attr]
+    for problem in data["problems"]:
         lines.append(f"problem: {problem}")
     return "\n".join(lines)

@@ -97,7 +97,7 @@ class CompositeState:
     out_address: int
     settings: tuple[object, ...]
     keys: tuple[tuple[object, ...], ...]
-    sources: tuple[object, ...]
+    sources: tuple[tuple[object, tuple[Overlay, ...]], ...]
     drawn: int
     skipped: int
 
@@ -116,7 +116,7 @@ def frame_planes(frame: av.VideoFrame | Planes, what: str) -> Planes:
         _check_format(frame, what)
         planes = []
         for plane in frame.planes:
-            flat = np.frombuffer(plane, np.uint8)
+            flat = np.frombuffer(memoryview(plane), np.uint8)
             planes.append(flat.reshape(plane.height, plane.line_size)[:, : plane.width])
         return planes[0], planes[1], planes[2]
     if not isinstance(frame, tuple) or len(frame) != 3:

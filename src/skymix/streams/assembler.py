@@ -35,9 +35,14 @@ __all__ = [
 class PayloadCodec(Protocol):
     """How a codec's RTP payloads become frames (see skymix.streams.codecs)."""
 
-    name: str
-    kind: str
-    clock_rate: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def clock_rate(self) -> int: ...
 
     def starts_frame(self, payload: bytes) -> bool: ...
 

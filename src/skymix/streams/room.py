@@ -29,7 +29,10 @@ from ..sync import ClockEstimator, ClockFit, SenderClock
 from .assembler import EncodedFrame, StreamAssembler, StreamStats, TimestampUnwrapper
 from .codecs import codec_for
 
-__all__ = ["ParticipantReport", "RoomScan", "StreamReport", "scan_room"]
+__all__ = ["FrameCallback", "ParticipantReport", "RoomScan", "StreamReport", "scan_room"]
+
+FrameCallback = Callable[[str, str, EncodedFrame], None]
+"""Called with (participant id, stream kind, frame) for every frame as it becomes final."""
 
 NTP_EPOCH_OFFSET = 2208988800
 GUESS_PACKETS = 120  # packets of an undescribed SSRC looked at before its codec is guessed

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
@@ -152,8 +153,9 @@ def _events(p: SynthParticipant, index: int, duration: float) -> list[float]:
     return [0.5 + 0.15 * index + 2.0 * k for k in range(int(duration / 2.0) + 1)]
 
 
-def _video_encoder(codec: str, size: tuple[int, int], fps: int) -> av.CodecContext:
+def _video_encoder(codec: str, size: tuple[int, int], fps: int) -> VideoCodecContext:
     cc = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
+    assert isinstance(cc, VideoCodecContext)
     cc.width, cc.height = size
     cc.pix_fmt = "yuv420p"
     cc.time_base = Fraction(1, 90000)
@@ -193,8 +195,9 @@ def synthesize(
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     sent: Sent = []
+    records: list[dict[str, object]] = []
     truth: dict[str, object] = {"duration": duration, "start_unix": START_UNIX,
-                                "impairments": asdict(impairments), "participants": []}
+                                "impairments": asdict(impairments), "participants": records}
     sdps = []
     for index, p in enumerate(participants):
         sender = _Sender(p, index, random.Random(rng.random()))
@@ -216,7 +219,7 @@ def synthesize(
         sdp = out / f"{name}-{p.name}.sdp"
         sdp.write_text(_sdp(p, host, vport, aport, record))
         sdps.append(sdp)
-        truth["participants"].append(record)  # type: ignore[union-attr]
+        records.append(record)
     sent.sort(key=lambda item: (item[0], item[1]))
     pcap = out / f"{name}.pcap"
     with PcapWriter(pcap) as writer:
@@ -285,7 +288,9 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
     size = p.size
     cc = _video_encoder(p.video_codec or "vp8", size, p.fps)
     packer = Vp8Encoder() if p.video_codec == "vp8" else H264Encoder()
-    frames, ssrcs, burst = [], [ssrc], {}
+    frames: list[dict[str, object]] = []
+    ssrcs = [ssrc]
+    burst: dict[str, int] = {}
     packets = octets = 0
     next_report = 0.0
     n = 0
