@@ -16,6 +16,7 @@ demo: setup
 	$(VENV)/bin/skymix demo --output skymix-demo.mp4
 
 test: setup
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 bench: setup
