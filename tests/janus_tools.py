@@ -382,6 +382,11 @@ class _Events:
         import asyncio
         import queue
 
+        # an event already taken while waiting for another counts too (Janus may report the
+        # video before the audio it was not asked about first)
+        for event in self.seen:
+            if match(event):
+                return event
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
