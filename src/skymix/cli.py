@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--duplicate", type=float, default=0.0, help="probability of duplicates")
     synth.add_argument("--jitter-ms", type=float, default=0.0, help="mean extra network delay")
     synth.add_argument("--drop-first-keyframe", action="store_true")
+    synth.add_argument("--rtx", action="store_true",
+                       help="retransmit lost video packets on RFC 4588 RTX streams")
     synth.add_argument("--seed", type=int, default=1)
     return parser
 
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             imp = Impairments(loss=args.loss, burst_every_s=args.burst_every if args.burst else None,
                               burst_packets=args.burst, reorder=args.reorder,
                               duplicate=args.duplicate, jitter_ms=args.jitter_ms,
-                              drop_first_keyframe=args.drop_first_keyframe)
+                              drop_first_keyframe=args.drop_first_keyframe, rtx=args.rtx)
             made = synthesize(preset(args.participants, args.seconds), args.seconds, args.output,
                               impairments=imp, seed=args.seed)
             print(f"wrote {made.packets} packets to {made.pcap}")
@@ -101,4 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SkymixError as exc:
         print(f"skymix: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`skymix inspect ... | head`): not an error
+        sys.stderr.close()
+        return 0
     return 0
