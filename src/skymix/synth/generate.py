@@ -19,12 +19,12 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.codeccontext import VideoCodecContext
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtcpSenderInfo, RtcpSrPacket, RtpPacket, wrap_rtx
+from av.video.codeccontext import VideoCodecContext
 
 from ..errors import SkymixError
 from .pcapwrite import PcapWriter
@@ -137,6 +137,27 @@ def preset(count: int, duration: float) -> list[SynthParticipant]:
     return people
 
 
+@dataclass(slots=True)
+class _Link:
+    """One stream of a sender: its ports, its span of sender time, and the network it crosses."""
+
+    sender: _Sender
+    host: str
+    port: int
+    start_s: float
+    end_s: float
+    events: list[float]
+    imp: Impairments
+    sent: Sent
+
+    def deliver(self, send_relay: float, packet: bytes, lost: bool = False,
+                rtcp: bool = False) -> bool:
+        """Send RTP (or, with rtcp, RTCP from port + 1) to the relay; False when it was lost."""
+        port = self.port + rtcp
+        return _network(self.sender, self.imp, send_relay, int(rtcp), packet, (self.host, port),
+                        ("127.0.0.1", port), self.sent, lost)
+
+
 def _during(span: tuple[float, float] | None, relay: float) -> bool:
     return span is not None and span[0] <= relay < span[1]
 
@@ -211,11 +232,11 @@ def synthesize(
         events = [e for e in _events(p, index, end_s - start_s) if e < end_s - start_s]
         record["events_relay"] = [sender.relay_time(start_s + e) for e in events]
         if p.video_codec is not None:
-            record["video"] = _send_video(sender, host, vport, start_s, end_s, events,
-                                          impairments, sent)
+            record["video"] = _send_video(_Link(sender, host, vport, start_s, end_s, events,
+                                                impairments, sent))
         if p.audio:
-            record["audio"] = _send_audio(sender, host, aport, start_s, end_s, events,
-                                          impairments, sent)
+            record["audio"] = _send_audio(_Link(sender, host, aport, start_s, end_s, events,
+                                                impairments, sent))
         sdp = out / f"{name}-{p.name}.sdp"
         sdp.write_text(_sdp(p, host, vport, aport, record))
         sdps.append(sdp)
@@ -275,12 +296,9 @@ def _sender_report(ssrc: int, sender_s: float, rtp: int, packets: int, octets: i
         octet_count=octets)))
 
 
-def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: float,
-                events: list[float], imp: Impairments,
-                sent: Sent,
-                ) -> dict[str, object]:
+def _send_video(link: _Link) -> dict[str, object]:
+    sender, imp, start_s, end_s, events = link.sender, link.imp, link.start_s, link.end_s, link.events
     p, rng = sender.p, sender.rng
-    src, dst, rtcp_dst = (host, port), ("127.0.0.1", port), ("127.0.0.1", port + 1)
     ssrc, seq, base = _new_stream(rng)
     rtx_ssrc, rtx_seq, _ = _new_stream(rng) if imp.rtx else (0, 0, 0)
     rtx_ssrcs = [rtx_ssrc]
@@ -329,14 +347,12 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
                 packets += 1
                 octets += len(payload)
                 lost = drop_all or _in_burst(imp, relay, burst)
-                ok = _network(sender, imp, relay + k * 0.0001, 0, rtp.serialize(), src, dst,
-                              sent, lost)
+                ok = link.deliver(relay + k * 0.0001, rtp.serialize(), lost)
                 if not ok and imp.rtx and not drop_all:
                     repair = wrap_rtx(rtp, RTX_PT, rtx_seq & 0xFFFF, rtx_ssrc)
                     rtx_seq += 1
                     retransmitted += 1
-                    ok = _network(sender, imp, relay + RTX_DELAY, 0, repair.serialize(), src,
-                                  dst, sent)
+                    ok = link.deliver(relay + RTX_DELAY, repair.serialize())
                 unrecovered += not ok
                 delivered += ok
             frames.append({"n": n, "relay": relay, "rtp": rtp_ts, "ssrc": ssrc,
@@ -345,20 +361,17 @@ def _send_video(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
         if media >= next_report:
             report = _sender_report(ssrc, start_s + media, base + round(media * 90000), packets,
                                     octets)
-            _network(sender, imp, relay, 1, report, (host, port + 1), rtcp_dst, sent)
+            link.deliver(relay, report, rtcp=True)
             next_report += 1.0
         n += 1
-    return {"ssrcs": ssrcs, "codec": p.video_codec, "port": port, "frames": frames,
+    return {"ssrcs": ssrcs, "codec": p.video_codec, "port": link.port, "frames": frames,
             "clock_rate": 90000, "rtx_ssrcs": rtx_ssrcs if imp.rtx else [],
             "retransmitted": retransmitted, "lost": unrecovered}
 
 
-def _send_audio(sender: _Sender, host: str, port: int, start_s: float, end_s: float,
-                events: list[float], imp: Impairments,
-                sent: Sent,
-                ) -> dict[str, object]:
+def _send_audio(link: _Link) -> dict[str, object]:
+    sender, imp, start_s, end_s, events = link.sender, link.imp, link.start_s, link.end_s, link.events
     p, rng = sender.p, sender.rng
-    src, dst, rtcp_dst = (host, port), ("127.0.0.1", port), ("127.0.0.1", port + 1)
     ssrc, seq, base = _new_stream(rng)
     cc = av.CodecContext.create("libopus", "w")
     cc.sample_rate, cc.layout, cc.format = 48000, "stereo", "s16"
@@ -397,14 +410,13 @@ def _send_audio(sender: _Sender, host: str, port: int, start_s: float, end_s: fl
                 seq += 1
                 packets += 1
                 octets += len(payload)
-                ok = _network(sender, imp, relay, 0, data, src, dst, sent,
-                              _in_burst(imp, relay, burst))
+                ok = link.deliver(relay, data, _in_burst(imp, relay, burst))
                 delivered_blocks.append((pts, ok))
         if media >= next_report:
             report = _sender_report(ssrc, start_s + media, base + b * 960, packets, octets)
-            _network(sender, imp, relay, 1, report, (host, port + 1), rtcp_dst, sent)
+            link.deliver(relay, report, rtcp=True)
             next_report += 1.0
-    return {"ssrcs": [ssrc], "codec": "opus", "port": port, "clock_rate": 48000,
+    return {"ssrcs": [ssrc], "codec": "opus", "port": link.port, "clock_rate": 48000,
             "rtp_base": base, "packets": len(delivered_blocks),
             "lost": sum(1 for _, ok in delivered_blocks if not ok)}
 
