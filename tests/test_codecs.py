@@ -4,11 +4,15 @@ Round trips: frames encoded with PyAV (libvpx, libvpx-vp9, libx264, libopus) are
 aiortc's packetisers or by FFmpeg's RTP muxer (received on a loopback UDP socket), depayloaded
 here, and decoded by PyAV: decoded pixels and samples must equal a direct decode of the encoder's
 own packets, keyframe flags must equal the encoder's, sizes must equal the encoded sizes.
+VP9 spatial SVC comes from libvpx's own SVC encoder (through ctypes): its layer frames, sent
+as RFC 9628 packets, must come back as libvpx's superframe, byte for byte.
 Malformed payloads raise CaptureError with exact text, and fuzzing finds no other exception.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import socket
 import subprocess
 from fractions import Fraction
@@ -37,6 +41,7 @@ from skymix.streams import (
     h264_sps_size,
     opus_packet_samples,
 )
+from skymix.streams.codecs import vp9_split_superframe, vp9_superframe
 
 VIDEO_TB = Fraction(1, 90000)
 
@@ -84,7 +89,10 @@ def assemble(codec, payloads: list[bytes]) -> bytes:
     assert codec.starts_frame(payloads[0])
     if codec.name != "H264":  # an H.264 packet starting a NAL unit may be mid-frame
         assert not any(codec.starts_frame(p) for p in payloads[1:])
-    return b"".join(codec.depayload(p) for p in payloads)
+    data = b"".join(codec.depayload(p) for p in payloads)
+    if hasattr(codec, "depayload_frame"):  # the whole-frame hook agrees on single-layer frames
+        assert codec.depayload_frame(payloads) == data
+    return data
 
 
 # ------------------------------------------------------------------ aiortc packetisers: VP8
@@ -348,6 +356,264 @@ def test_vp9_descriptors_around_libvpx_vp9(flexible):
         np.testing.assert_array_equal(got, want)
 
 
+# ------------------------------------------- VP9 spatial SVC: libvpx's own SVC encoder via ctypes
+#
+# Neither FFmpeg (its libvpx-vp9 wrapper has temporal layers only) nor PyAV can encode spatial
+# layers, and Debian ships no vp9_spatial_svc_encoder. libvpx itself can: its VP9E_SET_SVC
+# controls are driven here through ctypes on Debian's libvpx.so.7 (1.12, a dependency of the
+# ffmpeg package), with the struct offsets and ABI number of that version's libvpx-dev headers.
+
+LIBVPX_SONAME = "libvpx.so.7"
+VPX_ENCODER_ABI_VERSION = 25  # vpx_encoder.h of libvpx 1.12: 15 + VPX_CODEC_ABI_VERSION (9) + 1
+CFG_SIZE, CTX_SIZE, IMG_SIZE, SVC_PARAMS_INTS = 504, 56, 136, 73  # sizeof() in 1.12
+CFG = {  # offsetof(vpx_codec_enc_cfg_t, ...) in 1.12; every field is 4 bytes
+    "g_threads": 4, "g_w": 12, "g_h": 16, "g_timebase.num": 28, "g_timebase.den": 32,
+    "g_error_resilient": 36, "g_lag_in_frames": 44, "rc_dropframe_thresh": 48,
+    "rc_end_usage": 72, "rc_target_bitrate": 112, "rc_min_quantizer": 116,
+    "rc_max_quantizer": 120, "kf_mode": 160, "kf_min_dist": 164, "kf_max_dist": 168,
+    "ss_number_layers": 172, "ts_number_layers": 216, "layer_target_bitrate": 328,
+}
+VP8E_SET_CPUUSED, VP9E_SET_SVC, VP9E_SET_SVC_PARAMETERS, VP9E_SET_SVC_LAYER_ID = 13, 39, 41, 42
+VPX_IMG_FMT_I420, VPX_DL_REALTIME, VPX_CBR, VPX_KF_AUTO, VPX_FRAME_IS_KEY = 258, 1, 1, 1, 1
+
+
+def libvpx_svc_encode(
+    frames: list[av.VideoFrame], layers: int, kf_dist: int
+) -> list[tuple[bytes, bool]]:
+    """(superframe, keyframe) per input frame: one-pass CBR spatial SVC, layer s at 1/2**(L-1-s).
+
+    Set up as libvpx's examples/vp9_spatial_svc_encoder.c does in its real-time mode.
+    """
+    try:
+        lib = ctypes.CDLL(LIBVPX_SONAME)
+    except OSError:
+        pytest.skip(f"{LIBVPX_SONAME} (Debian's libvpx7, which ffmpeg depends on) is missing")
+    lib.vpx_codec_vp9_cx.restype = ctypes.c_void_p
+    lib.vpx_codec_get_cx_data.restype = ctypes.c_void_p
+    lib.vpx_img_wrap.restype = ctypes.c_void_p
+    lib.vpx_codec_error_detail.restype = ctypes.c_char_p
+    iface = ctypes.c_void_p(lib.vpx_codec_vp9_cx())
+    cfg = (ctypes.c_uint8 * CFG_SIZE)()
+    assert lib.vpx_codec_enc_config_default(iface, cfg, 0) == 0
+
+    def put(field: str, value: int, index: int = 0) -> None:
+        ctypes.c_uint32.from_buffer(cfg, CFG[field] + 4 * index).value = value
+
+    width, height = frames[0].width, frames[0].height
+    rates = [100 * 3**s for s in range(layers)]  # kbit/s per spatial layer
+    for field, value in [("g_threads", 1), ("g_w", width), ("g_h", height),
+                         ("g_timebase.num", 1), ("g_timebase.den", 30), ("g_error_resilient", 1),
+                         ("g_lag_in_frames", 0), ("rc_dropframe_thresh", 0),
+                         ("rc_end_usage", VPX_CBR), ("rc_target_bitrate", sum(rates)),
+                         ("rc_min_quantizer", 2), ("rc_max_quantizer", 52),
+                         ("kf_mode", VPX_KF_AUTO), ("kf_min_dist", kf_dist),
+                         ("kf_max_dist", kf_dist), ("ss_number_layers", layers),
+                         ("ts_number_layers", 1)]:
+        put(field, value)
+    for s, rate in enumerate(rates):
+        put("layer_target_bitrate", rate, s)
+    ctx = (ctypes.c_uint8 * CTX_SIZE)()
+    assert lib.vpx_codec_enc_init_ver(ctx, iface, cfg, 0, VPX_ENCODER_ABI_VERSION) == 0
+
+    def control(ctrl_id: int, arg) -> None:
+        assert lib.vpx_codec_control_(ctx, ctrl_id, arg) == 0, lib.vpx_codec_error_detail(ctx)
+
+    try:
+        control(VP8E_SET_CPUUSED, ctypes.c_int(7))
+        control(VP9E_SET_SVC, ctypes.c_int(1))
+        # vpx_svc_extra_cfg_t: max_quantizers, min_quantizers, scaling_factor_num/den [12] ...
+        params = (ctypes.c_int * SVC_PARAMS_INTS)()
+        for s in range(layers):
+            params[s], params[12 + s] = 52, 2
+            params[24 + s], params[36 + s] = 1, 2 ** (layers - 1 - s)
+        control(VP9E_SET_SVC_PARAMETERS, ctypes.byref(params))
+        image = (ctypes.c_uint8 * IMG_SIZE)()
+        layer_id = (ctypes.c_int * 7)()  # vpx_svc_layer_id_t: spatial 0, temporal 0
+        out = []
+        for n, frame in enumerate(frames):
+            i420 = np.ascontiguousarray(frame.to_ndarray())  # yuv420p: Y, U, V rows in a row
+            buf = (ctypes.c_uint8 * i420.size).from_buffer(i420)
+            assert lib.vpx_img_wrap(image, VPX_IMG_FMT_I420, width, height, 1, buf)
+            control(VP9E_SET_SVC_LAYER_ID, ctypes.byref(layer_id))
+            assert lib.vpx_codec_encode(ctx, image, ctypes.c_int64(n), ctypes.c_ulong(1),
+                                        ctypes.c_long(0), ctypes.c_ulong(VPX_DL_REALTIME)) == 0
+            it = ctypes.c_void_p()
+            while pkt := lib.vpx_codec_get_cx_data(ctx, ctypes.byref(it)):
+                if ctypes.c_int.from_address(pkt).value == 0:  # VPX_CODEC_CX_FRAME_PKT
+                    buf_ptr = ctypes.c_void_p.from_address(pkt + 8).value
+                    size = ctypes.c_size_t.from_address(pkt + 16).value
+                    flags = ctypes.c_uint32.from_address(pkt + 40).value
+                    out.append((ctypes.string_at(buf_ptr, size), bool(flags & VPX_FRAME_IS_KEY)))
+    finally:
+        lib.vpx_codec_destroy(ctx)
+    return out
+
+
+def split_superframe(data: bytes) -> list[bytes]:
+    """The test's own reading of a superframe index (VP9 spec Annex B); it must be one."""
+    marker = data[-1]
+    assert marker & 0xE0 == 0xC0
+    size_bytes, count = (marker >> 3 & 3) + 1, (marker & 7) + 1
+    index = data[len(data) - 2 - size_bytes * count :]
+    assert index[0] == marker
+    sizes = [int.from_bytes(index[1 + i * size_bytes : 1 + (i + 1) * size_bytes], "little")
+             for i in range(count)]
+    assert sum(sizes) == len(data) - len(index)
+    ends = list(itertools.accumulate(sizes))
+    return [data[end - size : end] for size, end in zip(sizes, ends)]
+
+
+def svc_payloads(layer_frames: list[bytes], n: int, key: bool, sizes: list[tuple[int, int]] | None,
+                 mtu: int = 300) -> list[bytes]:
+    """One picture as RFC 9628 flexible-mode payloads, as libwebrtc sends spatial SVC.
+
+    Per layer frame: I with a 15-bit picture id, P on non-key pictures (P_DIFF 1), L with
+    TID 0, SID and D (inter-layer dependency) above the base, B on its first packet, E on its
+    last. The scalability structure (sizes, no picture group) goes in a key picture's first
+    packet when ``sizes`` are given.
+    """
+    out = []
+    for sid, data in enumerate(layer_frames):
+        chunks = [data[i : i + mtu] for i in range(0, len(data), mtu)]
+        for i, chunk in enumerate(chunks):
+            first, last = i == 0, i == len(chunks) - 1
+            ss = b""
+            if key and sizes and sid == 0 and first:
+                ss = bytes([(len(sizes) - 1) << 5 | 0x10])
+                ss += b"".join(w.to_bytes(2) + h.to_bytes(2) for w, h in sizes)
+            head = (0x80 | 0x20 | 0x10 | (0 if key else 0x40) | (0x08 if first else 0)
+                    | (0x04 if last else 0) | (0x02 if ss else 0))
+            body = bytes([0x80 | n >> 8 & 0x7F, n & 0xFF, sid << 1 | (sid > 0)])
+            if not key:
+                body += bytes([1 << 1])  # P_DIFF 1, no more
+            out.append(bytes([head]) + body + ss + chunk)
+    return out
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+@pytest.mark.parametrize("with_ss", [True, False])
+def test_vp9_spatial_svc_superframe_from_libvpx(layers, with_ss):
+    width, height = 320, 240
+    sizes = [(width >> (layers - 1 - s), height >> (layers - 1 - s)) for s in range(layers)]
+    encoded = libvpx_svc_encode(moving_frames(width, height, 8), layers, kf_dist=4)
+    assert [k for _, k in encoded] == [True, False, False, False] * 2
+    vp9 = Vp9()
+    datas = []
+    for n, (superframe, key) in enumerate(encoded):
+        layer_frames = split_superframe(superframe)
+        assert len(layer_frames) == layers
+        # the base layer decides the keyframe: upper layers of a key picture are inter frames
+        assert [f[0] >> 2 & 1 for f in layer_frames] == [0 if key else 1] + [1] * (layers - 1)
+        payloads = svc_payloads(layer_frames, n, key, sizes if with_ss else None)
+        starts = [vp9.starts_frame(p) for p in payloads]
+        assert starts[0] and not any(starts[1:])  # only SID 0's B=1 starts the picture
+        assert sum(Vp9Descriptor.parse(p).start for p in payloads) == layers
+        data = vp9.depayload_frame(payloads)
+        assert data == superframe  # libvpx's own superframe, index and all, byte for byte
+        info = vp9.frame_info(data, payloads[0])
+        # with no SS, a key picture's top layer codes its size (its references are the base's)
+        assert info == FrameInfo(key, *((width, height) if key else (None, None)))
+        datas.append(data)
+    # libvpx decodes a superframe's frames and outputs the last: the top layer
+    decoded = decode("libvpx-vp9", datas)
+    assert [f.shape for f in decoded] == [(height * 3 // 2, width)] * 8
+    for got, want in zip(decoded, decode("libvpx-vp9", [s for s, _ in encoded])):
+        np.testing.assert_array_equal(got, want)
+    # FFmpeg's own decoder outputs every shown frame: libvpx shows each spatial layer
+    native = decode("vp9", datas)
+    assert [f.shape for f in native] == [(h * 3 // 2, w) for w, h in sizes] * 8
+    for got, want in zip(native, decode("vp9", [s for s, _ in encoded])):
+        np.testing.assert_array_equal(got, want)
+    # Without the superframe index, FFmpeg decodes the base layer only
+    joined = [b"".join(split_superframe(s)) for s, _ in encoded]
+    assert [f.shape for f in decode("vp9", joined)] == [(sizes[0][1] * 3 // 2, sizes[0][0])] * 8
+
+
+def test_vp9_depayload_frame_superframes():
+    vp9 = Vp9()
+    # one layer frame (B on its first packet, E on its last): returned as it is, superframe or not
+    tail = vp9_superframe([b"\x86\x01", b"\x87\x02\x03"])
+    assert tail == b"\x86\x01\x87\x02\x03" + b"\xc1\x02\x03\xc1"
+    assert vp9.depayload_frame([b"\x08" + tail[:3], b"\x04" + tail[3:]]) == tail
+    # two layer frames (B=1 on the first packet of each): a superframe with 1-byte sizes
+    assert vp9.depayload_frame([b"\x08\x86", b"\x04\x01", b"\x0c\x87\x02"]) == (
+        b"\x86\x01\x87\x02" + b"\xc1\x02\x02\xc1")
+    # a layer frame that is a superframe itself: its frames join the picture's (no nesting)
+    data = vp9.depayload_frame([b"\x0c" + tail, b"\x0c\x85" + bytes(299)])
+    assert vp9_split_superframe(data) == [b"\x86\x01", b"\x87\x02\x03", b"\x85" + bytes(299)]
+    assert data[-8:] == b"\xca\x02\x00\x03\x00\x2c\x01\xca"  # 2-byte sizes for 300 bytes
+    # sizes take 1 to 4 bytes, as libvpx writes them
+    for size, size_bytes in ((255, 1), (256, 2), (65536, 3)):
+        assert vp9_superframe([bytes(size), b"\x01"])[-1] == 0xC1 | (size_bytes - 1) << 3
+    # no index: too short for the one its last byte announces, or no marker byte where it starts
+    for data in (b"", b"\x82", b"\x82\xc0", b"\x01\x02\x05\xc0"):
+        assert vp9_split_superframe(data) == [data]
+    for frames, message in (([], "VP9 superframe cannot hold 0 frames (1 to 8)"),
+                            ([b"\x01"] * 9, "VP9 superframe cannot hold 9 frames (1 to 8)"),
+                            ([b"\x01", b""], "VP9 superframe cannot hold an empty frame")):
+        with pytest.raises(CaptureError) as err:
+            vp9_superframe(frames)
+        assert str(err.value) == message
+
+
+def vp9_header(*fields: tuple[int, int]) -> bytes:
+    """(value, bits) fields written MSB first, zero-padded to whole bytes and 4 more."""
+    value, bits = 0, 0
+    for v, n in fields:
+        value, bits = value << n | v, bits + n
+    pad = -bits % 8 + 32
+    return (value << pad).to_bytes((bits + pad) // 8)
+
+
+# frame_marker, profile 0 (2 bits), show_existing_frame 0: the start of every header below
+HEAD = ((2, 2), (0, 2), (0, 1))
+
+
+def test_vp9_frame_info_reads_each_layer():
+    # A real keyframe and an inter frame: the inter frame refers to the keyframe's slots, so a
+    # picture [key 320x240, inter] has the inter frame's size from its reference
+    (key, inter, *_) = [bytes(p) for p in encode_video(
+        "libvpx-vp9", moving_frames(320, 240, 3), gop=10, deadline="realtime",
+        **{"cpu-used": "8", "lag-in-frames": "0"})]
+    vp9 = Vp9()
+    assert vp9.frame_info(inter, b"\x48" + inter) == FrameInfo(False)
+    assert vp9.frame_info(vp9_superframe([key, inter]), b"\x08") == FrameInfo(True, 320, 240)
+    assert vp9.frame_info(vp9_superframe([inter, key]), b"\x08") == FrameInfo(False, 320, 240)
+    # show_existing_frame of slot 0 after a keyframe: that slot's size
+    assert vp9.frame_info(vp9_superframe([key, b"\x88"]), b"\x08") == FrameInfo(True, 320, 240)
+    # an inter frame whose found_ref are all 0 codes its size (a resize without a keyframe)
+    explicit = vp9_header(*HEAD, (1, 1), (1, 1), (1, 1), (0, 8), *[(0, 3), (0, 1)] * 3,
+                          (0, 1), (0, 1), (0, 1), (11, 16), (9, 16))
+    assert vp9.frame_info(explicit, b"\x48") == FrameInfo(False, 12, 10)
+    # an intra-only frame (hidden, not error resilient) refreshing slot 2 with 64x48, then an
+    # inter frame with references 5, 2, 7 taking the second one's size (found_ref 0, 1)
+    intra_only = vp9_header(*HEAD, (1, 1), (0, 1), (0, 1), (1, 1), (0, 2), (0x498342, 24),
+                            (0b100, 8), (63, 16), (47, 16))
+    inter = vp9_header(*HEAD, (1, 1), (1, 1), (1, 1), (0, 8), (5, 3), (0, 1), (2, 3), (0, 1),
+                       (7, 3), (0, 1), (0, 1), (1, 1))
+    assert vp9.frame_info(vp9_superframe([intra_only, inter]), b"\x08") == FrameInfo(False, 64, 48)
+    assert vp9.frame_info(inter, b"\x08") == FrameInfo(False)  # slot 2 unknown on its own
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.binary(min_size=1, max_size=20)), max_size=10))
+def test_fuzz_vp9_depayload_frame(packets):
+    # B bit or not, then data ending in 0 (so no layer frame looks like a superframe)
+    payloads = [bytes([0x08 if start else 0]) + data + b"\x00" for start, data in packets]
+    layers: list[bytes] = []
+    for start, data in packets:
+        if start or not layers:
+            layers.append(b"")
+        layers[-1] += data + b"\x00"
+    try:
+        result = Vp9().depayload_frame(payloads)
+    except CaptureError:
+        assert not layers or len(layers) > 8
+        return
+    assert vp9_split_superframe(result) == layers
+    assert (result == layers[0]) == (len(layers) == 1)
+
+
 # --------------------------------------------------------- FFmpeg's RTP muxer over loopback UDP
 
 
@@ -556,6 +822,18 @@ MALFORMED = [
     (Vp9(), "frame_info", (b"\x80\x49\x83", b"\x08\x80"), "VP9 frame header is truncated at bit 8"),
     (Vp9(), "frame_info", (b"\x80\x49\x83\x40\x00\x00", b"\x08\x80"),
      "VP9 keyframe has a bad sync code"),
+    (Vp9(), "frame_info", (b"\x84\x80\x00\x00\x00", b"\x08"),
+     "VP9 intra-only frame has a bad sync code"),
+    (Vp9(), "frame_info", (b"\x82\xc1\x05\x01\xc1", b"\x08"),
+     "VP9 superframe index overruns the data: frame 0 of 2 needs 5 bytes, 1 are left"),
+    (Vp9(), "frame_info", (b"\x82\xc0\x00\xc0", b"\x08"),
+     "VP9 superframe index gives frame 0 of 1 no bytes"),
+    (Vp9(), "depayload_frame", [], "VP9 picture has no packets"),
+    (Vp9(), "depayload_frame", [b"\x08\x82", b"\x00"],
+     "VP9 payload has no data after its descriptor"),
+    (Vp9(), "depayload_frame", [b"\x08\x82", b"\x20"],
+     "VP9 payload descriptor has truncated layer indices"),
+    (Vp9(), "depayload_frame", [b"\x08\x82"] * 9, "VP9 superframe cannot hold 9 frames (1 to 8)"),
     (H264(), "depayload", b"", "H.264 payload is empty"),
     (H264(), "starts_frame", b"", "H.264 payload is empty"),
     (H264(), "depayload", b"\x18", "H.264 STAP-A holds no NAL unit"),

@@ -24,6 +24,7 @@ detection and the SPS / VP9 header readers do not exist in aiortc and are writte
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -45,6 +46,8 @@ __all__ = [
     "codec_for",
     "h264_sps_size",
     "opus_packet_samples",
+    "vp9_split_superframe",
+    "vp9_superframe",
 ]
 
 ANNEXB_START = b"\x00\x00\x00\x01"
@@ -325,14 +328,25 @@ class Vp9(Codec):
     """VP9, RFC 9628 (flexible and non-flexible mode, layer indices, scalability structure).
 
     A picture starts with the packet that has B=1 in its lowest spatial layer (SID 0, or no
-    layer indices). A keyframe is a picture whose first packet has P=0 *and* whose frame header
-    (VP9 bitstream spec §6.2, ``frame_type``) says KEY_FRAME: P alone is not enough because
-    some packetisers (FFmpeg's, which implements an early draft) never set P. The size comes
-    from the scalability structure when the first packet carries one with sizes (the top spatial
-    layer, what a decoder of all layers shows), else from a keyframe's header.
+    layer indices). With spatial scalability one picture (one RTP timestamp, the marker bit on
+    its last packet) holds one *layer frame* per spatial layer, each from a packet with B=1 to
+    one with E=1 (§4.2). :meth:`depayload_frame` turns a picture's payloads into what a decoder
+    takes: the layer frame as it is when there is one, else the layer frames wrapped in a VP9
+    superframe (VP9 bitstream spec Annex B), the form libvpx's SVC encoder writes and both
+    libvpx's and FFmpeg's decoders read. The per-packet :meth:`depayload` only strips the
+    descriptor: concatenating its results is right for single-layer pictures only.
 
-    The layer frames of a spatial-SVC picture are concatenated as they are; FFmpeg's decoder
-    would need them wrapped in a superframe (VP9 spec Annex B), which is not done here.
+    A keyframe is a picture whose first packet has P=0 *and* whose base layer frame header
+    (VP9 bitstream spec §6.2, ``frame_type``) says KEY_FRAME: P alone is not enough because
+    some packetisers (FFmpeg's, which implements an early draft) never set P, and upper layers
+    of a key picture are inter frames (predicted from the base layer). The size is that of the
+    picture's top layer, the one a decoder of all layers shows (libvpx outputs only the last
+    frame of a superframe; FFmpeg's own decoder outputs each layer frame that has show_frame set,
+    as libvpx's SVC encoder sets it on all, the top one last): from the scalability structure
+    when the first packet carries one with sizes (its top spatial layer), else from the top
+    layer frame's header when that codes its size (keyframes, intra-only frames, inter frames
+    with an explicit size or whose reference got its size earlier in the same picture), else
+    None.
     """
 
     name = "VP9"
@@ -349,34 +363,101 @@ class Vp9(Codec):
             raise CaptureError("VP9 payload has no data after its descriptor")
         return payload[d.size :]
 
+    def depayload_frame(self, payloads: Sequence[bytes]) -> bytes:
+        """The picture carried by one RTP timestamp's payloads, given in sequence order.
+
+        A new layer frame begins at each packet with B=1. One layer frame is returned as it is,
+        byte for byte what concatenating :meth:`depayload` gives; several are wrapped in a
+        superframe (VP9 spec Annex B): the frames, then an index of their sizes. A layer frame
+        that is already a superframe (libvpx packs a hidden alt-ref frame with the next shown
+        one so, and packetisers such as FFmpeg's send that as one frame) has its frames taken
+        into the picture's superframe: superframes do not nest.
+        """
+        layers: list[list[bytes]] = []
+        for payload in payloads:
+            d = Vp9Descriptor.parse(payload)
+            if d.size == len(payload):
+                raise CaptureError("VP9 payload has no data after its descriptor")
+            if d.start or not layers:
+                layers.append([])
+            layers[-1].append(payload[d.size :])
+        if not layers:
+            raise CaptureError("VP9 picture has no packets")
+        if len(layers) == 1:
+            return b"".join(layers[0])
+        return vp9_superframe(
+            [frame for layer in layers for frame in vp9_split_superframe(b"".join(layer))]
+        )
+
     def frame_info(self, frame: bytes, first_payload: bytes) -> FrameInfo:
         d = Vp9Descriptor.parse(first_payload)
         if not (d.start and not d.sid):
             raise CaptureError(
                 "VP9 frame does not begin with B=1 in spatial layer 0 (RFC 9628 §4.2)"
             )
-        key, width, height = _vp9_frame_header(frame)
+        frames = vp9_split_superframe(frame)
+        slots: list[tuple[int, int] | None] = [None] * 8  # reference slot sizes, as far as known
+        key, size = _vp9_frame_header(frames[0], slots)
+        for layer in frames[1:]:
+            size = _vp9_frame_header(layer, slots)[1]
         if d.ss is not None and d.ss.sizes:
-            width, height = d.ss.sizes[-1]
+            size = d.ss.sizes[-1]
+        width, height = size if size is not None else (None, None)
         return FrameInfo(keyframe=key and not d.inter_predicted, width=width, height=height)
 
 
-def _vp9_frame_header(frame: bytes) -> tuple[bool, int | None, int | None]:
-    """(keyframe, width, height) from the uncompressed header, VP9 bitstream spec §6.2."""
-    bits = _Bits(frame, "VP9 frame header")
-    if bits.u(2) != 2:
-        raise CaptureError("VP9 frame header has a bad frame marker")
-    profile = bits.u(1)
-    profile |= bits.u(1) << 1
-    if profile == 3:
-        bits.u(1)  # reserved_zero
-    if bits.u(1):  # show_existing_frame: repeats a decoded frame, codes nothing
-        return False, None, None
-    if bits.u(1):  # frame_type 1: NON_KEY_FRAME
-        return False, None, None
-    bits.u(2)  # show_frame, error_resilient_mode
-    if bits.u(24) != 0x498342:
-        raise CaptureError("VP9 keyframe has a bad sync code")
+def vp9_split_superframe(data: bytes) -> list[bytes]:
+    """The frames of a VP9 superframe (VP9 bitstream spec Annex B), or ``[data]`` if it is none.
+
+    A superframe ends with an index: a marker byte ``0b110mmfff``, the sizes of the fff+1
+    frames in mm+1 bytes each (little-endian), the marker byte again (B.4 says how decoders
+    detect it). Raises CaptureError when the index is there but does not fit the data.
+    """
+    if not data or data[-1] & 0xE0 != 0xC0:
+        return [data]
+    marker = data[-1]
+    size_bytes, count = ((marker >> 3) & 0x03) + 1, (marker & 0x07) + 1
+    index_size = 2 + size_bytes * count
+    if len(data) < index_size or data[-index_size] != marker:
+        return [data]
+    frames, pos, end = [], 0, len(data) - index_size
+    for i in range(count):
+        start = len(data) - index_size + 1 + i * size_bytes
+        size = int.from_bytes(data[start : start + size_bytes], "little")
+        if not size:
+            raise CaptureError(f"VP9 superframe index gives frame {i} of {count} no bytes")
+        if pos + size > end:
+            raise CaptureError(
+                f"VP9 superframe index overruns the data: frame {i} of {count} needs {size}"
+                f" bytes, {end - pos} are left"
+            )
+        frames.append(data[pos : pos + size])
+        pos += size
+    return frames
+
+
+def vp9_superframe(frames: Sequence[bytes]) -> bytes:
+    """Frames wrapped in a VP9 superframe (VP9 bitstream spec Annex B) as libvpx writes it.
+
+    Sizes take the fewest bytes (1 to 4) that hold the largest frame; a superframe holds at
+    most 8 frames.
+    """
+    count = len(frames)
+    if not 0 < count <= 8:
+        raise CaptureError(f"VP9 superframe cannot hold {count} frames (1 to 8)")
+    largest = max(len(f) for f in frames)
+    if not min(len(f) for f in frames):
+        raise CaptureError("VP9 superframe cannot hold an empty frame")
+    size_bytes = next((n for n in (1, 2, 3, 4) if largest < 1 << (8 * n)), None)
+    if size_bytes is None:
+        raise CaptureError(f"VP9 frame of {largest} bytes is too large for a superframe")
+    marker = bytes([0xC0 | (size_bytes - 1) << 3 | (count - 1)])
+    sizes = b"".join(len(f).to_bytes(size_bytes, "little") for f in frames)
+    return b"".join(frames) + marker + sizes + marker
+
+
+def _vp9_color_config(bits: _Bits, profile: int) -> None:
+    """Skip color_config(), VP9 bitstream spec §6.2.2."""
     if profile >= 2:
         bits.u(1)  # ten_or_twelve_bit
     color_space = bits.u(3)
@@ -386,7 +467,63 @@ def _vp9_frame_header(frame: bytes) -> tuple[bool, int | None, int | None]:
             bits.u(3)  # subsampling_x, subsampling_y, reserved_zero
     elif profile in (1, 3):
         bits.u(1)  # reserved_zero
-    return True, bits.u(16) + 1, bits.u(16) + 1
+
+
+def _vp9_frame_header(
+    frame: bytes, slots: list[tuple[int, int] | None]
+) -> tuple[bool, tuple[int, int] | None]:
+    """(keyframe, size) from one frame's uncompressed header, VP9 bitstream spec §6.2.
+
+    ``slots`` holds the sizes of the 8 reference frame slots where known (None where not); the
+    frame's refresh_frame_flags update it, so a picture's frames are read in decoding order with
+    one list. The size is None when the frame takes it from a slot whose size is not known.
+    """
+    bits = _Bits(frame, "VP9 frame header")
+    if bits.u(2) != 2:
+        raise CaptureError("VP9 frame header has a bad frame marker")
+    profile = bits.u(1)
+    profile |= bits.u(1) << 1
+    if profile == 3:
+        bits.u(1)  # reserved_zero
+    if bits.u(1):  # show_existing_frame: repeats a decoded frame, codes nothing
+        return False, slots[bits.u(3)]  # frame_to_show_map_idx
+    key = not bits.u(1)  # frame_type 0: KEY_FRAME
+    show_frame = bits.u(1)
+    error_resilient = bits.u(1)
+    size: tuple[int, int] | None
+    if key:
+        if bits.u(24) != 0x498342:
+            raise CaptureError("VP9 keyframe has a bad sync code")
+        _vp9_color_config(bits, profile)
+        size = bits.u(16) + 1, bits.u(16) + 1
+        slots[:] = [size] * 8
+        return True, size
+    intra_only = 0 if show_frame else bits.u(1)
+    if not error_resilient:
+        bits.u(2)  # reset_frame_context
+    if intra_only:
+        if bits.u(24) != 0x498342:
+            raise CaptureError("VP9 intra-only frame has a bad sync code")
+        if profile:
+            _vp9_color_config(bits, profile)
+        refresh = bits.u(8)
+        size = bits.u(16) + 1, bits.u(16) + 1
+    else:
+        refresh = bits.u(8)
+        refs = []
+        for _ in range(3):
+            refs.append(bits.u(3))  # ref_frame_idx
+            bits.u(1)  # ref_frame_sign_bias
+        for ref in refs:  # frame_size_with_refs(): found_ref takes the size of that reference
+            if bits.u(1):
+                size = slots[ref]
+                break
+        else:
+            size = bits.u(16) + 1, bits.u(16) + 1
+    for i in range(8):
+        if refresh >> i & 1:  # refresh_frame_flags: bit i refreshes slot i
+            slots[i] = size
+    return False, size
 
 
 # --------------------------------------------------------------------------------------- H.264
