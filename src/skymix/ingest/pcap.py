@@ -208,8 +208,9 @@ class _UdpDecoder:
     def __init__(self) -> None:
         self._pairs: dict[bytes, _Addr] = {}
 
-    def decode(self, buf: bytes, pos: int, end: int, version: int) -> tuple[_Addr, bytes] | str:
-        """(endpoints, UDP payload) of the IP packet at buf[pos:end], or why it is skipped."""
+    def decode(self, buf: bytes, pos: int, end: int, version: int) -> tuple[_Addr, int, int] | str:
+        """(endpoints, start, end of the UDP payload in buf) of the IP packet at buf[pos:end], or
+        why it is skipped."""
         if version == 4:
             if pos + 20 > end:
                 return SKIP_TRUNCATED
@@ -264,7 +265,7 @@ class _UdpDecoder:
         pair = self._pairs.get(key)
         if pair is None:
             pair = self._endpoints(key)
-        return pair, buf[udp + 8:end]
+        return pair, udp + 8, end
 
     def _endpoints(self, key: bytes) -> _Addr:
         """Format and remember the (src, dst) pair of raw addresses + ports."""
@@ -353,10 +354,10 @@ def _pcap_records(name: str, order: str, nanos: bool, max_caplen: int, linktype:
                 if isinstance(got, str):
                     skipped[got] += 1
                 else:
-                    (src, dst), payload = got
+                    (src, dst), lo, hi = got
                     stats.datagrams += 1
-                    yield Datagram(sec * 1_000_000_000 + frac * frac_ns, payload, src, dst,
-                                   name, offset)
+                    yield Datagram(sec * 1_000_000_000 + frac * frac_ns, frame[lo:hi], src,
+                                   dst, name, offset)
             offset += PCAP_RECORD_LEN + caplen
 
 
@@ -529,7 +530,7 @@ def _pcapng_blocks(name: str, stats: ReadStats) -> Iterator[Datagram]:
                         elif last_ns is None:
                             skipped[SKIP_UNTIMED] += 1
                         else:
-                            (src, dst), payload = got
+                            (src, dst), lo, hi = got
                             stats.datagrams += 1
-                            yield Datagram(last_ns, payload, src, dst, name, offset)
+                            yield Datagram(last_ns, body[lo:hi], src, dst, name, offset)
             offset += length

@@ -1,33 +1,38 @@
 """Read a room's captures into participants and streams: what `skymix inspect` shows.
 
-All capture files are read together in arrival order (the relay clock). Each RTP packet is
-matched to a participant's stream by the session description (or, with none, each SSRC becomes a
-participant whose codec is guessed from its packets); RTX is unwrapped into the stream it
-repairs; every SSRC gets a frame assembler, a clock fit against the relay clock and its RTCP
-sender reports. A Janus .mjr file is one stream by itself, grouped into participants by the
-videoroom file name.
+All capture files are read together in arrival order (the relay clock), a batch of datagrams at a
+time (see skymix.ingest.batch). Each SSRC is matched once to a participant's stream by the session
+description (or, with none, each SSRC becomes a participant whose codec is guessed from its
+packets); RTX is unwrapped into the stream it repairs; every SSRC gets a frame assembler, a clock
+fit against the relay clock and its RTCP sender reports. A batch's packets are routed to their
+streams with array operations, so the per-packet cost in Python is a few array elements and the
+per-frame cost one call. A Janus .mjr file is one stream by itself, grouped into participants by
+the videoroom file name.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtcpSrPacket, RtpPacket, unwrap_rtx
+import numpy as np
+import numpy.typing as npt
+from aiortc.rtp import RtpPacket
 
 from ..errors import CaptureError, DescriptionError
-from ..ingest import Datagram, ReadStats, capture_format, read_capture, read_mjr
+from ..ingest import Datagram, ReadStats, capture_format, read_mjr
+from ..ingest.batch import DatagramBatch, batches_of, read_batches
 from ..ingest.mjr import parse_videoroom_name
 from ..progress import ProgressCallback, ProgressEvent
 from ..session import SessionSpec
-from ..session.detect import classify_datagram, guess_stream
+from ..session.detect import guess_stream
 from ..sync import ClockEstimator, ClockFit, SenderClock
 from .assembler import EncodedFrame, StreamAssembler, StreamStats, TimestampUnwrapper
 from .codecs import codec_for
+from .rtpbatch import RtpColumns, audio_levels, sender_reports, split_batch
 
 __all__ = ["FrameCallback", "ParticipantReport", "RoomScan", "StreamReport", "scan_room"]
 
@@ -56,7 +61,7 @@ class StreamReport:
     first_arrival_ns: int | None = None
     last_arrival_ns: int | None = None
     idle: list[list[int]] = field(default_factory=list)
-    extensions: HeaderExtensionsMap | None = None
+    audio_level_id: int | None = None  # the RFC 8285 id of the RFC 6464 audio level
     audio_levels: int = 0
     note: str | None = None
 
@@ -125,6 +130,9 @@ class RoomScan:
         }
 
 
+Ints = npt.NDArray[np.int64]
+
+
 @dataclass(slots=True)
 class _Ssrc:
     report: StreamReport
@@ -132,6 +140,7 @@ class _Ssrc:
     clock: ClockEstimator
     unwrap: TimestampUnwrapper
     reports: list[tuple[float, int]] = field(default_factory=list)
+    spans: list[list[int]] = field(default_factory=list)  # media seen, gaps over ABSENCE_NS
 
 
 class _Room:
@@ -141,10 +150,11 @@ class _Room:
         self.participants: dict[str, ParticipantReport] = {}
         self.streams: dict[tuple[str, str], StreamReport] = {}
         self.ssrcs: dict[int, _Ssrc] = {}
-        self.pending: dict[int, list[tuple[Datagram, RtpPacket]]] = {}
+        self.pending: dict[int, list[Datagram]] = {}
         self.skipped: Counter[str] = Counter()
         self.problems: list[CaptureError] = []
         self.early_reports: dict[int, list[tuple[float, int]]] = {}
+        self.mjr_streams: dict[str, StreamReport] = {}  # by file
 
     def participant(self, pid: str, name: str) -> ParticipantReport:
         if pid not in self.participants:
@@ -169,43 +179,155 @@ class _Room:
         state.reports.extend((ntp, state.unwrap(rtp)) for ntp, rtp in self.early_reports.pop(ssrc, ()))
         return state
 
-    def feed(self, state: _Ssrc, d: Datagram, packet: RtpPacket) -> None:
+    def process(self, batch: DatagramBatch) -> None:
+        """Sort a batch into RTCP, skipped traffic and RTP, and feed the RTP to its streams."""
+        mjr = self.mjr_streams.get(batch.file)
+        split = split_batch(batch, rtp_only=mjr is not None)
+        for _, kind in split.other:
+            self.skipped[f"not RTP ({kind})"] += 1
+        for row, message in split.malformed:
+            self.skipped["malformed RTP"] += 1
+            self.problems.append(CaptureError(f"malformed RTP: {message}", file=batch.file,
+                                              offset=int(batch.offset[row])))
+        for row in split.rtcp:
+            _rtcp(self, batch.data(row))
+        rtp = split.rtp
+        if not len(rtp):
+            return
+        target = np.full(len(rtp), -1, np.int64)
+        seq = rtp.seq.copy()
+        start = rtp.payload_start.copy()
+        key = rtp.ssrc << 7 | rtp.payload_type
+        groups, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        rtx_groups: list[tuple[npt.NDArray[np.intp], int, int]] = []
+        for g in np.argsort(first).tolist():  # in order of first arrival: SSRC changes bind in order
+            k, i = int(groups[g]), int(first[g])
+            ssrc = k >> 7
+            rows = np.flatnonzero(inverse == g)
+            state = self.ssrcs.get(ssrc)
+            if state is None and mjr is not None:
+                state = self.bind(ssrc, mjr, batch.file)
+            if state is None and self.description.participants:
+                state = self.match(batch, rtp, i, rows, rtx_groups)
+            if state is None and not self.description.participants:
+                self.wait(batch, rtp, rows, ssrc)
+            if state is not None:
+                target[rows] = state.assembler.ssrc
+        for rows, repaired, i in rtx_groups:
+            self.repair(batch, rtp, rows, repaired, target, seq, start)
+        routed = np.flatnonzero(target >= 0)
+        order = routed[np.argsort(target[routed], kind="stable")]
+        cuts = np.flatnonzero(np.diff(target[order])) + 1
+        for index in np.split(order, cuts):
+            if len(index):
+                self.feed(self.ssrcs[int(target[index[0]])], batch, rtp, index, seq[index],
+                          start[index])
+
+    def match(self, batch: DatagramBatch, rtp: RtpColumns, i: int, rows: npt.NDArray[np.intp],
+              rtx_groups: list[tuple[npt.NDArray[np.intp], int, int]]) -> _Ssrc | None:
+        """Bind an SSRC new to the room by the description (its first packet's PT and ports);
+        RTX groups are set aside to be unwrapped once the streams they repair are bound."""
+        ssrc, pt = int(rtp.ssrc[i]), int(rtp.payload_type[i])
+        src, dst = batch.pairs[batch.pair[rtp.rows[i]]]
+        match = self.description.match_rtp(ssrc, pt, src, dst)
+        if match is None or match.codec is None:
+            self.skipped["RTP not in the description"] += len(rows)
+            return None
+        stream = match.stream
+        p = match.participant
+        if match.rtx:
+            # the SSRC it repairs: declared (ssrc-group FID), else the stream's current one
+            media = self.streams.get((p.id, stream.label()))
+            repaired = stream.rtx_ssrcs.get(ssrc) or (media.ssrcs[-1] if media else None)
+            rtx_groups.append((rows, -1 if repaired is None else repaired, match.codec.payload_type))
+            return None
+        try:
+            codec_for(match.codec.name)
+        except CaptureError:
+            self.skipped[f"unsupported codec {match.codec.name}"] += len(rows)
+            return None
+        report = self.stream(p.id, p.name, stream.label(), stream.kind, match.codec.name,
+                             match.codec.clock_rate)
+        if report.audio_level_id is None:
+            report.audio_level_id = next((i for i, uri in stream.extmap.items()
+                                          if uri == AUDIO_LEVEL_URI), None)
+        return self.bind(ssrc, report, batch.file)
+
+    def repair(self, batch: DatagramBatch, rtp: RtpColumns, rows: npt.NDArray[np.intp],
+               repaired: int, target: Ints, seq: Ints, start: Ints) -> None:
+        """RFC 4588: an RTX payload is the original sequence number, then the original payload."""
+        if repaired not in self.ssrcs:
+            self.skipped["RTX before its stream"] += len(rows)
+            return
+        short = rtp.payload_end[rows] - rtp.payload_start[rows] < 2
+        if short.any():
+            self.skipped["malformed RTX"] += int(short.sum())
+            rows = rows[~short]
+        b = np.frombuffer(batch.buf, np.uint8)
+        at = rtp.payload_start[rows]
+        seq[rows] = (b[at].astype(np.int64) << 8) | b[at + 1]
+        start[rows] = at + 2
+        target[rows] = repaired
+
+    def wait(self, batch: DatagramBatch, rtp: RtpColumns, rows: npt.NDArray[np.intp],
+             ssrc: int) -> None:
+        """Without a description, an SSRC's first packets wait until its codec can be guessed."""
+        waiting = self.pending.setdefault(ssrc, [])
+        waiting.extend(batch.datagram(int(rtp.rows[i])) for i in rows.tolist())
+        if len(waiting) >= GUESS_PACKETS:
+            _guess(self, ssrc, self.pending.pop(ssrc))
+
+    def feed(self, state: _Ssrc, batch: DatagramBatch, rtp: RtpColumns,
+             index: npt.NDArray[np.intp], seq: Ints, start: Ints) -> None:
+        """One stream's packets of a batch, in arrival order."""
         report = state.report
+        arrival = batch.arrival_ns[rtp.rows[index]]
+        previous = report.last_arrival_ns
         if report.first_arrival_ns is None:
-            report.first_arrival_ns = d.arrival_ns
-        elif report.last_arrival_ns is not None and \
-                d.arrival_ns - report.last_arrival_ns > IDLE_NS.get(report.kind, IDLE_NS["video"]):
-            report.idle.append([report.last_arrival_ns, d.arrival_ns])
-        report.last_arrival_ns = max(d.arrival_ns, report.last_arrival_ns or 0)
-        self.seen(report.participant, d.arrival_ns)
-        level = None
-        if report.extensions is not None:
-            try:
-                level_ext = RtpPacket.parse(d.data, report.extensions).extensions.audio_level
-            except ValueError:
-                level_ext = None
-            if level_ext is not None:
-                level = level_ext[1]
-                report.audio_levels += 1
-        state.clock.add(state.unwrap(packet.timestamp), d.arrival_ns)
-        frames = state.assembler.push(d.arrival_ns, packet.sequence_number, packet.timestamp,
-                                      bool(packet.marker), packet.payload, level)
-        self.deliver(state, frames)
+            report.first_arrival_ns = int(arrival[0])
+        reach = np.maximum.accumulate(arrival if previous is None else
+                                      np.concatenate([[previous], arrival]))
+        before = reach[:-1] if previous is not None else np.concatenate([[arrival[0]], reach[:-1]])
+        gap = arrival - before
+        for k in np.flatnonzero(gap > IDLE_NS.get(report.kind, IDLE_NS["video"])).tolist():
+            report.idle.append([int(before[k]), int(arrival[k])])
+        report.last_arrival_ns = int(reach[-1])
+        spans = state.spans
+        if not spans:
+            spans.append([int(arrival[0]), int(arrival[0])])
+        for k in np.flatnonzero(gap > ABSENCE_NS).tolist():
+            spans[-1][1] = int(before[k])
+            spans.append([int(arrival[k]), int(arrival[k])])
+        spans[-1][1] = max(spans[-1][1], int(reach[-1]))
+        levels = None
+        if report.audio_level_id is not None:
+            levels = audio_levels(rtp.select(index), report.audio_level_id)
+            report.audio_levels += int((levels >= 0).sum())
+        timestamp = rtp.timestamp[index]
+        state.clock.add_batch(state.unwrap.batch(timestamp), arrival)
+        self.deliver(state, state.assembler.push_batch(
+            arrival, seq, timestamp, rtp.marker[index], batch.buf, start,
+            rtp.payload_end[index], levels))
 
     def deliver(self, state: _Ssrc, frames: list[EncodedFrame]) -> None:
         if self.on_frame is not None:
             for frame in frames:
                 self.on_frame(state.report.participant, state.report.kind, frame)
 
-    def seen(self, pid: str, arrival_ns: int) -> None:
-        presence = self.participants[pid].presence
-        if presence and arrival_ns - presence[-1][1] <= ABSENCE_NS:
-            presence[-1][1] = arrival_ns
+
+def _presence(spans: list[list[int]]) -> list[list[int]]:
+    """The union of a participant's streams' spans, joining those less than ABSENCE_NS apart."""
+    merged: list[list[int]] = []
+    for a, b in sorted(spans):
+        if merged and a - merged[-1][1] <= ABSENCE_NS:
+            merged[-1][1] = max(merged[-1][1], b)
         else:
-            presence.append([arrival_ns, arrival_ns])
+            merged.append([a, b])
+    return merged
 
 
-def _mjr_stream(path: Path, room: _Room, stats: ReadStats) -> Iterator[tuple[Datagram, str]]:
+def _mjr_batches(path: Path, room: _Room, stats: ReadStats) -> Iterator[DatagramBatch]:
     recording = read_mjr(path, stats)
     info = recording.info
     parsed = parse_videoroom_name(path.name)
@@ -215,8 +337,8 @@ def _mjr_stream(path: Path, room: _Room, stats: ReadStats) -> Iterator[tuple[Dat
     report = room.stream(pid, name, f"{info.kind}-{path.name}", info.kind, info.codec,
                          info.clock_rate)
     report.note = f"Janus recording ({info.format}, times {info.timing})"
-    for d in recording:
-        yield d, f"{pid}\0{info.kind}-{path.name}"
+    room.mjr_streams[str(path)] = report
+    return read_batches(path, stats, datagrams=recording)
 
 
 def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = None, *,
@@ -224,51 +346,35 @@ def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = 
               on_frame: FrameCallback | None = None) -> RoomScan:
     """Read every capture once and report participants, streams, sync and damage.
 
-    on_frame receives every assembled frame (per stream in media order) as soon as it is final.
+    on_frame receives every assembled frame as soon as it is final: each stream's frames in
+    media order; frames of different streams come a batch (a second or two) at a time.
     """
     description = description or SessionSpec(())
     room = _Room(description, on_frame)
     files: dict[str, ReadStats] = {}
-    sources: list[Iterable[tuple[Datagram, str | None]]] = []
+    sources: list[Iterator[DatagramBatch]] = []
     for capture in captures:
         path = Path(capture)
         stats = files.setdefault(str(path), ReadStats())
         if capture_format(path) == "mjr":
-            sources.append(_mjr_stream(path, room, stats))
+            sources.append(_mjr_batches(path, room, stats))
         else:
-            sources.append((d, None) for d in read_capture(path, stats))
-    start = end = None
+            sources.append(read_batches(path, stats))
+    start: int | None = None
+    end: int | None = None
     count = 0
-    for d, mjr_key in heapq.merge(*sources, key=lambda item: item[0].arrival_ns):
-        start = d.arrival_ns if start is None else start
-        end = d.arrival_ns
-        count += 1
-        if progress is not None and count % 5000 == 0:
+    for batch in heapq.merge(*((b for b in source if len(b)) for source in sources),
+                             key=lambda b: int(b.arrival_ns[0])):
+        low, high = int(batch.arrival_ns.min()), int(batch.arrival_ns.max())
+        start = low if start is None else min(start, low)
+        end = high if end is None else max(end, high)
+        room.process(batch)
+        count += len(batch)
+        if progress is not None:
             progress(ProgressEvent("reading", count, 0, "packets"))
-        kind = "rtp" if mjr_key else classify_datagram(d.data)
-        if kind == "rtcp":
-            _rtcp(room, d)
-            continue
-        if kind != "rtp":
-            room.skipped[f"not RTP ({kind})"] += 1
-            continue
-        try:
-            packet = RtpPacket.parse(d.data)
-        except ValueError as exc:
-            room.skipped["malformed RTP"] += 1
-            room.problems.append(CaptureError(f"malformed RTP: {exc}", file=d.file,
-                                              offset=d.offset))
-            continue
-        if mjr_key is not None:
-            pid, label = mjr_key.split("\0")
-            state = room.ssrcs.get(packet.ssrc)
-            if state is None:
-                state = room.bind(packet.ssrc, room.streams[pid, label], d.file)
-            room.feed(state, d, packet)
-            continue
-        _rtp(room, d, packet)
     for ssrc, waiting in list(room.pending.items()):
         _guess(room, ssrc, waiting)
+    spans: dict[str, list[list[int]]] = {}
     for ssrc, state in room.ssrcs.items():
         room.deliver(state, state.assembler.flush())
         if state.clock.points >= 2:
@@ -276,6 +382,9 @@ def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = 
         if state.reports:
             state.report.sender_clocks[ssrc] = SenderClock.from_reports(state.reports)
         room.problems.extend(state.assembler.stats.problems)
+        spans.setdefault(state.report.participant, []).extend(state.spans)
+    for participant in room.participants.values():
+        participant.presence = _presence(spans.get(participant.id, []))
     for stats in files.values():
         room.problems.extend(stats.problems)
     if progress is not None:
@@ -284,84 +393,36 @@ def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = 
                     start, end)
 
 
-def _rtp(room: _Room, d: Datagram, packet: RtpPacket) -> None:
-    state = room.ssrcs.get(packet.ssrc)
-    if state is not None:
-        room.feed(state, d, packet)
-        return
-    if not room.description.participants:
-        waiting = room.pending.setdefault(packet.ssrc, [])
-        waiting.append((d, packet))
-        if len(waiting) >= GUESS_PACKETS:
-            _guess(room, packet.ssrc, room.pending.pop(packet.ssrc))
-        return
-    match = room.description.match_rtp(packet.ssrc, packet.payload_type, d.src, d.dst)
-    if match is None or match.codec is None:
-        room.skipped["RTP not in the description"] += 1
-        return
-    stream = match.stream
-    p = match.participant
-    if match.rtx:
-        # the SSRC it repairs: declared (ssrc-group FID), else the stream's current one
-        media = room.streams.get((p.id, stream.label()))
-        repaired = stream.rtx_ssrcs.get(packet.ssrc) or (media.ssrcs[-1] if media else None)
-        if repaired is None or repaired not in room.ssrcs:
-            room.skipped["RTX before its stream"] += 1
-            return
-        try:
-            original = unwrap_rtx(packet, match.codec.payload_type, repaired)
-        except ValueError:
-            room.skipped["malformed RTX"] += 1
-            return
-        room.feed(room.ssrcs[repaired], d, original)
-        return
-    try:
-        codec_for(match.codec.name)
-    except CaptureError:
-        room.skipped[f"unsupported codec {match.codec.name}"] += 1
-        return
-    report = room.stream(p.id, p.name, stream.label(), stream.kind, match.codec.name,
-                         match.codec.clock_rate)
-    if report.extensions is None and AUDIO_LEVEL_URI in stream.extmap.values():
-        report.extensions = HeaderExtensionsMap()
-        report.extensions.configure(RTCRtpParameters(headerExtensions=[
-            RTCRtpHeaderExtensionParameters(id=i, uri=u) for i, u in stream.extmap.items()]))
-    room.feed(room.bind(packet.ssrc, report, d.file), d, packet)
-
-
-def _guess(room: _Room, ssrc: int, waiting: list[tuple[Datagram, RtpPacket]]) -> None:
-    samples = [(p.payload_type, p.payload, bool(p.marker), p.timestamp) for _, p in waiting]
+def _guess(room: _Room, ssrc: int, waiting: list[Datagram]) -> None:
+    packets = [RtpPacket.parse(d.data) for d in waiting]
+    samples = [(p.payload_type, p.payload, bool(p.marker), p.timestamp) for p in packets]
     try:
         guess = guess_stream(samples, ssrc=ssrc)
     except DescriptionError as exc:
         room.skipped["RTP whose codec could not be guessed"] += len(waiting)
-        room.problems.append(CaptureError(str(exc), file=waiting[0][0].file, ssrc=ssrc))
+        room.problems.append(CaptureError(str(exc), file=waiting[0].file, ssrc=ssrc))
         return
     codec = next(iter(guess.stream.codecs.values()))
     name = f"ssrc {ssrc:#010x}"
     report = room.stream(name, name, guess.stream.kind, guess.stream.kind, codec.name,
                          codec.clock_rate)
     report.note = guess.note
-    state = room.bind(ssrc, report, waiting[0][0].file)
-    for d, packet in waiting:
-        room.feed(state, d, packet)
+    room.bind(ssrc, report, waiting[0].file)
+    for batch in batches_of(waiting, waiting[0].file):
+        room.process(batch)
 
 
-def _rtcp(room: _Room, d: Datagram) -> None:
+def _rtcp(room: _Room, data: bytes) -> None:
     try:
-        packets = RtcpPacket.parse(d.data)
+        reports = sender_reports(data)
     except ValueError:
         room.skipped["malformed RTCP"] += 1
         return
-    for packet in packets:
-        if not isinstance(packet, RtcpSrPacket):
-            continue
-        info = packet.sender_info
-        ntp = ((info.ntp_timestamp >> 32) - NTP_EPOCH_OFFSET
-               + (info.ntp_timestamp & 0xFFFFFFFF) / 2**32)
-        state = room.ssrcs.get(packet.ssrc)
+    for ssrc, ntp_timestamp, rtp_timestamp in reports:
+        ntp = (ntp_timestamp >> 32) - NTP_EPOCH_OFFSET + (ntp_timestamp & 0xFFFFFFFF) / 2**32
+        state = room.ssrcs.get(ssrc)
         if state is not None:
-            state.reports.append((ntp, state.unwrap(info.rtp_timestamp)))
-        elif len(room.early_reports.setdefault(packet.ssrc, [])) < 8:
+            state.reports.append((ntp, state.unwrap(rtp_timestamp)))
+        elif len(room.early_reports.setdefault(ssrc, [])) < 8:
             # a report may come before the stream's first packet (FFmpeg sends one first)
-            room.early_reports[packet.ssrc].append((ntp, info.rtp_timestamp))
+            room.early_reports[ssrc].append((ntp, rtp_timestamp))

@@ -1,0 +1,302 @@
+"""Datagrams in batches: columns over one buffer, so later stages work with arrays, not objects.
+
+A batch holds a few thousand datagrams of one capture file in file order: their bytes in one
+buffer, and per datagram its start and end in it, arrival time, record offset (for error
+messages) and an index into the file's table of (source, destination) address pairs. Classic pcap
+with Ethernet, Linux cooked or raw-IP framing and plain IPv4/UDP is cut into columns by array
+operations (the common relay capture); every other record, format and link type goes through the
+record-by-record readers, so both paths skip, count and report damage the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import CaptureError
+from . import pcap as _pcap
+from .records import Datagram, Endpoint, ReadStats
+
+__all__ = ["DatagramBatch", "batches_of", "read_batches"]
+
+Ints = npt.NDArray[np.int64]
+Pair = tuple[Endpoint | None, Endpoint | None]
+# _pcap._UdpDecoder.decode: ((src, dst), payload start, end) or why the frame is skipped
+_UdpDecode = Callable[[bytes, int, int, int], "tuple[tuple[Endpoint, Endpoint], int, int] | str"]
+
+#: Bytes of a file read per pcap batch.
+CHUNK_BYTES = 1 << 22
+#: Datagrams per batch where records are read one by one.
+BATCH_DATAGRAMS = 4096
+_U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramBatch:
+    """Datagrams of one file in file order: datagram i is ``buf[start[i]:end[i]]``."""
+
+    file: str
+    buf: bytes
+    start: Ints
+    end: Ints
+    arrival_ns: Ints
+    offset: Ints
+    pair: npt.NDArray[np.int32]
+    pairs: list[Pair]  # the file's address pairs; grows as the file is read
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def data(self, i: int) -> bytes:
+        return self.buf[self.start[i]:self.end[i]]
+
+    def datagram(self, i: int) -> Datagram:
+        src, dst = self.pairs[self.pair[i]]
+        return Datagram(int(self.arrival_ns[i]), self.data(i), src, dst, self.file,
+                        int(self.offset[i]))
+
+
+class _PairTable:
+    """Numbers address pairs in order of first sight."""
+
+    def __init__(self) -> None:
+        self.pairs: list[Pair] = []
+        self._index: dict[Pair, int] = {}
+
+    def __call__(self, src: Endpoint | None, dst: Endpoint | None) -> int:
+        key = (src, dst)
+        found = self._index.get(key)
+        if found is None:
+            found = self._index[key] = len(self.pairs)
+            self.pairs.append(key)
+        return found
+
+
+#: Arrival times outside this range (years 1678-2262) are a corrupt record's; they are skipped.
+INT64_LIMIT = 1 << 63
+SKIP_TIME = "arrival time out of range"
+
+
+def batches_of(datagrams: Iterable[Datagram], file: str, stats: ReadStats | None = None,
+               size: int = BATCH_DATAGRAMS) -> Iterator[DatagramBatch]:
+    """Group datagrams (of one file, in file order) into batches; those whose arrival time does
+    not fit 64 bits are skipped (counted in stats)."""
+    table = _PairTable()
+    chunk: list[Datagram] = []
+
+    def batch() -> DatagramBatch:
+        lengths = np.fromiter((len(d.data) for d in chunk), np.int64, len(chunk))
+        end = np.cumsum(lengths)
+        return DatagramBatch(
+            file, b"".join([d.data for d in chunk]), end - lengths, end,
+            np.fromiter((d.arrival_ns for d in chunk), np.int64, len(chunk)),
+            np.fromiter((d.offset for d in chunk), np.int64, len(chunk)),
+            np.fromiter((table(d.src, d.dst) for d in chunk), np.int32, len(chunk)),
+            table.pairs)
+
+    for d in datagrams:
+        if not -INT64_LIMIT <= d.arrival_ns < INT64_LIMIT:
+            if stats is not None:
+                stats.skip(SKIP_TIME)
+            continue
+        chunk.append(d)
+        if len(chunk) >= size:
+            yield batch()
+            chunk = []
+    if chunk:
+        yield batch()
+
+
+def read_batches(path: str | os.PathLike[str], stats: ReadStats | None = None,
+                 datagrams: Iterable[Datagram] | None = None) -> Iterator[DatagramBatch]:
+    """Every datagram of a capture file (any format) in batches, in file order.
+
+    datagrams: the file's datagrams when the caller already opened it another way (.mjr).
+    Raises CaptureError (offset 0) at once when the file is not a capture; later damage ends the
+    batches and is appended to ``stats.problems``, everything before it delivered.
+    """
+    from . import read_capture  # the package picks the reader by magic
+
+    name = os.fspath(path)
+    stats = ReadStats() if stats is None else stats
+    if datagrams is not None:
+        return batches_of(datagrams, name, stats)
+    head = _pcap._read_exact(name, _pcap.PCAP_HEADER_LEN) if _is_pcap(name) else None
+    if head is None:
+        return batches_of(read_capture(name, stats), name, stats)
+    order, nanos = _pcap.PCAP_MAGICS[head[:4]]
+    major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack(order + "HHiIII", head[4:])
+    if major != 2:
+        raise CaptureError(f"unsupported pcap version {major}", file=name, offset=0)
+    return _pcap_batches(name, order, nanos, max(snaplen, _pcap.MAX_CAPLEN), linktype, stats)
+
+
+def _is_pcap(name: str) -> bool:
+    try:
+        with open(name, "rb") as f:
+            return f.read(4) in _pcap.PCAP_MAGICS
+    except OSError as exc:
+        raise CaptureError(f"cannot open: {exc.strerror}", file=name, offset=0) from exc
+
+
+# Where the IP header starts after the link header, and where the link header keeps the
+# ethertype (None: the IP version nibble says it), for the link types cut by array operations.
+_FAST_LINKS: dict[int, tuple[int, int | None]] = {
+    _pcap.LINKTYPE_ETHERNET: (14, 12),
+    _pcap.LINKTYPE_LINUX_SLL: (16, 14),
+    _pcap.LINKTYPE_LINUX_SLL2: (20, 0),
+    _pcap.LINKTYPE_RAW: (0, None),
+    _pcap.LINKTYPE_RAW_12: (0, None),
+    _pcap.LINKTYPE_RAW_14: (0, None),
+}
+
+
+def _u16(b: npt.NDArray[np.uint8], at: Ints) -> Ints:
+    return (b[at].astype(np.int64) << 8) | b[at + 1]
+
+
+def _u32(b: npt.NDArray[np.uint8], at: Ints, order: str) -> Ints:
+    parts = [b[at + k].astype(np.int64) for k in range(4)]
+    if order == ">":
+        parts.reverse()
+    return parts[0] | parts[1] << 8 | parts[2] << 16 | parts[3] << 24
+
+
+def _pcap_batches(name: str, order: str, nanos: bool, max_caplen: int, linktype: int,
+                  stats: ReadStats) -> Iterator[DatagramBatch]:
+    """Classic pcap, a chunk of the file at a time: the record walk in Python (each record's
+    length says where the next begins), everything else over arrays."""
+    caplen_at = _U32[order].unpack_from
+    link = _pcap._link_decoder(linktype)
+    fast = _FAST_LINKS.get(linktype & 0xFFFF)
+    udp = _pcap._UdpDecoder().decode
+    table = _PairTable()
+    v4_pairs: dict[bytes, int] = {}
+    frac_ns = 1 if nanos else 1000
+    file_offset = _pcap.PCAP_HEADER_LEN  # of the chunk's first byte
+    with open(name, "rb", buffering=0) as f:
+        while True:
+            f.seek(file_offset)  # a record cut by the last chunk is read again whole
+            buf = f.read(CHUNK_BYTES)
+            more = len(buf) == CHUNK_BYTES
+            records: list[int] = []
+            append = records.append
+            pos = 0
+            damage = None
+            size = len(buf)
+            limit = size - _pcap.PCAP_RECORD_LEN
+            while pos <= limit:
+                after = pos + _pcap.PCAP_RECORD_LEN + caplen_at(buf, pos + 8)[0]
+                if after > size:
+                    break
+                append(pos)
+                pos = after
+            if pos <= limit and caplen_at(buf, pos + 8)[0] > max_caplen:
+                damage = f"impossible captured length {caplen_at(buf, pos + 8)[0]}"
+            if records:
+                # a corrupt length may still fit in the chunk: stop at the first impossible one
+                lengths = np.diff(np.append(np.array(records, np.int64), pos)) - 16
+                bad = np.flatnonzero(lengths > max_caplen)
+                if len(bad):
+                    pos = records[int(bad[0])]
+                    damage = f"impossible captured length {int(lengths[bad[0]])}"
+                    del records[int(bad[0]):]
+            if not more and damage is None and pos < len(buf):
+                left = len(buf) - pos
+                damage = (f"truncated record header ({left} of 16 bytes)"
+                          if left < _pcap.PCAP_RECORD_LEN else
+                          f"truncated record ({left - 16} of {caplen_at(buf, pos + 8)[0]} bytes)")
+            if records:
+                yield _cut(name, buf, np.array(records, np.int64), file_offset, order, frac_ns,
+                           link, fast, udp, table, v4_pairs, stats)
+            if damage is not None:
+                stats.problems.append(CaptureError(damage, file=name, offset=file_offset + pos))
+                return
+            if not more:
+                return
+            if not records and pos == 0:  # one record larger than a chunk: impossible length
+                stats.problems.append(CaptureError(
+                    f"impossible captured length {caplen_at(buf, 8)[0]}", file=name,
+                    offset=file_offset))
+                return
+            file_offset += pos
+
+
+def _cut(name: str, buf: bytes, rec: Ints, file_offset: int, order: str, frac_ns: int,
+         link: _pcap._LinkDecoder, fast: tuple[int, int | None] | None,
+         udp: _UdpDecode, table: _PairTable, v4_pairs: dict[bytes, int],
+         stats: ReadStats) -> DatagramBatch:
+    """The UDP datagrams of the records starting at rec (record-header offsets in buf)."""
+    b = np.frombuffer(buf, np.uint8)
+    n = len(rec)
+    stats.records += n
+    arrival = _u32(b, rec, order) * 1_000_000_000 + _u32(b, rec + 4, order) * frac_ns
+    caplen = _u32(b, rec + 8, order)
+    frame = rec + _pcap.PCAP_RECORD_LEN
+    start = np.zeros(n, np.int64)
+    end = np.zeros(n, np.int64)
+    pair = np.zeros(n, np.int32)
+    simple = np.zeros(n, np.bool_)
+    if fast is not None:
+        ip_at, type_at = fast
+        ip = frame + ip_at
+        ok = caplen >= ip_at + 28
+        ipc = np.where(ok, ip, 0)
+        if type_at is None:
+            ok &= b[ipc] == 0x45
+        else:
+            ok &= (_u16(b, np.where(ok, frame + type_at, 0)) == _pcap.ETHERTYPE_IPV4) & (
+                b[ipc] == 0x45)
+        total = _u16(b, ipc + 2)
+        ok &= ((b[ipc + 9] == _pcap.IPPROTO_UDP) & ((_u16(b, ipc + 6) & 0x3FFF) == 0)
+               & (total >= 28) & (ip_at + total <= caplen) & (_u16(b, ipc + 24) == total - 20))
+        simple = ok
+        rows = np.flatnonzero(ok)
+        if len(rows):
+            at = ip[rows]
+            start[rows] = at + 28
+            end[rows] = at + total[rows]
+            # (src address, dst address, ports) of each datagram as one 12-byte key
+            keys = np.empty((len(rows), 12), np.uint8)
+            for k in range(8):
+                keys[:, k] = b[at + 12 + k]
+            for k in range(4):
+                keys[:, 8 + k] = b[at + 20 + k]
+            unique, inverse = np.unique(keys.view("V12").ravel(), return_inverse=True)
+            ids = np.empty(len(unique), np.int32)
+            for u, key in enumerate(unique.tolist()):
+                known = v4_pairs.get(key)
+                if known is None:
+                    src, dst = _v4_pair(key)
+                    known = v4_pairs[key] = table(src, dst)
+                ids[u] = known
+            pair[rows] = ids[inverse.ravel()]
+    for i in np.flatnonzero(~simple).tolist():
+        f0 = int(frame[i])
+        fend = f0 + int(caplen[i])
+        found = link(buf, f0, fend)
+        if isinstance(found, str):
+            stats.skip(found)
+            continue
+        got = udp(buf, found[0], fend, found[1])
+        if isinstance(got, str):
+            stats.skip(got)
+            continue
+        (src, dst), s, e = got
+        start[i], end[i], pair[i] = s, e, table(src, dst)
+        simple[i] = True
+    rows = np.flatnonzero(simple)
+    stats.datagrams += len(rows)
+    return DatagramBatch(name, buf, start[rows], end[rows], arrival[rows],
+                         rec[rows] + file_offset, pair[rows], table.pairs)
+
+
+def _v4_pair(key: bytes) -> Pair:
+    src_port, dst_port = struct.unpack_from("!HH", key, 8)
+    return (Endpoint(".".join(map(str, key[0:4])), src_port),
+            Endpoint(".".join(map(str, key[4:8])), dst_port))
