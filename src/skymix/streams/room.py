@@ -34,7 +34,8 @@ from .assembler import EncodedFrame, StreamAssembler, StreamStats, TimestampUnwr
 from .codecs import codec_for
 from .rtpbatch import RtpColumns, audio_levels, sender_reports, split_batch
 
-__all__ = ["FrameCallback", "ParticipantReport", "RoomScan", "StreamReport", "scan_room"]
+__all__ = ["FrameCallback", "ParticipantReport", "RoomReader", "RoomScan", "RoomStep", "StreamReport",
+           "scan_room"]
 
 FrameCallback = Callable[[str, str, EncodedFrame], None]
 """Called with (participant id, stream kind, frame) for every frame as it becomes final."""
@@ -144,7 +145,7 @@ class _Ssrc:
 
 
 class _Room:
-    def __init__(self, description: SessionSpec, on_frame: FrameCallback | None) -> None:
+    def __init__(self, description: SessionSpec, on_frame: FrameCallback) -> None:
         self.description = description
         self.on_frame = on_frame
         self.participants: dict[str, ParticipantReport] = {}
@@ -311,9 +312,9 @@ class _Room:
             rtp.payload_end[index], levels))
 
     def deliver(self, state: _Ssrc, frames: list[EncodedFrame]) -> None:
-        if self.on_frame is not None:
-            for frame in frames:
-                self.on_frame(state.report.participant, state.report.kind, frame)
+        pid, kind = state.report.participant, state.report.kind
+        for frame in frames:
+            self.on_frame(pid, kind, frame)
 
 
 def _presence(spans: list[list[int]]) -> list[list[int]]:
@@ -341,56 +342,90 @@ def _mjr_batches(path: Path, room: _Room, stats: ReadStats) -> Iterator[Datagram
     return read_batches(path, stats, datagrams=recording)
 
 
+@dataclass(frozen=True, slots=True)
+class RoomStep:
+    """What one batch of the captures completed: frames as (participant id, kind, frame), each
+    stream's in media order, and the relay time up to which the captures have been read (None
+    at the end: everything was read)."""
+
+    frames: list[tuple[str, str, EncodedFrame]]
+    read_to_ns: int | None
+
+
+class RoomReader:
+    """Reads a room's captures once, a batch at a time: iterate for the frames as they become
+    final (the mix decodes them while reading); ``scan`` holds the RoomScan afterwards."""
+
+    def __init__(self, captures: Sequence[str | Path], description: SessionSpec | None = None,
+                 *, progress: ProgressCallback | None = None) -> None:
+        self.captures = [Path(c) for c in captures]
+        self.description = description or SessionSpec(())
+        self.progress = progress
+        self.scan: RoomScan | None = None
+
+    def __iter__(self) -> Iterator[RoomStep]:
+        out: list[tuple[str, str, EncodedFrame]] = []
+        room = _Room(self.description, lambda pid, kind, frame: out.append((pid, kind, frame)))
+        files: dict[str, ReadStats] = {}
+        sources: list[Iterator[DatagramBatch]] = []
+        for path in self.captures:
+            stats = files.setdefault(str(path), ReadStats())
+            if capture_format(path) == "mjr":
+                sources.append(_mjr_batches(path, room, stats))
+            else:
+                sources.append(read_batches(path, stats))
+        start: int | None = None
+        end: int | None = None
+        count = 0
+        for batch in heapq.merge(*((b for b in source if len(b)) for source in sources),
+                                 key=lambda b: int(b.arrival_ns[0])):
+            low, high = int(batch.arrival_ns.min()), int(batch.arrival_ns.max())
+            start = low if start is None else min(start, low)
+            end = high if end is None else max(end, high)
+            room.process(batch)
+            count += len(batch)
+            if self.progress is not None:
+                self.progress(ProgressEvent("reading", count, 0, "packets"))
+            yield RoomStep(out, low)
+            out = []
+            room.on_frame = lambda pid, kind, frame: out.append((pid, kind, frame))
+        for ssrc, waiting in list(room.pending.items()):
+            _guess(room, ssrc, waiting)
+        spans: dict[str, list[list[int]]] = {}
+        for ssrc, state in room.ssrcs.items():
+            room.deliver(state, state.assembler.flush())
+            if state.clock.points >= 2:
+                state.report.clocks[ssrc] = state.clock.fit()
+            if state.reports:
+                state.report.sender_clocks[ssrc] = SenderClock.from_reports(state.reports)
+            room.problems.extend(state.assembler.stats.problems)
+            spans.setdefault(state.report.participant, []).extend(state.spans)
+        for participant in room.participants.values():
+            participant.presence = _presence(spans.get(participant.id, []))
+        for stats in files.values():
+            room.problems.extend(stats.problems)
+        if self.progress is not None:
+            self.progress(ProgressEvent("reading", count, count, "packets"))
+        self.scan = RoomScan(list(room.participants.values()), files, room.skipped,
+                             room.problems, start, end)
+        yield RoomStep(out, None)
+
+
 def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = None, *,
               progress: ProgressCallback | None = None,
               on_frame: FrameCallback | None = None) -> RoomScan:
     """Read every capture once and report participants, streams, sync and damage.
 
     on_frame receives every assembled frame as soon as it is final: each stream's frames in
-    media order; frames of different streams come a batch (a second or two) at a time.
+    media order; frames of different streams come a batch (a few seconds) at a time.
     """
-    description = description or SessionSpec(())
-    room = _Room(description, on_frame)
-    files: dict[str, ReadStats] = {}
-    sources: list[Iterator[DatagramBatch]] = []
-    for capture in captures:
-        path = Path(capture)
-        stats = files.setdefault(str(path), ReadStats())
-        if capture_format(path) == "mjr":
-            sources.append(_mjr_batches(path, room, stats))
-        else:
-            sources.append(read_batches(path, stats))
-    start: int | None = None
-    end: int | None = None
-    count = 0
-    for batch in heapq.merge(*((b for b in source if len(b)) for source in sources),
-                             key=lambda b: int(b.arrival_ns[0])):
-        low, high = int(batch.arrival_ns.min()), int(batch.arrival_ns.max())
-        start = low if start is None else min(start, low)
-        end = high if end is None else max(end, high)
-        room.process(batch)
-        count += len(batch)
-        if progress is not None:
-            progress(ProgressEvent("reading", count, 0, "packets"))
-    for ssrc, waiting in list(room.pending.items()):
-        _guess(room, ssrc, waiting)
-    spans: dict[str, list[list[int]]] = {}
-    for ssrc, state in room.ssrcs.items():
-        room.deliver(state, state.assembler.flush())
-        if state.clock.points >= 2:
-            state.report.clocks[ssrc] = state.clock.fit()
-        if state.reports:
-            state.report.sender_clocks[ssrc] = SenderClock.from_reports(state.reports)
-        room.problems.extend(state.assembler.stats.problems)
-        spans.setdefault(state.report.participant, []).extend(state.spans)
-    for participant in room.participants.values():
-        participant.presence = _presence(spans.get(participant.id, []))
-    for stats in files.values():
-        room.problems.extend(stats.problems)
-    if progress is not None:
-        progress(ProgressEvent("reading", count, count, "packets"))
-    return RoomScan(list(room.participants.values()), files, room.skipped, room.problems,
-                    start, end)
+    reader = RoomReader(captures, description, progress=progress)
+    for step in reader:
+        if on_frame is not None:
+            for frame in step.frames:
+                on_frame(*frame)
+    assert reader.scan is not None
+    return reader.scan
 
 
 def _guess(room: _Room, ssrc: int, waiting: list[Datagram]) -> None:

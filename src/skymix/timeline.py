@@ -1,0 +1,132 @@
+"""The session clock: where each stream's media time lands, who is present, and which stretch of
+the session the recording shows.
+
+The session clock is the relay's (capture arrival times). Each SSRC's RTP time is mapped onto it
+by its clock fit (offset and drift against the relay, from the first pass over the captures).
+Video is tied to its participant's audio through their sender reports where both streams have
+them (the sender's own NTP clock says which video frame goes with which audio sample): that is
+lip sync, exact to the sender's capture, whatever the two streams' network paths did. Without
+sender reports each stream stands on its own fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .streams.room import ParticipantReport, RoomScan, StreamReport
+from .sync import ClockFit
+
+__all__ = ["Segment", "StreamTiming", "plan_segments", "plan_timing"]
+
+#: Lip sync through sender reports is refused when it moves video this far from its own fit:
+#: the reports' NTP or RTP times are then not to be trusted.
+LIP_SYNC_LIMIT_NS = 1_000_000_000
+#: With trimming, absences shorter than this stay in the recording (a dropped connection).
+TRIM_GAP_NS = 2_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTiming:
+    """session_ns = offset_ns + (rtp - rtp_origin) * ns_per_tick for one SSRC.
+
+    via: "arrival" (the stream's own clock fit) or "sender reports" (lip-synced to audio).
+    drift_ppm / offset_ns of the stream's own fit, for the report.
+    """
+
+    ssrc: int
+    participant: str
+    kind: str
+    clock_rate: int
+    rtp_origin: int
+    offset_ns: float
+    ns_per_tick: float
+    via: str
+    drift_ppm: float
+
+    def session_ns(self, rtp: int) -> float:
+        return self.offset_ns + (rtp - self.rtp_origin) * self.ns_per_tick
+
+    @classmethod
+    def of_fit(cls, ssrc: int, stream: StreamReport, fit: ClockFit) -> StreamTiming:
+        return cls(ssrc, stream.participant, stream.kind, fit.clock_rate, fit.rtp_origin,
+                   fit.offset_ns, fit.ns_per_tick, "arrival", fit.drift_ppm)
+
+
+def _anchor(participant: ParticipantReport) -> tuple[int, StreamReport] | None:
+    """The audio SSRC (with its stream) that a participant's video is lip-synced to: the one
+    with the most clock points among those with sender reports."""
+    best: tuple[int, int, StreamReport] | None = None
+    for stream in participant.streams:
+        if stream.kind != "audio":
+            continue
+        for ssrc, fit in stream.clocks.items():
+            if ssrc in stream.sender_clocks and (best is None or fit.points > best[0]):
+                best = (fit.points, ssrc, stream)
+    return None if best is None else (best[1], best[2])
+
+
+def plan_timing(scan: RoomScan) -> dict[int, StreamTiming]:
+    """Each SSRC's mapping onto the session clock (SSRCs without a clock fit are left out:
+    fewer than two windows of packets)."""
+    timing: dict[int, StreamTiming] = {}
+    for participant in scan.participants:
+        anchor = _anchor(participant)
+        for stream in participant.streams:
+            for ssrc, fit in stream.clocks.items():
+                own = StreamTiming.of_fit(ssrc, stream, fit)
+                timing[ssrc] = own
+                sender = stream.sender_clocks.get(ssrc)
+                if stream.kind != "video" or anchor is None or sender is None:
+                    continue
+                audio_ssrc, audio_stream = anchor
+                audio_fit = audio_stream.clocks[audio_ssrc]
+                audio_sender = audio_stream.sender_clocks[audio_ssrc]
+
+                def lip(rtp: int) -> float:
+                    ntp = sender.ntp_of(rtp, fit.clock_rate)
+                    return float(audio_fit.arrival_ns(
+                        audio_sender.rtp_of(ntp, audio_fit.clock_rate)))
+
+                origin = fit.rtp_origin
+                step = 10 * fit.clock_rate  # the map is linear: two points define it
+                at_origin = lip(origin)
+                per_tick = (lip(origin + step) - at_origin) / step
+                middle = origin + fit.points * fit.clock_rate // 2
+                synced = at_origin + (middle - origin) * per_tick
+                if per_tick > 0 and abs(synced - own.session_ns(middle)) < LIP_SYNC_LIMIT_NS:
+                    timing[ssrc] = StreamTiming(ssrc, stream.participant, "video",
+                                                fit.clock_rate, origin, at_origin, per_tick,
+                                                "sender reports", fit.drift_ppm)
+    return timing
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch [start_ns, end_ns) of the session clock that the recording shows, starting at
+    output_ns in the recording."""
+
+    start_ns: int
+    end_ns: int
+    output_ns: int
+
+
+def plan_segments(scan: RoomScan, trim: bool) -> list[Segment]:
+    """The session stretches the recording shows: from the first participant's join to the last
+    one's leave, or with trim, only where someone is present (absences under TRIM_GAP_NS kept)."""
+    spans = sorted((a, b) for p in scan.participants for a, b in p.presence)
+    if not spans:
+        return []
+    if not trim:
+        spans = [(spans[0][0], max(b for _, b in spans))]
+    merged: list[list[int]] = []
+    for a, b in spans:
+        if merged and a - merged[-1][1] < TRIM_GAP_NS:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    segments = []
+    out = 0
+    for a, b in merged:
+        segments.append(Segment(a, b, out))
+        out += b - a
+    return segments
