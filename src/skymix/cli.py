@@ -41,6 +41,34 @@ def build_parser() -> argparse.ArgumentParser:
                          help="one SDP per participant, in order (repeat)")
     inspect.add_argument("--manifest", type=Path, help="JSON manifest (docs/manifest.schema.json)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    mixer = sub.add_parser(
+        "mix",
+        help="composite and mix captures into one recording",
+        description="Read a room's captures, lay out every participant's video, mix their "
+        "audio in sync on the relay's clock and encode an MP4 (H.264 + AAC) or WebM.",
+    )
+    mixer.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
+    mixer.add_argument("--sdp", action="append", default=[], metavar="[NAME=]FILE",
+                       help="one SDP per participant, in order (repeat)")
+    mixer.add_argument("--manifest", type=Path, help="JSON manifest (docs/manifest.schema.json)")
+    mixer.add_argument("-o", "--output", type=Path, required=True,
+                       help="the recording (.mp4, or .webm for VP9 + Opus)")
+    mixer.add_argument("--layout", default="grid", metavar="grid|speaker|pip|FILE.json",
+                       help="tile layout, or a custom layout file (docs/layouts.md)")
+    mixer.add_argument("--size", default="1280x720", metavar="WxH")
+    mixer.add_argument("--fps", type=int, default=30)
+    mixer.add_argument("--crf", type=int, default=23)
+    mixer.add_argument("--preset", default="veryfast", help="x264 preset")
+    mixer.add_argument("--threads", type=int, default=0, help="encoder threads (0: automatic)")
+    mixer.add_argument("--fit", choices=["contain", "cover"], default="contain")
+    mixer.add_argument("--gap", type=int, default=0, help="pixels between tiles (even)")
+    mixer.add_argument("--on-loss", choices=["freeze", "placeholder"], default="freeze",
+                       help="after video loss: hold the last picture or show the placeholder")
+    mixer.add_argument("--trim", action="store_true",
+                       help="leave out the stretches in which nobody is present")
+    mixer.add_argument("--no-labels", action="store_true", help="no names on the tiles")
+    mixer.add_argument("--report", type=Path, metavar="FILE.json",
+                       help="write what was done (participants, tiles, sync, concealment)")
     synth = sub.add_parser(
         "synth",
         help="write a synthetic relay capture (pcap + SDPs + truth) with chosen impairments",
@@ -87,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(scan.to_json(), indent=2))
             else:
                 print(format_scan(scan))
+        elif args.command == "mix":
+            _mix(args)
         elif args.command == "synth":
             from .synth import Impairments, preset, synthesize
 
@@ -106,4 +136,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`skymix inspect ... | head`): not an error
         sys.stderr.close()
         return 0
+    except OSError as exc:  # an output that cannot be written, a folder that is not there
+        print(f"skymix: error: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _mix(args: argparse.Namespace) -> None:
+    from . import layout as layouts
+    from .encode import EncodeSettings
+    from .mix import MixOptions, mix
+    from .session import load_description
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise SkymixError(f"--size must be WxH, got {args.size!r}") from None
+    spec: layouts.LayoutSpec
+    if args.layout == "grid":
+        spec = layouts.GridSpec(gap=args.gap, fit=args.fit)
+    elif args.layout == "speaker":
+        spec = layouts.SpeakerSpec(gap=args.gap, fit=args.fit)
+    elif args.layout == "pip":
+        spec = layouts.PipSpec(fit=args.fit)
+    else:
+        spec = layouts.load_custom_layout(args.layout)
+    container = "webm" if args.output.suffix.lower() == ".webm" else "mp4"
+    options = MixOptions(
+        layout=spec,
+        encode=EncodeSettings(width=width, height=height, fps=args.fps, crf=args.crf,
+                              preset=args.preset, threads=args.threads),
+        container=container, on_loss=args.on_loss, trim=args.trim, labels=not args.no_labels)
+    description = load_description(args.sdp, args.manifest)
+    report = mix(args.captures, args.output, description=description, options=options,
+                 progress=TerminalProgress())
+    if args.report:
+        report.write(args.report)
+    print(report.summary())

@@ -74,7 +74,7 @@ class ClockFit:
     points: int
     jitter_ns: float
 
-    def arrival_ns(self, rtp: int | np.ndarray) -> float | np.ndarray:
+    def arrival_ns(self, rtp: float | np.ndarray) -> float | np.ndarray:
         """The session-clock instant (ns) of an unwrapped RTP time on the fitted line."""
         return self.offset_ns + (np.asarray(rtp) - self.rtp_origin) * self.ns_per_tick
 
