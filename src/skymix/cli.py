@@ -24,12 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="mix a generated sample session into an MP4",
-        description="Generate a sample four-party session, composite and mix it, encode an MP4.",
+        help="mix a sample session into an MP4",
+        description="Synthesize a sample four-party relay capture (late joiner, leaver, camera "
+        "off, loss, senders' clocks apart) and mix it into an MP4, like any capture.",
     )
     demo.add_argument("-o", "--output", type=Path, default=Path("skymix-demo.mp4"),
                       help="where to write the MP4 (default: %(default)s)")
-    demo.add_argument("--seconds", type=float, default=6.0, help="length (default: %(default)s)")
+    demo.add_argument("--seconds", type=float, default=12.0,
+                      help="length (default: %(default)s)")
     inspect = sub.add_parser(
         "inspect",
         help="show who and what is in a capture",
@@ -102,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            result = run_demo(args.output, seconds=args.seconds, progress=TerminalProgress())
-            print(result.summary())
+            report = run_demo(args.output, seconds=args.seconds, progress=TerminalProgress())
+            print(report.summary())
+            print(f"  report: {args.output.with_suffix('.json').resolve()}")
         elif args.command == "inspect":
             from .inspect import format_scan
             from .session import load_description
@@ -144,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _mix(args: argparse.Namespace) -> None:
     from . import layout as layouts
-    from .encode import EncodeSettings
+    from .encode import Container, EncodeSettings
     from .mix import MixOptions, mix
     from .session import load_description
 
@@ -161,7 +164,7 @@ def _mix(args: argparse.Namespace) -> None:
         spec = layouts.PipSpec(fit=args.fit)
     else:
         spec = layouts.load_custom_layout(args.layout)
-    container = "webm" if args.output.suffix.lower() == ".webm" else "mp4"
+    container: Container = "webm" if args.output.suffix.lower() == ".webm" else "mp4"
     options = MixOptions(
         layout=spec,
         encode=EncodeSettings(width=width, height=height, fps=args.fps, crf=args.crf,

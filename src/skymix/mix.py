@@ -1,0 +1,414 @@
+"""The main job: a room's captures in, one composited and mixed recording out.
+
+Two passes over the captures. The first (``scan_room``) learns who is there when, every stream's
+clock and what was lost. The second reads them again a batch at a time and walks the recording's
+clock frame by frame: each participant's encoded frames wait in a queue until their session time
+comes, are decoded then (so decoded pictures never pile up: memory does not grow with the
+session), audio is placed sample-exactly on the recording's sample clock (placement.AudioTrack),
+the layout is recomputed when someone joins, leaves, turns the camera on or off or starts
+speaking, tiles are composited straight into the encoder's frame and the audio blocks mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+
+from .compose import CompositeState, Tile, composite, mix_audio
+from .compose.labels import name_label, placeholder
+from .decode import AudioDecoder, VideoDecoder
+from .encode import Container, EncodeSettings, RecordingWriter
+from .errors import SkymixError
+from .layout import (
+    GridSpec,
+    Layout,
+    LayoutSpec,
+    Participant,
+    SpeakerTracker,
+    compute_layout,
+    dbov_from_rms,
+)
+from .placement import AudioTrack
+from .progress import ProgressCallback, ProgressEvent
+from .session import SessionSpec
+from .streams.assembler import EncodedFrame
+from .streams.room import IDLE_NS, RoomReader, RoomScan, RoomStep, scan_room
+from .timeline import Segment, StreamTiming, plan_segments, plan_timing
+
+__all__ = ["MixOptions", "MixReport", "mix"]
+
+OnLoss = Literal["freeze", "placeholder"]
+NS = 1_000_000_000
+#: The second pass reads this far (session ns) ahead of the frame being made: frames are final
+#: once the assembler's reorder window has passed them.
+LOOKAHEAD_NS = 3 * NS
+#: Audio-only recordings advance in blocks of this many samples.
+AUDIO_BLOCK = 960
+
+
+@dataclass(frozen=True, slots=True)
+class MixOptions:
+    """How to lay out, conceal and encode.
+
+    on_loss: after a video loss, hold the last good picture ("freeze") or show the placeholder
+    ("placeholder") until the next keyframe. trim: leave out the stretches in which nobody is
+    present. labels: draw each participant's display name on their tile.
+    """
+
+    layout: LayoutSpec = field(default_factory=GridSpec)
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    container: Container = "mp4"
+    on_loss: OnLoss = "freeze"
+    trim: bool = False
+    labels: bool = True
+
+
+@dataclass(slots=True)
+class MixReport:
+    """What was done, for the caller, the operator and the tests (``--report``)."""
+
+    output: str
+    session_start_ns: int
+    duration_s: float
+    frames: int
+    samples: int
+    participants: list[dict[str, object]]
+    streams: list[dict[str, object]]
+    layouts: list[dict[str, object]]
+    segments: list[dict[str, float]]
+    scan: dict[str, object]
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A few lines for a person: who, how synced, what was concealed, where the file is."""
+        lines = [f"skymix: {len(self.participants)} participants, {self.duration_s:.1f} s, "
+                 f"{self.frames} frames -> {Path(self.output).resolve()}"]
+        for p in self.participants:
+            video, audio = p["video"], p["audio"]
+            assert isinstance(video, dict) and isinstance(audio, dict)
+            spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in p["presence_s"])  # type: ignore[attr-defined]
+            lines.append(f"  {p['name']}: present {spans}; video {video['decoded']} decoded, "
+                         f"{video['dropped']} dropped, {video['decode_errors']} errors; audio "
+                         f"{audio['decoded']} frames, {audio['gaps']} gaps filled")
+        for s in self.streams:
+            lines.append(f"  sync {s['participant']} {s['kind']} {s['ssrc']}: {s['sync']}, "
+                         f"drift {s['drift_ppm']} ppm")
+        return "\n".join(lines)
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+@dataclass(slots=True)
+class _Counts:
+    decoded: int = 0
+    decode_errors: int = 0
+    dropped: int = 0
+    shown_placeholder: int = 0
+    frozen_after_loss: int = 0
+
+
+class _Person:
+    """One participant's queues, decoders, last picture and audio track."""
+
+    def __init__(self, pid: str, name: str, video_idle: list[list[int]],
+                 presence: list[list[int]], lost_after: set[tuple[int, int]]) -> None:
+        self.id = pid
+        self.name = name
+        self.video_idle = video_idle
+        self.presence = presence
+        self.lost_after = lost_after  # (ssrc, seq) after which packets were lost
+        self.video: deque[tuple[float, str, EncodedFrame]] = deque()
+        self.audio: deque[tuple[float, str, EncodedFrame]] = deque()
+        self.video_decoders: dict[int, VideoDecoder] = {}
+        self.audio_decoders: dict[int, AudioDecoder] = {}
+        self.picture: av.VideoFrame | None = None
+        self.picture_ns = -math.inf
+        self.picture_key: tuple[int, int] | None = None  # (ssrc, last seq) of the picture
+        self.broken = False
+        self.track = AudioTrack()
+        self.video_counts = _Counts()
+        self.audio_counts = _Counts()
+        self.has_video_stream = False
+
+    def present(self, s: float) -> bool:
+        return any(a <= s <= b + IDLE_NS["audio"] // 10 for a, b in self.presence)
+
+    def camera_off(self, s: float) -> bool:
+        return any(a < s < b for a, b in self.video_idle)
+
+
+class _Mixer:
+    def __init__(self, captures: Sequence[str | Path], output: str | Path,
+                 description: SessionSpec | None, options: MixOptions,
+                 progress: ProgressCallback | None) -> None:
+        self.captures = list(captures)
+        self.output = Path(output)
+        self.description = description
+        self.options = options
+        self.progress = progress
+        self.scan: RoomScan = scan_room(self.captures, description, progress=progress)
+        self.timing: dict[int, StreamTiming] = plan_timing(self.scan)
+        self.segments: list[Segment] = plan_segments(self.scan, options.trim)
+        self.codecs: dict[int, tuple[str, str, int]] = {}  # ssrc -> (kind, codec, clock rate)
+        self.people: dict[str, _Person] = {}
+        for p in self.scan.participants:
+            idle = [span for s in p.streams if s.kind == "video" for span in s.idle]
+            lost = {(ssrc, (g.first_seq - 1) & 0xFFFF) for s in p.streams if s.kind == "video"
+                    for ssrc, st in s.stats.items() for g in st.gaps}
+            person = _Person(p.id, p.name, idle, p.presence, lost)
+            person.has_video_stream = any(s.kind == "video" for s in p.streams)
+            self.people[p.id] = person
+            for s in p.streams:
+                for ssrc in s.ssrcs:
+                    self.codecs[ssrc] = (s.kind, s.codec, s.clock_rate)
+        self.has_video = options.encode.video and any(
+            person.has_video_stream for person in self.people.values())
+        self.has_audio = options.encode.audio and any(
+            s.kind == "audio" for p in self.scan.participants for s in p.streams)
+        if not (self.has_video or self.has_audio):
+            raise SkymixError("nothing to mix: the captures hold no decodable audio or video"
+                              + (f" ({len(self.scan.problems)} problems, first: "
+                                 f"{self.scan.problems[0]})" if self.scan.problems else ""))
+        self.layouts: list[dict[str, object]] = []
+
+    # -- the session clock --------------------------------------------------------------------
+
+    def output_ns(self, session_ns: float) -> float | None:
+        """Where a session instant lands in the recording (None: trimmed out)."""
+        for seg in self.segments:
+            if seg.start_ns <= session_ns < seg.end_ns + LOOKAHEAD_NS // 30:
+                return seg.output_ns + session_ns - seg.start_ns
+        return None
+
+    def session_ns(self, output_ns: float) -> float:
+        for seg in reversed(self.segments):
+            if output_ns >= seg.output_ns:
+                return seg.start_ns + output_ns - seg.output_ns
+        return float(self.segments[0].start_ns)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def route(self, step: RoomStep) -> None:
+        for pid, kind, frame in step.frames:
+            timing = self.timing.get(frame.ssrc)
+            person = self.people.get(pid)
+            if timing is None or person is None:
+                continue
+            at = timing.session_ns(frame.timestamp)
+            (person.video if kind == "video" else person.audio).append((at, kind, frame))
+
+    # -- video ----------------------------------------------------------------------------------
+
+    def advance_video(self, person: _Person, until: float) -> None:
+        """Decode the person's frames due by `until` (session ns); keep the last picture."""
+        while person.video and person.video[0][0] <= until:
+            at, _, frame = person.video.popleft()
+            counts = person.video_counts
+            if person.broken and not frame.keyframe:
+                counts.dropped += 1
+                continue
+            decoder = person.video_decoders.get(frame.ssrc)
+            if decoder is None:
+                _, codec, _ = self.codecs[frame.ssrc]
+                decoder = person.video_decoders[frame.ssrc] = VideoDecoder(codec)
+            pictures = decoder.decode(frame)
+            if not pictures and decoder.errors:
+                counts.decode_errors = sum(d.errors for d in person.video_decoders.values())
+                person.broken = True
+                continue
+            person.broken = False
+            if pictures:
+                counts.decoded += len(pictures)
+                person.picture = pictures[-1]
+                person.picture_ns = at
+                person.picture_key = (frame.ssrc, frame.last_seq & 0xFFFF)
+
+    def shows_video(self, person: _Person, s: float, period: float) -> bool:
+        if person.picture is None or person.camera_off(s):
+            return False
+        if s - person.picture_ns > IDLE_NS["video"]:
+            return False
+        if (self.options.on_loss == "placeholder" and person.picture_key in person.lost_after
+                and s - person.picture_ns > 2 * period):
+            return False
+        return True
+
+    # -- audio ----------------------------------------------------------------------------------
+
+    def advance_audio(self, person: _Person, until_sample: int, rate: int) -> None:
+        """Decode and place the person's audio frames that start before until_sample."""
+        while person.audio:
+            at, _, frame = person.audio[0]
+            out = self.output_ns(at)
+            if out is not None and out * rate / NS >= until_sample:
+                return
+            person.audio.popleft()
+            if out is None:
+                person.audio_counts.dropped += 1
+                continue
+            decoder = person.audio_decoders.get(frame.ssrc)
+            if decoder is None:
+                _, codec, clock_rate = self.codecs[frame.ssrc]
+                decoder = person.audio_decoders[frame.ssrc] = AudioDecoder(codec, clock_rate)
+            samples = decoder.decode(frame)
+            if len(samples):
+                person.audio_counts.decoded += 1
+                person.track.place(out * rate / NS, samples)
+
+    # -- the recording --------------------------------------------------------------------------
+
+    def run(self) -> MixReport:
+        options = self.options
+        settings = EncodeSettings(**{**asdict(options.encode), "video": self.has_video,
+                                     "audio": self.has_audio})
+        rate = settings.audio_rate
+        total_ns = sum(seg.end_ns - seg.start_ns for seg in self.segments)
+        if self.has_video:
+            ticks = max(1, math.ceil(total_ns * settings.fps / NS))
+            tick_ns = NS / settings.fps
+        else:
+            ticks = max(1, math.ceil(total_ns * rate / NS / AUDIO_BLOCK))
+            tick_ns = AUDIO_BLOCK * NS / rate
+        partial = self.output.with_name(f".{self.output.name}.partial")
+        try:
+            frames, samples = self.record(partial, settings, ticks, tick_ns)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(self.output)  # the recording is complete or absent, never half
+        return self.report(frames, samples, ticks * tick_ns / NS)
+
+    def record(self, path: Path, settings: EncodeSettings, ticks: int,
+               tick_ns: float) -> tuple[int, int]:
+        options = self.options
+        rate = settings.audio_rate
+        reader: Iterator[RoomStep] = iter(RoomReader(self.captures, self.description))
+        read_to = -math.inf
+        tracker = SpeakerTracker()
+        layout: Layout | None = None
+        layout_key: object = None
+        state: CompositeState | None = None
+        samples_done = 0
+        with RecordingWriter(path, settings, options.container) as writer:
+            out = writer.new_frame() if self.has_video else None
+            for k in range(ticks):
+                t_out = k * tick_ns
+                s = self.session_ns(t_out)
+                while read_to < s + LOOKAHEAD_NS:
+                    step = next(reader, None)
+                    if step is None:
+                        read_to = math.inf
+                        break
+                    self.route(step)
+                    read_to = math.inf if step.read_to_ns is None else step.read_to_ns
+                present = [p for p in self.people.values() if p.present(s)]
+                levels: dict[str, float] = {}
+                if self.has_audio:
+                    end = round((k + 1) * tick_ns * rate / NS)
+                    blocks = []
+                    for person in self.people.values():
+                        self.advance_audio(person, end + rate // 50, rate)
+                        block = person.track.read(samples_done, end - samples_done)
+                        blocks.append(block)
+                        levels[person.id] = dbov_from_rms(float(np.sqrt(np.mean(block ** 2))))
+                    mixed = np.zeros((end - samples_done, settings.audio_channels), np.float32)
+                    mix_audio(blocks, mixed)
+                    writer.write_audio(mixed)
+                    samples_done = end
+                if out is not None:
+                    speaker = tracker.update(round(s), levels)
+                    for person in self.people.values():
+                        self.advance_video(person, s + tick_ns / 2)
+                    video = {p.id: self.shows_video(p, s, tick_ns) for p in present}
+                    key = (tuple((p.id, video[p.id]) for p in present), speaker)
+                    if key != layout_key:
+                        layout_key = key
+                        layout = compute_layout((settings.width, settings.height),
+                                                [Participant(p.id, video[p.id]) for p in present],
+                                                speaker, options.layout)
+                        self.note_layout(t_out, layout)
+                    assert layout is not None
+                    state = composite(self.tiles(layout), out, background=layout.background,
+                                      previous=state)
+                    writer.write_video(out)
+                if self.progress is not None:
+                    self.progress(ProgressEvent("mixing", k + 1, ticks,
+                                                "frames" if out is not None else "blocks"))
+            return writer.frames_written, writer.samples_written
+
+    def tiles(self, layout: Layout) -> list[Tile]:
+        tiles = []
+        for placement in layout.placements:
+            person = self.people[placement.id]
+            rect = placement.rect
+            overlays = tuple(name_label(person.name, rect.w, rect.h)) if self.options.labels \
+                else ()
+            if placement.has_video and person.picture is not None:
+                tiles.append(Tile(person.picture, rect, placement.fit, overlays=overlays))
+            else:
+                person.video_counts.shown_placeholder += 1
+                tiles.append(Tile(placeholder(person.name, rect.w, rect.h), rect, "cover",
+                                  overlays=overlays))
+        return tiles
+
+    def note_layout(self, t_out: float, layout: Layout) -> None:
+        self.layouts.append({
+            "at_s": round(t_out / NS, 4),
+            "tiles": [{"id": p.id, "x": p.rect.x, "y": p.rect.y, "w": p.rect.w, "h": p.rect.h,
+                       "video": p.has_video, "speaker": p.speaker} for p in layout.placements],
+            "hidden": list(layout.hidden),
+        })
+
+    def report(self, frames: int, samples: int, duration_s: float) -> MixReport:
+        people: list[dict[str, object]] = []
+        for p in self.scan.participants:
+            person = self.people[p.id]
+            people.append({
+                "id": p.id, "name": p.name,
+                "presence_s": [[round(self._rel(a), 4), round(self._rel(b), 4)]
+                               for a, b in p.presence],
+                "video": asdict(person.video_counts),
+                "audio": {**asdict(person.audio_counts), **asdict(person.track.stats)},
+            })
+        streams: list[dict[str, object]] = []
+        for ssrc, t in self.timing.items():
+            streams.append({"ssrc": f"{ssrc:#010x}", "participant": t.participant,
+                            "kind": t.kind, "sync": t.via, "drift_ppm": round(t.drift_ppm, 2),
+                            "starts_at_s": round(self._rel(t.session_ns(t.rtp_origin)), 4)})
+        return MixReport(
+            output=str(self.output), session_start_ns=self.segments[0].start_ns,
+            duration_s=round(duration_s, 4), frames=frames,
+            samples=samples, participants=people, streams=streams, layouts=self.layouts,
+            segments=[{"from_s": round(self._rel(s.start_ns), 4),
+                       "to_s": round(self._rel(s.end_ns), 4),
+                       "output_s": round(s.output_ns / NS, 4)} for s in self.segments],
+            scan=self.scan.to_json())
+
+    def _rel(self, session_ns: float) -> float:
+        """Seconds of the session clock from the recording's start."""
+        return (session_ns - self.segments[0].start_ns) / NS if self.segments else 0.0
+
+
+def mix(captures: Sequence[str | Path], output: str | Path, *,
+        description: SessionSpec | None = None, options: MixOptions | None = None,
+        progress: ProgressCallback | None = None) -> MixReport:
+    """Mix a room's captures into one recording at ``output`` and say what was done.
+
+    Raises SkymixError when the captures hold nothing to mix; damaged parts of the captures
+    cost only those parts (see the report's ``scan.problems``).
+    """
+    mixer = _Mixer(captures, output, description, options or MixOptions(), progress)
+    if not mixer.segments:
+        raise SkymixError("nothing to mix: no participant is present in the captures")
+    return mixer.run()
