@@ -234,3 +234,28 @@ def test_cli_mixes_and_writes_the_report(synced, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "skymix", "mix", str(tmp_path / "nope.pcap"),
                               "-o", str(tmp_path / "x.mp4")], capture_output=True, text=True)
     assert missing.returncode == 1 and "nope.pcap" in missing.stderr
+
+
+def test_still_in_sync_at_the_end_of_a_long_session(tmp_path):
+    """Three minutes with senders at +300 and -300 ppm: uncorrected, their audio would be 54 ms
+    off by the end; placed by their clocks it stays within 10 ms, and video with it."""
+    people = [SynthParticipant("ann", (160, 120), 15, "vp8", tone_hz=300, clock_offset=4.0,
+                               drift_ppm=300),
+              SynthParticipant("bob", (160, 120), 15, "vp8", tone_hz=450, clock_offset=-3.0,
+                               drift_ppm=-300, color=(40, 160, 60))]
+    options = MixOptions(encode=EncodeSettings(width=320, height=180, fps=15, preset="ultrafast"))
+    made, report, rec, truth = run(tmp_path, people, Impairments(jitter_ms=2.0), seed=1,
+                                   options=options, seconds=180.0)
+    onsets = beep_onsets(rec)
+    late = 0
+    for person in truth["participants"]:
+        seen = np.array(flashes(rec, person["name"]))
+        for event in person["events_relay"]:
+            expected = expected_output_time(truth, report.to_json(), event)
+            if not report.duration_s - 30 < expected < report.duration_s - 0.2:
+                continue
+            assert abs(onsets[np.argmin(np.abs(onsets - expected))] - expected) < 0.010
+            flash = seen[np.argmin(np.abs(seen - expected))]
+            assert abs(flash - expected) <= 0.5 / 15 + 0.5 / 15 + 0.002  # source and output frames
+            late += 1
+    assert late >= 20
