@@ -351,13 +351,13 @@ class StreamAssembler:
         assert self._first_arrival is not None
         fresh = self._first_occurrences(rows.seq)
         held = len(self._held) + np.cumsum(fresh)
-        newest = np.maximum.accumulate(np.maximum(rows.arrival, self._newest_arrival))
+        newest = np.maximum.accumulate(np.where(fresh, rows.arrival, self._newest_arrival))
         ready = (held > self._window_packets) | (newest - self._first_arrival > self._window_ns)
         cut = int(np.argmax(ready)) + 1 if ready.any() else len(rows.seq)
         keep = np.flatnonzero(fresh[:cut])
         self.stats.duplicates += cut - len(keep)
         self._hold(rows.take(keep))
-        self._newest_arrival = max(self._newest_arrival, int(rows.arrival[:cut].max()))
+        self._newest_arrival = max(self._newest_arrival, int(newest[cut - 1]))
         if cut == len(rows.seq) and not ready.any():
             return rows.take(np.zeros(0, np.intp))
         self._next = min(self._held_seqs)
@@ -395,7 +395,8 @@ class StreamAssembler:
             else:
                 stats.duplicates += 1
         keep = ~below & self._first_occurrences(seq)
-        stats.duplicates += int((~below).sum() - keep.sum())
+        repeats = ~below & ~keep
+        stats.duplicates += int(repeats.sum())
         index = np.flatnonzero(keep)
         kept = seq[index]
         before = np.maximum.accumulate(np.concatenate([[self._highest], kept]))[:-1]
@@ -405,10 +406,14 @@ class StreamAssembler:
             stats.reordered += len(out_of_order) - len(late)
             stats.late += len(late)
             if late:
+                # later copies of a late packet are late too, not duplicates of a released one
+                again = int(np.isin(seq[repeats], kept[late]).sum())
+                stats.late += again
+                stats.duplicates -= again
                 index = np.delete(index, late)
-        if len(index):
+        if len(index):  # what was dropped does not move the clock, as one by one
             self._highest = max(self._highest, int(seq[index].max()))
-            self._newest_arrival = max(self._newest_arrival, int(rows.arrival.max()))
+            self._newest_arrival = max(self._newest_arrival, int(rows.arrival[index].max()))
         self._release(rows.take(index), frames, final=False)
 
     def _late(self, rows: _Rows, index: npt.NDArray[np.intp],
@@ -420,7 +425,6 @@ class StreamAssembler:
         held_arrival = np.array([p.arrival_ns for p in self._held], np.int64)
         seq = np.concatenate([held_seq, rows.seq[index]])
         arrival = np.concatenate([held_arrival, rows.arrival[index]])
-        newest = np.maximum.accumulate(np.concatenate([[self._newest_arrival], arrival]))
         alive = np.ones(len(seq), np.bool_)
         late = []
         held = len(held_seq)
@@ -433,7 +437,9 @@ class StreamAssembler:
             if not above.any():
                 continue
             nearest = int(before[np.argmin(np.where(above, seq[before], np.iinfo(np.int64).max))])
-            if (int(newest[i]) - int(arrival[nearest]) > self._window_ns
+            newer = arrival[held:i][alive[held:i]]  # a late row does not move the clock
+            newest = max(self._newest_arrival, int(newer.max()) if len(newer) else 0)
+            if (newest - int(arrival[nearest]) > self._window_ns
                     or int(above.sum()) > self._window_packets):
                 late.append(k)
                 alive[i] = False

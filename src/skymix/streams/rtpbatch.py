@@ -26,8 +26,9 @@ __all__ = ["PayloadLayout", "RtpColumns", "SplitBatch", "audio_levels", "payload
 Ints = npt.NDArray[np.int64]
 ONE_BYTE_PROFILE = 0xBEDE
 TWO_BYTE_PROFILE = 0x1000  # the low 4 bits are "appbits" (RFC 8285 §4.3)
-#: Header extension elements kept per packet (ids and first value byte).
-VECTOR_ELEMENTS = 16
+#: Header extension elements kept per packet (ids and first value byte); RFC 8285's one-byte form
+#: holds at most 14 distinct ids, the two-byte form rarely more.
+VECTOR_ELEMENTS = 64
 #: Steps (elements or padding bytes) walked as arrays; longer lists are finished one by one.
 VECTOR_STEPS = 24
 
@@ -69,6 +70,11 @@ class SplitBatch:
     malformed: list[tuple[int, str]]
 
 
+def _bytes(buf: bytes) -> npt.NDArray[np.uint8]:
+    """The buffer as an array that can be indexed even when it is empty (one zero byte)."""
+    return np.frombuffer(buf, np.uint8) if buf else np.zeros(1, np.uint8)
+
+
 def _u16(b: npt.NDArray[np.uint8], at: Ints) -> Ints:
     return (b[at].astype(np.int64) << 8) | b[at + 1]
 
@@ -80,7 +86,7 @@ def _u32(b: npt.NDArray[np.uint8], at: Ints) -> Ints:
 def split_batch(batch: DatagramBatch, rtp_only: bool = False) -> SplitBatch:
     """Sort a batch's datagrams; rtp_only: every datagram is RTP (a Janus recording holds
     nothing else, whatever its second byte looks like)."""
-    b = np.frombuffer(batch.buf, np.uint8)
+    b = _bytes(batch.buf)
     start, end = batch.start, batch.end
     length = end - start
     safe = np.where(length > 0, start, 0)
@@ -110,11 +116,12 @@ def split_batch(batch: DatagramBatch, rtp_only: bool = False) -> SplitBatch:
     pad = np.where(padded & ~bad, b[np.maximum(e - 1, 0)], 0).astype(np.int64)
     bad |= padded & ((pad == 0) | (pad > e - payload_start))
     walk = np.flatnonzero(~bad & _known_profile(profile))
-    ids = np.full((VECTOR_ELEMENTS, len(rows)), -1, np.int16)
-    values = np.full((VECTOR_ELEMENTS, len(rows)), -1, np.int16)
+    ids = values = np.full((0, len(rows)), -1, np.int16)
     if len(walk):
         walked_ids, walked_values, broken = _walk_extensions(b, profile[walk], ext_start[walk],
                                                              ext_end[walk])
+        ids = np.full((len(walked_ids), len(rows)), -1, np.int16)
+        values = ids.copy()
         ids[:, walk] = walked_ids
         values[:, walk] = walked_values
         bad[walk[broken]] = True
@@ -163,7 +170,7 @@ def _walk_extensions(b: npt.NDArray[np.uint8], profile: Ints, start: Ints,
     live = np.flatnonzero(pos < end)
     for _ in range(VECTOR_STEPS):
         if not len(live):
-            return ids, values, broken
+            break
         p = pos[live]
         byte = b[p].astype(np.int64)
         is_two = two[live]
@@ -186,7 +193,8 @@ def _walk_extensions(b: npt.NDArray[np.uint8], profile: Ints, start: Ints,
     for i in live.tolist():
         broken[i] = _walk_one(b, bool(two[i]), int(pos[i]), int(end[i]), ids[:, i], values[:, i],
                               int(slot[i]))
-    return ids, values, broken
+    used = int((ids >= 0).any(axis=1).sum())  # slots fill in order: the used ones come first
+    return ids[:used], values[:used], broken
 
 
 def _walk_one(b: npt.NDArray[np.uint8], two: bool, pos: int, end: int,
@@ -222,8 +230,9 @@ class PayloadLayout:
 
     data_start: where the frame data of each payload begins (relative to the payload), -1 where
     the per-packet depayloader would refuse it (it is asked then, for the reason). starts: the
-    payload begins a frame. simple: a frame beginning with this payload has ``simple_info``
-    (a delta frame, a valid one-packet audio frame), so its frame header need not be parsed.
+    codec's starts_frame. simple: a frame beginning with this payload is a delta frame or a valid
+    one-packet audio frame, so its keyframe flag and size are ``simple_info`` without parsing
+    (its duration and DTX, which nothing downstream reads, are not filled in).
     prefix: per payload, bytes that go before its data (an H.264 start code and NAL header).
     """
 
@@ -243,6 +252,7 @@ def payload_layout(codec: object, b: npt.NDArray[np.uint8], start: Ints,
                    end: Ints) -> PayloadLayout | None:
     """The layout of the payloads b[start:end] for VP8, H.264, Opus and G.711; None for the
     codecs depayloaded packet by packet (VP9)."""
+    b = b if len(b) else np.zeros(1, np.uint8)  # every payload empty: nothing to index
     n = end - start
     zero = np.zeros(len(n), np.int64)
     if isinstance(codec, Opus):
@@ -269,13 +279,14 @@ def payload_layout(codec: object, b: npt.NDArray[np.uint8], start: Ints,
     has_pid = (ext & 0x80) != 0
     long_pid = has_pid & ((b[np.minimum(start + pos, last)] & 0x80) != 0)
     pos = pos + has_pid + long_pid + ((ext & 0x40) != 0) + ((ext & 0x30) != 0)
-    # aiortc's parser checks each field's bytes; the data after the descriptor must not be empty
-    ok = (n > 0) & (~extended | (n > 1)) & (pos < n)
-    ok &= ~has_pid | (n > 1 + extended)
+    # aiortc's parser checks each field's bytes (the descriptor is whole: starts_frame answers);
+    # depayload also wants data after it
+    described = (n > 0) & (pos <= n)
+    ok = described & (pos < n)
     data_start = np.where(ok, pos, -1)
-    starts = ((first & 0x10) != 0) & ((first & 0x07) == 0)
+    starts = described & ((first & 0x10) != 0) & ((first & 0x07) == 0)
     delta = ok & starts & ((b[np.minimum(start + np.maximum(pos, 0), last)] & 0x01) != 0)
-    return PayloadLayout(data_start, starts & ok, delta, _DELTA_INFO)
+    return PayloadLayout(data_start, starts, delta, _DELTA_INFO)
 
 
 def _h264_layout(b: npt.NDArray[np.uint8], start: Ints, n: Ints) -> PayloadLayout:
@@ -291,7 +302,9 @@ def _h264_layout(b: npt.NDArray[np.uint8], start: Ints, n: Ints) -> PayloadLayou
     fu_a = ((n >= 3) & (nal == 28) & (inner > 0) & (inner < 24) & ((fu & 0xC0) != 0xC0))
     first_fragment = fu_a & ((fu & 0x80) != 0)
     data_start = np.where(single, 0, np.where(fu_a, 2, -1))
-    starts = single | first_fragment | ((n > 0) & (nal == 24))
+    # starts_frame: an FU-A with its S bit (whatever the depayloader then says), a STAP-A, a
+    # single NAL unit; types it does not support do not start a frame
+    starts = single | ((n >= 2) & (nal == 28) & ((fu & 0x80) != 0)) | ((n > 0) & (nal == 24))
     prefix = [ANNEXB_START if one else
               ANNEXB_START + bytes(((h & 0xE0) | i,)) if begins else b""
               for one, begins, h, i in zip(single.tolist(), first_fragment.tolist(),
