@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,30 @@ def test_still_in_sync_at_the_end_of_a_long_session(tmp_path):
             assert abs(flash - expected) <= 0.5 / 15 + 0.5 / 15 + 0.002  # source and output frames
             late += 1
     assert late >= 20
+
+
+def test_each_participant_alone_and_a_channel_each_from_the_same_decode(tmp_path):
+    people = preset(3, 5.0)  # ada 220 Hz, grace 330 Hz, linus 440 Hz joining at 1.5 s
+    made = synthesize(people, 5.0, tmp_path, seed=6)
+    options = MixOptions(encode=SMALL, per_participant=tmp_path / "alone",
+                         channels=tmp_path / "channels.wav")
+    report = mix([made.pcap], tmp_path / "out.mp4", description=description(made, people),
+                 options=options)
+    with wave.open(str(tmp_path / "channels.wav")) as wav:
+        assert wav.getnchannels() == 3 and wav.getframerate() == 48000
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 3) / 32768
+    assert report.files["channels"]["order"] == [p.name for p in people]
+    assert abs(len(pcm) - report.samples) <= 1
+    for i, person in enumerate(people):
+        part = pcm[int(3.0 * 48000): int(3.4 * 48000), i]  # no beep here, everyone present
+        peak = np.fft.rfftfreq(len(part), 1 / 48000)[np.argmax(np.abs(np.fft.rfft(part)))]
+        assert peak == pytest.approx(person.tone_hz, abs=5), person.name
+    assert np.abs(pcm[: int(1.0 * 48000), 2]).max() < 1e-3  # linus before he joins: silence
+    for person in people:
+        path = Path(report.files["participants"][person.name])
+        alone = read_recording(path, {"layouts": []})
+        assert len(alone.frames) == report.frames
+        _, u, v = rgb_to_yuv(person.color)
+        _, _, fu, fv = next(f for f in alone.frames if f[0] >= 3.3)  # no flash near
+        assert abs(np.median(fu) - u) < 12 and abs(np.median(fv) - v) < 12, person.name
+    assert not list(tmp_path.glob(".*.partial")) and not list((tmp_path / "alone").glob(".*"))

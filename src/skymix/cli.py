@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     mixer.add_argument("--trim", action="store_true",
                        help="leave out the stretches in which nobody is present")
     mixer.add_argument("--no-labels", action="store_true", help="no names on the tiles")
+    mixer.add_argument("--per-participant", type=Path, metavar="DIR",
+                       help="also write each participant on their own into DIR")
+    mixer.add_argument("--channels", type=Path, metavar="FILE.wav",
+                       help="also write a WAV with one channel per participant")
     mixer.add_argument("--report", type=Path, metavar="FILE.json",
                        help="write what was done (participants, tiles, sync, concealment)")
     synth = sub.add_parser(
@@ -169,7 +173,8 @@ def _mix(args: argparse.Namespace) -> None:
         layout=spec,
         encode=EncodeSettings(width=width, height=height, fps=args.fps, crf=args.crf,
                               preset=args.preset, threads=args.threads),
-        container=container, on_loss=args.on_loss, trim=args.trim, labels=not args.no_labels)
+        container=container, on_loss=args.on_loss, trim=args.trim, labels=not args.no_labels,
+        per_participant=args.per_participant, channels=args.channels)
     description = load_description(args.sdp, args.manifest)
     report = mix(args.captures, args.output, description=description, options=options,
                  progress=TerminalProgress())

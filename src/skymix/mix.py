@@ -39,6 +39,7 @@ from .layout import (
 from .placement import AudioTrack
 from .progress import ProgressCallback, ProgressEvent
 from .session import SessionSpec
+from .sidecars import ChannelsWav, ParticipantFiles, participant_settings
 from .streams.assembler import EncodedFrame
 from .streams.room import IDLE_NS, RoomReader, RoomScan, RoomStep, scan_room
 from .timeline import Segment, StreamTiming, plan_segments, plan_timing
@@ -60,7 +61,9 @@ class MixOptions:
 
     on_loss: after a video loss, hold the last good picture ("freeze") or show the placeholder
     ("placeholder") until the next keyframe. trim: leave out the stretches in which nobody is
-    present. labels: draw each participant's display name on their tile.
+    present. labels: draw each participant's display name on their tile. per_participant: a
+    folder for a recording of each participant on their own; channels: a WAV with one channel
+    per participant (both from the same decode as the mix).
     """
 
     layout: LayoutSpec = field(default_factory=GridSpec)
@@ -69,6 +72,8 @@ class MixOptions:
     on_loss: OnLoss = "freeze"
     trim: bool = False
     labels: bool = True
+    per_participant: Path | None = None
+    channels: Path | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +90,7 @@ class MixReport:
     layouts: list[dict[str, object]]
     segments: list[dict[str, float]]
     scan: dict[str, object]
+    files: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -281,16 +287,32 @@ class _Mixer:
             ticks = max(1, math.ceil(total_ns * rate / NS / AUDIO_BLOCK))
             tick_ns = AUDIO_BLOCK * NS / rate
         partial = self.output.with_name(f".{self.output.name}.partial")
+        ids = list(self.people)
+        channels = per_person = None
         try:
-            frames, samples = self.record(partial, settings, ticks, tick_ns)
+            if options.channels is not None and self.has_audio:
+                channels = ChannelsWav(options.channels, ids, rate)
+            if options.per_participant is not None:
+                per_person = ParticipantFiles(
+                    options.per_participant, [(pid, self.people[pid].name) for pid in ids],
+                    participant_settings(settings), options.container)
+            frames, samples = self.record(partial, settings, ticks, tick_ns, channels,
+                                          per_person)
         except BaseException:
             partial.unlink(missing_ok=True)
+            for sidecar in (channels, per_person):
+                if sidecar is not None:
+                    sidecar.abort()
             raise
         partial.replace(self.output)  # the recording is complete or absent, never half
-        return self.report(frames, samples, ticks * tick_ns / NS)
+        for sidecar in (channels, per_person):
+            if sidecar is not None:
+                sidecar.finish()
+        return self.report(frames, samples, ticks * tick_ns / NS, per_person, channels)
 
-    def record(self, path: Path, settings: EncodeSettings, ticks: int,
-               tick_ns: float) -> tuple[int, int]:
+    def record(self, path: Path, settings: EncodeSettings, ticks: int, tick_ns: float,
+               channels: ChannelsWav | None,
+               per_person: ParticipantFiles | None) -> tuple[int, int]:
         options = self.options
         rate = settings.audio_rate
         reader: Iterator[RoomStep] = iter(RoomReader(self.captures, self.description))
@@ -326,6 +348,11 @@ class _Mixer:
                     mix_audio(blocks, mixed)
                     writer.write_audio(mixed)
                     samples_done = end
+                    if channels is not None:
+                        channels.write(blocks)
+                    if per_person is not None:
+                        for person, block in zip(self.people.values(), blocks):
+                            per_person.write_audio(person.id, block)
                 if out is not None:
                     speaker = tracker.update(round(s), levels)
                     for person in self.people.values():
@@ -342,6 +369,10 @@ class _Mixer:
                     state = composite(self.tiles(layout), out, background=layout.background,
                                       previous=state)
                     writer.write_video(out)
+                    if per_person is not None:
+                        for person in self.people.values():
+                            per_person.write_video(person.id, person.picture if
+                                                   self.shows_video(person, s, tick_ns) else None)
                 if self.progress is not None:
                     self.progress(ProgressEvent("mixing", k + 1, ticks,
                                                 "frames" if out is not None else "blocks"))
@@ -370,7 +401,9 @@ class _Mixer:
             "hidden": list(layout.hidden),
         })
 
-    def report(self, frames: int, samples: int, duration_s: float) -> MixReport:
+    def report(self, frames: int, samples: int, duration_s: float,
+               per_person: ParticipantFiles | None,
+               channels: ChannelsWav | None) -> MixReport:
         people: list[dict[str, object]] = []
         for p in self.scan.participants:
             person = self.people[p.id]
@@ -393,7 +426,11 @@ class _Mixer:
             segments=[{"from_s": round(self._rel(s.start_ns), 4),
                        "to_s": round(self._rel(s.end_ns), 4),
                        "output_s": round(s.output_ns / NS, 4)} for s in self.segments],
-            scan=self.scan.to_json())
+            scan=self.scan.to_json(),
+            files={"participants": {pid: str(path) for pid, path in per_person.paths.items()}
+                   if per_person else {},
+                   "channels": {"path": str(channels.path), "order": channels.ids}
+                   if channels else {}})
 
     def _rel(self, session_ns: float) -> float:
         """Seconds of the session clock from the recording's start."""
