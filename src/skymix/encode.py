@@ -70,6 +70,10 @@ class RecordingWriter:
             assert isinstance(v, VideoStream)
             v.width, v.height, v.pix_fmt = s.width, s.height, "yuv420p"
             v.thread_count = s.threads
+            # PyAV asks for slice threads; libx264 then slices each picture, where the ffmpeg
+            # command line's default (frame and slice) gives it frame threads: faster, and the
+            # encode call returns while the picture is encoded, so compositing overlaps it
+            v.codec_context.thread_type = "AUTO"
             if container == "mp4":
                 v.options = {"crf": str(s.crf), "preset": s.preset, "profile": "high"}
             else:
