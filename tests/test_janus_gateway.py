@@ -4,8 +4,8 @@ Janus (Debian `janus`) runs with a minimal config, the videoroom plugin and the 
 only, inside a private network namespace together with the publishers (see janus_tools: Janus
 will not do ICE on loopback). Each publisher sends a solid-colour VP8 video and an Opus tone for a
 few seconds; the room records. The recordings must group into the two participants Janus
-assigned, with an Opus and a VP8 stream each, and every assembled VP8 frame must decode to the
-published colour.
+assigned, with an Opus and a VP8 stream each, every assembled VP8 frame must decode to the
+published colour, and the recordings must mix into a recording of both.
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ from janus_tools import (
     record_room,
 )
 
+from mix_tools import read_recording, tile_chroma
+
+from skymix.encode import EncodeSettings
 from skymix.ingest import read_mjr
 from skymix.ingest.mjr import parse_videoroom_name
 from skymix.streams.assembler import StreamAssembler
 from skymix.streams.codecs import codec_for
+from skymix.mix import MixOptions, mix
 from skymix.streams.room import scan_room
 
 COLOUR_TOLERANCE = 8.0  # per Y/U/V plane mean, in 8-bit code values (the colours differ by ~85)
@@ -105,3 +109,23 @@ def test_janus_videoroom_recordings(tmp_path: Path) -> None:
             assert (picture.width, picture.height) == (WIDTH, HEIGHT), path.name
             mean = plane_means(picture)
             assert np.abs(mean - expected).max() < COLOUR_TOLERANCE, (path.name, mean, expected)
+
+    # and the recordings mix as they are: both publishers side by side in their colours, both
+    # tones in the sound (.mjr carries no RTCP: each stream stands on its own clock fit)
+    mixed = mix(files, tmp_path / "room.mp4", options=MixOptions(
+        encode=EncodeSettings(width=640, height=360, preset="ultrafast")))
+    assert all(s["sync"] == "arrival" for s in mixed.streams)
+    rec = read_recording(tmp_path / "room.mp4", mixed.to_json())
+    middle = len(rec.frames) // 2
+    tiles = rec.tiles_at(rec.frames[middle][0])
+    assert set(tiles) == {str(u) for u in users.values()}
+    for user, rgb in colours.items():
+        _, u, v = reference_colour(rgb)
+        got = tile_chroma(rec, middle, user)
+        assert abs(got[0] - u) < COLOUR_TOLERANCE and abs(got[1] - v) < COLOUR_TOLERANCE, user
+    sound = rec.audio[0][len(rec.audio[0]) // 4: 3 * len(rec.audio[0]) // 4]
+    spectrum = np.abs(np.fft.rfft(sound))
+    freqs = np.fft.rfftfreq(len(sound), 1 / rec.rate)
+    for _, tone in PUBLISHERS.values():
+        near = (freqs > tone - 5) & (freqs < tone + 5)
+        assert spectrum[near].max() > 20 * np.median(spectrum), tone
