@@ -13,15 +13,23 @@ or marks corrupt returns ``[]`` and counts in ``errors``; the codec context is t
 and frames are skipped (counted) until the next keyframe, so no picture predicted from damaged
 references is ever returned.
 
-Threading is slice threading only (``thread_type = "SLICE"``). Frame threading holds each
-picture back by ``thread_count - 1`` decode calls (measured with FFmpeg 8.1: vp8, h264 and vp9
-return nothing for the first 1 or 2 packets with 2 or 3 frame threads; libvpx-vp9 never lags),
-which ties every picture's release to later input. Slice threading never delays output.
+Threading is slice threading only (``thread_type = "SLICE"``, 2 threads by default), measured
+with FFmpeg 8.1 on 720p streams: frame threading holds each picture back by ``thread_count - 1``
+decode calls (vp8, h264 and FFmpeg's vp9 return nothing for the first 1 or 2 packets with 2 or 3
+frame threads; libvpx-vp9 never lags), so a picture would come out only when later input comes
+in. It is also unsafe with PyAV 18.1: freeing a frame-threaded context that still holds packets
+deadlocks (a frame thread releases a packet made from Python bytes and waits for the GIL, which
+the thread in ``avcodec_free_context`` holds while it joins it), and this module recreates
+contexts after errors. Slice threading never delays output and shares the work where the
+bitstream allows it (CPU time per thread, 2 threads: H.264 with 4 slices 60/40, VP9 with 2 tile
+columns 55/45); single-slice H.264 and one-partition VP8 (libvpx's default) stay on one
+thread at no measurable cost. Decoding several streams in parallel threads is the other way to
+use cores.
 
 Audio. ``decode`` returns float32 ``(samples, 2)`` at 48 kHz: exactly the frame's duration (at
 its RTP clock) times ``48000 / clock_rate`` samples, mono sources copied to both channels at
 full level. The first returned sample belongs at 48 kHz instant ``timestamp * 48000 /
-clock_rate - delay``. ``delay`` is 0 for Opus (libopus decodes at 48 kHz; the sender's encoder
+clock_rate - delay`` (``AudioDecoder.position(timestamp)``). ``delay`` is 0 for Opus (libopus decodes at 48 kHz; the sender's encoder
 lookahead is in its RTP timestamps already, as every WebRTC receiver takes it). G.711 is
 resampled from 8 kHz by one ``av.AudioResampler`` kept across frames: swresample keeps its
 filter's half length back (96 output samples with FFmpeg 8.1's default 32-tap filter), and
@@ -44,7 +52,8 @@ last packet's configuration: the tone or voice goes on and fades over some 100 m
 RMS 0.35, 0.28, 0.23, 0.18 over four lost 20 ms frames of a 0.5 sine). FFmpeg's own ``opus``
 decoder returns one faded frame and then silence, so it is only the fallback. A DTX packet (TOC
 only, RFC 6716 §3.2.1: what libopus sends during silence) is returned as silence of the
-duration its TOC says, without touching the decoder; a packet libopus rejects is counted and
+duration its TOC says, without touching the decoder (an empty payload as silence of the last
+packet's duration); a packet libopus rejects is counted and
 concealed for its TOC's duration (that of the last packet if the TOC is unreadable).
 """
 
@@ -114,22 +123,23 @@ def _pick(kind: str, codec_name: str, table: dict[str, tuple[str, ...]]) -> tupl
     except CaptureError as exc:
         raise DecodeError(str(exc)) from None
     if codec.kind != kind:
-        raise DecodeError(f"{codec.name} is an {codec.kind} codec, not {kind}")
+        raise DecodeError(f"{codec.name} is {codec.kind}, not {kind}")
     for name in table[codec.name]:
         if name in av.codecs_available:
             return codec.name, name
-    raise DecodeError(f"this PyAV build has no {codec.name} decoder ({', '.join(table[codec.name])})")
+    names = ", ".join(table[codec.name])
+    raise DecodeError(f"this PyAV build has no {codec.name} decoder ({names})")
 
 
 class VideoDecoder:
     """Decodes one video stream's EncodedFrames into yuv420p VideoFrames tagged with their RTP
     timestamp (``pts``, ``time_base`` 1/90000).
 
-    threads: slice threads per picture (0: FFmpeg picks one per core; libvpx-vp9 gets it as its
-    thread count). Decoders of several streams in parallel threads are the better use of cores.
+    threads: slice threads per picture (0: FFmpeg picks, one per core and one more; libvpx-vp9
+    takes it as its thread count, for tiles).
     """
 
-    def __init__(self, codec_name: str, threads: int = 0) -> None:
+    def __init__(self, codec_name: str, threads: int = 2) -> None:
         if threads < 0:
             raise DecodeError(f"threads must be 0 (automatic) or more, got {threads}")
         self.codec, self.decoder = _pick("video", codec_name, _VIDEO_DECODERS)
@@ -219,7 +229,7 @@ def _pcm(frames: list[av.AudioFrame]) -> Pcm:
     return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resampler_delay(clock_rate: int, channels: int) -> int:
     """Output samples (48 kHz) av.AudioResampler holds back from clock_rate input: measured by
     resampling 100 ms of silence once, as the value depends on FFmpeg's filter defaults."""
@@ -253,7 +263,8 @@ class AudioDecoder:
             raise DecodeError(f"clock rate {clock_rate} Hz does not divide {OUTPUT_RATE} Hz")
         self.channels = channels if channels is not None else (2 if self._opus else 1)
         if self.channels not in (1, 2):
-            raise DecodeError(f"only mono and stereo audio is decoded, not {self.channels} channels")
+            raise DecodeError(
+                f"only mono and stereo audio is decoded, not {self.channels} channels")
         self.clock_rate = clock_rate
         self.ratio = OUTPUT_RATE // clock_rate
         self.delay = 0 if clock_rate == OUTPUT_RATE else _resampler_delay(clock_rate, self.channels)
@@ -268,6 +279,11 @@ class AudioDecoder:
     @property
     def errors(self) -> int:
         return self.stats.errors
+
+    def position(self, timestamp: int) -> int:
+        """The 48 kHz sample (on the stream's RTP clock, scaled) where the first sample decode()
+        returns for a frame of this timestamp belongs: timestamp * 48000 / clock_rate - delay."""
+        return timestamp * self.ratio - self.delay
 
     def _open(self) -> AudioCodecContext:
         context = av.CodecContext.create(self.decoder, "r")
@@ -331,6 +347,9 @@ class AudioDecoder:
     # -- Opus -------------------------------------------------------------------------------
 
     def _decode_opus(self, packet: bytes) -> Pcm:
+        if not packet:  # not valid Opus (RFC 6716 §3.4 R1), but some senders' DTX
+            self.stats.dtx += 1
+            return np.zeros((self._last_duration, 2), np.float32)
         try:
             duration, dtx = opus_packet_samples(packet)
         except CaptureError as exc:

@@ -53,6 +53,9 @@ NS = 1_000_000_000
 LOOKAHEAD_NS = 3 * NS
 #: Audio-only recordings advance in blocks of this many samples.
 AUDIO_BLOCK = 960
+#: Lost audio up to this long is filled by the decoder's concealment (Opus PLC), longer is silence
+#: (a muted or departed sender, DTX).
+CONCEAL_S = 0.12
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,8 @@ class MixReport:
             spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in p["presence_s"])  # type: ignore[attr-defined]
             lines.append(f"  {p['name']}: present {spans}; video {video['decoded']} decoded, "
                          f"{video['dropped']} dropped, {video['decode_errors']} errors; audio "
-                         f"{audio['decoded']} frames, {audio['gaps']} gaps filled")
+                         f"{audio['decoded']} frames, {audio['concealed']} losses concealed, "
+                         f"{audio['gaps']} silent gaps")
         for s in self.streams:
             lines.append(f"  sync {s['participant']} {s['kind']} {s['ssrc']}: {s['sync']}, "
                          f"drift {s['drift_ppm']} ppm")
@@ -120,8 +124,8 @@ class _Counts:
     decoded: int = 0
     decode_errors: int = 0
     dropped: int = 0
+    concealed: int = 0
     shown_placeholder: int = 0
-    frozen_after_loss: int = 0
 
 
 class _Person:
@@ -138,6 +142,7 @@ class _Person:
         self.audio: deque[tuple[float, str, EncodedFrame]] = deque()
         self.video_decoders: dict[int, VideoDecoder] = {}
         self.audio_decoders: dict[int, AudioDecoder] = {}
+        self.audio_next: dict[int, int] = {}  # ssrc -> the timestamp that continues its audio
         self.picture: av.VideoFrame | None = None
         self.picture_ns = -math.inf
         self.picture_key: tuple[int, int] | None = None  # (ssrc, last seq) of the picture
@@ -267,10 +272,21 @@ class _Mixer:
             if decoder is None:
                 _, codec, clock_rate = self.codecs[frame.ssrc]
                 decoder = person.audio_decoders[frame.ssrc] = AudioDecoder(codec, clock_rate)
+            expected = person.audio_next.get(frame.ssrc)
+            missing = 0 if expected is None else frame.timestamp - expected
+            if 0 < missing <= decoder.clock_rate * CONCEAL_S:
+                # a lost packet or two: the decoder's concealment, where the audio belonged
+                assert expected is not None
+                gap_out = self.output_ns(self.timing[frame.ssrc].session_ns(expected))
+                if gap_out is not None:
+                    person.track.place(gap_out * rate / NS - decoder.delay,
+                                       decoder.conceal(missing))
+                    person.audio_counts.concealed += 1
             samples = decoder.decode(frame)
             if len(samples):
                 person.audio_counts.decoded += 1
-                person.track.place(out * rate / NS, samples)
+                person.track.place(out * rate / NS - decoder.delay, samples)
+                person.audio_next[frame.ssrc] = frame.timestamp + len(samples) // decoder.ratio
 
     # -- the recording --------------------------------------------------------------------------
 
