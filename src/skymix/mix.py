@@ -202,11 +202,13 @@ class _Mixer:
                 return seg.output_ns + session_ns - seg.start_ns
         return None
 
-    def session_ns(self, output_ns: float) -> float:
+    def session_ns(self, output_ns: float) -> int:
+        """The session instant shown at output_ns (integer ns: a float has too few digits for
+        ns since 1970, and the first frame must fall exactly on the first arrival)."""
         for seg in reversed(self.segments):
             if output_ns >= seg.output_ns:
-                return seg.start_ns + output_ns - seg.output_ns
-        return float(self.segments[0].start_ns)
+                return seg.start_ns + round(output_ns - seg.output_ns)
+        return self.segments[0].start_ns
 
     # -- reading --------------------------------------------------------------------------------
 
