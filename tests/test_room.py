@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -197,3 +198,25 @@ def test_rtx_repairs_what_the_network_lost(tmp_path):
     assert video.ssrcs == truth["ssrcs"]  # RTX SSRCs are repairs, not streams of their own
     assert video.total("lost") == truth["lost"] < truth["retransmitted"]
     assert video.total("duplicates") == 0 and not scan.skipped
+
+
+def test_presence_from_the_manifest_overrides_the_media(tmp_path):
+    """A manifest's join and leave times are the participants' presence (the room's signalling
+    knows better than packets when someone joined); where it gives none, the media decide."""
+    people = [SynthParticipant("ann", (160, 120), 15, "vp8"),
+              SynthParticipant("bob", (160, 120), 15, "vp8", tone_hz=440)]
+    made = synthesize(people, 6.0, tmp_path, seed=2)
+    start = 1_764_000_000  # the synthesizer's relay clock zero (Unix seconds)
+
+    def iso(seconds: float) -> str:
+        return datetime.datetime.fromtimestamp(start + seconds, datetime.UTC).isoformat()
+
+    manifest = tmp_path / "room.json"
+    manifest.write_text(json.dumps({"participants": [
+        {"id": "ann", "name": "Ann", "sdp": str(made.sdps[0]), "joins": [iso(1.0)],
+         "leaves": [iso(2.0)]},
+        {"id": "bob", "name": "Bob", "sdp": str(made.sdps[1])}]}))
+    scan = scan_room([made.pcap], load_description([], manifest))
+    ann, bob = sorted(scan.participants, key=lambda p: p.id)
+    assert ann.presence == [[(start + 1) * 10**9, (start + 2) * 10**9]]
+    assert len(bob.presence) == 1 and bob.presence[0][1] - bob.presence[0][0] > 5.5e9

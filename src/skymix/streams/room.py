@@ -400,8 +400,15 @@ class RoomReader:
                 state.report.sender_clocks[ssrc] = SenderClock.from_reports(state.reports)
             room.problems.extend(state.assembler.stats.problems)
             spans.setdefault(state.report.participant, []).extend(state.spans)
+        declared = {p.id: p for p in self.description.participants if p.joins or p.leaves}
         for participant in room.participants.values():
-            participant.presence = _presence(spans.get(participant.id, []))
+            spec = declared.get(participant.id)
+            if spec is not None and start is not None and end is not None:
+                # the description's join and leave times, where it gives them, over the media's
+                participant.presence = [[start if a is None else a, end if b is None else b]
+                                        for a, b in spec.presence()]
+            else:
+                participant.presence = _presence(spans.get(participant.id, []))
         for stats in files.values():
             room.problems.extend(stats.problems)
         if self.progress is not None:
