@@ -56,6 +56,10 @@ _MIN_SPREAD_NS = 1e5
 # up to this many windows the slope is the median of all pairwise slopes; above, of the slopes
 # between windows half the stream apart (as robust, linear cost)
 _ALL_PAIRS = 256
+# Window parts more than this many windows behind the newest are sealed into arrays (24 bytes a
+# part instead of a dict entry of ~250): an hour of 18 streams is 12 MB, not 130.
+_KEEP_WINDOWS = 64
+_SEAL_EVERY = 1024  # parts in the dict that trigger sealing
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +109,12 @@ class ClockEstimator:
         # arrival at the nominal rate), earliest first on ties: (excess, rtp, arrival)
         self._minima: dict[int, tuple[float, int, int]] = {}
         self._windows: set[int] = set()  # the windows (part // parts) that saw a packet
-        self._last_part: int | None = None  # the largest part key in _minima
+        self._last_part: int | None = None  # the largest part key seen
+        # parts below _sealed_below are in _sealed (key, rtp, arrival arrays, in key order); a
+        # packet of such a part, over a minute late in RTP time, is not counted
+        self._sealed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._sealed_below: int | None = None
+        self._sealed_windows = 0
 
     def add(self, rtp: int, arrival_ns: int) -> None:
         """One observation: a packet (or frame) with unwrapped RTP time rtp arrived then."""
@@ -114,6 +123,8 @@ class ClockEstimator:
         ticks = rtp - self._origin
         excess = (arrival_ns - self._origin_arrival) - ticks * self._nominal
         key = ticks // self._part
+        if self._sealed_below is not None and key < self._sealed_below:
+            return
         best = self._minima.get(key)
         if best is None:
             self._minima[key] = (excess, rtp, arrival_ns)
@@ -122,6 +133,23 @@ class ClockEstimator:
                 self._last_part = key
         elif excess < best[0]:
             self._minima[key] = (excess, rtp, arrival_ns)
+        if len(self._minima) > _SEAL_EVERY:
+            self._seal()
+
+    def _seal(self) -> None:
+        """Move the parts far behind the newest out of the dict into compact arrays."""
+        assert self._last_part is not None
+        below = (self._last_part // self._parts - _KEEP_WINDOWS) * self._parts
+        old = sorted(k for k in self._minima if k < below)
+        if not old:
+            return
+        rows = [self._minima.pop(k) for k in old]
+        self._sealed.append((np.array(old, np.int64), np.array([r[1] for r in rows], np.int64),
+                             np.array([r[2] for r in rows], np.int64)))
+        windows = {w for w in self._windows if w * self._parts < below}
+        self._windows -= windows
+        self._sealed_windows += len(windows)
+        self._sealed_below = below
 
     def add_batch(self, rtp: np.ndarray, arrival_ns: np.ndarray) -> None:
         """add() for each (rtp[i], arrival_ns[i]) in order, vectorised: the same state and fit.
@@ -144,6 +172,12 @@ class ClockEstimator:
         # the same float operations as add(): int -> float64, then multiply, then subtract
         excess = (arrivals - self._origin_arrival).astype(np.float64) - ticks * self._nominal
         keys = ticks // self._part
+        if self._sealed_below is not None and bool(np.any(keys < self._sealed_below)):
+            live = keys >= self._sealed_below
+            rtps, arrivals, excess, keys = rtps[live], arrivals[live], excess[live], keys[live]
+            n = len(rtps)
+            if n == 0:
+                return
         order: np.ndarray | None = None
         if n > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
             order = np.argsort(keys, kind="stable")  # stable: ties stay in arrival order
@@ -174,22 +208,30 @@ class ClockEstimator:
             minima.update(zip(fresh, entries[new_from:]))
             self._windows.update((keys[starts[new_from:]] // self._parts).tolist())
             self._last_part = fresh[-1]
+        if len(minima) > _SEAL_EVERY:
+            self._seal()
 
     @property
     def points(self) -> int:
         """The number of windows that saw a packet (the most a fit can use)."""
-        return len(self._windows)
+        return self._sealed_windows + len(self._windows)
 
     def fit(self) -> ClockFit:
         """The lower-envelope line through the windows' minima (offset and drift)."""
         if self._origin is None:
             raise SkymixError("no packets to fit a clock to")
-        parts = sorted(self._minima)  # canonical order, whatever order packets were added in
-        rows = [self._minima[k] for k in parts]
-        ticks = np.array([r for _, r, _ in rows], np.int64) - self._origin
-        arrival = np.array([a for _, _, a in rows], np.int64) - self._origin_arrival
+        recent = sorted(self._minima)  # canonical order, whatever order packets were added in
+        rows = [self._minima[k] for k in recent]
+        keys = np.concatenate([k for k, _, _ in self._sealed] + [np.array(recent, np.int64)])
+        rtps = np.concatenate([r for _, r, _ in self._sealed]
+                              + [np.array([r for _, r, _ in rows], np.int64)])
+        arrivals = np.concatenate([a for _, _, a in self._sealed]
+                                  + [np.array([a for _, _, a in rows], np.int64)])
+        parts = keys
+        ticks = rtps - self._origin
+        arrival = arrivals - self._origin_arrival
         x_all, y_all = ticks.astype(np.float64), arrival.astype(np.float64)
-        window = np.array(parts, np.int64) // self._parts
+        window = keys // self._parts
         starts = np.flatnonzero(np.concatenate(([True], window[1:] != window[:-1])))
         index = np.arange(len(parts))
         slope = self._nominal
