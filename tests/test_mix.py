@@ -90,13 +90,14 @@ def test_every_flash_is_shown_within_half_a_frame_of_its_time(synced):
 
 
 def test_lip_sync_and_drift_are_reported_per_stream(synced):
-    """Audio stands on its own clock fit (drift within 10 ppm on 8-10 s); video is tied to it
-    through sender reports, so its own coarser fit (8-10 windows of 15-30 frames) only shows."""
+    """Audio stands on its own clock fit (drift within 20 ppm on 7-10 s of jittery arrivals:
+    0.2 ms over the stream); video is tied to it through sender reports, so its own coarser fit
+    (8-10 windows of 15-30 frames) only shows."""
     _, report, _, truth = synced
     by_name = {p["name"]: p for p in truth["participants"]}
     for stream in report.streams:
         assert stream["sync"] == ("sender reports" if stream["kind"] == "video" else "arrival")
-        tolerance = 10 if stream["kind"] == "audio" else 60
+        tolerance = 20 if stream["kind"] == "audio" else 60
         assert stream["drift_ppm"] == pytest.approx(by_name[stream["participant"]]["drift_ppm"],
                                                     abs=tolerance)
 

@@ -15,6 +15,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,8 @@ NS = 1_000_000_000
 #: The second pass reads this far (session ns) ahead of the frame being made: frames are final
 #: once the assembler's reorder window has passed them.
 LOOKAHEAD_NS = 3 * NS
+#: Video is decoded this many output frames ahead of the compositor, on a thread of its own.
+DECODE_AHEAD = 4
 #: Audio-only recordings advance in blocks of this many samples.
 AUDIO_BLOCK = 960
 #: Lost audio up to this long is filled by the decoder's concealment (Opus PLC), longer is silence
@@ -127,6 +130,13 @@ class _Counts:
     concealed: int = 0
     shown_placeholder: int = 0
 
+    def add_decoders(self, decoders: Sequence[VideoDecoder | AudioDecoder]) -> None:
+        """Take the decoders' own counts (pictures out, errors, frames skipped to a keyframe)."""
+        self.decode_errors += sum(d.stats.errors for d in decoders)
+        if decoders and isinstance(decoders[0], VideoDecoder):
+            self.decoded += sum(d.stats.frames_out for d in decoders)
+            self.dropped += sum(d.stats.skipped for d in decoders)
+
 
 class _Person:
     """One participant's queues, decoders, last picture and audio track."""
@@ -143,10 +153,10 @@ class _Person:
         self.video_decoders: dict[int, VideoDecoder] = {}
         self.audio_decoders: dict[int, AudioDecoder] = {}
         self.audio_next: dict[int, int] = {}  # ssrc -> the timestamp that continues its audio
+        self.pictures: deque[tuple[float, av.VideoFrame, tuple[int, int]]] = deque()
         self.picture: av.VideoFrame | None = None
         self.picture_ns = -math.inf
         self.picture_key: tuple[int, int] | None = None  # (ssrc, last seq) of the picture
-        self.broken = False
         self.track = AudioTrack()
         self.video_counts = _Counts()
         self.audio_counts = _Counts()
@@ -192,6 +202,8 @@ class _Mixer:
                               + (f" ({len(self.scan.problems)} problems, first: "
                                  f"{self.scan.problems[0]})" if self.scan.problems else ""))
         self.layouts: list[dict[str, object]] = []
+        self.reader: Iterator[RoomStep] = iter(())
+        self.read_to = -math.inf
 
     # -- the session clock --------------------------------------------------------------------
 
@@ -223,29 +235,27 @@ class _Mixer:
 
     # -- video ----------------------------------------------------------------------------------
 
-    def advance_video(self, person: _Person, until: float) -> None:
-        """Decode the person's frames due by `until` (session ns); keep the last picture."""
-        while person.video and person.video[0][0] <= until:
-            at, _, frame = person.video.popleft()
-            counts = person.video_counts
-            if person.broken and not frame.keyframe:
-                counts.dropped += 1
-                continue
-            decoder = person.video_decoders.get(frame.ssrc)
-            if decoder is None:
-                _, codec, _ = self.codecs[frame.ssrc]
-                decoder = person.video_decoders[frame.ssrc] = VideoDecoder(codec)
-            pictures = decoder.decode(frame)
-            if not pictures and decoder.errors:
-                counts.decode_errors = sum(d.errors for d in person.video_decoders.values())
-                person.broken = True
-                continue
-            person.broken = False
-            if pictures:
-                counts.decoded += len(pictures)
-                person.picture = pictures[-1]
-                person.picture_ns = at
-                person.picture_key = (frame.ssrc, frame.last_seq & 0xFFFF)
+    def decode_video(self, until: float) -> None:
+        """Decode everyone's video frames due by `until` (session ns). Runs on the decode
+        thread, a few output frames ahead of the compositor: only it touches the decoders and
+        pops the encoded queues; the pictures go to each person's `pictures` queue."""
+        for person in self.people.values():
+            while person.video and person.video[0][0] <= until:
+                at, _, frame = person.video.popleft()
+                decoder = person.video_decoders.get(frame.ssrc)
+                if decoder is None:
+                    _, codec, _ = self.codecs[frame.ssrc]
+                    decoder = person.video_decoders[frame.ssrc] = VideoDecoder(codec)
+                pictures = decoder.decode(frame)
+                if pictures:
+                    person.pictures.append((at, pictures[-1], (frame.ssrc,
+                                                               frame.last_seq & 0xFFFF)))
+
+    @staticmethod
+    def take_picture(person: _Person, until: float) -> None:
+        """Show the latest decoded picture due by `until` (session ns)."""
+        while person.pictures and person.pictures[0][0] <= until:
+            person.picture_ns, person.picture, person.picture_key = person.pictures.popleft()
 
     def shows_video(self, person: _Person, s: float, period: float) -> bool:
         if person.picture is None or person.camera_off(s):
@@ -328,72 +338,43 @@ class _Mixer:
                 sidecar.finish()
         return self.report(frames, samples, ticks * tick_ns / NS, per_person, channels)
 
+    def read_until(self, session_ns: float) -> None:
+        """Read batches of the second pass until every frame due by session_ns is queued."""
+        while self.read_to < session_ns + LOOKAHEAD_NS:
+            step = next(self.reader, None)
+            if step is None:
+                self.read_to = math.inf
+                return
+            self.route(step)
+            self.read_to = math.inf if step.read_to_ns is None else step.read_to_ns
+
     def record(self, path: Path, settings: EncodeSettings, ticks: int, tick_ns: float,
                channels: ChannelsWav | None,
                per_person: ParticipantFiles | None) -> tuple[int, int]:
-        options = self.options
-        rate = settings.audio_rate
-        reader: Iterator[RoomStep] = iter(RoomReader(self.captures, self.description))
-        read_to = -math.inf
-        tracker = SpeakerTracker()
-        layout: Layout | None = None
-        layout_key: object = None
-        state: CompositeState | None = None
-        samples_done = 0
-        with RecordingWriter(path, settings, options.container) as writer:
-            out = writer.new_frame() if self.has_video else None
+        """The second pass: every output frame (or audio block) in turn, video decoded on a
+        thread of its own DECODE_AHEAD frames ahead, so decoding overlaps compositing and the
+        encoder (PyAV's decode and encode calls release the GIL)."""
+        self.reader = iter(RoomReader(self.captures, self.description))
+        self.read_to = -math.inf
+        step = _Step(self, settings, tick_ns, channels, per_person)
+        decoded: deque[Future[None]] = deque()
+        with RecordingWriter(path, settings, self.options.container) as writer, \
+                ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder:
+            step.out = writer.new_frame() if self.has_video else None
             for k in range(ticks):
-                t_out = k * tick_ns
-                s = self.session_ns(t_out)
-                while read_to < s + LOOKAHEAD_NS:
-                    step = next(reader, None)
-                    if step is None:
-                        read_to = math.inf
-                        break
-                    self.route(step)
-                    read_to = math.inf if step.read_to_ns is None else step.read_to_ns
-                present = [p for p in self.people.values() if p.present(s)]
-                levels: dict[str, float] = {}
-                if self.has_audio:
-                    end = round((k + 1) * tick_ns * rate / NS)
-                    blocks = []
-                    for person in self.people.values():
-                        self.advance_audio(person, end + rate // 50, rate)
-                        block = person.track.read(samples_done, end - samples_done)
-                        blocks.append(block)
-                        levels[person.id] = dbov_from_rms(float(np.sqrt(np.mean(block ** 2))))
-                    mixed = np.zeros((end - samples_done, settings.audio_channels), np.float32)
-                    mix_audio(blocks, mixed)
-                    writer.write_audio(mixed)
-                    samples_done = end
-                    if channels is not None:
-                        channels.write(blocks)
-                    if per_person is not None:
-                        for person, block in zip(self.people.values(), blocks):
-                            per_person.write_audio(person.id, block)
-                if out is not None:
-                    speaker = tracker.update(round(s), levels)
-                    for person in self.people.values():
-                        self.advance_video(person, s + tick_ns / 2)
-                    video = {p.id: self.shows_video(p, s, tick_ns) for p in present}
-                    key = (tuple((p.id, video[p.id]) for p in present), speaker)
-                    if key != layout_key:
-                        layout_key = key
-                        layout = compute_layout((settings.width, settings.height),
-                                                [Participant(p.id, video[p.id]) for p in present],
-                                                speaker, options.layout)
-                        self.note_layout(t_out, layout)
-                    assert layout is not None
-                    state = composite(self.tiles(layout), out, background=layout.background,
-                                      previous=state)
-                    writer.write_video(out)
-                    if per_person is not None:
-                        for person in self.people.values():
-                            per_person.write_video(person.id, person.picture if
-                                                   self.shows_video(person, s, tick_ns) else None)
+                while self.has_video and len(decoded) <= DECODE_AHEAD and \
+                        k + len(decoded) < ticks:
+                    ahead = self.session_ns((k + len(decoded)) * tick_ns)
+                    self.read_until(ahead)
+                    decoded.append(decoder.submit(self.decode_video, ahead + tick_ns / 2))
+                s = self.session_ns(k * tick_ns)
+                self.read_until(s)
+                if decoded:
+                    decoded.popleft().result()
+                step.run(writer, k, s)
                 if self.progress is not None:
                     self.progress(ProgressEvent("mixing", k + 1, ticks,
-                                                "frames" if out is not None else "blocks"))
+                                                "frames" if step.out is not None else "blocks"))
             return writer.frames_written, writer.samples_written
 
     def tiles(self, layout: Layout) -> list[Tile]:
@@ -425,6 +406,8 @@ class _Mixer:
         people: list[dict[str, object]] = []
         for p in self.scan.participants:
             person = self.people[p.id]
+            person.video_counts.add_decoders(list(person.video_decoders.values()))
+            person.audio_counts.add_decoders(list(person.audio_decoders.values()))
             people.append({
                 "id": p.id, "name": p.name,
                 "presence_s": [[round(self._rel(a), 4), round(self._rel(b), 4)]
@@ -453,6 +436,75 @@ class _Mixer:
     def _rel(self, session_ns: float) -> float:
         """Seconds of the session clock from the recording's start."""
         return (session_ns - self.segments[0].start_ns) / NS if self.segments else 0.0
+
+
+class _Step:
+    """One output frame (or audio block): mix the audio, choose the layout, composite."""
+
+    def __init__(self, mixer: _Mixer, settings: EncodeSettings, tick_ns: float,
+                 channels: ChannelsWav | None, per_person: ParticipantFiles | None) -> None:
+        self.mixer = mixer
+        self.settings = settings
+        self.tick_ns = tick_ns
+        self.channels = channels
+        self.per_person = per_person
+        self.out: av.VideoFrame | None = None
+        self.tracker = SpeakerTracker()
+        self.layout: Layout | None = None
+        self.layout_key: object = None
+        self.state: CompositeState | None = None
+        self.samples_done = 0
+
+    def run(self, writer: RecordingWriter, k: int, s: int) -> None:
+        mixer = self.mixer
+        levels = self.audio(writer, k) if mixer.has_audio else {}
+        if self.out is None:
+            return
+        people = mixer.people.values()
+        for person in people:
+            mixer.take_picture(person, s + self.tick_ns / 2)
+        present = [p for p in people if p.present(s)]
+        speaker = self.tracker.update(s, levels)
+        video = {p.id: mixer.shows_video(p, s, self.tick_ns) for p in present}
+        key = (tuple((p.id, video[p.id]) for p in present), speaker)
+        if key != self.layout_key:
+            self.layout_key = key
+            self.layout = compute_layout((self.settings.width, self.settings.height),
+                                         [Participant(p.id, video[p.id]) for p in present],
+                                         speaker, mixer.options.layout)
+            mixer.note_layout(k * self.tick_ns, self.layout)
+        assert self.layout is not None
+        self.state = composite(mixer.tiles(self.layout), self.out,
+                               background=self.layout.background, previous=self.state)
+        writer.write_video(self.out)
+        if self.per_person is not None:
+            for person in people:
+                self.per_person.write_video(
+                    person.id, person.picture if mixer.shows_video(person, s, self.tick_ns)
+                    else None)
+
+    def audio(self, writer: RecordingWriter, k: int) -> dict[str, float]:
+        """Place, read and mix everyone's audio up to the end of tick k; their levels (dBov)."""
+        mixer = self.mixer
+        rate = self.settings.audio_rate
+        end = round((k + 1) * self.tick_ns * rate / NS)
+        blocks = []
+        levels: dict[str, float] = {}
+        for person in mixer.people.values():
+            mixer.advance_audio(person, end + rate // 50, rate)
+            block = person.track.read(self.samples_done, end - self.samples_done)
+            blocks.append(block)
+            levels[person.id] = dbov_from_rms(float(np.sqrt(np.mean(block ** 2))))
+        mixed = np.zeros((end - self.samples_done, self.settings.audio_channels), np.float32)
+        mix_audio(blocks, mixed)
+        writer.write_audio(mixed)
+        self.samples_done = end
+        if self.channels is not None:
+            self.channels.write(blocks)
+        if self.per_person is not None:
+            for person, block in zip(mixer.people.values(), blocks):
+                self.per_person.write_audio(person.id, block)
+        return levels
 
 
 def mix(captures: Sequence[str | Path], output: str | Path, *,
