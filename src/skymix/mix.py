@@ -225,13 +225,15 @@ class _Mixer:
     # -- reading --------------------------------------------------------------------------------
 
     def route(self, step: RoomStep) -> None:
-        for pid, kind, frame in step.frames:
-            timing = self.timing.get(frame.ssrc)
+        for pid, kind, frames in step.frames:
             person = self.people.get(pid)
-            if timing is None or person is None:
+            if person is None:
                 continue
-            at = timing.session_ns(frame.timestamp)
-            (person.video if kind == "video" else person.audio).append((at, kind, frame))
+            queue = person.video if kind == "video" else person.audio
+            for frame in frames:
+                timing = self.timing.get(frame.ssrc)
+                if timing is not None:
+                    queue.append((timing.session_ns(frame.timestamp), kind, frame))
 
     # -- video ----------------------------------------------------------------------------------
 

@@ -34,10 +34,12 @@ from .assembler import EncodedFrame, StreamAssembler, StreamStats, TimestampUnwr
 from .codecs import codec_for
 from .rtpbatch import RtpColumns, audio_levels, sender_reports, split_batch
 
-__all__ = ["FrameCallback", "ParticipantReport", "RoomReader", "RoomScan", "RoomStep", "StreamReport",
-           "scan_room"]
+__all__ = ["FrameCallback", "FrameGroup", "ParticipantReport", "RoomReader", "RoomScan",
+           "RoomStep", "StreamReport", "scan_room"]
 
 FrameCallback = Callable[[str, str, EncodedFrame], None]
+FrameGroup = tuple[str, str, list[EncodedFrame]]
+"""(participant id, stream kind, frames of that stream in media order)."""
 """Called with (participant id, stream kind, frame) for every frame as it becomes final."""
 
 NTP_EPOCH_OFFSET = 2208988800
@@ -145,9 +147,10 @@ class _Ssrc:
 
 
 class _Room:
-    def __init__(self, description: SessionSpec, on_frame: FrameCallback) -> None:
+    def __init__(self, description: SessionSpec, collect: bool) -> None:
         self.description = description
-        self.on_frame = on_frame
+        self.collect = collect
+        self.out: list[FrameGroup] = []  # the frames finished since the last batch
         self.participants: dict[str, ParticipantReport] = {}
         self.streams: dict[tuple[str, str], StreamReport] = {}
         self.ssrcs: dict[int, _Ssrc] = {}
@@ -312,9 +315,8 @@ class _Room:
             rtp.payload_end[index], levels))
 
     def deliver(self, state: _Ssrc, frames: list[EncodedFrame]) -> None:
-        pid, kind = state.report.participant, state.report.kind
-        for frame in frames:
-            self.on_frame(pid, kind, frame)
+        if self.collect and frames:
+            self.out.append((state.report.participant, state.report.kind, frames))
 
 
 def _presence(spans: list[list[int]]) -> list[list[int]]:
@@ -344,11 +346,11 @@ def _mjr_batches(path: Path, room: _Room, stats: ReadStats) -> Iterator[Datagram
 
 @dataclass(frozen=True, slots=True)
 class RoomStep:
-    """What one batch of the captures completed: frames as (participant id, kind, frame), each
-    stream's in media order, and the relay time up to which the captures have been read (None
-    at the end: everything was read)."""
+    """What one batch of the captures completed: frames in groups of (participant id, kind,
+    frames), each stream's in media order, and the relay time up to which the captures have been
+    read (None at the end: everything was read)."""
 
-    frames: list[tuple[str, str, EncodedFrame]]
+    frames: list[FrameGroup]
     read_to_ns: int | None
 
 
@@ -357,15 +359,15 @@ class RoomReader:
     final (the mix decodes them while reading); ``scan`` holds the RoomScan afterwards."""
 
     def __init__(self, captures: Sequence[str | Path], description: SessionSpec | None = None,
-                 *, progress: ProgressCallback | None = None) -> None:
+                 *, progress: ProgressCallback | None = None, collect: bool = True) -> None:
         self.captures = [Path(c) for c in captures]
+        self.collect = collect  # False: only the scan is wanted, frames are not handed out
         self.description = description or SessionSpec(())
         self.progress = progress
         self.scan: RoomScan | None = None
 
     def __iter__(self) -> Iterator[RoomStep]:
-        out: list[tuple[str, str, EncodedFrame]] = []
-        room = _Room(self.description, lambda pid, kind, frame: out.append((pid, kind, frame)))
+        room = _Room(self.description, self.collect)
         files: dict[str, ReadStats] = {}
         sources: list[Iterator[DatagramBatch]] = []
         for path in self.captures:
@@ -386,9 +388,8 @@ class RoomReader:
             count += len(batch)
             if self.progress is not None:
                 self.progress(ProgressEvent("reading", count, 0, "packets"))
-            yield RoomStep(out, low)
-            out = []
-            room.on_frame = lambda pid, kind, frame: out.append((pid, kind, frame))
+            yield RoomStep(room.out, low)
+            room.out = []
         for ssrc, waiting in list(room.pending.items()):
             _guess(room, ssrc, waiting)
         spans: dict[str, list[list[int]]] = {}
@@ -415,7 +416,7 @@ class RoomReader:
             self.progress(ProgressEvent("reading", count, count, "packets"))
         self.scan = RoomScan(list(room.participants.values()), files, room.skipped,
                              room.problems, start, end)
-        yield RoomStep(out, None)
+        yield RoomStep(room.out, None)
 
 
 def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = None, *,
@@ -426,11 +427,13 @@ def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = 
     on_frame receives every assembled frame as soon as it is final: each stream's frames in
     media order; frames of different streams come a batch (a few seconds) at a time.
     """
-    reader = RoomReader(captures, description, progress=progress)
+    reader = RoomReader(captures, description, progress=progress,
+                        collect=on_frame is not None)
     for step in reader:
         if on_frame is not None:
-            for frame in step.frames:
-                on_frame(*frame)
+            for pid, kind, frames in step.frames:
+                for frame in frames:
+                    on_frame(pid, kind, frame)
     assert reader.scan is not None
     return reader.scan
 
