@@ -356,7 +356,7 @@ class _Mixer:
         """The second pass: every output frame (or audio block) in turn, video decoded on a
         thread of its own DECODE_AHEAD frames ahead, so decoding overlaps compositing and the
         encoder (PyAV's decode and encode calls release the GIL)."""
-        self.reader = iter(RoomReader(self.captures, self.description))
+        self.reader = iter(RoomReader(self.captures, self.description, fit_clocks=False))
         self.read_to = -math.inf
         step = _Step(self, settings, tick_ns, channels, per_person)
         decoded: deque[Future[None]] = deque()

@@ -147,9 +147,10 @@ class _Ssrc:
 
 
 class _Room:
-    def __init__(self, description: SessionSpec, collect: bool) -> None:
+    def __init__(self, description: SessionSpec, collect: bool, fit_clocks: bool = True) -> None:
         self.description = description
         self.collect = collect
+        self.fit_clocks = fit_clocks
         self.out: list[FrameGroup] = []  # the frames finished since the last batch
         self.participants: dict[str, ParticipantReport] = {}
         self.streams: dict[tuple[str, str], StreamReport] = {}
@@ -193,8 +194,9 @@ class _Room:
             self.skipped["malformed RTP"] += 1
             self.problems.append(CaptureError(f"malformed RTP: {message}", file=batch.file,
                                               offset=int(batch.offset[row])))
-        for row in split.rtcp:
-            _rtcp(self, batch.data(row))
+        if self.fit_clocks:  # sender reports feed the clocks only
+            for row in split.rtcp:
+                _rtcp(self, batch.data(row))
         rtp = split.rtp
         if not len(rtp):
             return
@@ -309,7 +311,8 @@ class _Room:
             levels = audio_levels(rtp.select(index), report.audio_level_id)
             report.audio_levels += int((levels >= 0).sum())
         timestamp = rtp.timestamp[index]
-        state.clock.add_batch(state.unwrap.batch(timestamp), arrival)
+        if self.fit_clocks:
+            state.clock.add_batch(state.unwrap.batch(timestamp), arrival)
         self.deliver(state, state.assembler.push_batch(
             arrival, seq, timestamp, rtp.marker[index], batch.buf, start,
             rtp.payload_end[index], levels))
@@ -359,15 +362,17 @@ class RoomReader:
     final (the mix decodes them while reading); ``scan`` holds the RoomScan afterwards."""
 
     def __init__(self, captures: Sequence[str | Path], description: SessionSpec | None = None,
-                 *, progress: ProgressCallback | None = None, collect: bool = True) -> None:
+                 *, progress: ProgressCallback | None = None, collect: bool = True,
+                 fit_clocks: bool = True) -> None:
         self.captures = [Path(c) for c in captures]
         self.collect = collect  # False: only the scan is wanted, frames are not handed out
+        self.fit_clocks = fit_clocks  # False: a second pass that has the clocks already
         self.description = description or SessionSpec(())
         self.progress = progress
         self.scan: RoomScan | None = None
 
     def __iter__(self) -> Iterator[RoomStep]:
-        room = _Room(self.description, self.collect)
+        room = _Room(self.description, self.collect, self.fit_clocks)
         files: dict[str, ReadStats] = {}
         sources: list[Iterator[DatagramBatch]] = []
         for path in self.captures:
