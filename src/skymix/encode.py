@@ -2,11 +2,15 @@
 
 PyAV's encoders do the work; this module fixes the settings a recording wants (yuv420p, High
 profile, faststart so browsers start playing before the download ends) and keeps the timestamps
-exact: video pts count frames, audio pts count samples.
+exact: video pts count frames, audio pts count samples. Audio is encoded on a thread of its own
+(FFmpeg's AAC encoder costs a fifth of x264 veryfast at 720p, and PyAV releases the GIL while
+encoding), so it overlaps the video; packets are muxed in the caller's thread, in order.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +27,8 @@ from .errors import SkymixError
 __all__ = ["EncodeSettings", "RecordingWriter"]
 
 Container = Literal["mp4", "webm"]
+#: Audio blocks queued for the encoding thread before the writer waits for it.
+AUDIO_QUEUE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,9 @@ class RecordingWriter:
             a.layout = "stereo" if s.audio_channels == 2 else "mono"
             a.bit_rate = s.audio_bitrate
             self._audio = a
+        self._audio_pool = ThreadPoolExecutor(1, thread_name_prefix="skymix-aac") \
+            if self._audio is not None else None
+        self._audio_jobs: deque[Future[list[av.Packet]]] = deque()
 
     def new_frame(self) -> av.VideoFrame:
         """A frame of the output size for the compositor to draw into."""
@@ -109,7 +118,16 @@ class RecordingWriter:
         frame.pts = self._samples
         frame.time_base = Fraction(1, self.settings.audio_rate)
         self._samples += block.shape[0]
-        self._out.mux(self._audio.encode(frame))
+        assert self._audio_pool is not None
+        self._audio_jobs.append(self._audio_pool.submit(self._audio.encode, frame))
+        self._mux_audio(wait=len(self._audio_jobs) > AUDIO_QUEUE)
+
+    def _mux_audio(self, wait: bool) -> None:
+        """Mux the audio packets encoded so far (all of them, waiting, when wait)."""
+        jobs = self._audio_jobs
+        while jobs and (wait or jobs[0].done()):
+            self._out.mux(jobs.popleft().result())
+            wait = wait and len(jobs) > AUDIO_QUEUE // 2
 
     @property
     def frames_written(self) -> int:
@@ -124,6 +142,10 @@ class RecordingWriter:
         if self._video is not None:
             self._out.mux(self._video.encode(None))
         if self._audio is not None:
+            assert self._audio_pool is not None
+            while self._audio_jobs:
+                self._out.mux(self._audio_jobs.popleft().result())
+            self._audio_pool.shutdown()
             self._out.mux(self._audio.encode(None))
         self._out.close()
 

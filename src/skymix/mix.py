@@ -52,8 +52,10 @@ NS = 1_000_000_000
 #: The second pass reads this far (session ns) ahead of the frame being made: frames are final
 #: once the assembler's reorder window has passed them.
 LOOKAHEAD_NS = 3 * NS
-#: Video is decoded this many output frames ahead of the compositor, on a thread of its own.
+#: Video and audio are decoded this many output frames ahead of the compositor, on a thread of
+#: their own; audio up to AUDIO_AHEAD_NS beyond the frame, as a block may start before its end.
 DECODE_AHEAD = 4
+AUDIO_AHEAD_NS = 40_000_000
 #: Audio-only recordings advance in blocks of this many samples.
 AUDIO_BLOCK = 960
 #: Lost audio up to this long is filled by the decoder's concealment (Opus PLC), longer is silence
@@ -153,6 +155,7 @@ class _Person:
         self.video_decoders: dict[int, VideoDecoder] = {}
         self.audio_decoders: dict[int, AudioDecoder] = {}
         self.audio_next: dict[int, int] = {}  # ssrc -> the timestamp that continues its audio
+        self.pcm: deque[tuple[float, np.ndarray]] = deque()  # decoded: (output sample, block)
         self.pictures: deque[tuple[float, av.VideoFrame, tuple[int, int]]] = deque()
         self.picture: av.VideoFrame | None = None
         self.picture_ns = -math.inf
@@ -271,36 +274,50 @@ class _Mixer:
 
     # -- audio ----------------------------------------------------------------------------------
 
-    def advance_audio(self, person: _Person, until_sample: int, rate: int) -> None:
-        """Decode and place the person's audio frames that start before until_sample."""
-        while person.audio:
-            at, _, frame = person.audio[0]
-            out = self.output_ns(at)
-            if out is not None and out * rate / NS >= until_sample:
-                return
-            person.audio.popleft()
-            if out is None:
-                person.audio_counts.dropped += 1
-                continue
-            decoder = person.audio_decoders.get(frame.ssrc)
-            if decoder is None:
-                _, codec, clock_rate = self.codecs[frame.ssrc]
-                decoder = person.audio_decoders[frame.ssrc] = AudioDecoder(codec, clock_rate)
-            expected = person.audio_next.get(frame.ssrc)
-            missing = 0 if expected is None else frame.timestamp - expected
-            if 0 < missing <= decoder.clock_rate * CONCEAL_S:
-                # a lost packet or two: the decoder's concealment, where the audio belonged
-                assert expected is not None
-                gap_out = self.output_ns(self.timing[frame.ssrc].session_ns(expected))
-                if gap_out is not None:
-                    person.track.place(gap_out * rate / NS - decoder.delay,
-                                       decoder.conceal(missing))
-                    person.audio_counts.concealed += 1
-            samples = decoder.decode(frame)
-            if len(samples):
-                person.audio_counts.decoded += 1
-                person.track.place(out * rate / NS - decoder.delay, samples)
-                person.audio_next[frame.ssrc] = frame.timestamp + len(samples) // decoder.ratio
+    def decode_audio(self, until: float, rate: int) -> None:
+        """Decode everyone's audio frames due by `until` (session ns) into their `pcm` queue
+        with the output sample each belongs at (on the decode thread, like decode_video)."""
+        for person in self.people.values():
+            while person.audio and person.audio[0][0] <= until:
+                at, _, frame = person.audio.popleft()
+                out = self.output_ns(at)
+                if out is None:
+                    person.audio_counts.dropped += 1
+                    continue
+                decoder = person.audio_decoders.get(frame.ssrc)
+                if decoder is None:
+                    _, codec, clock_rate = self.codecs[frame.ssrc]
+                    decoder = person.audio_decoders[frame.ssrc] = AudioDecoder(codec, clock_rate)
+                expected = person.audio_next.get(frame.ssrc)
+                missing = 0 if expected is None else frame.timestamp - expected
+                if 0 < missing <= decoder.clock_rate * CONCEAL_S:
+                    # a lost packet or two: the decoder's concealment, where the audio belonged
+                    assert expected is not None
+                    gap_out = self.output_ns(self.timing[frame.ssrc].session_ns(expected))
+                    if gap_out is not None:
+                        person.pcm.append((gap_out * rate / NS - decoder.delay,
+                                           decoder.conceal(missing)))
+                        person.audio_counts.concealed += 1
+                samples = decoder.decode(frame)
+                if len(samples):
+                    person.audio_counts.decoded += 1
+                    person.pcm.append((out * rate / NS - decoder.delay, samples))
+                    person.audio_next[frame.ssrc] = (frame.timestamp
+                                                     + len(samples) // decoder.ratio)
+
+    @staticmethod
+    def place_audio(person: _Person, until_sample: int) -> None:
+        """Place the person's decoded audio that starts before until_sample on their track."""
+        while person.pcm and person.pcm[0][0] < until_sample:
+            ideal, samples = person.pcm.popleft()
+            person.track.place(ideal, samples)
+
+    def decode_ahead(self, until: float, tick_ns: float, rate: int) -> None:
+        """The decode thread's job for one output frame (or block) starting at `until`."""
+        if self.has_video:
+            self.decode_video(until + tick_ns / 2)
+        if self.has_audio:
+            self.decode_audio(until + tick_ns + AUDIO_AHEAD_NS, rate)
 
     # -- the recording --------------------------------------------------------------------------
 
@@ -353,9 +370,9 @@ class _Mixer:
     def record(self, path: Path, settings: EncodeSettings, ticks: int, tick_ns: float,
                channels: ChannelsWav | None,
                per_person: ParticipantFiles | None) -> tuple[int, int]:
-        """The second pass: every output frame (or audio block) in turn, video decoded on a
-        thread of its own DECODE_AHEAD frames ahead, so decoding overlaps compositing and the
-        encoder (PyAV's decode and encode calls release the GIL)."""
+        """The second pass: every output frame (or audio block) in turn, decoded on a thread of
+        its own DECODE_AHEAD frames ahead, so decoding overlaps compositing and the encoders
+        (PyAV's decode and encode calls release the GIL)."""
         self.reader = iter(RoomReader(self.captures, self.description, fit_clocks=False))
         self.read_to = -math.inf
         step = _Step(self, settings, tick_ns, channels, per_person)
@@ -364,11 +381,11 @@ class _Mixer:
                 ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder:
             step.out = writer.new_frame() if self.has_video else None
             for k in range(ticks):
-                while self.has_video and len(decoded) <= DECODE_AHEAD and \
-                        k + len(decoded) < ticks:
+                while len(decoded) <= DECODE_AHEAD and k + len(decoded) < ticks:
                     ahead = self.session_ns((k + len(decoded)) * tick_ns)
-                    self.read_until(ahead)
-                    decoded.append(decoder.submit(self.decode_video, ahead + tick_ns / 2))
+                    self.read_until(ahead + tick_ns)
+                    decoded.append(decoder.submit(self.decode_ahead, ahead, tick_ns,
+                                                  settings.audio_rate))
                 s = self.session_ns(k * tick_ns)
                 self.read_until(s)
                 if decoded:
@@ -493,7 +510,7 @@ class _Step:
         blocks = []
         levels: dict[str, float] = {}
         for person in mixer.people.values():
-            mixer.advance_audio(person, end + rate // 50, rate)
+            mixer.place_audio(person, end + rate // 50)
             block = person.track.read(self.samples_done, end - self.samples_done)
             blocks.append(block)
             levels[person.id] = dbov_from_rms(float(np.sqrt(np.mean(block ** 2))))
