@@ -38,10 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read captures (pcap, pcapng, rtpdump, Janus .mjr) and report each "
         "participant's streams: codec, resolution, packets, loss, frames, sync, damage.",
     )
-    inspect.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
-    inspect.add_argument("--sdp", action="append", default=[], metavar="[NAME=]FILE",
-                         help="one SDP per participant, in order (repeat)")
-    inspect.add_argument("--manifest", type=Path, help="JSON manifest (docs/manifest.schema.json)")
+    _capture_arguments(inspect)
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
     mixer = sub.add_parser(
         "mix",
@@ -49,10 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read a room's captures, lay out every participant's video, mix their "
         "audio in sync on the relay's clock and encode an MP4 (H.264 + AAC) or WebM.",
     )
-    mixer.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
-    mixer.add_argument("--sdp", action="append", default=[], metavar="[NAME=]FILE",
-                       help="one SDP per participant, in order (repeat)")
-    mixer.add_argument("--manifest", type=Path, help="JSON manifest (docs/manifest.schema.json)")
+    _capture_arguments(mixer)
     mixer.add_argument("-o", "--output", type=Path, required=True,
                        help="the recording (.mp4, or .webm for VP9 + Opus)")
     mixer.add_argument("--layout", default="grid", metavar="grid|speaker|pip|FILE.json",
@@ -96,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="retransmit lost video packets on RFC 4588 RTX streams")
     synth.add_argument("--seed", type=int, default=1)
     return parser
+
+
+def _capture_arguments(parser: argparse.ArgumentParser) -> None:
+    """The captures and their session description, as inspect and mix take them."""
+    parser.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
+    parser.add_argument("--sdp", action="append", default=[], metavar="[NAME=]FILE",
+                        help="one SDP per participant, in order (repeat)")
+    parser.add_argument("--manifest", type=Path, help="JSON manifest (docs/manifest.schema.json)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

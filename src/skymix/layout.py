@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeAlias, cast, get_args
 
 from .compose.video import Fit, Rect
 from .errors import ComposeError, DescriptionError
+from .session.manifest import read_json_file
 
 __all__ = [
     "LAYOUT_SCHEMA",
@@ -849,15 +850,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def load_custom_layout(path: str | os.PathLike[str]) -> CustomSpec:
     """Read and validate the custom layout JSON file at ``path``."""
-    name = os.fspath(path)
-    try:
-        with open(name, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DescriptionError(f"not JSON: {exc.msg} (column {exc.colno})", file=name,
-                               line=exc.lineno) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DescriptionError(f"cannot read layout: {exc}", file=name) from exc
+    name, data = read_json_file(path, "layout")
     return parse_custom_layout(data, file=name)
 
 

@@ -194,17 +194,23 @@ def parse_time(text: str) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + int(fraction)
 
 
-def load_manifest(path: str | os.PathLike[str]) -> tuple[ManifestParticipant, ...]:
-    """Read, validate and convert the manifest at ``path``; SDP references resolve beside it."""
+def read_json_file(path: str | os.PathLike[str], what: str) -> tuple[str, object]:
+    """(file name, parsed JSON) of a description file; DescriptionError naming the file (and
+    the line, for bad JSON) when it cannot be read."""
     name = os.fspath(path)
     try:
         with open(name, encoding="utf-8") as f:
-            data = json.load(f)
+            return name, json.load(f)
     except json.JSONDecodeError as exc:
         raise DescriptionError(f"not JSON: {exc.msg} (column {exc.colno})", file=name,
                                line=exc.lineno) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise DescriptionError(f"cannot read manifest: {exc}", file=name) from exc
+        raise DescriptionError(f"cannot read {what}: {exc}", file=name) from exc
+
+
+def load_manifest(path: str | os.PathLike[str]) -> tuple[ManifestParticipant, ...]:
+    """Read, validate and convert the manifest at ``path``; SDP references resolve beside it."""
+    name, data = read_json_file(path, "manifest")
     return parse_manifest(data, file=name, base_dir=os.path.dirname(name))
 
 
