@@ -288,3 +288,11 @@ def test_each_participant_alone_and_a_channel_each_from_the_same_decode(tmp_path
         _, _, fu, fv = next(f for f in alone.frames if f[0] >= 3.3)  # no flash near
         assert abs(np.median(fu) - u) < 12 and abs(np.median(fv) - v) < 12, person.name
     assert not list(tmp_path.glob(".*.partial")) and not list((tmp_path / "alone").glob(".*"))
+
+
+def test_an_audio_rate_other_than_48k_is_refused(synced, tmp_path):
+    made, _, _, _ = synced
+    with pytest.raises(SkymixError, match="48000 Hz"):
+        mix([made.pcap], tmp_path / "out.mp4", description=description(made, preset(4, SECONDS)),
+            options=MixOptions(encode=EncodeSettings(audio_rate=44100)))
+    assert not list(tmp_path.iterdir())

@@ -25,7 +25,7 @@ import numpy as np
 
 from .compose import CompositeState, Tile, composite, mix_audio
 from .compose.labels import name_label, placeholder
-from .decode import AudioDecoder, VideoDecoder
+from .decode import OUTPUT_RATE, AudioDecoder, VideoDecoder
 from .encode import Container, EncodeSettings, RecordingWriter
 from .errors import SkymixError
 from .layout import (
@@ -200,6 +200,9 @@ class _Mixer:
             person.has_video_stream for person in self.people.values())
         self.has_audio = options.encode.audio and any(
             s.kind == "audio" for p in self.scan.participants for s in p.streams)
+        if self.has_audio and options.encode.audio_rate != OUTPUT_RATE:
+            raise SkymixError(f"the mix places audio at {OUTPUT_RATE} Hz (what every decoder "
+                              f"gives), not at audio_rate {options.encode.audio_rate}")
         if not (self.has_video or self.has_audio):
             raise SkymixError("nothing to mix: the captures hold no decodable audio or video"
                               + (f" ({len(self.scan.problems)} problems, first: "
