@@ -10,6 +10,7 @@ import sys
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from mix_tools import (
@@ -296,3 +297,29 @@ def test_an_audio_rate_other_than_48k_is_refused(synced, tmp_path):
         mix([made.pcap], tmp_path / "out.mp4", description=description(made, preset(4, SECONDS)),
             options=MixOptions(encode=EncodeSettings(audio_rate=44100)))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_renegotiated_stream_goes_on_in_its_tile(tmp_path):
+    """The camera restarts with a new SSRC mid-call (possibly a smaller number, fed first
+    within a batch): the frames of both SSRCs are shown in time order, flashes on time."""
+    people = [SynthParticipant("ann", (320, 240), 30, "vp8", ssrc_change_at=2.2)]
+    made, report, rec, truth = run(tmp_path, people, Impairments(), seed=4, seconds=6.0)
+    (ann,) = truth["participants"]
+    assert len(ann["video"]["ssrcs"]) == 2
+    seen = np.array(flashes(rec, "ann"))
+    checked = 0
+    for relay in displayable_flash_frames(truth, "ann"):
+        expected = expected_output_time(truth, report.to_json(), relay)
+        if 0.1 < expected < report.duration_s - 0.1:
+            assert np.min(np.abs(seen - expected)) <= 0.5 / SMALL.fps + 0.002
+            checked += 1
+    assert checked >= 2 and report.participants[0]["video"]["decode_errors"] == 0
+
+
+def test_the_api_writes_webm_for_a_webm_name(tmp_path):
+    people = [SynthParticipant("ann", video_codec=None)]
+    made = synthesize(people, 2.0, tmp_path, seed=4)
+    mix([made.pcap], tmp_path / "out.webm", description=description(made, people))
+    with av.open(str(tmp_path / "out.webm")) as container:
+        assert "webm" in container.format.name
+        assert container.streams.audio[0].codec_context.name == "opus"

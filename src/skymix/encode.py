@@ -152,5 +152,17 @@ class RecordingWriter:
     def __enter__(self) -> RecordingWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def abort(self) -> None:
+        """Stop without finishing: no flushing, no index; the file is for deleting."""
+        if self._audio_pool is not None:
+            self._audio_pool.shutdown(cancel_futures=True)
+        try:
+            self._out.close()
+        except (av.FFmpegError, OSError):
+            pass  # the original error is the one to report
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -11,6 +11,8 @@ speaking, tiles are composited straight into the encoder's frame and the audio b
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import json
 import math
 from collections import deque
@@ -56,6 +58,8 @@ LOOKAHEAD_NS = 3 * NS
 #: their own; audio up to AUDIO_AHEAD_NS beyond the frame, as a block may start before its end.
 DECODE_AHEAD = 4
 AUDIO_AHEAD_NS = 40_000_000
+#: A frame this close outside a stretch of the session still belongs to it.
+EDGE_NS = 100_000_000
 #: Audio-only recordings advance in blocks of this many samples.
 AUDIO_BLOCK = 960
 #: Lost audio up to this long is filled by the decoder's concealment (Opus PLC), longer is silence
@@ -144,12 +148,12 @@ class _Person:
     """One participant's queues, decoders, last picture and audio track."""
 
     def __init__(self, pid: str, name: str, video_idle: list[list[int]],
-                 presence: list[list[int]], lost_after: set[tuple[int, int]]) -> None:
+                 presence: list[list[int]], lost: dict[int, list[int]]) -> None:
         self.id = pid
         self.name = name
         self.video_idle = video_idle
         self.presence = presence
-        self.lost_after = lost_after  # (ssrc, seq) after which packets were lost
+        self.lost = lost  # video ssrc -> first (unwrapped) sequence numbers of its losses
         self.video: deque[tuple[float, str, EncodedFrame]] = deque()
         self.audio: deque[tuple[float, str, EncodedFrame]] = deque()
         self.video_decoders: dict[int, VideoDecoder] = {}
@@ -159,7 +163,7 @@ class _Person:
         self.pictures: deque[tuple[float, av.VideoFrame, tuple[int, int]]] = deque()
         self.picture: av.VideoFrame | None = None
         self.picture_ns = -math.inf
-        self.picture_key: tuple[int, int] | None = None  # (ssrc, last seq) of the picture
+        self.picture_key: tuple[int, int] | None = None  # (ssrc, its last unwrapped seq)
         self.track = AudioTrack()
         self.video_counts = _Counts()
         self.audio_counts = _Counts()
@@ -170,6 +174,19 @@ class _Person:
 
     def camera_off(self, s: float) -> bool:
         return any(a < s < b for a, b in self.video_idle)
+
+
+#: A loss that starts within this many packets after the picture shown is what stopped it.
+LOSS_REACH = 64
+
+
+def _lost_after(person: _Person, ssrc: int, last_seq: int) -> bool:
+    """Whether the stream lost packets right after the picture ending at last_seq."""
+    starts = person.lost.get(ssrc)
+    if not starts:
+        return False
+    i = bisect.bisect_right(starts, last_seq)
+    return i < len(starts) and starts[i] <= last_seq + LOSS_REACH
 
 
 class _Mixer:
@@ -188,8 +205,8 @@ class _Mixer:
         self.people: dict[str, _Person] = {}
         for p in self.scan.participants:
             idle = [span for s in p.streams if s.kind == "video" for span in s.idle]
-            lost = {(ssrc, (g.first_seq - 1) & 0xFFFF) for s in p.streams if s.kind == "video"
-                    for ssrc, st in s.stats.items() for g in st.gaps}
+            lost = {ssrc: sorted(g.first_seq for g in st.gaps) for s in p.streams
+                    if s.kind == "video" for ssrc, st in s.stats.items() if st.gaps}
             person = _Person(p.id, p.name, idle, p.presence, lost)
             person.has_video_stream = any(s.kind == "video" for s in p.streams)
             self.people[p.id] = person
@@ -216,7 +233,8 @@ class _Mixer:
     def output_ns(self, session_ns: float) -> float | None:
         """Where a session instant lands in the recording (None: trimmed out)."""
         for seg in self.segments:
-            if seg.start_ns <= session_ns < seg.end_ns + LOOKAHEAD_NS // 30:
+            # a first packet that waited in the network maps a little before its own arrival
+            if seg.start_ns - EDGE_NS <= session_ns < seg.end_ns + EDGE_NS:
                 return seg.output_ns + session_ns - seg.start_ns
         return None
 
@@ -231,15 +249,21 @@ class _Mixer:
     # -- reading --------------------------------------------------------------------------------
 
     def route(self, step: RoomStep) -> None:
+        """Queue a batch's frames by person and kind, in session-time order: a batch may hold
+        several SSRCs of one stream (a renegotiation), each in its own media order."""
+        timed: dict[tuple[str, str], list[list[tuple[float, str, EncodedFrame]]]] = {}
         for pid, kind, frames in step.frames:
-            person = self.people.get(pid)
-            if person is None:
-                continue
+            if pid not in self.people or not (self.has_video if kind == "video"
+                                              else self.has_audio):
+                continue  # a kind the recording leaves out is not kept
+            run = [(timing.session_ns(frame.timestamp), kind, frame) for frame in frames
+                   if (timing := self.timing.get(frame.ssrc)) is not None]
+            timed.setdefault((pid, kind), []).append(run)
+        for (pid, kind), runs in timed.items():
+            person = self.people[pid]
             queue = person.video if kind == "video" else person.audio
-            for frame in frames:
-                timing = self.timing.get(frame.ssrc)
-                if timing is not None:
-                    queue.append((timing.session_ns(frame.timestamp), kind, frame))
+            queue.extend(runs[0] if len(runs) == 1 else
+                         heapq.merge(*runs, key=lambda item: item[0]))
 
     # -- video ----------------------------------------------------------------------------------
 
@@ -256,8 +280,7 @@ class _Mixer:
                     decoder = person.video_decoders[frame.ssrc] = VideoDecoder(codec)
                 pictures = decoder.decode(frame)
                 if pictures:
-                    person.pictures.append((at, pictures[-1], (frame.ssrc,
-                                                               frame.last_seq & 0xFFFF)))
+                    person.pictures.append((at, pictures[-1], (frame.ssrc, frame.last_seq)))
 
     @staticmethod
     def take_picture(person: _Person, until: float) -> None:
@@ -270,8 +293,8 @@ class _Mixer:
             return False
         if s - person.picture_ns > IDLE_NS["video"]:
             return False
-        if (self.options.on_loss == "placeholder" and person.picture_key in person.lost_after
-                and s - person.picture_ns > 2 * period):
+        if (self.options.on_loss == "placeholder" and s - person.picture_ns > 2 * period
+                and person.picture_key is not None and _lost_after(person, *person.picture_key)):
             return False
         return True
 
@@ -315,12 +338,13 @@ class _Mixer:
             ideal, samples = person.pcm.popleft()
             person.track.place(ideal, samples)
 
-    def decode_ahead(self, until: float, tick_ns: float, rate: int) -> None:
-        """The decode thread's job for one output frame (or block) starting at `until`."""
+    def decode_ahead(self, start_out: float, tick_ns: float, rate: int) -> None:
+        """The decode thread's job for the output frame (or block) at start_out (output ns);
+        limits go through the output clock, so a trimmed gap does not hide what follows it."""
         if self.has_video:
-            self.decode_video(until + tick_ns / 2)
+            self.decode_video(self.session_ns(start_out + tick_ns / 2))
         if self.has_audio:
-            self.decode_audio(until + tick_ns + AUDIO_AHEAD_NS, rate)
+            self.decode_audio(self.session_ns(start_out + tick_ns + AUDIO_AHEAD_NS), rate)
 
     # -- the recording --------------------------------------------------------------------------
 
@@ -352,7 +376,10 @@ class _Mixer:
             partial.unlink(missing_ok=True)
             for sidecar in (channels, per_person):
                 if sidecar is not None:
-                    sidecar.abort()
+                    try:
+                        sidecar.abort()
+                    except Exception:  # noqa: BLE001 - the original error is the one raised
+                        pass
             raise
         partial.replace(self.output)  # the recording is complete or absent, never half
         for sidecar in (channels, per_person):
@@ -385,8 +412,8 @@ class _Mixer:
             step.out = writer.new_frame() if self.has_video else None
             for k in range(ticks):
                 while len(decoded) <= DECODE_AHEAD and k + len(decoded) < ticks:
-                    ahead = self.session_ns((k + len(decoded)) * tick_ns)
-                    self.read_until(ahead + tick_ns)
+                    ahead = (k + len(decoded)) * tick_ns
+                    self.read_until(self.session_ns(ahead + tick_ns + AUDIO_AHEAD_NS))
                     decoded.append(decoder.submit(self.decode_ahead, ahead, tick_ns,
                                                   settings.audio_rate))
                 s = self.session_ns(k * tick_ns)
@@ -429,6 +456,10 @@ class _Mixer:
         for p in self.scan.participants:
             person = self.people[p.id]
             person.video_counts.add_decoders(list(person.video_decoders.values()))
+            # frames the ingest never handed over: waiting for a keyframe after a loss
+            person.video_counts.dropped += sum(
+                st.frames_skipped_for_keyframe for s in p.streams if s.kind == "video"
+                for st in s.stats.values())
             person.audio_counts.add_decoders(list(person.audio_decoders.values()))
             people.append({
                 "id": p.id, "name": p.name,
@@ -537,7 +568,10 @@ def mix(captures: Sequence[str | Path], output: str | Path, *,
     Raises SkymixError when the captures hold nothing to mix; damaged parts of the captures
     cost only those parts (see the report's ``scan.problems``).
     """
-    mixer = _Mixer(captures, output, description, options or MixOptions(), progress)
+    if options is None:
+        options = MixOptions(container="webm" if Path(output).suffix.lower() == ".webm"
+                             else "mp4")
+    mixer = _Mixer(captures, output, description, options, progress)
     if not mixer.segments:
         raise SkymixError("nothing to mix: no participant is present in the captures")
     return mixer.run()

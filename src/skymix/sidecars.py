@@ -4,7 +4,7 @@ speaker diarisation). Both are written under temporary names and renamed when co
 
 from __future__ import annotations
 
-import wave
+import struct
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,25 +26,52 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
+#: The largest RIFF size a plain WAV can state; beyond it the file is finished as RF64 (EBU
+#: Tech 3306), for which a JUNK chunk is reserved up front and becomes the ds64 chunk.
+RIFF_LIMIT = 0xFFFFFFFF
+_HEADER = 12 + 8 + 28 + 8 + 16 + 8  # RIFF/WAVE, JUNK(28), fmt (16), data header
+
+
 class ChannelsWav:
-    """16-bit PCM WAV, channel i = participant i's audio (both sides averaged), unmixed."""
+    """16-bit PCM WAV, channel i = participant i's audio (both sides averaged), unmixed.
+
+    Long recordings of many participants pass 4 GiB (18 participants: 41 minutes); the file is
+    then finished as RF64, which FFmpeg, SoX and most editors read."""
 
     def __init__(self, path: str | Path, ids: Sequence[str], rate: int) -> None:
         self.path = Path(path)
         self.ids = list(ids)
-        self._file = wave.open(str(_partial(self.path)), "wb")
-        self._file.setnchannels(len(self.ids))
-        self._file.setsampwidth(2)
-        self._file.setframerate(rate)
+        channels = len(self.ids)
+        self._file = open(_partial(self.path), "wb")  # closed by finish() or abort()
+        self._file.write(b"RIFF" + bytes(4) + b"WAVE" + b"JUNK" + struct.pack("<I", 28)
+                         + bytes(28) + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate,
+                                                            rate * 2 * channels, 2 * channels, 16)
+                         + b"data" + bytes(4))
+        self._frames = 0
 
     def write(self, blocks: Sequence[Block]) -> None:
         """One block per participant, in ids order, all of the same length."""
         mono = np.stack([b.mean(axis=1) for b in blocks], axis=1)
         pcm = np.clip(np.round(mono * 32767), -32768, 32767).astype("<i2")
-        self._file.writeframes(pcm.tobytes())
+        self._file.write(pcm.tobytes())
+        self._frames += len(pcm)
 
     def finish(self) -> None:
-        self._file.close()
+        data = self._frames * 2 * len(self.ids)
+        riff = _HEADER - 8 + data
+        f = self._file
+        if riff <= RIFF_LIMIT:
+            f.seek(4)
+            f.write(struct.pack("<I", riff))
+            f.seek(_HEADER - 4)
+            f.write(struct.pack("<I", data))
+        else:
+            f.seek(0)
+            f.write(b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"ds64"
+                    + struct.pack("<IQQQI", 28, riff, data, self._frames, 0))
+            f.seek(_HEADER - 4)
+            f.write(struct.pack("<I", 0xFFFFFFFF))
+        f.close()
         _partial(self.path).replace(self.path)
 
     def abort(self) -> None:
@@ -77,6 +104,8 @@ class ParticipantFiles:
         self._writers[pid].write_video(out)
 
     def write_audio(self, pid: str, block: Block) -> None:
+        if self.settings.audio_channels == 1:
+            block = block.mean(axis=1, keepdims=True)
         self._writers[pid].write_audio(block)
 
     def finish(self) -> None:
@@ -86,10 +115,8 @@ class ParticipantFiles:
 
     def abort(self) -> None:
         for pid, writer in self._writers.items():
-            try:
-                writer.close()
-            finally:
-                _partial(self.paths[pid]).unlink(missing_ok=True)
+            writer.abort()
+            _partial(self.paths[pid]).unlink(missing_ok=True)
 
 
 def _safe(pid: str) -> str:

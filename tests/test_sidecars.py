@@ -1,0 +1,56 @@
+"""The channel-per-participant WAV: plain RIFF while it fits, RF64 beyond 4 GiB."""
+
+from __future__ import annotations
+
+import struct
+import wave
+
+import av
+import numpy as np
+
+from skymix import sidecars
+from skymix.sidecars import ChannelsWav
+
+
+def blocks(k: int, channels: int) -> list[np.ndarray]:
+    """Participant i's block k: the value (i + 1) / 10 on both sides."""
+    return [np.full((480, 2), (i + 1) / 10 + k / 1000, np.float32) for i in range(channels)]
+
+
+def test_a_plain_wav_while_it_fits(tmp_path):
+    path = tmp_path / "ch.wav"
+    out = ChannelsWav(path, ["a", "b", "c"], 48000)
+    for k in range(10):
+        out.write(blocks(k, 3))
+    out.finish()
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (3, 48000, 4800)
+        pcm = np.frombuffer(w.readframes(4800), "<i2").reshape(-1, 3)
+    assert pcm[0].tolist() == [round(0.1 * 32767), round(0.2 * 32767), round(0.3 * 32767)]
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_rf64_beyond_the_riff_limit(tmp_path, monkeypatch):
+    """Past the limit (4 GiB; lowered here) the header becomes RF64 with a ds64 chunk, and
+    FFmpeg reads every sample back."""
+    monkeypatch.setattr(sidecars, "RIFF_LIMIT", 1000)
+    path = tmp_path / "ch.wav"
+    out = ChannelsWav(path, ["a", "b"], 48000)
+    for k in range(10):
+        out.write(blocks(k, 2))
+    out.finish()
+    head = path.read_bytes()[:48]
+    assert head[:4] == b"RF64" and head[12:16] == b"ds64"
+    _, riff, data, frames, _ = struct.unpack("<IQQQI", head[16:48])
+    assert (data, frames, riff) == (4800 * 2 * 2, 4800, path.stat().st_size - 8)
+    with av.open(str(path)) as container:
+        pcm = np.concatenate([f.to_ndarray().reshape(-1, 2) for f in container.decode(audio=0)])
+    assert len(pcm) == 4800 and pcm[-1].tolist() == [round((0.1 + 0.009) * 32767),
+                                                     round((0.2 + 0.009) * 32767)]
+
+
+def test_abort_leaves_nothing(tmp_path):
+    out = ChannelsWav(tmp_path / "ch.wav", ["a"], 48000)
+    out.write(blocks(0, 1))
+    out.abort()
+    assert not list(tmp_path.iterdir())
