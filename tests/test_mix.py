@@ -323,3 +323,19 @@ def test_the_api_writes_webm_for_a_webm_name(tmp_path):
     with av.open(str(tmp_path / "out.webm")) as container:
         assert "webm" in container.format.name
         assert container.streams.audio[0].codec_context.name == "opus"
+
+
+def test_someone_heard_for_under_a_second_is_in_the_mix(tmp_path):
+    """0.6 s of audio is one clock window: placed at its offset on the nominal rate, not lost."""
+    people = [SynthParticipant("ann", video_codec=None, tone_hz=300),
+              SynthParticipant("bob", video_codec=None, tone_hz=440, joins_at=2.0,
+                               leaves_at=2.6)]
+    made, report, rec, truth = run(tmp_path, people, Impairments(), seed=3, seconds=4.0)
+    bob = next(s for s in report.streams if s["participant"] == "bob")
+    assert bob["sync"] == "arrival"
+    start = expected_output_time(truth, report.to_json(), 2.0)
+    part = rec.audio[0][int((start + 0.1) * 48000): int((start + 0.45) * 48000)]
+    spectrum = np.abs(np.fft.rfft(part))
+    freqs = np.fft.rfftfreq(len(part), 1 / 48000)
+    near = (freqs > 435) & (freqs < 445)
+    assert spectrum[near].max() > 0.5 * spectrum.max()  # bob's 440 Hz as loud as ann's tone

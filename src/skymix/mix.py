@@ -27,7 +27,7 @@ import numpy as np
 
 from .compose import CompositeState, Tile, composite, mix_audio
 from .compose.labels import name_label, placeholder
-from .decode import OUTPUT_RATE, AudioDecoder, VideoDecoder
+from .decode import OUTPUT_RATE, AudioDecoder, DecodeError, VideoDecoder
 from .encode import Container, EncodeSettings, RecordingWriter
 from .errors import SkymixError
 from .layout import (
@@ -135,6 +135,7 @@ class _Counts:
     dropped: int = 0
     concealed: int = 0
     shown_placeholder: int = 0
+    undecodable: int = 0  # frames of a stream no decoder takes (an unusual clock rate)
 
     def add_decoders(self, decoders: Sequence[VideoDecoder | AudioDecoder]) -> None:
         """Take the decoders' own counts (pictures out, errors, frames skipped to a keyframe)."""
@@ -277,7 +278,11 @@ class _Mixer:
                 decoder = person.video_decoders.get(frame.ssrc)
                 if decoder is None:
                     _, codec, _ = self.codecs[frame.ssrc]
-                    decoder = person.video_decoders[frame.ssrc] = VideoDecoder(codec)
+                    try:
+                        decoder = person.video_decoders[frame.ssrc] = VideoDecoder(codec)
+                    except DecodeError:
+                        person.video_counts.undecodable += 1
+                        continue  # a stream no decoder takes costs that stream only
                 pictures = decoder.decode(frame)
                 if pictures:
                     person.pictures.append((at, pictures[-1], (frame.ssrc, frame.last_seq)))
@@ -313,7 +318,12 @@ class _Mixer:
                 decoder = person.audio_decoders.get(frame.ssrc)
                 if decoder is None:
                     _, codec, clock_rate = self.codecs[frame.ssrc]
-                    decoder = person.audio_decoders[frame.ssrc] = AudioDecoder(codec, clock_rate)
+                    try:
+                        decoder = person.audio_decoders[frame.ssrc] = AudioDecoder(codec,
+                                                                                   clock_rate)
+                    except DecodeError:
+                        person.audio_counts.undecodable += 1
+                        continue
                 expected = person.audio_next.get(frame.ssrc)
                 missing = 0 if expected is None else frame.timestamp - expected
                 if 0 < missing <= decoder.clock_rate * CONCEAL_S:

@@ -66,8 +66,8 @@ def _anchor(participant: ParticipantReport) -> tuple[int, StreamReport] | None:
 
 
 def plan_timing(scan: RoomScan) -> dict[int, StreamTiming]:
-    """Each SSRC's mapping onto the session clock (SSRCs without a clock fit are left out:
-    fewer than two windows of packets)."""
+    """Each SSRC's mapping onto the session clock (a stream of under a second has one window:
+    its offset at the nominal rate)."""
     timing: dict[int, StreamTiming] = {}
     for participant in scan.participants:
         anchor = _anchor(participant)

@@ -115,7 +115,8 @@ class RoomScan:
                 "resolutions": [list(r) for r in resolutions],
                 "clock": {f"{ssrc:#010x}": {"drift_ppm": round(c.drift_ppm, 2),
                                              "offset_ns": round(c.offset_ns),
-                                             "jitter_ms": round(c.jitter_ns / 1e6, 3)}
+                                             "jitter_ms": round(c.jitter_ns / 1e6, 3),
+                                             "windows": c.points}
                           for ssrc, c in s.clocks.items()},
                 "sender_reports": sum(c.reports for c in s.sender_clocks.values()),
                 "idle": s.idle,
@@ -417,7 +418,7 @@ class RoomReader:
         spans: dict[str, list[list[int]]] = {}
         for ssrc, state in room.ssrcs.items():
             room.deliver(state, state.assembler.flush())
-            if state.clock.points >= 2:
+            if state.clock.points >= 1:  # one window: offset only, at the nominal rate
                 state.report.clocks[ssrc] = state.clock.fit()
             if state.reports:
                 state.report.sender_clocks[ssrc] = SenderClock.from_reports(state.reports)
