@@ -54,3 +54,14 @@ def test_abort_leaves_nothing(tmp_path):
     out.write(blocks(0, 1))
     out.abort()
     assert not list(tmp_path.iterdir())
+
+
+def test_participant_files_get_a_name_each(tmp_path):
+    from skymix.encode import EncodeSettings
+    from skymix.sidecars import ParticipantFiles
+
+    files = ParticipantFiles(tmp_path, [("a/b", "A"), ("a:b", "B"), ("a_b", "C")],
+                             EncodeSettings(width=64, height=36, video=False), "mp4")
+    files.abort()
+    assert len(set(files.paths.values())) == 3
+    assert all(p.parent == tmp_path for p in files.paths.values())

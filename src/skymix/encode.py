@@ -90,6 +90,9 @@ class RecordingWriter:
             assert isinstance(a, AudioStream)
             a.layout = "stereo" if s.audio_channels == 2 else "mono"
             a.bit_rate = s.audio_bitrate
+            # opened here, not lazily by the first encode on the audio thread, where it could
+            # race the first mux's opening of every stream on this thread
+            a.codec_context.open()
             self._audio = a
         self._audio_pool = ThreadPoolExecutor(1, thread_name_prefix="skymix-aac") \
             if self._audio is not None else None

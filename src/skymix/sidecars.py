@@ -89,7 +89,12 @@ class ParticipantFiles:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.names = dict(people)
-        self.paths = {pid: self.folder / f"{_safe(pid)}.{container}" for pid, _ in people}
+        self.paths: dict[str, Path] = {}
+        for pid, _ in people:  # ids that differ only in characters a file name cannot hold
+            name = _safe(pid)
+            while self.folder / f"{name}.{container}" in self.paths.values():
+                name += "_"
+            self.paths[pid] = self.folder / f"{name}.{container}"
         self._writers = {pid: RecordingWriter(_partial(path), settings, container)
                          for pid, path in self.paths.items()}
         self._frames = {pid: w.new_frame() for pid, w in self._writers.items()
