@@ -886,3 +886,21 @@ def test_repeats_of_a_late_packet_in_one_batch():
     single, batched = opus_runs(START + [(4, 14), (7, 15), (8, 13), (9, 13)], [3, 4])
     assert single == ([10, 11, 12, 14, 15], 1, 2, 0, 0)
     assert batched == single  # got ([10, 11, 12, 14, 15], 1, 1, 1, 0)
+
+
+def test_late_rows_between_do_not_hide_the_packets_above_a_hole():
+    """Found by the property above: 26 is missing while 27 arrives, then 25, three packets
+    already late (15, 14, 13), then 28-31; when 26 comes, five packets above it wait (27-31),
+    more than window_packets: it is late, however many late rows came in between."""
+    plan = [(t * MS, seq, 0) for t, seq in enumerate(
+        [2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 17, 18, 19, 20, 21, 22, 23, 24, 27, 25, 15,
+         14, 13, 28, 29, 30, 31, 26, 32, 33], start=1)]
+    packets = opus_packets()
+    feed = feed_of(packets, plan)
+    make = lambda: StreamAssembler(Opus(), 7, window_ns=20 * MS, window_packets=4)  # noqa: E731
+    single, batched = make(), make()
+    expected, _ = one_by_one(single, feed)
+    got = in_batches(batched, cut(feed, [16]), b"")
+    assert got == expected
+    assert stats_of(batched) == stats_of(single)
+    assert single.stats.late == 4

@@ -428,15 +428,12 @@ class StreamAssembler:
         alive = np.ones(len(seq), np.bool_)
         late = []
         held = len(held_seq)
-        reach = 2 * self._window_packets  # rows further back are beyond the count rule anyway
         for k in out_of_order.tolist():
             i = held + k
-            lo = max(held, i - reach)
-            before = np.r_[0:held, lo:i] if held else np.arange(lo, i)
-            above = alive[before] & (seq[before] > seq[i])
+            above = alive[:i] & (seq[:i] > seq[i])
             if not above.any():
                 continue
-            nearest = int(before[np.argmin(np.where(above, seq[before], np.iinfo(np.int64).max))])
+            nearest = int(np.argmin(np.where(above, seq[:i], np.iinfo(np.int64).max)))
             newer = arrival[held:i][alive[held:i]]  # a late row does not move the clock
             newest = max(self._newest_arrival, int(newer.max()) if len(newer) else 0)
             if (newest - int(arrival[nearest]) > self._window_ns
