@@ -7,6 +7,7 @@ code turned around, and the tests that use them also check against third-party f
 
 from __future__ import annotations
 
+import os
 import selectors
 import signal
 import socket
@@ -351,3 +352,17 @@ def ffmpeg_capture(directory: Path,
     counts = {name: running[name].captured(err) for name, err in reports.items()}
     return LiveCapture(port, {name: d.path for name, d in running.items()}, counts, receiver,
                        start, end)
+
+
+def wait_senders(procs: list[subprocess.Popen], names: list[str], timeout: float) -> None:
+    """Wait for sender processes (each `faketime ... ffmpeg` in a session of its own) to end
+    well; whatever still runs afterwards, on success or failure, is killed with its group."""
+    try:
+        for name, proc in zip(names, procs):
+            _, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, f"ffmpeg for {name} failed: {err}"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()

@@ -39,7 +39,8 @@ def one_byte_block(elements: list[Element | int]) -> bytes:
             out += bytes(e)
         else:
             ext_id, value = e
-            assert 1 <= ext_id <= 14 and 1 <= len(value) <= 16
+            if not (1 <= ext_id <= 14 and 1 <= len(value) <= 16):  # the test's own input
+                raise ValueError(f"no one-byte element: id {ext_id}, {len(value)} bytes")
             out += bytes([ext_id << 4 | (len(value) - 1)]) + value
     return out
 
@@ -52,7 +53,8 @@ def two_byte_block(elements: list[Element | int]) -> bytes:
             out += bytes(e)
         else:
             ext_id, value = e
-            assert 1 <= ext_id <= 255 and len(value) <= 255
+            if not (1 <= ext_id <= 255 and len(value) <= 255):  # the test's own input
+                raise ValueError(f"no two-byte element: id {ext_id}, {len(value)} bytes")
             out += bytes([ext_id, len(value)]) + value
     return out
 

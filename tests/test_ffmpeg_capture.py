@@ -13,14 +13,13 @@ mapped through the fits must put one participant's audio and video on the same i
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ingest_tools import Receiver, Tcpdump
+from ingest_tools import Receiver, Tcpdump, wait_senders
 
 from skymix.session import load_description
 from skymix.streams.room import RoomScan, scan_room
@@ -141,14 +140,8 @@ def record_room(directory: Path) -> Room:
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                 # faketime forks ffmpeg and waits for it: its own group stops both together
                 start_new_session=True))
-        for sender, proc in zip(SENDERS, procs):
-            _, err = proc.communicate(timeout=SECONDS * 3 + 30)
-            assert proc.returncode == 0, f"ffmpeg for {sender.name} failed: {err}"
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
+        wait_senders(procs, [s.name for s in SENDERS], SECONDS * 3 + 30)
         receiver.stop()
         report = tcpdump.stop() if tcpdump is not None else ""
     captured = tcpdump.captured(report)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ import av
 import numpy as np
 import pytest
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
-from ingest_tools import Receiver, Tcpdump
+from ingest_tools import Receiver, Tcpdump, wait_senders
 from mix_tools import Recording, beep_onsets, flashes, read_recording
 from test_ffmpeg_capture import FFMPEG, LOCAL, free_port_block
 
@@ -209,14 +208,8 @@ def record_room(directory: Path) -> tuple[dict[str, Path], Path, dict[str, Path]
                  "-sdp_file", str(sdps[sender.name])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                 start_new_session=True))  # faketime and its ffmpeg stop together
-        for sender, proc in zip(SENDERS, procs):
-            _, err = proc.communicate(timeout=SECONDS * 3 + 30)
-            assert proc.returncode == 0, f"ffmpeg for {sender.name} failed: {err}"
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
+        wait_senders(procs, [s.name for s in SENDERS], SECONDS * 3 + 30)
         receiver.stop()
         if tcpdump is not None:
             tcpdump.stop()
