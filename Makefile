@@ -19,7 +19,10 @@ test: setup
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 
+# byte-compiled first, as an installed package is (pip compiles what it installs): an editable
+# install under PYTHONDONTWRITEBYTECODE would compile every module at each start of `skymix`
 bench: setup
+	$(PY) -m compileall -q src/skymix
 	$(PY) -m pytest benchmarks -q -o python_files='bench_*.py' --benchmark-enable \
 		--benchmark-columns=median,iqr,rounds --benchmark-sort=name \
 		--benchmark-json=.benchmarks/latest.json $(BENCH_ARGS)

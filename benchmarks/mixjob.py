@@ -19,14 +19,13 @@ there that matters, empty the cache or bump JOB_VERSION):
 
 ``run_measured`` runs a command in a child process and returns its wall time, its CPU time and
 its peak RSS: that program's own numbers (os.wait4 in a small spawner process, since Linux
-would count a large parent's memory in a direct child's ru_maxrss). Run as a script, this file is the child that
-runs skymix.mix (``python benchmarks/mixjob.py mix ...``), so skymix is timed as a fresh process,
-interpreter start and imports included, as the ffmpeg command line is.
+would count a large parent's memory in a direct child's ru_maxrss). skymix is timed as people run
+it, the ``skymix mix`` command line in a fresh process, interpreter start and imports included, as
+the ffmpeg command line is.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import heapq
 import json
@@ -523,13 +522,20 @@ def run_measured(args: Sequence[str], *, cpus: int | None = None,
 
 def skymix_command(job: Job, output: str | Path,
                    settings: EncodeSettings | None = None) -> list[str]:
-    """A fresh interpreter running skymix.mix on the job (this file's `mix` command)."""
+    """The `skymix mix` command line doing the job (grid layout, labels, the settings' video
+    options; the audio options are the command line's, which are EncodeSettings' defaults)."""
     settings = settings or EncodeSettings()
-    args = [sys.executable, str(Path(__file__).resolve()), "mix", "--output", str(output),
-            "--encode", json.dumps(dataclasses.asdict(settings))]
+    default = EncodeSettings()
+    if (settings.audio_rate, settings.audio_channels, settings.audio_bitrate) != (
+            default.audio_rate, default.audio_channels, default.audio_bitrate):
+        raise ValueError("skymix mix has no audio options: keep EncodeSettings' audio defaults")
+    args = [sys.executable, "-m", "skymix", "mix", str(job.pcap), "-o", str(output),
+            "--size", f"{settings.width}x{settings.height}", "--fps", str(settings.fps),
+            "--crf", str(settings.crf), "--preset", settings.preset,
+            "--threads", str(settings.threads)]
     for sdp in job.sdp_args():
         args += ["--sdp", sdp]
-    return args + [str(job.pcap)]
+    return args
 
 
 # --- the floor: decode only, encode only --------------------------------------------------------
@@ -677,31 +683,3 @@ def output_info(path: str | Path) -> dict[str, float]:
             if stream.duration is not None and stream.time_base is not None:
                 info[f"{kind}_seconds"] = float(stream.duration * stream.time_base)
     return info
-
-
-# --- the skymix child -------------------------------------------------------------------------
-
-
-def _mix_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mixjob.py mix")
-    parser.add_argument("captures", nargs="+")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--sdp", action="append", default=[])
-    parser.add_argument("--encode", default="{}", help="EncodeSettings fields as JSON")
-    args = parser.parse_args(argv)
-    import skymix
-
-    if not hasattr(skymix, "mix") or not hasattr(skymix, "MixOptions"):
-        print("skymix.mix / skymix.MixOptions do not exist yet", file=sys.stderr)
-        return 3
-    options = skymix.MixOptions(layout=GridSpec(), encode=EncodeSettings(**json.loads(args.encode)))
-    skymix.mix(args.captures, args.output, description=load_description(args.sdp),
-               options=options)
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "mix":
-        sys.exit(_mix_main(sys.argv[2:]))
-    sys.exit("usage: mixjob.py mix CAPTURE... --output OUT.mp4 [--sdp NAME=FILE]... "
-             "[--encode JSON]")

@@ -65,3 +65,31 @@ def test_bad_settings_are_refused():
         EncodeSettings(fps=0)
     with pytest.raises(SkymixError, match="video, audio or both"):
         EncodeSettings(video=False, audio=False)
+
+
+def test_frames_are_recycled_only_once_encoded(tmp_path):
+    """The caller draws while x264 encodes on its own thread: new_frame() hands out at most
+    VIDEO_QUEUE + 1 frames in turn, never one still queued (each frame decodes to what was drawn
+    into it, which test_written_file_decodes_to_what_went_in checks), and a frame the writer did
+    not make is encoded as given."""
+    from skymix.encode import VIDEO_QUEUE
+
+    settings = EncodeSettings(width=64, height=64, fps=30, audio=False)
+    path = tmp_path / "out.mp4"
+    seen = set()
+    with RecordingWriter(path, settings) as w:
+        for n in range(40):
+            frame = w.new_frame()
+            seen.add(id(frame))
+            y, u, v = frame_planes(frame, "out")
+            y[:] = 20 + 5 * n
+            u[:] = v[:] = 128
+            w.write_video(frame)
+        own = av.VideoFrame(64, 64, "yuv420p")
+        y, u, v = frame_planes(own, "own")
+        y[:], u[:], v[:] = 230, 128, 128
+        w.write_video(own)
+    assert len(seen) == VIDEO_QUEUE + 1
+    with av.open(str(path)) as f:
+        lumas = [float(fr.to_ndarray()[:64].mean()) for fr in f.decode(video=0)]
+    assert np.allclose(lumas, [20 + 5 * n for n in range(40)] + [230], atol=2.0)

@@ -2,19 +2,21 @@
 
 PyAV's encoders do the work; this module fixes the settings a recording wants (yuv420p, High
 profile, faststart so browsers start playing before the download ends) and keeps the timestamps
-exact: video pts count frames, audio pts count samples. Audio is encoded on a thread of its own
-(FFmpeg's AAC encoder costs a fifth of x264 veryfast at 720p, and PyAV releases the GIL while
-encoding), so it overlaps the video; packets are muxed in the caller's thread, in order.
+exact: video pts count frames, audio pts count samples. Video and audio are each encoded on a
+thread of their own (PyAV releases the GIL while encoding): the caller draws the next picture while
+x264 takes the last ones, and FFmpeg's AAC encoder (a fifth of x264 veryfast at 720p) overlaps
+both. Packets are muxed in the caller's thread, in order.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -29,6 +31,9 @@ __all__ = ["EncodeSettings", "RecordingWriter"]
 Container = Literal["mp4", "webm"]
 #: Audio blocks queued for the encoding thread before the writer waits for it.
 AUDIO_QUEUE = 16
+#: Video frames queued for the encoding thread: the caller may draw this many pictures ahead of
+#: x264 (which buffers its own lookahead besides), so a slow picture does not stall the encoder.
+VIDEO_QUEUE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class RecordingWriter:
         self._audio: AudioStream | None = None
         self._frames = 0
         self._samples = 0
+        self._ours: dict[int, av.VideoFrame] = {}  # the frames new_frame() made, by id
         if s.video:
             codec = "libx264" if container == "mp4" else "libvpx-vp9"
             v = self._out.add_stream(codec, rate=s.fps)
@@ -94,26 +100,46 @@ class RecordingWriter:
             # race the first mux's opening of every stream on this thread
             a.codec_context.open()
             self._audio = a
-        self._audio_pool = ThreadPoolExecutor(1, thread_name_prefix="skymix-aac") \
-            if self._audio is not None else None
-        self._audio_jobs: deque[Future[list[av.Packet]]] = deque()
+        self._video_queue = _EncodeQueue(self._video.encode, "skymix-x264", VIDEO_QUEUE,
+                                         self._out.mux) if self._video is not None else None
+        self._audio_queue = _EncodeQueue(self._audio.encode, "skymix-aac", AUDIO_QUEUE,
+                                         self._out.mux) if self._audio is not None else None
+        self._free: list[av.VideoFrame] = []  # frames of new_frame() the encoder is done with
+        self._made = 0
 
     def new_frame(self) -> av.VideoFrame:
-        """A frame of the output size for the compositor to draw into."""
-        return av.VideoFrame(self.settings.width, self.settings.height, "yuv420p")
+        """A frame of the output size for the compositor to draw into. The writer owns a frame
+        given to write_video until it is encoded; this hands back one it is done with (waiting
+        for the oldest queued frame when VIDEO_QUEUE + 1 are out), so a caller takes a new
+        frame for every picture and finds in it the picture it drew there last."""
+        queue = self._video_queue
+        if queue is not None and not self._free and self._made > VIDEO_QUEUE and queue.jobs:
+            self._recycle(queue.mux(keep=len(queue.jobs) - 1))
+        if self._free:
+            return self._free.pop()
+        self._made += 1
+        frame = av.VideoFrame(self.settings.width, self.settings.height, "yuv420p")
+        self._ours[id(frame)] = frame
+        return frame
 
     def write_video(self, frame: av.VideoFrame) -> None:
-        """Encode the next video frame (its pts is set here: frames are evenly spaced)."""
-        if self._video is None:
+        """Queue the next video frame for encoding (its pts is set here: frames are evenly
+        spaced). The frame must not change until new_frame() hands it back (or, for a frame
+        not made by new_frame, until the writer is closed)."""
+        if self._video_queue is None:
             raise SkymixError("this recording has no video stream")
         frame.pts = self._frames
         frame.time_base = Fraction(1, self.settings.fps)
         self._frames += 1
-        self._out.mux(self._video.encode(frame))
+        self._video_queue.put(frame)
+        self._recycle(self._video_queue.mux())
+
+    def _recycle(self, done: list[av.VideoFrame | av.AudioFrame]) -> None:
+        self._free.extend(f for f in done if isinstance(f, av.VideoFrame) and id(f) in self._ours)
 
     def write_audio(self, block: npt.NDArray[np.float32]) -> None:
         """Encode the next audio block: float32 (samples, channels) at the output rate."""
-        if self._audio is None:
+        if self._audio_queue is None or self._audio is None:
             raise SkymixError("this recording has no audio stream")
         data = np.ascontiguousarray(block, np.float32).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(data, format="flt", layout=self._audio.layout.name)
@@ -121,16 +147,8 @@ class RecordingWriter:
         frame.pts = self._samples
         frame.time_base = Fraction(1, self.settings.audio_rate)
         self._samples += block.shape[0]
-        assert self._audio_pool is not None
-        self._audio_jobs.append(self._audio_pool.submit(self._audio.encode, frame))
-        self._mux_audio(wait=len(self._audio_jobs) > AUDIO_QUEUE)
-
-    def _mux_audio(self, wait: bool) -> None:
-        """Mux the audio packets encoded so far (all of them, waiting, when wait)."""
-        jobs = self._audio_jobs
-        while jobs and (wait or jobs[0].done()):
-            self._out.mux(jobs.popleft().result())
-            wait = wait and len(jobs) > AUDIO_QUEUE // 2
+        self._audio_queue.put(frame)
+        self._audio_queue.mux()
 
     @property
     def frames_written(self) -> int:
@@ -142,14 +160,9 @@ class RecordingWriter:
 
     def close(self) -> None:
         """Flush the encoders and finish the file."""
-        if self._video is not None:
-            self._out.mux(self._video.encode(None))
-        if self._audio is not None:
-            assert self._audio_pool is not None
-            while self._audio_jobs:
-                self._out.mux(self._audio_jobs.popleft().result())
-            self._audio_pool.shutdown()
-            self._out.mux(self._audio.encode(None))
+        for queue in (self._video_queue, self._audio_queue):
+            if queue is not None:
+                queue.finish()
         self._out.close()
 
     def __enter__(self) -> RecordingWriter:
@@ -157,8 +170,9 @@ class RecordingWriter:
 
     def abort(self) -> None:
         """Stop without finishing: no flushing, no index; the file is for deleting."""
-        if self._audio_pool is not None:
-            self._audio_pool.shutdown(cancel_futures=True)
+        for queue in (self._video_queue, self._audio_queue):
+            if queue is not None:
+                queue.stop()
         try:
             self._out.close()
         except (av.FFmpegError, OSError):
@@ -169,3 +183,41 @@ class RecordingWriter:
             self.close()
         else:
             self.abort()
+
+
+class _EncodeQueue:
+    """One stream's encoder on a thread of its own: frames go in, their packets are muxed on the
+    caller's thread in order (errors of the encoder raise there too)."""
+
+    def __init__(self, encode: Callable[[Any], list[av.Packet]], name: str, limit: int,
+                 mux: Callable[[list[av.Packet]], object]) -> None:
+        self._encode = encode
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._limit = limit
+        self._mux = mux
+        self.jobs: deque[tuple[Future[list[av.Packet]], av.VideoFrame | av.AudioFrame]] = deque()
+
+    def put(self, frame: av.VideoFrame | av.AudioFrame) -> None:
+        self.jobs.append((self._pool.submit(self._encode, frame), frame))
+
+    def mux(self, keep: int | None = None) -> list[av.VideoFrame | av.AudioFrame]:
+        """Mux the packets of the frames encoded so far, waiting while more than `keep`
+        (default: the queue's limit) are queued. The frames done, in order."""
+        keep = self._limit if keep is None else keep
+        done = []
+        while self.jobs and (len(self.jobs) > keep or self.jobs[0][0].done()):
+            job, frame = self.jobs.popleft()
+            self._mux(job.result())
+            done.append(frame)
+        return done
+
+    def finish(self) -> None:
+        """Encode what is queued, flush the encoder, mux everything."""
+        self.mux(keep=0)
+        self._pool.shutdown()
+        self._mux(self._encode(None))
+
+    def stop(self) -> None:
+        """Drop what is queued and wait for the frame being encoded (the file is closed next)."""
+        self._pool.shutdown(cancel_futures=True)
+        self.jobs.clear()

@@ -279,7 +279,7 @@ class _Mixer:
                 if decoder is None:
                     _, codec, _ = self.codecs[frame.ssrc]
                     try:
-                        decoder = person.video_decoders[frame.ssrc] = VideoDecoder(codec)
+                        decoder = person.video_decoders[frame.ssrc] = VideoDecoder(codec, threads=1)
                     except DecodeError:
                         person.video_counts.undecodable += 1
                         continue  # a stream no decoder takes costs that stream only
@@ -419,7 +419,6 @@ class _Mixer:
         decoded: deque[Future[None]] = deque()
         with RecordingWriter(path, settings, self.options.container) as writer, \
                 ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder:
-            step.out = writer.new_frame() if self.has_video else None
             for k in range(ticks):
                 while len(decoded) <= DECODE_AHEAD and k + len(decoded) < ticks:
                     ahead = (k + len(decoded)) * tick_ns
@@ -433,7 +432,7 @@ class _Mixer:
                 step.run(writer, k, s)
                 if self.progress is not None:
                     self.progress(ProgressEvent("mixing", k + 1, ticks,
-                                                "frames" if step.out is not None else "blocks"))
+                                                "frames" if self.has_video else "blocks"))
             return writer.frames_written, writer.samples_written
 
     def tiles(self, layout: Layout) -> list[Tile]:
@@ -511,17 +510,16 @@ class _Step:
         self.tick_ns = tick_ns
         self.channels = channels
         self.per_person = per_person
-        self.out: av.VideoFrame | None = None
         self.tracker = SpeakerTracker()
         self.layout: Layout | None = None
         self.layout_key: object = None
-        self.state: CompositeState | None = None
+        self.states: dict[int, CompositeState] = {}  # by id of the writer's frame drawn into
         self.samples_done = 0
 
     def run(self, writer: RecordingWriter, k: int, s: int) -> None:
         mixer = self.mixer
         levels = self.audio(writer, k) if mixer.has_audio else {}
-        if self.out is None:
+        if not mixer.has_video:
             return
         people = mixer.people.values()
         for person in people:
@@ -537,9 +535,11 @@ class _Step:
                                          speaker, mixer.options.layout)
             mixer.note_layout(k * self.tick_ns, self.layout)
         assert self.layout is not None
-        self.state = composite(mixer.tiles(self.layout), self.out,
-                               background=self.layout.background, previous=self.state)
-        writer.write_video(self.out)
+        out = writer.new_frame()
+        self.states[id(out)] = composite(mixer.tiles(self.layout), out,
+                                         background=self.layout.background,
+                                         previous=self.states.get(id(out)), threads=1)
+        writer.write_video(out)
         if self.per_person is not None:
             for person in people:
                 self.per_person.write_video(

@@ -97,12 +97,10 @@ class ParticipantFiles:
             self.paths[pid] = self.folder / f"{name}.{container}"
         self._writers = {pid: RecordingWriter(_partial(path), settings, container)
                          for pid, path in self.paths.items()}
-        self._frames = {pid: w.new_frame() for pid, w in self._writers.items()
-                        if settings.video}
         self._rect = Rect(0, 0, settings.width, settings.height)
 
     def write_video(self, pid: str, picture: av.VideoFrame | None) -> None:
-        out = self._frames[pid]
+        out = self._writers[pid].new_frame()
         source = picture if picture is not None else placeholder(
             self.names[pid], self.settings.width, self.settings.height)
         composite([Tile(source, self._rect)], out)

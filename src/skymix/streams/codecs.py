@@ -26,11 +26,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
-
-from aiortc.codecs.vpx import VpxPayloadDescriptor
+from functools import cache
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ..errors import CaptureError
+
+if TYPE_CHECKING:
+    from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 __all__ = [
     "H264",
@@ -135,6 +137,15 @@ class _Bits:
 # ---------------------------------------------------------------------------------------- VP8
 
 
+@cache
+def _vpx_descriptor() -> type[VpxPayloadDescriptor]:
+    """aiortc's parser, imported on first use: importing aiortc costs 0.1 s at start-up, which a
+    session without per-packet VP8 parsing need not pay."""
+    from aiortc.codecs.vpx import VpxPayloadDescriptor
+
+    return VpxPayloadDescriptor
+
+
 class Vp8(Codec):
     """VP8, RFC 7741. The payload descriptor (§4.2) is parsed by aiortc's VpxPayloadDescriptor.
 
@@ -150,7 +161,7 @@ class Vp8(Codec):
     @staticmethod
     def _parse(payload: bytes) -> tuple[VpxPayloadDescriptor, bytes]:
         try:
-            return VpxPayloadDescriptor.parse(payload)
+            return _vpx_descriptor().parse(payload)
         except ValueError as exc:
             raise CaptureError(str(exc)) from None
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from aiortc.rtp import RtpPacket
 
 from ..errors import CaptureError, DescriptionError
 from ..ingest import Datagram, ReadStats, capture_format, read_mjr
@@ -462,6 +461,8 @@ def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = 
 
 
 def _guess(room: _Room, ssrc: int, waiting: list[Datagram]) -> None:
+    from aiortc.rtp import RtpPacket  # here, not at start-up: importing aiortc takes 0.1 s
+
     packets = [RtpPacket.parse(d.data) for d in waiting]
     samples = [(p.payload_type, p.payload, bool(p.marker), p.timestamp) for p in packets]
     try:

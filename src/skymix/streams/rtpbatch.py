@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from aiortc.rtp import RtpPacket
 
 from ..ingest.batch import DatagramBatch
 from ..session.detect import classify_datagram
@@ -126,6 +125,8 @@ def split_batch(batch: DatagramBatch, rtp_only: bool = False) -> SplitBatch:
         values[:, walk] = walked_values
         bad[walk[broken]] = True
     malformed = []
+    if bad.any():
+        from aiortc.rtp import RtpPacket  # only to word the error (importing aiortc is slow)
     for i in rows[bad].tolist():
         try:
             RtpPacket.parse(batch.data(i))
