@@ -23,7 +23,7 @@ import pytest
 from aiortc.codecs.g711 import PcmaEncoder, PcmuEncoder
 from aiortc.codecs.h264 import H264Encoder, h264_depayload
 from aiortc.codecs.opus import OpusEncoder
-from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,7 +41,7 @@ from skymix.streams import (
     h264_sps_size,
     opus_packet_samples,
 )
-from skymix.streams.codecs import vp9_split_superframe, vp9_superframe
+from skymix.streams.codecs import vp8_descriptor, vp9_split_superframe, vp9_superframe
 
 VIDEO_TB = Fraction(1, 90000)
 
@@ -1011,3 +1011,22 @@ def test_vp9_frame_info_sources():
     assert vp9.frame_info(key, b"\x48" + key) == FrameInfo(False, 320, 240)
     # show_existing_frame: no keyframe, no size
     assert vp9.frame_info(b"\x88", b"\x08\x88") == FrameInfo(False)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.binary(max_size=8),
+                 st.tuples(st.sampled_from([0x80, 0x90, 0x10, 0x00, 0x97]),
+                           st.integers(0, 255), st.binary(max_size=5)).map(
+                     lambda t: bytes([t[0], t[1]]) + t[2])))
+def test_vp8_descriptor_matches_aiortc(payload):
+    """Our VP8 descriptor reader against aiortc's VpxPayloadDescriptor.parse: the same payloads
+    refused with the same words, the same S bit and partition id, the same data after it."""
+    try:
+        descriptor, data = VpxPayloadDescriptor.parse(payload)
+    except ValueError as exc:
+        with pytest.raises(CaptureError, match=f"^{exc}$"):
+            vp8_descriptor(payload)
+        return
+    first, ours = vp8_descriptor(payload)
+    assert ours == data
+    assert (first >> 4 & 1, first & 0x0F) == (descriptor.partition_start, descriptor.partition_id)

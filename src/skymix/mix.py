@@ -551,21 +551,22 @@ class _Step:
         mixer = self.mixer
         rate = self.settings.audio_rate
         end = round((k + 1) * self.tick_ns * rate / NS)
-        blocks = []
-        levels: dict[str, float] = {}
-        for person in mixer.people.values():
+        count = end - self.samples_done
+        people = list(mixer.people.values())
+        blocks = np.empty((len(people), count, self.settings.audio_channels), np.float32)
+        for person, block in zip(people, blocks):
             mixer.place_audio(person, end + rate // 50)
-            block = person.track.read(self.samples_done, end - self.samples_done)
-            blocks.append(block)
-            levels[person.id] = dbov_from_rms(float(np.sqrt(np.mean(block ** 2))))
-        mixed = np.zeros((end - self.samples_done, self.settings.audio_channels), np.float32)
-        mix_audio(blocks, mixed)
+            person.track.read(self.samples_done, count, out=block)
+        power = np.mean(np.square(blocks), axis=(1, 2)).tolist() if count else [0.0] * len(people)
+        levels = {person.id: dbov_from_rms(math.sqrt(p)) for person, p in zip(people, power)}
+        mixed = np.zeros((count, self.settings.audio_channels), np.float32)
+        mix_audio(list(blocks), mixed)
         writer.write_audio(mixed)
         self.samples_done = end
         if self.channels is not None:
-            self.channels.write(blocks)
+            self.channels.write(list(blocks))
         if self.per_person is not None:
-            for person, block in zip(mixer.people.values(), blocks):
+            for person, block in zip(people, blocks):
                 self.per_person.write_audio(person.id, block)
         return levels
 

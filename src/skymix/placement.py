@@ -10,6 +10,7 @@ jump) starts where its time says. Reading consumes: memory is a fixed ring.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,10 +94,16 @@ class AudioTrack:
         for start, stop, offset in self._spans(at, end):
             self._ring[start:stop] += block[offset:offset + stop - start]
 
-    def read(self, start: int, count: int) -> Samples:
-        """Samples [start, start + count) (silence where nothing was placed); everything before
-        start + count is consumed."""
-        out = np.zeros((count, self._ring.shape[1]), np.float32)
+    def read(self, start: int, count: int, out: Samples | None = None) -> Samples:
+        """Samples [start, start + count) (silence where nothing was placed), into `out` when
+        given (a (count, channels) float32 array); everything before start + count is consumed."""
+        if out is None:
+            out = np.zeros((count, self._ring.shape[1]), np.float32)
+        elif out.shape != (count, self._ring.shape[1]) or out.dtype != np.float32:
+            raise SkymixError(f"read into a {out.dtype} array of shape {out.shape}, expected "
+                              f"float32 ({count}, {self._ring.shape[1]})")
+        else:
+            out[:] = 0.0
         begin = max(start, self._read)
         if begin < start + count:
             for a, b, offset in self._spans(begin, start + count):
@@ -121,7 +128,20 @@ class AudioTrack:
 
 def _resample(block: Samples, length: int) -> Samples:
     """block stretched or shrunk to length samples by linear interpolation (ends kept)."""
-    source = np.arange(len(block), dtype=np.float64)
-    target = np.linspace(0.0, len(block) - 1, length)
-    return np.stack([np.interp(target, source, block[:, c]) for c in range(block.shape[1])],
-                    axis=1).astype(np.float32)
+    left, right, weight = _stretch(len(block), length)
+    a, out = block.take(left, axis=0), block.take(right, axis=0)
+    out -= a
+    out *= weight
+    out += a
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _stretch(size: int, length: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp],
+                                              npt.NDArray[np.float32]]:
+    """Where each of `length` output samples falls between the samples of a `size`-sample block:
+    its neighbours' indices and the weight of the right one (a column, for every channel).
+    Blocks are a few sizes (20 ms frames and the like), so these are made once each."""
+    position = np.linspace(0.0, size - 1, length)
+    left = np.minimum(position.astype(np.intp), size - 2)
+    return left, left + 1, (position - left).astype(np.float32)[:, None]

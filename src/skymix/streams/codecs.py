@@ -14,8 +14,9 @@ One small stateless class per codec, all with the same interface (:class:`Codec`
 Malformed input raises :class:`~skymix.errors.CaptureError` with a message that says what is
 wrong; the caller adds the file, SSRC and sequence number and skips the packet.
 
-aiortc 1.16 (pinned in pyproject.toml) supplies the VP8 payload descriptor parser. Its
-``codecs.depayload`` is not used: it matches codec names case-sensitively and passes unknown
+aiortc 1.16 (pinned in pyproject.toml) is the tests' reference for the VP8 payload descriptor
+(not imported here: importing aiortc costs 0.1 s at every start). Its ``codecs.depayload`` is
+not used: it matches codec names case-sensitively and passes unknown
 ones (VP9) through unchanged; its H.264 parser rejects 1-byte NAL units (end of sequence/stream)
 and accepts FU-A headers with both S and E set, so H.264 is parsed here; VP9, keyframe
 detection and the SPS / VP9 header readers do not exist in aiortc and are written here.
@@ -26,13 +27,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from ..errors import CaptureError
-
-if TYPE_CHECKING:
-    from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 __all__ = [
     "H264",
@@ -48,6 +45,7 @@ __all__ = [
     "codec_for",
     "h264_sps_size",
     "opus_packet_samples",
+    "vp8_descriptor",
     "vp9_split_superframe",
     "vp9_superframe",
 ]
@@ -137,17 +135,36 @@ class _Bits:
 # ---------------------------------------------------------------------------------------- VP8
 
 
-@cache
-def _vpx_descriptor() -> type[VpxPayloadDescriptor]:
-    """aiortc's parser, imported on first use: importing aiortc costs 0.1 s at start-up, which a
-    session without per-packet VP8 parsing need not pay."""
-    from aiortc.codecs.vpx import VpxPayloadDescriptor
-
-    return VpxPayloadDescriptor
+def vp8_descriptor(payload: bytes) -> tuple[int, bytes]:
+    """A VP8 RTP payload's first descriptor byte (X R N S R PID) and the data after its
+    descriptor (RFC 7741 §4.2), with the checks, in the same words, of aiortc's
+    VpxPayloadDescriptor.parse, which the tests hold it to."""
+    if not payload:
+        raise CaptureError("VPX descriptor is too short")
+    pos = 1
+    if payload[0] & 0x80:
+        if len(payload) < 2:
+            raise CaptureError("VPX descriptor has truncated extended bits")
+        ext, pos = payload[1], 2
+        if ext & 0x80:  # I: PictureID, 7 or 15 bits
+            if len(payload) < pos + 1:
+                raise CaptureError("VPX descriptor has truncated PictureID")
+            if payload[pos] & 0x80 and len(payload) < pos + 2:
+                raise CaptureError("VPX descriptor has truncated long PictureID")
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            if len(payload) < pos + 1:
+                raise CaptureError("VPX descriptor has truncated TL0PICIDX")
+            pos += 1
+        if ext & 0x30:  # T or K: TID / Y / KEYIDX
+            if len(payload) < pos + 1:
+                raise CaptureError("VPX descriptor has truncated T/K")
+            pos += 1
+    return payload[0], payload[pos:]
 
 
 class Vp8(Codec):
-    """VP8, RFC 7741. The payload descriptor (§4.2) is parsed by aiortc's VpxPayloadDescriptor.
+    """VP8, RFC 7741, payload descriptor (§4.2) by :func:`vp8_descriptor`.
 
     A frame starts with the packet that has S=1 and PID=0 (§4.4). Keyframes and their size come
     from the VP8 frame header (RFC 6386 §9.1, summarised in RFC 7741 §4.3): the inverse key
@@ -158,19 +175,12 @@ class Vp8(Codec):
     kind = "video"
     clock_rate = 90000
 
-    @staticmethod
-    def _parse(payload: bytes) -> tuple[VpxPayloadDescriptor, bytes]:
-        try:
-            return _vpx_descriptor().parse(payload)
-        except ValueError as exc:
-            raise CaptureError(str(exc)) from None
-
     def starts_frame(self, payload: bytes) -> bool:
-        descriptor, _ = self._parse(payload)
-        return bool(descriptor.partition_start) and descriptor.partition_id & 0x07 == 0
+        first, _ = vp8_descriptor(payload)
+        return bool(first & 0x10) and first & 0x07 == 0  # S=1, PID=0
 
     def depayload(self, payload: bytes) -> bytes:
-        _, data = self._parse(payload)
+        _, data = vp8_descriptor(payload)
         if not data:
             raise CaptureError("VP8 payload has no data after its descriptor")
         return data
