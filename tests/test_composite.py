@@ -325,6 +325,15 @@ def test_draw_mask_matches_integer_reference():
         skymix.draw_mask(out, mask, x, y, (250, 10, 100), opacity=opacity)
         for got, w in zip(out, want):
             assert_array_equal(got, w)
+    # masks of one row or column, at odd and negative positions (chroma samples half covered)
+    for shape, x, y in [((1, 1), 5, 7), ((1, 9), -1, 4), ((6, 1), 8, -1), ((2, 3), -1, -1),
+                        ((3, 2), 66, 44)]:
+        out = planes_of(67, 45, pad=3, rng=rng)
+        mask = rng.integers(0, 256, shape, dtype=np.uint8)
+        want = blend_reference(out, mask, x, y, skymix.rgb_to_yuv((250, 10, 100)), 255)
+        skymix.draw_mask(out, mask, x, y, (250, 10, 100))
+        for got, w in zip(out, want):
+            assert_array_equal(got, w)
     # masks this large are blended by the worker threads, in chunks of rows
     for x, y in [(0, 0), (-3, 5), (101, -7)]:
         out = planes_of(641, 481, pad=3, rng=rng)

@@ -751,42 +751,56 @@ cdef enum:
     BLEND_CHUNK = 16    # chroma rows (and their luma rows) per chunk
 
 
+cdef inline unsigned int pair_cover(const u8* m, int mc, int mw) noexcept nogil:
+    """Mask values at columns mc and mc + 1 of one mask row; 0 outside the mask or row."""
+    cdef unsigned int s = 0
+    if m != NULL:
+        if 0 <= mc < mw:
+            s = m[mc]
+        if 0 <= mc + 1 < mw:
+            s = s + m[mc + 1]
+    return s
+
+
 cdef void blend_chunk(void* ctx, int chunk, int slot) noexcept nogil:
     cdef BlendJob* j = <BlendJob*>ctx
     cdef int ci_lo = j.ci0 + chunk * BLEND_CHUNK, ci_hi = ci_lo + BLEND_CHUNK
-    cdef int r, c, lo, hi, ci, cj, dr, dc, mr, mc, s, a
+    cdef int r, c, lo, hi, ci, cj, mr, mc
+    cdef unsigned int a, s, op = <unsigned int>j.opacity
+    cdef unsigned int cy = <unsigned int>j.color[0], cu = <unsigned int>j.color[1]
+    cdef unsigned int cv = <unsigned int>j.color[2]
     cdef u8* row
     cdef u8* urow
     cdef u8* vrow
     cdef const u8* m
+    cdef const u8* m0
+    cdef const u8* m1
     if ci_hi > j.ci1:
         ci_hi = j.ci1
     lo = 2 * ci_lo if 2 * ci_lo > j.r0 else j.r0
     hi = 2 * ci_hi if 2 * ci_hi < j.r1 else j.r1
+    # no test for a == 0: (v * 255 + 127) // 255 == v, and a loop without branches vectorises
     for r in range(lo, hi):
         row = j.plane[0] + r * j.stride[0]
         m = j.mask + (r - j.y) * j.mask_stride - j.x
         for c in range(j.c0, j.c1):
-            a = (m[c] * j.opacity + 127) // 255
-            if a:
-                row[c] = <u8>((row[c] * (255 - a) + j.color[0] * a + 127) // 255)
+            a = (m[c] * op + 127) // 255
+            row[c] = <u8>((row[c] * (255 - a) + cy * a + 127) // 255)
     for ci in range(ci_lo, ci_hi):
         urow = j.plane[1] + ci * j.stride[1]
         vrow = j.plane[2] + ci * j.stride[2]
+        mr = 2 * ci - j.y  # the chroma sample's two luma rows in the mask (either may be outside)
+        m0 = j.mask + mr * j.mask_stride if 0 <= mr < j.mh else NULL
+        m1 = j.mask + (mr + 1) * j.mask_stride if 0 <= mr + 1 < j.mh else NULL
         for cj in range(j.cj0, j.cj1):
-            s = 0
-            for dr in range(2):
-                mr = 2 * ci + dr - j.y
-                if mr < 0 or mr >= j.mh:
-                    continue
-                for dc in range(2):
-                    mc = 2 * cj + dc - j.x
-                    if 0 <= mc < j.mw:
-                        s = s + j.mask[mr * j.mask_stride + mc]
-            a = (((s + 2) // 4) * j.opacity + 127) // 255
-            if a:
-                urow[cj] = <u8>((urow[cj] * (255 - a) + j.color[1] * a + 127) // 255)
-                vrow[cj] = <u8>((vrow[cj] * (255 - a) + j.color[2] * a + 127) // 255)
+            mc = 2 * cj - j.x
+            if m0 != NULL and m1 != NULL and 0 <= mc and mc + 1 < j.mw:
+                s = m0[mc] + m0[mc + 1] + m1[mc] + m1[mc + 1]
+            else:
+                s = pair_cover(m0, mc, j.mw) + pair_cover(m1, mc, j.mw)
+            a = (((s + 2) // 4) * op + 127) // 255
+            urow[cj] = <u8>((urow[cj] * (255 - a) + cu * a + 127) // 255)
+            vrow[cj] = <u8>((vrow[cj] * (255 - a) + cv * a + 127) // 255)
 
 
 def blend_mask(tuple out_planes, const u8[:, ::1] mask, int x, int y, const u8[::1] color,
