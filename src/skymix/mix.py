@@ -25,7 +25,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from .compose import CompositeState, Tile, composite, mix_audio
+from .compose import CompositeState, Overlay, Tile, composite, mix_audio
 from .compose.labels import name_label, placeholder
 from .decode import OUTPUT_RATE, AudioDecoder, DecodeError, VideoDecoder
 from .encode import Container, EncodeSettings, RecordingWriter
@@ -226,6 +226,7 @@ class _Mixer:
                               + (f" ({len(self.scan.problems)} problems, first: "
                                  f"{self.scan.problems[0]})" if self.scan.problems else ""))
         self.layouts: list[dict[str, object]] = []
+        self._labels: dict[tuple[str, int, int], tuple[Overlay, ...]] = {}  # (id, w, h)
         self.reader: Iterator[RoomStep] = iter(())
         self.read_to = -math.inf
 
@@ -440,8 +441,10 @@ class _Mixer:
         for placement in layout.placements:
             person = self.people[placement.id]
             rect = placement.rect
-            overlays = tuple(name_label(person.name, rect.w, rect.h)) if self.options.labels \
-                else ()
+            overlays = self._labels.get((person.id, rect.w, rect.h))
+            if overlays is None:
+                overlays = self._labels[person.id, rect.w, rect.h] = tuple(
+                    name_label(person.name, rect.w, rect.h)) if self.options.labels else ()
             if placement.has_video and person.picture is not None:
                 tiles.append(Tile(person.picture, rect, placement.fit, overlays=overlays))
             else:

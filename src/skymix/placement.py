@@ -91,6 +91,10 @@ class AudioTrack:
         if end - self._read > self._capacity:
             raise SkymixError(f"audio placed {(end - self._read) / 48000:.1f} s ahead of the "
                               "recording: more than the track holds")
+        a = at % self._capacity
+        if a + len(block) <= self._capacity:  # the usual case: no wrap around the ring
+            self._ring[a:a + len(block)] += block
+            return
         for start, stop, offset in self._spans(at, end):
             self._ring[start:stop] += block[offset:offset + stop - start]
 
