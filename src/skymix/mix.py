@@ -55,9 +55,14 @@ NS = 1_000_000_000
 #: once the assembler's reorder window has passed them.
 LOOKAHEAD_NS = 3 * NS
 #: Video and audio are decoded this many output frames ahead of the compositor, on a thread of
-#: their own; audio up to AUDIO_AHEAD_NS beyond the frame, as a block may start before its end.
+#: their own; audio up to AUDIO_AHEAD_NS beyond the frames it is mixed with, as a block may start
+#: before their end.
 DECODE_AHEAD = 4
 AUDIO_AHEAD_NS = 40_000_000
+#: Audio is placed, mixed and encoded this many output frames (or audio blocks) at a time, a
+#: quarter of the per-call costs of doing it frame by frame; the speaker tracker still sees the
+#: levels of every frame.
+AUDIO_TICKS = 4
 #: A frame this close outside a stretch of the session still belongs to it.
 EDGE_NS = 100_000_000
 #: Audio-only recordings advance in blocks of this many samples.
@@ -355,7 +360,8 @@ class _Mixer:
         if self.has_video:
             self.decode_video(self.session_ns(start_out + tick_ns / 2))
         if self.has_audio:
-            self.decode_audio(self.session_ns(start_out + tick_ns + AUDIO_AHEAD_NS), rate)
+            self.decode_audio(
+                self.session_ns(start_out + AUDIO_TICKS * tick_ns + AUDIO_AHEAD_NS), rate)
 
     # -- the recording --------------------------------------------------------------------------
 
@@ -416,14 +422,15 @@ class _Mixer:
         (PyAV's decode and encode calls release the GIL)."""
         self.reader = iter(RoomReader(self.captures, self.description, fit_clocks=False))
         self.read_to = -math.inf
-        step = _Step(self, settings, tick_ns, channels, per_person)
+        step = _Step(self, settings, ticks, tick_ns, channels, per_person)
         decoded: deque[Future[None]] = deque()
         with RecordingWriter(path, settings, self.options.container) as writer, \
                 ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder:
             for k in range(ticks):
                 while len(decoded) <= DECODE_AHEAD and k + len(decoded) < ticks:
                     ahead = (k + len(decoded)) * tick_ns
-                    self.read_until(self.session_ns(ahead + tick_ns + AUDIO_AHEAD_NS))
+                    self.read_until(
+                        self.session_ns(ahead + AUDIO_TICKS * tick_ns + AUDIO_AHEAD_NS))
                     decoded.append(decoder.submit(self.decode_ahead, ahead, tick_ns,
                                                   settings.audio_rate))
                 s = self.session_ns(k * tick_ns)
@@ -506,10 +513,11 @@ class _Mixer:
 class _Step:
     """One output frame (or audio block): mix the audio, choose the layout, composite."""
 
-    def __init__(self, mixer: _Mixer, settings: EncodeSettings, tick_ns: float,
+    def __init__(self, mixer: _Mixer, settings: EncodeSettings, ticks: int, tick_ns: float,
                  channels: ChannelsWav | None, per_person: ParticipantFiles | None) -> None:
         self.mixer = mixer
         self.settings = settings
+        self.ticks = ticks
         self.tick_ns = tick_ns
         self.channels = channels
         self.per_person = per_person
@@ -518,10 +526,16 @@ class _Step:
         self.layout_key: object = None
         self.states: dict[int, CompositeState] = {}  # by id of the writer's frame drawn into
         self.samples_done = 0
+        self.levels: list[dict[str, float]] = []  # of the ticks mixed ahead, from audio_tick on
+        self.audio_tick = 0
 
     def run(self, writer: RecordingWriter, k: int, s: int) -> None:
         mixer = self.mixer
-        levels = self.audio(writer, k) if mixer.has_audio else {}
+        levels: dict[str, float] = {}
+        if mixer.has_audio:
+            if k >= self.audio_tick + len(self.levels):
+                self.audio(writer, k)
+            levels = self.levels[k - self.audio_tick]
         if not mixer.has_video:
             return
         people = mixer.people.values()
@@ -549,20 +563,30 @@ class _Step:
                     person.id, person.picture if mixer.shows_video(person, s, self.tick_ns)
                     else None)
 
-    def audio(self, writer: RecordingWriter, k: int) -> dict[str, float]:
-        """Place, read and mix everyone's audio up to the end of tick k; their levels (dBov)."""
+    def audio(self, writer: RecordingWriter, k: int) -> None:
+        """Place, read and mix everyone's audio of ticks k to k + AUDIO_TICKS - 1 (or the last);
+        keep each tick's levels (dBov) for the speaker tracker."""
         mixer = self.mixer
         rate = self.settings.audio_rate
-        end = round((k + 1) * self.tick_ns * rate / NS)
+        ends = [round((j + 1) * self.tick_ns * rate / NS)
+                for j in range(k, min(k + AUDIO_TICKS, self.ticks))]
+        end = ends[-1]
         count = end - self.samples_done
         people = list(mixer.people.values())
-        blocks = np.empty((len(people), count, self.settings.audio_channels), np.float32)
+        channels = self.settings.audio_channels
+        blocks = np.empty((len(people), count, channels), np.float32)
         for person, block in zip(people, blocks):
             mixer.place_audio(person, end + rate // 50)
             person.track.read(self.samples_done, count, out=block)
-        power = np.mean(np.square(blocks), axis=(1, 2)).tolist() if count else [0.0] * len(people)
-        levels = {person.id: dbov_from_rms(math.sqrt(p)) for person, p in zip(people, power)}
-        mixed = np.zeros((count, self.settings.audio_channels), np.float32)
+        # each tick's mean power per person: sums of squares over the tick's samples
+        starts = [0] + [e - self.samples_done for e in ends[:-1]]
+        lengths = np.diff(starts + [count]) * channels
+        power = (np.add.reduceat(np.square(blocks).sum(axis=2), starts, axis=1) / lengths
+                 if count and people else np.zeros((len(people), len(ends))))
+        self.levels = [{person.id: dbov_from_rms(math.sqrt(p)) for person, p in zip(people, tick)}
+                       for tick in power.T.tolist()]
+        self.audio_tick = k
+        mixed = np.zeros((count, channels), np.float32)
         mix_audio(list(blocks), mixed)
         writer.write_audio(mixed)
         self.samples_done = end
@@ -571,7 +595,6 @@ class _Step:
         if self.per_person is not None:
             for person, block in zip(people, blocks):
                 self.per_person.write_audio(person.id, block)
-        return levels
 
 
 def mix(captures: Sequence[str | Path], output: str | Path, *,
