@@ -99,7 +99,7 @@ def composite_reference(tiles, size, *, background=(0, 0, 0), border=0, border_c
 
 
 def blend_reference(planes, mask, x, y, color, opacity=255):
-    """Integer reference of the mask blend (see skymix._native.composite.blend_mask)."""
+    """Integer reference of the mask blend (see skymix._native.composite.blend_masks)."""
     yy, uu, vv = (p.astype(np.int64).copy() for p in planes)
     cy, cu, cv = color
     H, W = yy.shape

@@ -803,47 +803,59 @@ cdef void blend_chunk(void* ctx, int chunk, int slot) noexcept nogil:
             vrow[cj] = <u8>((vrow[cj] * (255 - a) + cv * a + 127) // 255)
 
 
-def blend_mask(tuple out_planes, const u8[:, ::1] mask, int x, int y, const u8[::1] color,
-               int opacity):
-    """Blend colour (Y, U, V) through an 8-bit coverage mask placed at luma (x, y).
+def blend_masks(tuple out_planes, list masks, const int32_t[:, ::1] params):
+    """Blend, in order, each mask's colour through it: masks[i] (8-bit coverage, C-contiguous)
+    placed at luma (x, y) with colour (Y, U, V) and opacity 0..255 from params[i] = (x, y, Y, U,
+    V, opacity). One call for all of a frame's overlays: the planes are taken once.
 
     Luma: out = (out * (255 - a) + c * a + 127) // 255 with a = (mask * opacity + 127) // 255.
     Chroma sample (i, j) takes a = the rounded mean of the four luma mask values it covers
     (rows 2i, 2i+1, columns 2j, 2j+1; values outside the mask count as 0), scaled the same way.
-    The mask is clipped to the frame. Large masks are blended by the worker threads.
+    Masks are clipped to the frame. Large masks are blended by the worker threads.
     """
     cdef u8[:, :] Y = out_planes[0]
     cdef u8[:, :] U = out_planes[1]
     cdef u8[:, :] V = out_planes[2]
-    cdef int H = Y.shape[0], W = Y.shape[1], CH = U.shape[0], CW = U.shape[1], n
+    cdef int H = Y.shape[0], W = Y.shape[1], CH = U.shape[0], CW = U.shape[1], n, x, y
+    cdef Py_ssize_t i
+    cdef const u8[:, ::1] mask
     cdef BlendJob job
-    job.mh = mask.shape[0]
-    job.mw = mask.shape[1]
-    job.x = x
-    job.y = y
-    job.r0 = y if y > 0 else 0
-    job.r1 = y + job.mh if y + job.mh < H else H
-    job.c0 = x if x > 0 else 0
-    job.c1 = x + job.mw if x + job.mw < W else W
-    if job.r0 >= job.r1 or job.c0 >= job.c1:
-        return
-    job.ci0 = job.r0 // 2
-    job.ci1 = (job.r1 + 1) // 2 if (job.r1 + 1) // 2 < CH else CH
-    job.cj0 = job.c0 // 2
-    job.cj1 = (job.c1 + 1) // 2 if (job.c1 + 1) // 2 < CW else CW
+    if params.shape[0] != len(masks) or params.shape[1] != 6:
+        raise ValueError(f"params must be ({len(masks)}, 6), got ({params.shape[0]}, "
+                         f"{params.shape[1]})")
     job.plane[0] = &Y[0, 0]
     job.plane[1] = &U[0, 0]
     job.plane[2] = &V[0, 0]
     job.stride[0] = Y.strides[0]
     job.stride[1] = U.strides[0]
     job.stride[2] = V.strides[0]
-    job.mask = &mask[0, 0]
-    job.mask_stride = mask.strides[0]
-    job.color[0] = color[0]
-    job.color[1] = color[1]
-    job.color[2] = color[2]
-    job.opacity = opacity
-    n = (job.ci1 - job.ci0 + BLEND_CHUNK - 1) // BLEND_CHUNK
-    with nogil:
-        # a label's few thousand pixels cost less than waking a thread
-        pool_run(blend_chunk, &job, n, 2 if (job.r1 - job.r0) * (job.c1 - job.c0) >= 65536 else 1)
+    for i in range(params.shape[0]):
+        mask = masks[i]
+        x = params[i, 0]
+        y = params[i, 1]
+        job.mh = mask.shape[0]
+        job.mw = mask.shape[1]
+        job.x = x
+        job.y = y
+        job.r0 = y if y > 0 else 0
+        job.r1 = y + job.mh if y + job.mh < H else H
+        job.c0 = x if x > 0 else 0
+        job.c1 = x + job.mw if x + job.mw < W else W
+        if job.r0 >= job.r1 or job.c0 >= job.c1:
+            continue
+        job.ci0 = job.r0 // 2
+        job.ci1 = (job.r1 + 1) // 2 if (job.r1 + 1) // 2 < CH else CH
+        job.cj0 = job.c0 // 2
+        job.cj1 = (job.c1 + 1) // 2 if (job.c1 + 1) // 2 < CW else CW
+        job.mask = &mask[0, 0]
+        job.mask_stride = mask.strides[0]
+        job.color[0] = params[i, 2]
+        job.color[1] = params[i, 3]
+        job.color[2] = params[i, 4]
+        job.opacity = params[i, 5]
+        n = (job.ci1 - job.ci0 + BLEND_CHUNK - 1) // BLEND_CHUNK
+        with nogil:
+            # a label's few thousand pixels cost less than waking a thread
+            pool_run(blend_chunk, &job, n,
+                     2 if (job.r1 - job.r0) * (job.c1 - job.c0) >= 65536 else 1)
+

@@ -37,11 +37,8 @@ def composite_planes(
     fill_background: bool,
     num_threads: int,
 ) -> None: ...
-def blend_mask(
+def blend_masks(
     out_planes: tuple[Plane, Plane, Plane],
-    mask: Plane,
-    x: int,
-    y: int,
-    color: npt.NDArray[np.uint8],
-    opacity: int,
+    masks: list[Plane],
+    params: npt.NDArray[np.int32],
 ) -> None: ...

@@ -302,13 +302,15 @@ def composite(
             full,
             threads or len(os.sched_getaffinity(0)),
         )
-    planes = None
+    masks: list[npt.NDArray[np.uint8]] = []
+    params: list[tuple[int, ...]] = []
     for i, tile in enumerate(tiles):
         if draw[i] and tile.overlays:
-            if planes is None:
-                planes = frame_planes(target, "output frame")
             yuv = [overlay_colors[i, j] for j in range(len(tile.overlays))]
-            _draw_overlays(planes, tile, yuv, tiles[i + 1:])
+            _overlay_blends(tile, yuv, tiles[i + 1:], masks, params)
+    if masks:
+        _kernel.blend_masks(frame_planes(target, "output frame"), masks,
+                            np.array(params, np.int32))
     return CompositeState(
         out_id=id(out),
         out_address=out_address,
@@ -328,10 +330,12 @@ def _check_mask(mask: npt.NDArray[np.uint8], opacity: float, what: str) -> None:
         raise ComposeError(f"{what}: opacity must be within 0..1, got {opacity}")
 
 
-def _draw_overlays(planes: Planes, tile: Tile, colors: list[tuple[int, int, int]],
-                   above: Sequence[Tile]) -> None:
-    """Blend a tile's overlays, clipped to its rectangle and to what later tiles leave visible."""
+def _overlay_blends(tile: Tile, colors: list[tuple[int, int, int]], above: Sequence[Tile],
+                    masks: list[npt.NDArray[np.uint8]], params: list[tuple[int, ...]]) -> None:
+    """The blends of a tile's overlays (appended to masks and params, as blend_masks takes
+    them), clipped to its rectangle and to what later tiles leave visible."""
     r = tile.rect
+    covering = [t.rect for t in above if _overlap(t.rect, r)]
     for overlay, color in zip(tile.overlays, colors):
         mask = overlay.mask
         x, y = r.x + overlay.x, r.y + overlay.y
@@ -340,16 +344,15 @@ def _draw_overlays(planes: Planes, tile: Tile, colors: list[tuple[int, int, int]
         if x0 >= x1 or y0 >= y1:
             continue
         visible = mask[y0 - y: y1 - y, x0 - x: x1 - x]
-        for t in above:
-            o = t.rect
+        for o in covering:
             ox0, oy0 = max(o.x, x0), max(o.y, y0)
             ox1, oy1 = min(o.x + o.w, x1), min(o.y + o.h, y1)
             if ox0 < ox1 and oy0 < oy1:
                 if visible.base is not None:
                     visible = visible.copy()
                 visible[oy0 - y0: oy1 - y0, ox0 - x0: ox1 - x0] = 0
-        _kernel.blend_mask(planes, np.ascontiguousarray(visible), x0, y0, np.array(color, np.uint8),
-                           round(overlay.opacity * 255))
+        masks.append(np.ascontiguousarray(visible))
+        params.append((x0, y0, *color, round(overlay.opacity * 255)))
 
 
 def draw_mask(
@@ -370,5 +373,6 @@ def draw_mask(
     planes = _writable_planes(out)
     m = np.asarray(mask)
     _check_mask(m, opacity, "draw_mask")
-    yuv = np.array(_color(color, matrix, "mask color"), np.uint8)
-    _kernel.blend_mask(planes, np.ascontiguousarray(m), int(x), int(y), yuv, round(opacity * 255))
+    yuv = _color(color, matrix, "mask color")
+    _kernel.blend_masks(planes, [np.ascontiguousarray(m)],
+                        np.array([[int(x), int(y), *yuv, round(opacity * 255)]], np.int32))
