@@ -54,15 +54,15 @@ NS = 1_000_000_000
 #: The second pass reads this far (session ns) ahead of the frame being made: frames are final
 #: once the assembler's reorder window has passed them.
 LOOKAHEAD_NS = 3 * NS
-#: Video and audio are decoded this many output frames ahead of the compositor, on a thread of
-#: their own; audio up to AUDIO_AHEAD_NS beyond the frames it is mixed with, as a block may start
-#: before their end.
-DECODE_AHEAD = 4
+#: Output frames (or audio blocks) are made in batches of this many: the decode thread decodes
+#: a batch's frames in one job (each stream's frames back to back, while its decoder's pictures
+#: are in the cache) and the batch's audio is placed, mixed and encoded at once, a quarter of the
+#: per-call costs of frame by frame; the speaker tracker still sees every frame's levels.
+BATCH_TICKS = 4
+#: The decode thread works this many batches ahead of the compositor; audio is decoded up to
+#: AUDIO_AHEAD_NS beyond the frames it is mixed with, as a block may start before their end.
+DECODE_AHEAD = 1
 AUDIO_AHEAD_NS = 40_000_000
-#: Audio is placed, mixed and encoded this many output frames (or audio blocks) at a time, a
-#: quarter of the per-call costs of doing it frame by frame; the speaker tracker still sees the
-#: levels of every frame.
-AUDIO_TICKS = 4
 #: A frame this close outside a stretch of the session still belongs to it.
 EDGE_NS = 100_000_000
 #: Audio-only recordings advance in blocks of this many samples.
@@ -355,13 +355,14 @@ class _Mixer:
             person.track.place(ideal, samples)
 
     def decode_ahead(self, start_out: float, tick_ns: float, rate: int) -> None:
-        """The decode thread's job for the output frame (or block) at start_out (output ns);
-        limits go through the output clock, so a trimmed gap does not hide what follows it."""
+        """The decode thread's job for the batch of output frames (or blocks) from start_out
+        (output ns); limits go through the output clock, so a trimmed gap does not hide what
+        follows it."""
         if self.has_video:
-            self.decode_video(self.session_ns(start_out + tick_ns / 2))
+            self.decode_video(self.session_ns(start_out + (BATCH_TICKS - 0.5) * tick_ns))
         if self.has_audio:
             self.decode_audio(
-                self.session_ns(start_out + AUDIO_TICKS * tick_ns + AUDIO_AHEAD_NS), rate)
+                self.session_ns(start_out + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS), rate)
 
     # -- the recording --------------------------------------------------------------------------
 
@@ -418,7 +419,7 @@ class _Mixer:
                channels: ChannelsWav | None,
                per_person: ParticipantFiles | None) -> tuple[int, int]:
         """The second pass: every output frame (or audio block) in turn, decoded on a thread of
-        its own DECODE_AHEAD frames ahead, so decoding overlaps compositing and the encoders
+        its own a batch or DECODE_AHEAD ahead, so decoding overlaps compositing and the encoders
         (PyAV's decode and encode calls release the GIL)."""
         self.reader = iter(RoomReader(self.captures, self.description, fit_clocks=False))
         self.read_to = -math.inf
@@ -426,16 +427,18 @@ class _Mixer:
         decoded: deque[Future[None]] = deque()
         with RecordingWriter(path, settings, self.options.container) as writer, \
                 ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder:
+            batch = 0  # the first frame of the next batch to decode
             for k in range(ticks):
-                while len(decoded) <= DECODE_AHEAD and k + len(decoded) < ticks:
-                    ahead = (k + len(decoded)) * tick_ns
+                while batch < min(ticks, k + (DECODE_AHEAD + 1) * BATCH_TICKS):
+                    ahead = batch * tick_ns
                     self.read_until(
-                        self.session_ns(ahead + AUDIO_TICKS * tick_ns + AUDIO_AHEAD_NS))
+                        self.session_ns(ahead + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS))
                     decoded.append(decoder.submit(self.decode_ahead, ahead, tick_ns,
                                                   settings.audio_rate))
+                    batch += BATCH_TICKS
                 s = self.session_ns(k * tick_ns)
                 self.read_until(s)
-                if decoded:
+                if k % BATCH_TICKS == 0:
                     decoded.popleft().result()
                 step.run(writer, k, s)
                 if self.progress is not None:
@@ -526,16 +529,15 @@ class _Step:
         self.layout_key: object = None
         self.states: dict[int, CompositeState] = {}  # by id of the writer's frame drawn into
         self.samples_done = 0
-        self.levels: list[dict[str, float]] = []  # of the ticks mixed ahead, from audio_tick on
-        self.audio_tick = 0
+        self.levels: list[dict[str, float]] = []  # of the batch's ticks, audio mixed ahead
 
     def run(self, writer: RecordingWriter, k: int, s: int) -> None:
         mixer = self.mixer
         levels: dict[str, float] = {}
         if mixer.has_audio:
-            if k >= self.audio_tick + len(self.levels):
+            if k % BATCH_TICKS == 0:
                 self.audio(writer, k)
-            levels = self.levels[k - self.audio_tick]
+            levels = self.levels[k % BATCH_TICKS]
         if not mixer.has_video:
             return
         people = mixer.people.values()
@@ -564,12 +566,12 @@ class _Step:
                     else None)
 
     def audio(self, writer: RecordingWriter, k: int) -> None:
-        """Place, read and mix everyone's audio of ticks k to k + AUDIO_TICKS - 1 (or the last);
-        keep each tick's levels (dBov) for the speaker tracker."""
+        """Place, read and mix everyone's audio of the batch of ticks from k; keep each tick's
+        levels (dBov) for the speaker tracker."""
         mixer = self.mixer
         rate = self.settings.audio_rate
         ends = [round((j + 1) * self.tick_ns * rate / NS)
-                for j in range(k, min(k + AUDIO_TICKS, self.ticks))]
+                for j in range(k, min(k + BATCH_TICKS, self.ticks))]
         end = ends[-1]
         count = end - self.samples_done
         people = list(mixer.people.values())
@@ -585,7 +587,6 @@ class _Step:
                  if count and people else np.zeros((len(people), len(ends))))
         self.levels = [{person.id: dbov_from_rms(math.sqrt(p)) for person, p in zip(people, tick)}
                        for tick in power.T.tolist()]
-        self.audio_tick = k
         mixed = np.zeros((count, channels), np.float32)
         mix_audio(list(blocks), mixed)
         writer.write_audio(mixed)
