@@ -219,6 +219,12 @@ def _pcm(frames: list[av.AudioFrame]) -> Pcm:
     """Audio frames as one float32 (samples, channels) array (int16 scaled by 1/32768)."""
     blocks = []
     for frame in frames:
+        if frame.format.name == "flt":  # libopus's output: read in place (to_ndarray copies)
+            channels = frame.layout.nb_channels
+            blocks.append(np.frombuffer(memoryview(frame.planes[0]), np.float32,
+                                        frame.samples * channels)
+                          .reshape(-1, channels))
+            continue
         data = frame.to_ndarray()
         block = data.T if frame.format.is_planar else data.reshape(-1, len(frame.layout.channels))
         if block.dtype == np.int16:
