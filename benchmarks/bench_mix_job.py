@@ -9,8 +9,11 @@ minutes synthesizing). Peers in the same run, one pytest-benchmark group:
 - test_ffmpeg_cli: the `ffmpeg` command line doing the same job (mixjob.ffmpeg_command: per
   participant a .webm holding the same VP8 and Opus frames, stream-copied from the capture;
   scale + pad + fps + tpad per tile, xstack, amix normalize=0, the same encoder settings);
-- test_skymix_mix: skymix.mix on the pcap and SDPs, in a fresh interpreter (imports and
-  interpreter start are counted, as ffmpeg's start is);
+- test_skymix_mix: the `skymix mix` command line on the pcap and SDPs, in a fresh interpreter
+  (imports and interpreter start are counted, as ffmpeg's start is);
+- test_paired: the two command lines again, one after the other PAIRS times: the speed-up of each
+  pair, whose median is the figure to quote (this machine's speed drifts by several per cent
+  over minutes, which separate groups of rounds take in full and a pair hardly sees);
 - test_floor: decode-only (every VP8 picture and Opus packet through PyAV's decoders, frames
   already depayloaded) plus encode-only (skymix's RecordingWriter, libx264 + AAC, on the peer's
   own composite read back raw), run one after the other.
@@ -60,6 +63,7 @@ from mixjob import (  # noqa: E402
 
 CORES = 2  # the issue's machine; children are pinned to this many CPUs
 ROUNDS = int(os.environ.get("SKYMIX_BENCH_ROUNDS", "3"))
+PAIRS = int(os.environ.get("SKYMIX_BENCH_PAIRS", "5"))
 TARGET = 1.3
 GROUP = "mix job: 4 participants, 60 s, 720p30 x264 veryfast"
 RESULTS: dict[str, dict[str, float]] = {}  # by test, for the ratios of later tests
@@ -186,3 +190,30 @@ def test_skymix_mix(benchmark, job, tmp_path):
     if floor:
         benchmark.extra_info.update({"floor_s": round(floor, 3),
                                      "wall_over_floor": round(mine["wall"] / floor, 2)})
+
+
+def test_paired(benchmark, job, inputs, tmp_path):
+    """ffmpeg then skymix, PAIRS times; the benchmark time is a pair's."""
+    benchmark.group = GROUP + ", paired"
+    pairs = []
+
+    def once():
+        peer = run_measured(ffmpeg_command(inputs, tmp_path / "ffmpeg.mp4",
+                                           duration=job.seconds), cpus=CORES).check()
+        mine = run_measured(skymix_command(job, tmp_path / "skymix.mp4"), cpus=CORES).check()
+        pairs.append((peer, mine))
+
+    benchmark.pedantic(once, rounds=PAIRS, warmup_rounds=0)
+    check(benchmark, tmp_path / "skymix.mp4", job, exact=False)
+    ratios = [peer.wall / mine.wall for peer, mine in pairs]
+    speedup = statistics.median(ratios)
+    benchmark.extra_info.update({
+        "pairs_ffmpeg_wall_s": [round(p.wall, 3) for p, _ in pairs],
+        "pairs_skymix_wall_s": [round(m.wall, 3) for _, m in pairs],
+        "pairs_speedup": [round(r, 3) for r in ratios],
+        "ffmpeg_wall_s": round(statistics.median(p.wall for p, _ in pairs), 3),
+        "skymix_wall_s": round(statistics.median(m.wall for _, m in pairs), 3),
+        "ffmpeg_cpu_s": round(statistics.median(p.cpu for p, _ in pairs), 3),
+        "skymix_cpu_s": round(statistics.median(m.cpu for _, m in pairs), 3),
+        "speedup_vs_ffmpeg": round(speedup, 3), "target_speedup": TARGET,
+        "target_met": speedup >= TARGET})

@@ -419,8 +419,9 @@ class _Mixer:
                channels: ChannelsWav | None,
                per_person: ParticipantFiles | None) -> tuple[int, int]:
         """The second pass: every output frame (or audio block) in turn, decoded on a thread of
-        its own a batch or DECODE_AHEAD ahead, so decoding overlaps compositing and the encoders
-        (PyAV's decode and encode calls release the GIL)."""
+        its own a batch (BATCH_TICKS frames) at a time and DECODE_AHEAD batches ahead, so
+        decoding overlaps compositing and the encoders (PyAV's decode and encode calls release
+        the GIL)."""
         self.reader = iter(RoomReader(self.captures, self.description, fit_clocks=False))
         self.read_to = -math.inf
         step = _Step(self, settings, ticks, tick_ns, channels, per_person)
