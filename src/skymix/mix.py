@@ -59,8 +59,10 @@ LOOKAHEAD_NS = 3 * NS
 #: are in the cache) and the batch's audio is placed, mixed and encoded at once, a quarter of the
 #: per-call costs of frame by frame; the speaker tracker still sees every frame's levels.
 BATCH_TICKS = 4
-#: The decode thread works this many batches ahead of the compositor; audio is decoded up to
-#: AUDIO_AHEAD_NS beyond the frames it is mixed with, as a block may start before their end.
+#: The decode thread starts on a batch when the compositor is this many frames before it (the
+#: decoded pictures waiting are at most a batch and this many frames per participant, ~1 MB
+#: each); audio is decoded up to AUDIO_AHEAD_NS beyond the frames it is mixed with, as a block
+#: may start before their end.
 DECODE_AHEAD = 1
 AUDIO_AHEAD_NS = 40_000_000
 #: A frame this close outside a stretch of the session still belongs to it.
@@ -419,7 +421,7 @@ class _Mixer:
                channels: ChannelsWav | None,
                per_person: ParticipantFiles | None) -> tuple[int, int]:
         """The second pass: every output frame (or audio block) in turn, decoded on a thread of
-        its own a batch (BATCH_TICKS frames) at a time and DECODE_AHEAD batches ahead, so
+        its own a batch (BATCH_TICKS frames) at a time, DECODE_AHEAD frames ahead, so
         decoding overlaps compositing and the encoders (PyAV's decode and encode calls release
         the GIL)."""
         self.reader = iter(RoomReader(self.captures, self.description, fit_clocks=False))
@@ -430,7 +432,7 @@ class _Mixer:
                 ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder:
             batch = 0  # the first frame of the next batch to decode
             for k in range(ticks):
-                while batch < min(ticks, k + (DECODE_AHEAD + 1) * BATCH_TICKS):
+                while batch < min(ticks, k + DECODE_AHEAD + 1):
                     ahead = batch * tick_ns
                     self.read_until(
                         self.session_ns(ahead + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS))
