@@ -339,3 +339,21 @@ def test_someone_heard_for_under_a_second_is_in_the_mix(tmp_path):
     freqs = np.fft.rfftfreq(len(part), 1 / 48000)
     near = (freqs > 435) & (freqs < 445)
     assert spectrum[near].max() > 0.5 * spectrum.max()  # bob's 440 Hz as loud as ann's tone
+
+
+def test_a_mono_recording_has_everyone_in_its_one_channel(tmp_path):
+    """audio_channels=1: the participants' stereo tracks mixed down into one channel."""
+    people = [SynthParticipant("ann", tone_hz=300),
+              SynthParticipant("bob", video_codec=None, tone_hz=440)]
+    options = MixOptions(encode=EncodeSettings(width=320, height=180, preset="ultrafast",
+                                               audio_channels=1))
+    made, report, rec, truth = run(tmp_path, people, Impairments(), seed=6, options=options,
+                                   seconds=3.0)
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.streams.audio[0].codec_context.channels == 1
+    part = rec.audio[0][48000:96000]
+    spectrum = np.abs(np.fft.rfft(part))
+    freqs = np.fft.rfftfreq(len(part), 1 / 48000)
+    for tone in (300, 440):
+        near = (freqs > tone - 5) & (freqs < tone + 5)
+        assert spectrum[near].max() > 20 * np.median(spectrum), tone

@@ -90,6 +90,8 @@ class RecordingWriter:
                 v.options = {"crf": str(s.crf), "preset": s.preset, "profile": "high"}
             else:
                 v.options = {"crf": str(s.crf), "b": "0", "deadline": "realtime", "cpu-used": "8"}
+            # opened here, not lazily by the first encode on the encoding thread (see audio)
+            v.codec_context.open()
             self._video = v
         if s.audio:
             a = self._out.add_stream("aac" if container == "mp4" else "libopus", rate=s.audio_rate)
@@ -159,11 +161,16 @@ class RecordingWriter:
         return self._samples
 
     def close(self) -> None:
-        """Flush the encoders and finish the file."""
-        for queue in (self._video_queue, self._audio_queue):
-            if queue is not None:
-                queue.finish()
-        self._out.close()
+        """Flush the encoders and finish the file (an encoder's error stops the threads and
+        raises; the file is then for deleting)."""
+        try:
+            for queue in (self._video_queue, self._audio_queue):
+                if queue is not None:
+                    queue.finish()
+            self._out.close()
+        except BaseException:
+            self.abort()
+            raise
 
     def __enter__(self) -> RecordingWriter:
         return self

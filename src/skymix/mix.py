@@ -39,7 +39,7 @@ from .layout import (
     compute_layout,
     dbov_from_rms,
 )
-from .placement import AudioTrack
+from .placement import TRACK_CHANNELS, AudioTrack
 from .progress import ProgressCallback, ProgressEvent
 from .session import SessionSpec
 from .sidecars import ChannelsWav, ParticipantFiles, participant_settings
@@ -152,6 +152,16 @@ class _Counts:
             self.dropped += sum(d.stats.skipped for d in decoders)
 
 
+@dataclass(slots=True)
+class _AudioBatch:
+    """A batch's audio, mixed on the decode thread: the mix, each participant's block (people
+    in the mixer's order) and each frame's levels (dBov) by participant id."""
+
+    mixed: np.ndarray
+    blocks: np.ndarray
+    levels: list[dict[str, float]]
+
+
 class _Person:
     """One participant's queues, decoders, last picture and audio track."""
 
@@ -234,6 +244,7 @@ class _Mixer:
                                  f"{self.scan.problems[0]})" if self.scan.problems else ""))
         self.layouts: list[dict[str, object]] = []
         self._labels: dict[tuple[str, int, int], tuple[Overlay, ...]] = {}  # (id, w, h)
+        self.samples_done = 0  # output audio samples mixed (on the decode thread)
         self.reader: Iterator[RoomStep] = iter(())
         self.read_to = -math.inf
 
@@ -356,15 +367,45 @@ class _Mixer:
             ideal, samples = person.pcm.popleft()
             person.track.place(ideal, samples)
 
-    def decode_ahead(self, start_out: float, tick_ns: float, rate: int) -> None:
-        """The decode thread's job for the batch of output frames (or blocks) from start_out
-        (output ns); limits go through the output clock, so a trimmed gap does not hide what
-        follows it."""
+    def decode_batch(self, k: int, ticks: int, tick_ns: float,
+                     settings: EncodeSettings) -> _AudioBatch | None:
+        """The decode thread's job for the batch of output frames (or blocks) from tick k:
+        decode its video, decode and mix its audio. Limits go through the output clock, so a
+        trimmed gap does not hide what follows it."""
+        start_out = k * tick_ns
         if self.has_video:
             self.decode_video(self.session_ns(start_out + (BATCH_TICKS - 0.5) * tick_ns))
-        if self.has_audio:
-            self.decode_audio(
-                self.session_ns(start_out + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS), rate)
+        if not self.has_audio:
+            return None
+        rate = settings.audio_rate
+        self.decode_audio(
+            self.session_ns(start_out + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS), rate)
+        ends = [round((j + 1) * tick_ns * rate / NS) for j in range(k, min(k + BATCH_TICKS, ticks))]
+        return self.mix_batch(ends, rate, settings.audio_channels)
+
+    def mix_batch(self, ends: list[int], rate: int, channels: int) -> _AudioBatch:
+        """Place, read and mix everyone's audio up to the last of `ends` (output samples where
+        the batch's frames end), with each frame's levels for the speaker tracker."""
+        end = ends[-1]
+        count = end - self.samples_done
+        people = list(self.people.values())
+        # the tracks are stereo (every decoder gives stereo); the mix has the recording's channels
+        blocks = np.empty((len(people), count, TRACK_CHANNELS), np.float32)
+        for person, block in zip(people, blocks):
+            self.place_audio(person, end + rate // 50)
+            person.track.read(self.samples_done, count, out=block)
+        # each frame's mean power per person: sums of squares over the frame's samples (of both
+        # channels: a reduction along the last axis of 2 would be slow)
+        starts = [0] + [(e - self.samples_done) * TRACK_CHANNELS for e in ends[:-1]]
+        lengths = np.diff(starts + [count * TRACK_CHANNELS])
+        power = (np.add.reduceat(np.square(blocks.reshape(len(people), -1)), starts, axis=1)
+                 / lengths if count and people else np.zeros((len(people), len(ends))))
+        levels = [{person.id: dbov_from_rms(math.sqrt(p)) for person, p in zip(people, tick)}
+                  for tick in power.T.tolist()]
+        mixed = np.zeros((count, channels), np.float32)
+        mix_audio(list(blocks), mixed)
+        self.samples_done = end
+        return _AudioBatch(mixed, blocks, levels)
 
     # -- the recording --------------------------------------------------------------------------
 
@@ -426,24 +467,22 @@ class _Mixer:
         the GIL)."""
         self.reader = iter(RoomReader(self.captures, self.description, fit_clocks=False))
         self.read_to = -math.inf
-        step = _Step(self, settings, ticks, tick_ns, channels, per_person)
-        decoded: deque[Future[None]] = deque()
+        step = _Step(self, settings, tick_ns, channels, per_person)
+        decoded: deque[Future[_AudioBatch | None]] = deque()
         with RecordingWriter(path, settings, self.options.container) as writer, \
                 ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder:
             batch = 0  # the first frame of the next batch to decode
             for k in range(ticks):
                 while batch < min(ticks, k + DECODE_AHEAD + 1):
-                    ahead = batch * tick_ns
-                    self.read_until(
-                        self.session_ns(ahead + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS))
-                    decoded.append(decoder.submit(self.decode_ahead, ahead, tick_ns,
-                                                  settings.audio_rate))
+                    self.read_until(self.session_ns(
+                        (batch + BATCH_TICKS) * tick_ns + AUDIO_AHEAD_NS))
+                    decoded.append(decoder.submit(self.decode_batch, batch, ticks, tick_ns,
+                                                  settings))
                     batch += BATCH_TICKS
                 s = self.session_ns(k * tick_ns)
                 self.read_until(s)
-                if k % BATCH_TICKS == 0:
-                    decoded.popleft().result()
-                step.run(writer, k, s)
+                audio = decoded.popleft().result() if k % BATCH_TICKS == 0 else None
+                step.run(writer, k, s, audio)
                 if self.progress is not None:
                     self.progress(ProgressEvent("mixing", k + 1, ticks,
                                                 "frames" if self.has_video else "blocks"))
@@ -519,11 +558,10 @@ class _Mixer:
 class _Step:
     """One output frame (or audio block): mix the audio, choose the layout, composite."""
 
-    def __init__(self, mixer: _Mixer, settings: EncodeSettings, ticks: int, tick_ns: float,
+    def __init__(self, mixer: _Mixer, settings: EncodeSettings, tick_ns: float,
                  channels: ChannelsWav | None, per_person: ParticipantFiles | None) -> None:
         self.mixer = mixer
         self.settings = settings
-        self.ticks = ticks
         self.tick_ns = tick_ns
         self.channels = channels
         self.per_person = per_person
@@ -531,15 +569,15 @@ class _Step:
         self.layout: Layout | None = None
         self.layout_key: object = None
         self.states: dict[int, CompositeState] = {}  # by id of the writer's frame drawn into
-        self.samples_done = 0
         self.levels: list[dict[str, float]] = []  # of the batch's ticks, audio mixed ahead
 
-    def run(self, writer: RecordingWriter, k: int, s: int) -> None:
+    def run(self, writer: RecordingWriter, k: int, s: int, audio: _AudioBatch | None) -> None:
+        """Tick k (session instant s); audio: the batch's mixed audio, on its first tick."""
         mixer = self.mixer
         levels: dict[str, float] = {}
         if mixer.has_audio:
-            if k % BATCH_TICKS == 0:
-                self.audio(writer, k)
+            if audio is not None:
+                self.write_audio(writer, audio)
             levels = self.levels[k % BATCH_TICKS]
         if not mixer.has_video:
             return
@@ -568,37 +606,14 @@ class _Step:
                     person.id, person.picture if mixer.shows_video(person, s, self.tick_ns)
                     else None)
 
-    def audio(self, writer: RecordingWriter, k: int) -> None:
-        """Place, read and mix everyone's audio of the batch of ticks from k; keep each tick's
-        levels (dBov) for the speaker tracker."""
-        mixer = self.mixer
-        rate = self.settings.audio_rate
-        ends = [round((j + 1) * self.tick_ns * rate / NS)
-                for j in range(k, min(k + BATCH_TICKS, self.ticks))]
-        end = ends[-1]
-        count = end - self.samples_done
-        people = list(mixer.people.values())
-        channels = self.settings.audio_channels
-        blocks = np.empty((len(people), count, channels), np.float32)
-        for person, block in zip(people, blocks):
-            mixer.place_audio(person, end + rate // 50)
-            person.track.read(self.samples_done, count, out=block)
-        # each tick's mean power per person: sums of squares over the tick's samples (of both
-        # channels: a reduction along the last axis of 2 would be slow)
-        starts = [0] + [(e - self.samples_done) * channels for e in ends[:-1]]
-        lengths = np.diff(starts + [count * channels])
-        power = (np.add.reduceat(np.square(blocks.reshape(len(people), -1)), starts, axis=1)
-                 / lengths if count and people else np.zeros((len(people), len(ends))))
-        self.levels = [{person.id: dbov_from_rms(math.sqrt(p)) for person, p in zip(people, tick)}
-                       for tick in power.T.tolist()]
-        mixed = np.zeros((count, channels), np.float32)
-        mix_audio(list(blocks), mixed)
-        writer.write_audio(mixed)
-        self.samples_done = end
+    def write_audio(self, writer: RecordingWriter, batch: _AudioBatch) -> None:
+        """Encode the batch's mix, write the sidecars' audio, keep its frames' levels."""
+        writer.write_audio(batch.mixed)
+        self.levels = batch.levels
         if self.channels is not None:
-            self.channels.write(list(blocks))
+            self.channels.write(list(batch.blocks))
         if self.per_person is not None:
-            for person, block in zip(people, blocks):
+            for person, block in zip(self.mixer.people.values(), batch.blocks):
                 self.per_person.write_audio(person.id, block)
 
 

@@ -18,10 +18,12 @@ import numpy.typing as npt
 
 from .errors import SkymixError
 
-__all__ = ["AudioTrack", "PlacementStats"]
+__all__ = ["TRACK_CHANNELS", "AudioTrack", "PlacementStats"]
 
 Samples = npt.NDArray[np.float32]
 
+#: Channels of a participant's track by default: decoders give stereo (mono doubled).
+TRACK_CHANNELS = 2
 #: Placement error (samples) tolerated before a block is stretched or shrunk by one sample.
 STEER = 2
 #: Placement error beyond which the block is placed where its time says (10 ms at 48 kHz).
@@ -46,7 +48,7 @@ class PlacementStats:
 class AudioTrack:
     """A ring of float32 (frames, channels) samples indexed by absolute output position."""
 
-    def __init__(self, channels: int = 2, capacity: int = 1 << 18) -> None:
+    def __init__(self, channels: int = TRACK_CHANNELS, capacity: int = 1 << 18) -> None:
         self._ring = np.zeros((capacity, channels), np.float32)
         self._capacity = capacity
         self._read = 0  # the next position read() hands out
