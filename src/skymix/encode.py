@@ -107,7 +107,6 @@ class RecordingWriter:
         self._audio_queue = _EncodeQueue(self._audio.encode, "skymix-aac", AUDIO_QUEUE,
                                          self._out.mux) if self._audio is not None else None
         self._free: list[av.VideoFrame] = []  # frames of new_frame() the encoder is done with
-        self._made = 0
 
     def new_frame(self) -> av.VideoFrame:
         """A frame of the output size for the compositor to draw into. The writer owns a frame
@@ -115,11 +114,10 @@ class RecordingWriter:
         for the oldest queued frame when VIDEO_QUEUE + 1 are out), so a caller takes a new
         frame for every picture and finds in it the picture it drew there last."""
         queue = self._video_queue
-        if queue is not None and not self._free and self._made > VIDEO_QUEUE and queue.jobs:
+        if queue is not None and not self._free and len(self._ours) > VIDEO_QUEUE and queue.jobs:
             self._recycle(queue.mux(keep=len(queue.jobs) - 1))
         if self._free:
             return self._free.pop()
-        self._made += 1
         frame = av.VideoFrame(self.settings.width, self.settings.height, "yuv420p")
         self._ours[id(frame)] = frame
         return frame
