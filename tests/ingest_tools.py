@@ -46,6 +46,23 @@ __all__ = [
 # --- real tools -----------------------------------------------------------------------------
 
 
+class FakeClock:
+    """A sender run under libfaketime: ``offset_s`` seconds off and running ``speed`` times real
+    time (a dataclass mixing this in has those two fields)."""
+
+    offset_s: float
+    speed: float
+
+    @property
+    def faketime(self) -> str:
+        """The ``faketime -m -f`` argument."""
+        return f"{self.offset_s:+g} x{self.speed:g}"
+
+    @property
+    def ppm(self) -> float:
+        return (self.speed - 1.0) * 1e6
+
+
 def free_port_pair() -> int:
     """An even port P with P and P + 1 free for UDP on 127.0.0.1 (RTP and its RTCP)."""
     for _ in range(100):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ingest_tools import Receiver, Tcpdump, wait_senders
+from ingest_tools import FakeClock, Receiver, Tcpdump, wait_senders
 
 from skymix.session import load_description
 from skymix.streams.room import RoomScan, scan_room
@@ -38,7 +38,7 @@ FFMPEG = ["ffmpeg", "-y", "-hide_banner", "-loglevel", "error", "-nostdin"]
 
 
 @dataclass(frozen=True)
-class Sender:
+class Sender(FakeClock):
     """One participant: what it sends and the fake clock its ffmpeg runs on."""
 
     name: str
@@ -47,14 +47,6 @@ class Sender:
     container: str
     offset_s: float
     speed: float
-
-    @property
-    def faketime(self) -> str:
-        return f"{self.offset_s:+g} x{self.speed:g}"
-
-    @property
-    def ppm(self) -> float:
-        return (self.speed - 1.0) * 1e6
 
 
 SENDERS = (

@@ -44,7 +44,7 @@ import av
 import numpy as np
 import pytest
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
-from ingest_tools import Receiver, Tcpdump, wait_senders
+from ingest_tools import FakeClock, Receiver, Tcpdump, wait_senders
 from mix_tools import Recording, beep_onsets, flashes, read_recording
 from test_ffmpeg_capture import FFMPEG, LOCAL, free_port_block
 
@@ -70,7 +70,7 @@ HALF_FRAME = 0.5 / SMALL.fps
 
 
 @dataclass(frozen=True)
-class Sender:
+class Sender(FakeClock):
     """One participant: its tone, its first event (media seconds), its clock and when it starts."""
 
     name: str
@@ -79,14 +79,6 @@ class Sender:
     offset_s: float
     speed: float
     starts_after: float  # seconds after the first sender (relay clock)
-
-    @property
-    def faketime(self) -> str:
-        return f"{self.offset_s:+g} x{self.speed:g}"
-
-    @property
-    def ppm(self) -> float:
-        return (self.speed - 1.0) * 1e6
 
     @property
     def events(self) -> list[float]:
