@@ -1,7 +1,5 @@
 """skymix: turn a media relay's RTP captures into one finished, composited recording."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from .compose import (
     CompositeState,
     Overlay,
@@ -20,10 +18,19 @@ from .progress import ProgressEvent
 from .session import load_description
 from .streams.room import scan_room
 
-try:
-    __version__ = version("skymix")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    """`__version__`, looked up on first use: importing importlib.metadata costs ~20 ms, at
+    every start of the command line otherwise."""
+    if name != "__version__":
+        raise AttributeError(f"module 'skymix' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("skymix")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
 
 __all__ = [
     "CaptureError",

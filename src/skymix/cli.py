@@ -8,11 +8,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
 from .errors import SkymixError
 from .progress import TerminalProgress
 
 __all__ = ["build_parser", "main"]
+
+
+class _Version(argparse.Action):
+    """argparse's version action with the version looked up only when asked for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from . import __version__
+
+        print(f"skymix {__version__}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="skymix",
         description="Composite and mix the RTP a WebRTC media relay captured into one recording.",
     )
-    parser.add_argument("--version", action="version", version=f"skymix {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",

@@ -63,7 +63,7 @@ BATCH_TICKS = 4
 #: decoded pictures waiting are at most a batch and this many frames per participant, ~1 MB
 #: each); audio is decoded up to AUDIO_AHEAD_NS beyond the frames it is mixed with, as a block
 #: may start before their end.
-DECODE_AHEAD = 1
+DECODE_AHEAD = 4
 AUDIO_AHEAD_NS = 40_000_000
 #: A frame this close outside a stretch of the session still belongs to it.
 EDGE_NS = 100_000_000
