@@ -8,7 +8,7 @@ import pytest
 
 from skymix import SkymixError
 from skymix.compose import frame_planes
-from skymix.encode import EncodeSettings, RecordingWriter
+from skymix.encode import SYNC_LOOKAHEAD, EncodeSettings, RecordingWriter
 
 
 def write_sample(path, container, settings=EncodeSettings(width=320, height=180, fps=30)):
@@ -93,3 +93,58 @@ def test_frames_are_recycled_only_once_encoded(tmp_path):
     with av.open(str(path)) as f:
         lumas = [float(fr.to_ndarray()[:64].mean()) for fr in f.decode(video=0)]
     assert np.allclose(lumas, [20 + 5 * n for n in range(40)] + [230], atol=2.0)
+
+
+def test_x264_tuning_leaves_the_bitstream_as_x264_defaults_make_it(tmp_path):
+    """The writer's x264 buffers more frames between its lookahead and frame threads than
+    x264's default (for speed, see SYNC_LOOKAHEAD); what comes out must be bit for bit what the
+    defaults give, frame threads on."""
+    settings = EncodeSettings(width=320, height=240, threads=3, audio=False)
+    rng = np.random.default_rng(5)
+    pictures = []
+    for n in range(90):  # a moving gradient with noise: motion, B-frames, a scene cut at 60
+        y = (np.add.outer(np.arange(240), np.arange(320)) * (1 + (n >= 60)) + 4 * n) % 256
+        y = (y + rng.integers(0, 12, y.shape)).clip(0, 255).astype(np.uint8)
+        pictures.append((y, np.full((120, 160), 128 - n, np.uint8),
+                         np.full((120, 160), 90, np.uint8)))
+
+    def draw(frame, planes):
+        for dst, src in zip(frame_planes(frame, "out"), planes):
+            dst[:] = src
+
+    def packets(path):
+        with av.open(str(path)) as f:
+            return [bytes(p) for p in f.demux(video=0) if p.size]
+
+    def plain(path, params):
+        """PyAV's libx264 with the writer's settings; the frames in before the first packet."""
+        first = None
+        with av.open(str(path), "w") as out:
+            v = out.add_stream("libx264", rate=settings.fps)
+            v.width, v.height, v.pix_fmt = settings.width, settings.height, "yuv420p"
+            v.thread_count = settings.threads
+            v.codec_context.thread_type = "AUTO"
+            v.options = {"crf": str(settings.crf), "preset": settings.preset,
+                         "profile": "high", **params}
+            for n, planes in enumerate(pictures):
+                frame = av.VideoFrame(settings.width, settings.height, "yuv420p")
+                draw(frame, planes)
+                frame.pts = n
+                got = v.encode(frame)
+                if got and first is None:
+                    first = n + 1
+                out.mux(got)
+            out.mux(v.encode(None))
+        return first
+
+    ours = tmp_path / "ours.mp4"
+    with RecordingWriter(ours, settings) as w:
+        for planes in pictures:
+            frame = w.new_frame()
+            draw(frame, planes)
+            w.write_video(frame)
+    default_delay = plain(tmp_path / "default.mp4", {})
+    tuned_delay = plain(tmp_path / "tuned.mp4", {"x264-params": f"sync-lookahead={SYNC_LOOKAHEAD}"})
+    assert tuned_delay > default_delay  # the parameter reaches x264: it holds more frames
+    assert len(packets(ours)) == 90
+    assert packets(ours) == packets(tmp_path / "default.mp4") == packets(tmp_path / "tuned.mp4")
