@@ -19,7 +19,6 @@ from .session import load_description
 from .streams.room import scan_room
 
 
-
 def __getattr__(name: str) -> str:
     """`__version__`, looked up on first use: importing importlib.metadata costs ~20 ms, at
     every start of the command line otherwise."""
@@ -31,6 +30,7 @@ def __getattr__(name: str) -> str:
         return version("skymix")
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "0+unknown"
+
 
 __all__ = [
     "CaptureError",
