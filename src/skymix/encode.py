@@ -37,8 +37,8 @@ VIDEO_QUEUE = 3
 #: Frames x264 buffers between its lookahead thread and its frame threads (its default is
 #: bframes + 1 = 4). The lookahead decides frame types in bursts; with the default buffer the frame
 #: threads run dry between bursts and a 2-core machine idles ~15% of an encode. The output is
-#: bit-identical (only the hand-over buffer grows), the cost ~1.7 MB per frame at 720p; 16 was
-#: no faster than 8.
+#: the defaults' (only the hand-over buffer grows; bit for bit, as far as x264 repeats itself),
+#: the cost ~1.7 MB per frame at 720p; 16 was no faster than 8.
 SYNC_LOOKAHEAD = 8
 
 
