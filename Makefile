@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.skymix-installed
-DEBIAN_PACKAGES := ffmpeg tcpdump faketime janus janus-tools iproute2
+# fonts: name labels in every script (Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, CJK, emoji)
+DEBIAN_PACKAGES := ffmpeg tcpdump faketime janus janus-tools iproute2 \
+	fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench system-deps setup clean
@@ -16,6 +18,8 @@ demo: setup
 	$(VENV)/bin/skymix demo --output skymix-demo.mp4
 
 test: setup
+	$(VENV)/bin/ruff check src tests benchmarks setup.py
+	$(VENV)/bin/ruff format --check src tests benchmarks setup.py
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 

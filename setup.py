@@ -6,7 +6,6 @@ C11 atomics and POSIX threads); SKYMIX_SERIAL=1 builds it without them.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,10 @@ class BuildExt(build_ext):
             if openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
-        print(f"skymix: building native core {'with' if openmp else 'without'} OpenMP", file=sys.stderr)
+        print(  # noqa: T201 - the build says which native core it made
+            f"skymix: building native core {'with' if openmp else 'without'} OpenMP",
+            file=sys.stderr,
+        )
         super().build_extensions()
 
 

@@ -45,23 +45,37 @@ def source_frames(n):
         f = av.VideoFrame(w, h, "yuv420p")
         for plane in frame_planes(f, "source"):
             yy, xx = np.indices(plane.shape)
-            plane[:] = (128 + 90 * np.sin(xx / 9.0 + i) * np.cos(yy / 13.0)
-                        + rng.normal(0, 6, plane.shape)).clip(0, 255).astype(np.uint8)
+            plane[:] = (
+                (
+                    128
+                    + 90 * np.sin(xx / 9.0 + i) * np.cos(yy / 13.0)
+                    + rng.normal(0, 6, plane.shape)
+                )
+                .clip(0, 255)
+                .astype(np.uint8)
+            )
         frames.append(f)
     return frames
 
 
 def grid_rects(g, size):
     w, h = size
-    return [skymix.Rect(c * w // g, r * h // g, (c + 1) * w // g - c * w // g,
-                        (r + 1) * h // g - r * h // g) for r in range(g) for c in range(g)]
+    return [
+        skymix.Rect(
+            c * w // g, r * h // g, (c + 1) * w // g - c * w // g, (r + 1) * h // g - r * h // g
+        )
+        for r in range(g)
+        for c in range(g)
+    ]
 
 
 def contain_size(src, rect):
     """The scaled content size composite() uses for `contain` (see fit_tile in the kernel)."""
     s = min(rect.w / src.width, rect.h / src.height)
-    return (min(max(int(np.floor(src.width * s + 0.5)), 1), rect.w),
-            min(max(int(np.floor(src.height * s + 0.5)), 1), rect.h))
+    return (
+        min(max(int(np.floor(src.width * s + 0.5)), 1), rect.w),
+        min(max(int(np.floor(src.height * s + 0.5)), 1), rect.h),
+    )
 
 
 class FFmpegGrid:
@@ -70,11 +84,22 @@ class FFmpegGrid:
     def __init__(self, frames, rects, size):
         g = av.filter.Graph()
         g.threads = THREADS
-        self.buffers = [g.add_buffer(width=f.width, height=f.height, format="yuv420p",
-                                     time_base=Fraction(1, 30)) for f in frames]
+        self.buffers = [
+            g.add_buffer(
+                width=f.width, height=f.height, format="yuv420p", time_base=Fraction(1, 30)
+            )
+            for f in frames
+        ]
         # pad cannot make an odd-sized yuv420p frame: tile edges move to even positions
-        rects = [skymix.Rect(r.x // 2 * 2, r.y // 2 * 2, (r.x + r.w) // 2 * 2 - r.x // 2 * 2,
-                             (r.y + r.h) // 2 * 2 - r.y // 2 * 2) for r in rects]
+        rects = [
+            skymix.Rect(
+                r.x // 2 * 2,
+                r.y // 2 * 2,
+                (r.x + r.w) // 2 * 2 - r.x // 2 * 2,
+                (r.y + r.h) // 2 * 2 - r.y // 2 * 2,
+            )
+            for r in rects
+        ]
         layout = "|".join(f"{r.x}_{r.y}" for r in rects)
         stack = g.add("xstack", f"inputs={len(frames)}:layout={layout}:fill=black")
         for i, (buf, f, r) in enumerate(zip(self.buffers, frames, rects)):
@@ -175,8 +200,10 @@ def test_memcpy_floor(benchmark, layout):
 
 def test_numpy_reference(benchmark, layout):
     g, size, frames, rects, tiles = layout
-    specs = [(frame_planes(f, "source"), (r.x, r.y, r.w, r.h), "contain", None)
-             for f, r in zip(frames, rects)]
+    specs = [
+        (frame_planes(f, "source"), (r.x, r.y, r.w, r.h), "contain", None)
+        for f, r in zip(frames, rects)
+    ]
     benchmark.group = group(layout)
     benchmark.pedantic(composite_reference, args=(specs, size), rounds=3, iterations=1)
 

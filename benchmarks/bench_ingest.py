@@ -31,8 +31,9 @@ SECONDS = 6.0
 def repeated_capture(out: Path):
     """(pcap, packets, description): the synthesized call repeated REPEAT times, each stream's
     sequence numbers advanced by its own span so a repetition joins the last one seamlessly."""
-    made = synthesize(preset(4, SECONDS), SECONDS, out, seed=3,
-                      impairments=Impairments(loss=0.005, reorder=0.01))
+    made = synthesize(
+        preset(4, SECONDS), SECONDS, out, seed=3, impairments=Impairments(loss=0.005, reorder=0.01)
+    )
     records = list(read_capture(made.pcap))
     seqs: dict[int, list[int]] = {}
     for d in records:
@@ -40,8 +41,9 @@ def repeated_capture(out: Path):
             ssrc = struct.unpack_from("!I", d.data, 8)[0]
             unwrap = seqs.setdefault(ssrc, [])
             seq = struct.unpack_from("!H", d.data, 2)[0]
-            unwrap.append(seq if not unwrap else unwrap[-1] + ((seq - unwrap[-1] + 0x8000) & 0xFFFF)
-                          - 0x8000)
+            unwrap.append(
+                seq if not unwrap else unwrap[-1] + ((seq - unwrap[-1] + 0x8000) & 0xFFFF) - 0x8000
+            )
     span = {ssrc: max(s) - min(s) + 1 for ssrc, s in seqs.items()}
     big = out / "big.pcap"
     with PcapWriter(big) as writer:
@@ -51,10 +53,19 @@ def repeated_capture(out: Path):
                 if 128 <= data[0] < 192 and not 192 <= data[1] <= 223:  # RTP: move it on
                     seq, ts, ssrc = struct.unpack_from("!HII", data, 2)
                     clock = 90000 if data[1] & 0x7F == 96 else 48000
-                    struct.pack_into("!HI", data, 2, (seq + span[ssrc] * k) & 0xFFFF,
-                                     (ts + round(k * SECONDS * clock)) & 0xFFFFFFFF)
-                writer.write(d.arrival_ns + round(k * SECONDS * 1e9),
-                             (d.src.host, d.src.port), (d.dst.host, d.dst.port), bytes(data))
+                    struct.pack_into(
+                        "!HI",
+                        data,
+                        2,
+                        (seq + span[ssrc] * k) & 0xFFFF,
+                        (ts + round(k * SECONDS * clock)) & 0xFFFFFFFF,
+                    )
+                writer.write(
+                    d.arrival_ns + round(k * SECONDS * 1e9),
+                    (d.src.host, d.src.port),
+                    (d.dst.host, d.dst.port),
+                    bytes(data),
+                )
     sdps = [f"{p.name}={sdp}" for p, sdp in zip(preset(4, SECONDS), made.sdps)]
     return big, len(records) * REPEAT, load_description(sdps)
 

@@ -79,8 +79,9 @@ def test_peak_rss_reference(benchmark):
     benchmark.group = "peak RSS: 9 participants"
     code = "import numpy, av, skymix, skymix.encode, skymix.streams.room, skymix.layout"
     runs = []
-    benchmark.pedantic(lambda: runs.append(run_measured([sys.executable, "-c", code]).check()),
-                       rounds=3)
+    benchmark.pedantic(
+        lambda: runs.append(run_measured([sys.executable, "-c", code]).check()), rounds=3
+    )
     benchmark.extra_info["peak_rss_mb"] = round(max(r.maxrss_mb for r in runs), 1)
 
 
@@ -92,22 +93,32 @@ def test_peak_rss(benchmark, minutes, tmp_path):
     job = repeated_job(base, round(minutes * 60 / BASE_SECONDS))
     output = tmp_path / "long.mp4"
     runs = []
-    benchmark.pedantic(lambda: runs.append(
-        run_measured(skymix_command(job, output, MEMORY_ENCODE), cpus=CORES).check()), rounds=1)
+    benchmark.pedantic(
+        lambda: runs.append(
+            run_measured(skymix_command(job, output, MEMORY_ENCODE), cpus=CORES).check()
+        ),
+        rounds=1,
+    )
     run = runs[0]
     info = output_info(output)
     frames = round(job.seconds * MEMORY_ENCODE.fps)
     RESULTS[("rss", minutes)] = {"peak_rss_mb": run.maxrss_mb}
-    benchmark.extra_info.update({
-        "minutes": minutes, "participants": MEMORY_PARTICIPANTS,
-        "peak_rss_mb": round(run.maxrss_mb, 1), "target_mb": TARGET_MB,
-        "target_met": run.maxrss_mb <= TARGET_MB, **run.info("skymix"),
-        "encode": dataclasses.asdict(MEMORY_ENCODE), "output_frames": info.get("frames")})
+    benchmark.extra_info.update(
+        {
+            "minutes": minutes,
+            "participants": MEMORY_PARTICIPANTS,
+            "peak_rss_mb": round(run.maxrss_mb, 1),
+            "target_mb": TARGET_MB,
+            "target_met": run.maxrss_mb <= TARGET_MB,
+            **run.info("skymix"),
+            "encode": dataclasses.asdict(MEMORY_ENCODE),
+            "output_frames": info.get("frames"),
+        }
+    )
     shortest = min(MINUTES)
     if minutes != shortest and ("rss", shortest) in RESULTS:
         growth = run.maxrss_mb - RESULTS[("rss", shortest)]["peak_rss_mb"]
-        benchmark.extra_info.update({"growth_mb": round(growth, 1),
-                                     "growth_vs_minutes": shortest})
+        benchmark.extra_info.update({"growth_mb": round(growth, 1), "growth_vs_minutes": shortest})
     assert abs(info.get("frames", 0) - frames) <= 2 * minutes, info
 
 
@@ -117,8 +128,13 @@ def cost_job(count: int):
 
 def record(benchmark, run, count, key):
     RESULTS[(key, count)] = {"wall": run.wall, "cpu": run.cpu}
-    benchmark.extra_info.update({"participants": count, **run.info(key),
-                                 "wall_per_participant_s": round(run.wall / count, 3)})
+    benchmark.extra_info.update(
+        {
+            "participants": count,
+            **run.info(key),
+            "wall_per_participant_s": round(run.wall / count, 3),
+        }
+    )
 
 
 def check(output, job, *, exact):
@@ -149,8 +165,9 @@ def test_participants_skymix(benchmark, count, tmp_path):
     job = cost_job(count)
     output = tmp_path / "skymix.mp4"
     runs = []
-    benchmark.pedantic(lambda: runs.append(
-        run_measured(skymix_command(job, output), cpus=CORES).check()), rounds=1)
+    benchmark.pedantic(
+        lambda: runs.append(run_measured(skymix_command(job, output), cpus=CORES).check()), rounds=1
+    )
     record(benchmark, runs[0], count, "skymix")
     peer = RESULTS.get(("ffmpeg", count))
     if peer:

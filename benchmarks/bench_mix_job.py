@@ -102,19 +102,29 @@ def measured(benchmark, args, prefix):
     wall = statistics.median(r.wall for r in runs)
     cpu = statistics.median(r.cpu for r in runs)
     peak = max(r.maxrss_mb for r in runs)
-    benchmark.extra_info.update({
-        f"{prefix}_wall_s": round(wall, 3), f"{prefix}_cpu_s": round(cpu, 3),
-        f"{prefix}_cpu_over_wall": round(cpu / wall, 2), f"{prefix}_peak_rss_mb": round(peak, 1),
-        "rounds_wall_s": [round(r.wall, 3) for r in runs],
-        "rounds_cpu_s": [round(r.cpu, 3) for r in runs]})
+    benchmark.extra_info.update(
+        {
+            f"{prefix}_wall_s": round(wall, 3),
+            f"{prefix}_cpu_s": round(cpu, 3),
+            f"{prefix}_cpu_over_wall": round(cpu / wall, 2),
+            f"{prefix}_peak_rss_mb": round(peak, 1),
+            "rounds_wall_s": [round(r.wall, 3) for r in runs],
+            "rounds_cpu_s": [round(r.cpu, 3) for r in runs],
+        }
+    )
     return {"wall": wall, "cpu": cpu, "peak_rss_mb": peak}
 
 
 def check(benchmark, output, job, *, exact):
     seen = verify_output(output, job)
     frames = round(job.seconds * 30)
-    benchmark.extra_info.update({"output_frames": seen["frames"], "tiles_seen": seen["tiles"],
-                                 "audio_seconds": round(seen["audio_seconds"], 3)})
+    benchmark.extra_info.update(
+        {
+            "output_frames": seen["frames"],
+            "tiles_seen": seen["tiles"],
+            "audio_seconds": round(seen["audio_seconds"], 3),
+        }
+    )
     assert seen["size"] == (1280, 720)
     if exact:
         assert seen["frames"] == frames
@@ -127,8 +137,9 @@ def check(benchmark, output, job, *, exact):
 def test_ffmpeg_cli(benchmark, job, inputs, tmp_path):
     benchmark.group = GROUP
     output = tmp_path / "ffmpeg.mp4"
-    RESULTS["ffmpeg"] = measured(benchmark, ffmpeg_command(inputs, output, duration=job.seconds),
-                                 "ffmpeg")
+    RESULTS["ffmpeg"] = measured(
+        benchmark, ffmpeg_command(inputs, output, duration=job.seconds), "ffmpeg"
+    )
     check(benchmark, output, job, exact=True)
     floor = RESULTS.get("floor", {}).get("floor")
     if floor:
@@ -150,8 +161,9 @@ def test_floor(benchmark, job, inputs, composite, tmp_path):
     decode = statistics.median(d["cpu_s"] for d, _ in rounds)
     encode = statistics.median(e["cpu_s"] for _, e in rounds)
     cli_decode = run_measured(ffmpeg_decode_command(inputs), cpus=CORES).check()
-    cli_encode = run_measured(encode_only_command(yuv, pcm, tmp_path / "encode-cli.mp4"),
-                              cpus=CORES).check()
+    cli_encode = run_measured(
+        encode_only_command(yuv, pcm, tmp_path / "encode-cli.mp4"), cpus=CORES
+    ).check()
     floor = (decode + encode) / CORES
     RESULTS["floor"] = {"floor": floor}
     info = {
@@ -183,14 +195,19 @@ def test_skymix_mix(benchmark, job, tmp_path):
     floor = RESULTS.get("floor", {}).get("floor")
     if peer:
         speedup = peer["wall"] / mine["wall"]
-        benchmark.extra_info.update({
-            "ffmpeg_wall_s": round(peer["wall"], 3),
-            "speedup_vs_ffmpeg": round(speedup, 2),
-            "cpu_ratio_ffmpeg_over_skymix": round(peer["cpu"] / mine["cpu"], 2),
-            "target_speedup": TARGET, "target_met": speedup >= TARGET})
+        benchmark.extra_info.update(
+            {
+                "ffmpeg_wall_s": round(peer["wall"], 3),
+                "speedup_vs_ffmpeg": round(speedup, 2),
+                "cpu_ratio_ffmpeg_over_skymix": round(peer["cpu"] / mine["cpu"], 2),
+                "target_speedup": TARGET,
+                "target_met": speedup >= TARGET,
+            }
+        )
     if floor:
-        benchmark.extra_info.update({"floor_s": round(floor, 3),
-                                     "wall_over_floor": round(mine["wall"] / floor, 2)})
+        benchmark.extra_info.update(
+            {"floor_s": round(floor, 3), "wall_over_floor": round(mine["wall"] / floor, 2)}
+        )
 
 
 def test_paired(benchmark, job, inputs, tmp_path):
@@ -199,8 +216,9 @@ def test_paired(benchmark, job, inputs, tmp_path):
     pairs = []
 
     def peer():
-        return run_measured(ffmpeg_command(inputs, tmp_path / "ffmpeg.mp4",
-                                           duration=job.seconds), cpus=CORES).check()
+        return run_measured(
+            ffmpeg_command(inputs, tmp_path / "ffmpeg.mp4", duration=job.seconds), cpus=CORES
+        ).check()
 
     def mine():
         return run_measured(skymix_command(job, tmp_path / "skymix.mp4"), cpus=CORES).check()
@@ -217,13 +235,17 @@ def test_paired(benchmark, job, inputs, tmp_path):
     check(benchmark, tmp_path / "skymix.mp4", job, exact=False)
     ratios = [peer.wall / mine.wall for peer, mine in pairs]
     speedup = statistics.median(ratios)
-    benchmark.extra_info.update({
-        "pairs_ffmpeg_wall_s": [round(p.wall, 3) for p, _ in pairs],
-        "pairs_skymix_wall_s": [round(m.wall, 3) for _, m in pairs],
-        "pairs_speedup": [round(r, 3) for r in ratios],
-        "ffmpeg_wall_s": round(statistics.median(p.wall for p, _ in pairs), 3),
-        "skymix_wall_s": round(statistics.median(m.wall for _, m in pairs), 3),
-        "ffmpeg_cpu_s": round(statistics.median(p.cpu for p, _ in pairs), 3),
-        "skymix_cpu_s": round(statistics.median(m.cpu for _, m in pairs), 3),
-        "speedup_vs_ffmpeg": round(speedup, 3), "target_speedup": TARGET,
-        "target_met": speedup >= TARGET})
+    benchmark.extra_info.update(
+        {
+            "pairs_ffmpeg_wall_s": [round(p.wall, 3) for p, _ in pairs],
+            "pairs_skymix_wall_s": [round(m.wall, 3) for _, m in pairs],
+            "pairs_speedup": [round(r, 3) for r in ratios],
+            "ffmpeg_wall_s": round(statistics.median(p.wall for p, _ in pairs), 3),
+            "skymix_wall_s": round(statistics.median(m.wall for _, m in pairs), 3),
+            "ffmpeg_cpu_s": round(statistics.median(p.cpu for p, _ in pairs), 3),
+            "skymix_cpu_s": round(statistics.median(m.cpu for _, m in pairs), 3),
+            "speedup_vs_ffmpeg": round(speedup, 3),
+            "target_speedup": TARGET,
+            "target_met": speedup >= TARGET,
+        }
+    )

@@ -47,7 +47,7 @@ def per_packet(rate, rtp_list, arrival_list):
 def batched(rate, rtp, arrival, size):
     est = ClockEstimator(rate)
     for lo in range(0, len(rtp), size):
-        est.add_batch(rtp[lo:lo + size], arrival[lo:lo + size])
+        est.add_batch(rtp[lo : lo + size], arrival[lo : lo + size])
     return est
 
 

@@ -115,20 +115,34 @@ class Job:
         return load_description(self.sdp_args())
 
     def to_json(self) -> dict[str, object]:
-        return {"pcap": self.pcap.name, "sdps": [[n, p.name] for n, p in self.sdps],
-                "seconds": self.seconds, "colors": [list(c) for c in self.colors],
-                "truth": self.truth.name}
+        return {
+            "pcap": self.pcap.name,
+            "sdps": [[n, p.name] for n, p in self.sdps],
+            "seconds": self.seconds,
+            "colors": [list(c) for c in self.colors],
+            "truth": self.truth.name,
+        }
 
     @classmethod
     def load(cls, folder: Path) -> Job:
         data = json.loads((folder / "job.json").read_text())
-        return cls(folder, folder / data["pcap"],
-                   tuple((n, folder / p) for n, p in data["sdps"]), float(data["seconds"]),
-                   tuple(tuple(c) for c in data["colors"]), folder / data["truth"])
+        return cls(
+            folder,
+            folder / data["pcap"],
+            tuple((n, folder / p) for n, p in data["sdps"]),
+            float(data["seconds"]),
+            tuple(tuple(c) for c in data["colors"]),
+            folder / data["truth"],
+        )
 
 
-def job_participants(count: int, seconds: float, sizes: Sequence[tuple[int, int]] = REFERENCE_SIZES,
-                     *, steady: bool = False) -> list[SynthParticipant]:
+def job_participants(
+    count: int,
+    seconds: float,
+    sizes: Sequence[tuple[int, int]] = REFERENCE_SIZES,
+    *,
+    steady: bool = False,
+) -> list[SynthParticipant]:
     """skymix.synth's preset (names, colours, tones, clocks apart and drifting, a 15 fps sender,
     a late joiner, one who leaves at 3/4 of the call) with every camera VP8 and sizes taken from
     `sizes` in turn. steady: everyone present from start to end (for repeated captures, where a
@@ -159,26 +173,43 @@ def _cached(key: str, make: Callable[[Path], None]) -> Path:
     return folder
 
 
-def synth_job(participants: int = 4, seconds: float = 60.0,
-              sizes: Sequence[tuple[int, int]] = REFERENCE_SIZES, *, seed: int = 7,
-              steady: bool = False) -> Job:
+def synth_job(
+    participants: int = 4,
+    seconds: float = 60.0,
+    sizes: Sequence[tuple[int, int]] = REFERENCE_SIZES,
+    *,
+    seed: int = 7,
+    steady: bool = False,
+) -> Job:
     """A synthesized VP8 + Opus call without network damage, made once and cached."""
     people = job_participants(participants, seconds, sizes, steady=steady)
     tag = "_".join(f"{w}x{h}" for w, h in sizes)
-    key = (f"job{JOB_VERSION}-n{participants}-{seconds:g}s-{tag}-seed{seed}"
-           + ("-steady" if steady else ""))
+    key = f"job{JOB_VERSION}-n{participants}-{seconds:g}s-{tag}-seed{seed}" + (
+        "-steady" if steady else ""
+    )
 
     def make(folder: Path) -> None:
         made = synthesize(people, seconds, folder, seed=seed)
-        job = Job(folder, made.pcap, tuple((p.name, sdp) for p, sdp in zip(people, made.sdps)),
-                  seconds, tuple(p.color for p in people), made.truth)
+        job = Job(
+            folder,
+            made.pcap,
+            tuple((p.name, sdp) for p, sdp in zip(people, made.sdps)),
+            seconds,
+            tuple(p.color for p in people),
+            made.truth,
+        )
         (folder / "job.json").write_text(json.dumps(job.to_json()))
 
     return Job.load(_cached(key, make))
 
 
-def reference_job(participants: int = 4, seconds: float = 60.0,
-                  sizes: Sequence[tuple[int, int]] = REFERENCE_SIZES, *, seed: int = 7) -> Job:
+def reference_job(
+    participants: int = 4,
+    seconds: float = 60.0,
+    sizes: Sequence[tuple[int, int]] = REFERENCE_SIZES,
+    *,
+    seed: int = 7,
+) -> Job:
     """The product issue's reference job (defaults): 4 participants, 60 s, mixed sizes, VP8 +
     Opus. Synthesizing it takes 67 s of one core (more on a busy machine); later calls find it
     in the cache."""
@@ -239,16 +270,31 @@ def repeated_job(base: Job, repeats: int) -> Job:
                     seq, ts, ssrc = struct.unpack_from("!HII", data, 2)
                     low, high = spans[ssrc]
                     sender_s = k * base.seconds * (1 + drift.get(ssrc, 0.0))
-                    struct.pack_into("!HI", data, 2, (seq + (high - low + 1) * k) & 0xFFFF,
-                                     (ts + round(sender_s * _rtp_clock(data))) & 0xFFFFFFFF)
+                    struct.pack_into(
+                        "!HI",
+                        data,
+                        2,
+                        (seq + (high - low + 1) * k) & 0xFFFF,
+                        (ts + round(sender_s * _rtp_clock(data))) & 0xFFFFFFFF,
+                    )
                 elif _is_sender_report(data):
                     ssrc, ntp, rtp = struct.unpack_from("!IQI", data, 4)
                     sender_s = k * base.seconds * (1 + drift.get(ssrc, 0.0))
                     clock = AUDIO_CLOCK if _sender_is_audio(truth, ssrc) else VIDEO_CLOCK
-                    struct.pack_into("!QI", data, 8, ntp + round(sender_s * (1 << 32)),
-                                     (rtp + round(sender_s * clock)) & 0xFFFFFFFF)
-                yield (d.arrival_ns + k * step_ns, order, (d.src.host, d.src.port),
-                       (d.dst.host, d.dst.port), bytes(data))
+                    struct.pack_into(
+                        "!QI",
+                        data,
+                        8,
+                        ntp + round(sender_s * (1 << 32)),
+                        (rtp + round(sender_s * clock)) & 0xFFFFFFFF,
+                    )
+                yield (
+                    d.arrival_ns + k * step_ns,
+                    order,
+                    (d.src.host, d.src.port),
+                    (d.dst.host, d.dst.port),
+                    bytes(data),
+                )
 
         pcap = folder / "synth.pcap"
         with PcapWriter(pcap) as writer:
@@ -260,8 +306,9 @@ def repeated_job(base: Job, repeats: int) -> Job:
             shutil.copy(sdp, folder / sdp.name)
             sdps.append((name, folder / sdp.name))
         shutil.copy(base.truth, folder / base.truth.name)
-        job = Job(folder, pcap, tuple(sdps), base.seconds * repeats, base.colors,
-                  folder / base.truth.name)
+        job = Job(
+            folder, pcap, tuple(sdps), base.seconds * repeats, base.colors, folder / base.truth.name
+        )
         (folder / "job.json").write_text(json.dumps(job.to_json()))
 
     return Job.load(_cached(key, make))
@@ -296,8 +343,11 @@ def read_frames(job: Job) -> tuple[FrameSets, int]:
     """Every depayloaded frame of the capture by (participant, kind), and the capture's start
     (relay clock, ns): one scan_room pass, as the mix makes it."""
     frames: FrameSets = {}
-    scan = scan_room([job.pcap], job.description(),
-                     on_frame=lambda pid, kind, f: frames.setdefault((pid, kind), []).append(f))
+    scan = scan_room(
+        [job.pcap],
+        job.description(),
+        on_frame=lambda pid, kind, f: frames.setdefault((pid, kind), []).append(f),
+    )
     if scan.problems or scan.start_ns is None:
         raise RuntimeError(f"{job.pcap}: {scan.problems[:3]}")
     return frames, scan.start_ns
@@ -310,9 +360,10 @@ def peer_inputs(job: Job) -> list[PeerInput]:
     folder = job.dir / "peer"
     manifest = folder / "inputs.json"
     if manifest.exists():
-        return [PeerInput(**{**entry, "path": folder / entry["path"],
-                             "size": tuple(entry["size"])})
-                for entry in json.loads(manifest.read_text())]
+        return [
+            PeerInput(**{**entry, "path": folder / entry["path"], "size": tuple(entry["size"])})
+            for entry in json.loads(manifest.read_text())
+        ]
     frames, start_ns = read_frames(job)
     scratch = Path(tempfile.mkdtemp(prefix=".peer-", dir=job.dir))
     inputs = []
@@ -321,18 +372,28 @@ def peer_inputs(job: Job) -> list[PeerInput]:
         path = scratch / f"{name}.webm"
         starts = _write_webm(path, video, audio, start_ns)
         first = next((f for f in video if f.width), None)
-        inputs.append(PeerInput(name, folder / path.name,
-                                (first.width, first.height) if first else (0, 0),
-                                starts[0], starts[1], len(video), len(audio)))
-    (scratch / "inputs.json").write_text(json.dumps(
-        [{**dataclasses.asdict(i), "path": i.path.name} for i in inputs]))
+        inputs.append(
+            PeerInput(
+                name,
+                folder / path.name,
+                (first.width, first.height) if first else (0, 0),
+                starts[0],
+                starts[1],
+                len(video),
+                len(audio),
+            )
+        )
+    (scratch / "inputs.json").write_text(
+        json.dumps([{**dataclasses.asdict(i), "path": i.path.name} for i in inputs])
+    )
     shutil.rmtree(folder, ignore_errors=True)
     scratch.rename(folder)
     return inputs
 
 
-def _write_webm(path: Path, video: list[EncodedFrame], audio: list[EncodedFrame],
-                start_ns: int) -> tuple[float | None, float | None]:
+def _write_webm(
+    path: Path, video: list[EncodedFrame], audio: list[EncodedFrame], start_ns: int
+) -> tuple[float | None, float | None]:
     """Mux one participant's frames; returns where video and audio start (s into the session)."""
     out = av.open(str(path), "w", format="webm")
     items: list[tuple[float, int, EncodedFrame]] = []
@@ -348,10 +409,17 @@ def _write_webm(path: Path, video: list[EncodedFrame], audio: list[EncodedFrame]
         starts.append(begin)
         if kind == 0:
             first = next(f for f in frames if f.width)
-            step = (float(np.median(np.diff([f.timestamp for f in frames])))
-                    if len(frames) > 1 else VIDEO_CLOCK / FPS)
-            stream = out.add_mux_stream("vp8", rate=Fraction(round(VIDEO_CLOCK / step)),
-                                        width=first.width, height=first.height)
+            step = (
+                float(np.median(np.diff([f.timestamp for f in frames])))
+                if len(frames) > 1
+                else VIDEO_CLOCK / FPS
+            )
+            stream = out.add_mux_stream(
+                "vp8",
+                rate=Fraction(round(VIDEO_CLOCK / step)),
+                width=first.width,
+                height=first.height,
+            )
         else:
             stream = out.add_stream("libopus", rate=AUDIO_CLOCK)  # its OpusHead goes in the header
             stream.layout = "stereo"
@@ -379,10 +447,18 @@ def grid_rects(count: int, canvas: tuple[int, int] = CANVAS) -> list[tuple[int, 
     return [(p.rect.x, p.rect.y, p.rect.w, p.rect.h) for p in layout.placements]
 
 
-def ffmpeg_command(inputs: Sequence[PeerInput], output: str | Path, *, duration: float,
-                   canvas: tuple[int, int] = CANVAS, fps: int = FPS, crf: int = 23,
-                   preset: str = "veryfast", threads: int = 0,
-                   audio_bitrate: int = 128_000) -> list[str]:
+def ffmpeg_command(
+    inputs: Sequence[PeerInput],
+    output: str | Path,
+    *,
+    duration: float,
+    canvas: tuple[int, int] = CANVAS,
+    fps: int = FPS,
+    crf: int = 23,
+    preset: str = "veryfast",
+    threads: int = 0,
+    audio_bitrate: int = 128_000,
+) -> list[str]:
     """The mix job as one ffmpeg command line: the peer.
 
     Tiles in join order at skymix's grid positions (grid_rects). Each video: timestamps from 0,
@@ -408,7 +484,8 @@ def ffmpeg_command(inputs: Sequence[PeerInput], output: str | Path, *, duration:
                 f"[{i}:v]setpts=PTS-STARTPTS,"
                 f"scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2"
                 f":flags=area,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:black,fps={fps},"
-                f"tpad=start_duration={item.video_start:.3f}:stop=-1:color=black[v{slot}]")
+                f"tpad=start_duration={item.video_start:.3f}:stop=-1:color=black[v{slot}]"
+            )
         else:
             chains.append(f"color=black:size={w}x{h}:rate={fps}[v{slot}]")
         tiles.append(f"[v{slot}]")
@@ -424,15 +501,33 @@ def ffmpeg_command(inputs: Sequence[PeerInput], output: str | Path, *, duration:
         x, y, _, _ = rects[0]
         chains.append(f"{tiles[0]}pad={canvas[0]}:{canvas[1]}:{x}:{y}:black[v]")
     else:
-        chains.append(f"{''.join(tiles)}xstack=inputs={len(tiles)}:layout={'|'.join(positions)}"
-                      f":fill=black{fill}[v]")
+        chains.append(
+            f"{''.join(tiles)}xstack=inputs={len(tiles)}:layout={'|'.join(positions)}"
+            f":fill=black{fill}[v]"
+        )
     if sounds:
-        chains.append(f"{''.join(sounds)}amix=inputs={len(sounds)}:normalize=0:duration=longest"
-                      f":dropout_transition=0[a]")
+        chains.append(
+            f"{''.join(sounds)}amix=inputs={len(sounds)}:normalize=0:duration=longest"
+            f":dropout_transition=0[a]"
+        )
     args += ["-filter_complex", ";".join(chains), "-map", "[v]"]
     args += ["-map", "[a]"] if sounds else []
-    args += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-profile:v", "high",
-             "-pix_fmt", "yuv420p", "-r", str(fps), "-threads", str(threads)]
+    args += [
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-crf",
+        str(crf),
+        "-profile:v",
+        "high",
+        "-pix_fmt",
+        "yuv420p",
+        "-r",
+        str(fps),
+        "-threads",
+        str(threads),
+    ]
     if sounds:
         args += ["-c:a", "aac", "-b:a", str(audio_bitrate), "-ar", str(AUDIO_CLOCK), "-ac", "2"]
     args += ["-t", f"{duration:.3f}", "-movflags", "+faststart", str(output)]
@@ -474,8 +569,11 @@ class Run:
         return self
 
     def info(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_wall_s": round(self.wall, 3), f"{prefix}_cpu_s": round(self.cpu, 3),
-                f"{prefix}_peak_rss_mb": round(self.maxrss_mb, 1)}
+        return {
+            f"{prefix}_wall_s": round(self.wall, 3),
+            f"{prefix}_cpu_s": round(self.cpu, 3),
+            f"{prefix}_peak_rss_mb": round(self.maxrss_mb, 1),
+        }
 
 
 # Linux counts the memory of the process that starts a program in the program's ru_maxrss (the
@@ -494,8 +592,9 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def run_measured(args: Sequence[str], *, cpus: int | None = None,
-                 env: dict[str, str] | None = None) -> Run:
+def run_measured(
+    args: Sequence[str], *, cpus: int | None = None, env: dict[str, str] | None = None
+) -> Run:
     """Run args to the end: its wall time, and the rusage of that program alone (os.wait4 in a
     small spawner process, see _SPAWNER; the spawner's own ~10 MB peak is the least it can
     report). cpus: pin it to the first that many CPUs this process may use."""
@@ -507,32 +606,62 @@ def run_measured(args: Sequence[str], *, cpus: int | None = None,
         if cpus:  # the child inherits the affinity of the thread that starts it
             os.sched_setaffinity(0, allowed[:cpus])
         try:
-            subprocess.run([sys.executable, "-I", "-S", "-c", _SPAWNER, str(result), *args],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                           env=env, check=True)
+            subprocess.run(
+                [sys.executable, "-I", "-S", "-c", _SPAWNER, str(result), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                check=True,
+            )
         finally:
             if cpus:
                 os.sched_setaffinity(0, allowed)
         err.seek(0)
         text = err.read().decode(errors="replace")
         usage = json.loads(result.read_text())
-    return Run(usage["wall"], usage["user"], usage["system"], usage["maxrss_kb"] / 1024,
-               usage["returncode"], text)
+    return Run(
+        usage["wall"],
+        usage["user"],
+        usage["system"],
+        usage["maxrss_kb"] / 1024,
+        usage["returncode"],
+        text,
+    )
 
 
-def skymix_command(job: Job, output: str | Path,
-                   settings: EncodeSettings | None = None) -> list[str]:
+def skymix_command(
+    job: Job, output: str | Path, settings: EncodeSettings | None = None
+) -> list[str]:
     """The `skymix mix` command line doing the job (grid layout, labels, the settings' video
     options; the audio options are the command line's, which are EncodeSettings' defaults)."""
     settings = settings or EncodeSettings()
     default = EncodeSettings()
     if (settings.audio_rate, settings.audio_channels, settings.audio_bitrate) != (
-            default.audio_rate, default.audio_channels, default.audio_bitrate):
+        default.audio_rate,
+        default.audio_channels,
+        default.audio_bitrate,
+    ):
         raise ValueError("skymix mix has no audio options: keep EncodeSettings' audio defaults")
-    args = [sys.executable, "-m", "skymix", "mix", str(job.pcap), "-o", str(output),
-            "--size", f"{settings.width}x{settings.height}", "--fps", str(settings.fps),
-            "--crf", str(settings.crf), "--preset", settings.preset,
-            "--threads", str(settings.threads)]
+    args = [
+        sys.executable,
+        "-m",
+        "skymix",
+        "mix",
+        str(job.pcap),
+        "-o",
+        str(output),
+        "--size",
+        f"{settings.width}x{settings.height}",
+        "--fps",
+        str(settings.fps),
+        "--crf",
+        str(settings.crf),
+        "--preset",
+        settings.preset,
+        "--threads",
+        str(settings.threads),
+    ]
     for sdp in job.sdp_args():
         args += ["--sdp", sdp]
     return args
@@ -556,10 +685,14 @@ def decode_only(frames: FrameSets) -> dict[str, float]:
                     pictures += 1
                 else:
                     samples += out.samples
-        for out in codec.decode(None):
+        for _ in codec.decode(None):
             pictures += kind == "video"
-    return {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
-            "pictures": pictures, "audio_seconds": samples / AUDIO_CLOCK}
+    return {
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.perf_counter() - wall,
+        "pictures": pictures,
+        "audio_seconds": samples / AUDIO_CLOCK,
+    }
 
 
 def composite_media(mp4: Path, folder: Path) -> tuple[Path, Path, int]:
@@ -582,8 +715,9 @@ def composite_media(mp4: Path, folder: Path) -> tuple[Path, Path, int]:
     return yuv, pcm, frames
 
 
-def encode_only(yuv: Path, pcm: Path, output: Path,
-                settings: EncodeSettings | None = None) -> dict[str, float]:
+def encode_only(
+    yuv: Path, pcm: Path, output: Path, settings: EncodeSettings | None = None
+) -> dict[str, float]:
     """Encode raw pictures and sound with skymix's own writer (skymix.encode.RecordingWriter:
     libx264 and AAC in PyAV), reading them from disk a frame at a time into one reused buffer
     and copying that into the writer's frame (the read and the copy, memcpys, are counted:
@@ -601,39 +735,96 @@ def encode_only(yuv: Path, pcm: Path, output: Path,
             # into must not change until the frame is encoded (a copy, as compositing is)
             frame = writer.new_frame()
             for plane, rows in zip(frame.planes, _i420_rows(picture, s.height)):
-                np.copyto(np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-                          [:rows.shape[0], :rows.shape[1]], rows)
+                np.copyto(
+                    np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[
+                        : rows.shape[0], : rows.shape[1]
+                    ],
+                    rows,
+                )
             writer.write_video(frame)
             frames += 1
             got = af.readinto(memoryview(sound).cast("B")) // 8
             if got:
                 writer.write_audio(sound[:got])
-    return {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
-            "frames": frames}
+    return {
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.perf_counter() - wall,
+        "frames": frames,
+    }
 
 
 def _i420_rows(picture: np.ndarray, height: int) -> list[np.ndarray]:
     """The Y, U and V planes of a packed I420 picture held as (height * 3 / 2, width) bytes."""
     width = picture.shape[1]
     flat = picture.reshape(-1)
-    y = flat[:width * height].reshape(height, width)
-    u = flat[width * height: width * height * 5 // 4].reshape(height // 2, width // 2)
-    v = flat[width * height * 5 // 4:].reshape(height // 2, width // 2)
+    y = flat[: width * height].reshape(height, width)
+    u = flat[width * height : width * height * 5 // 4].reshape(height // 2, width // 2)
+    v = flat[width * height * 5 // 4 :].reshape(height // 2, width // 2)
     return [y, u, v]
 
 
-def encode_only_command(yuv: Path, pcm: Path, output: Path, *, canvas: tuple[int, int] = CANVAS,
-                        fps: int = FPS, crf: int = 23, preset: str = "veryfast", threads: int = 0,
-                        audio_bitrate: int = 128_000) -> list[str]:
+def encode_only_command(
+    yuv: Path,
+    pcm: Path,
+    output: Path,
+    *,
+    canvas: tuple[int, int] = CANVAS,
+    fps: int = FPS,
+    crf: int = 23,
+    preset: str = "veryfast",
+    threads: int = 0,
+    audio_bitrate: int = 128_000,
+) -> list[str]:
     """The same encode by the ffmpeg command line (Debian's libx264 and FFmpeg's AAC)."""
-    return ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{canvas[0]}x{canvas[1]}",
-            "-r", str(fps), "-i", str(yuv),
-            "-f", "f32le", "-ar", str(AUDIO_CLOCK), "-ac", "2", "-i", str(pcm),
-            "-map", "0:v", "-map", "1:a",
-            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-profile:v", "high",
-            "-pix_fmt", "yuv420p", "-threads", str(threads),
-            "-c:a", "aac", "-b:a", str(audio_bitrate), "-movflags", "+faststart", str(output)]
+    return [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+        "-s",
+        f"{canvas[0]}x{canvas[1]}",
+        "-r",
+        str(fps),
+        "-i",
+        str(yuv),
+        "-f",
+        "f32le",
+        "-ar",
+        str(AUDIO_CLOCK),
+        "-ac",
+        "2",
+        "-i",
+        str(pcm),
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-crf",
+        str(crf),
+        "-profile:v",
+        "high",
+        "-pix_fmt",
+        "yuv420p",
+        "-threads",
+        str(threads),
+        "-c:a",
+        "aac",
+        "-b:a",
+        str(audio_bitrate),
+        "-movflags",
+        "+faststart",
+        str(output),
+    ]
 
 
 # --- checking an output -----------------------------------------------------------------------
@@ -643,15 +834,27 @@ def _quiet_instant(job: Job, around: float, fps: int) -> float:
     """The output frame time in [around, around + 2 s) farthest from every flash (the synth
     truth): with few participants no tile flashes then; with many, flashes are 0.15 s apart and
     some tile may, which verify_output allows for."""
-    events = np.array([e for p in json.loads(job.truth.read_text())["participants"]
-                       for e in p.get("events_relay", [])] or [-1e9])
+    events = np.array(
+        [
+            e
+            for p in json.loads(job.truth.read_text())["participants"]
+            for e in p.get("events_relay", [])
+        ]
+        or [-1e9]
+    )
     times = (math.floor(around * fps) + np.arange(2 * fps)) / fps
     distance = np.abs(times[:, None] - events[None, :]).min(axis=1)
     return float(times[int(np.argmax(distance))])
 
 
-def verify_output(path: str | Path, job: Job, *, canvas: tuple[int, int] = CANVAS,
-                  fps: int = FPS, at: float | None = None) -> dict[str, object]:
+def verify_output(
+    path: str | Path,
+    job: Job,
+    *,
+    canvas: tuple[int, int] = CANVAS,
+    fps: int = FPS,
+    at: float | None = None,
+) -> dict[str, object]:
     """Decode a mix: its frame count and size, its audio length, and at one instant (default
     mid-call, when everyone is present) which participants' colours fill the grid's tiles.
 
@@ -672,7 +875,7 @@ def verify_output(path: str | Path, job: Job, *, canvas: tuple[int, int] = CANVA
                 rgb = frame.to_ndarray(format="rgb24")
                 size = (frame.width, frame.height)
                 for x, y, w, h in rects:
-                    column = rgb[y + h // 4: y + 3 * h // 4, x + w // 2]
+                    column = rgb[y + h // 4 : y + 3 * h // 4, x + w // 2]
                     found.append(tuple(int(v) for v in np.median(column, axis=0)))
             frames += 1
         audio_seconds = float(audio.duration * audio.time_base) if audio and audio.duration else 0.0
@@ -685,8 +888,14 @@ def verify_output(path: str | Path, job: Job, *, canvas: tuple[int, int] = CANVA
         elif near:
             remaining.remove(near[0])
             matched += 1
-    return {"frames": frames, "size": size, "tiles": matched, "audio_seconds": audio_seconds,
-            "at": at, "colors": found}
+    return {
+        "frames": frames,
+        "size": size,
+        "tiles": matched,
+        "audio_seconds": audio_seconds,
+        "at": at,
+        "colors": found,
+    }
 
 
 def output_info(path: str | Path) -> dict[str, float]:

@@ -28,7 +28,12 @@ def fit(rect, src_w, src_h, fit_mode, border):
     s = min(iw / src_w, ih / src_h)
     cw = min(max(int(np.floor(src_w * s + 0.5)), 1), iw)
     ch = min(max(int(np.floor(src_h * s + 0.5)), 1), ih)
-    return (ix + (iw - cw) // 2, iy + (ih - ch) // 2, cw, ch), (0.0, 0.0, float(src_w), float(src_h))
+    return (ix + (iw - cw) // 2, iy + (ih - ch) // 2, cw, ch), (
+        0.0,
+        0.0,
+        float(src_w),
+        float(src_h),
+    )
 
 
 def owned(n, factor, offset, start, length):
@@ -72,8 +77,9 @@ def composite_reference(tiles, size, *, background=(0, 0, 0), border=0, border_c
         inner = (x + border, y + border, w - 2 * border, h - 2 * border)
         has = src is not None and inner[2] > 0 and inner[3] > 0
         if has:
-            (cx, cy, cw, ch), (sx, sy, sw, sh) = fit(rect, src[0].shape[1], src[0].shape[0],
-                                                     fit_mode, border)
+            (cx, cy, cw, ch), (sx, sy, sw, sh) = fit(
+                rect, src[0].shape[1], src[0].shape[0], fit_mode, border
+            )
         for p, (ph, pw) in enumerate(dims):
             f, ho, vo = SITING[p]
             rows = owned(ph, f, vo, y, h)
@@ -103,11 +109,13 @@ def blend_reference(planes, mask, x, y, color, opacity=255):
     yy, uu, vv = (p.astype(np.int64).copy() for p in planes)
     cy, cu, cv = color
     H, W = yy.shape
-    full = np.zeros((H + 1 + 2 * abs(y) + mask.shape[0], W + 1 + 2 * abs(x) + mask.shape[1]), np.int64)
+    full = np.zeros(
+        (H + 1 + 2 * abs(y) + mask.shape[0], W + 1 + 2 * abs(x) + mask.shape[1]), np.int64
+    )
     # mask painted onto a canvas that covers the frame (and one extra row/column for chroma)
     oy, ox = abs(y), abs(x)
-    full[oy + y: oy + y + mask.shape[0], ox + x: ox + x + mask.shape[1]] = mask
-    m = full[oy: oy + H + 1, ox: ox + W + 1]
+    full[oy + y : oy + y + mask.shape[0], ox + x : ox + x + mask.shape[1]] = mask
+    m = full[oy : oy + H + 1, ox : ox + W + 1]
     a = (m[:H, :W] * opacity + 127) // 255
     yy = (yy * (255 - a) + cy * a + 127) // 255
     ch, cw = uu.shape

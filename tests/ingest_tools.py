@@ -72,8 +72,10 @@ def free_port_pair() -> int:
         if port < 1024 or port + 1 > 65535:
             continue
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
-                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+            ):
                 a.bind(("127.0.0.1", port))
                 b.bind(("127.0.0.1", port + 1))
         except OSError:
@@ -85,15 +87,32 @@ def free_port_pair() -> int:
 class Tcpdump:
     """tcpdump writing a pcap, started and stopped by PID; ready once it says "listening on"."""
 
-    def __init__(self, path: Path, filter_: str, interface: str = "lo",
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, path: Path, filter_: str, interface: str = "lo", extra: tuple[str, ...] = ()
+    ) -> None:
         self.path = path
         self.proc = subprocess.Popen(
             # immediate mode and a 16 MiB buffer: with libpcap's defaults a capture missed packets
             # of a burst now and then (seen: 32 and 33 of 34, three captures running at once)
-            ["tcpdump", "-i", interface, "-U", "--immediate-mode", "-B", "16384", "-n",
-             "-Z", "root", *extra, "-w", str(path), filter_],
-            stderr=subprocess.PIPE, text=True)
+            [
+                "tcpdump",
+                "-i",
+                interface,
+                "-U",
+                "--immediate-mode",
+                "-B",
+                "16384",
+                "-n",
+                "-Z",
+                "root",
+                *extra,
+                "-w",
+                str(path),
+                filter_,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stderr is not None
         self.banner = ""
         while "listening on" not in self.banner:  # blocks until tcpdump listens (or dies)
@@ -172,10 +191,31 @@ FFMPEG_SEND = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re"
 
 def encode_vp8(path: Path, seconds: int = 2) -> None:
     """A VP8 WebM test pattern, encoded ahead so sending it with -c copy keeps real time."""
-    subprocess.run(["ffmpeg", "-y", "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi",
-                    "-i", f"testsrc=size=320x240:rate=15:duration={seconds}", "-c:v", "libvpx",
-                    "-b:v", "1M", "-deadline", "realtime", "-cpu-used", "8", str(path)],
-                   check=True, timeout=120)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size=320x240:rate=15:duration={seconds}",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "1M",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
 
 
 # --- packet builders ------------------------------------------------------------------------
@@ -188,35 +228,64 @@ def rtp(seq: int, ts: int, ssrc: int, payload: bytes, pt: int = 96) -> bytes:
 
 def udp(sport: int, dport: int, payload: bytes, length: int | None = None) -> bytes:
     """A UDP header (checksum 0) and payload; length overrides the header's length field."""
-    return struct.pack("!HHHH", sport, dport, len(payload) + 8 if length is None else length,
-                       0) + payload
+    return (
+        struct.pack("!HHHH", sport, dport, len(payload) + 8 if length is None else length, 0)
+        + payload
+    )
 
 
-def ipv4(src: str, dst: str, payload: bytes, proto: int = 17, options: bytes = b"",
-         flags_frag: int = 0, total: int | None = None) -> bytes:
+def ipv4(
+    src: str,
+    dst: str,
+    payload: bytes,
+    proto: int = 17,
+    options: bytes = b"",
+    flags_frag: int = 0,
+    total: int | None = None,
+) -> bytes:
     """An IPv4 header (RFC 791) with optional options (padded to 4) and fragment field."""
     options += b"\x00" * (-len(options) % 4)
     ihl = 5 + len(options) // 4
     length = ihl * 4 + len(payload) if total is None else total
-    return (struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, length, 1, flags_frag, 64, proto, 0,
-                        socket.inet_aton(src), socket.inet_aton(dst)) + options + payload)
+    return (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            0x40 | ihl,
+            0,
+            length,
+            1,
+            flags_frag,
+            64,
+            proto,
+            0,
+            socket.inet_aton(src),
+            socket.inet_aton(dst),
+        )
+        + options
+        + payload
+    )
 
 
-def ipv6(src: str, dst: str, payload: bytes, ext: tuple[tuple[int, bytes], ...] = (),
-         proto: int = 17) -> bytes:
+def ipv6(
+    src: str, dst: str, payload: bytes, ext: tuple[tuple[int, bytes], ...] = (), proto: int = 17
+) -> bytes:
     """An IPv6 header (RFC 8200) with extension headers given as (type, whole header bytes).
 
     Each header's first byte (next header) is filled in here; the caller sets its length byte.
     """
     chain = [t for t, _ in ext] + [proto]
     body = b"".join(bytes([chain[i + 1]]) + h[1:] for i, (_, h) in enumerate(ext)) + payload
-    return (struct.pack("!IHBB", 6 << 28, len(body), chain[0], 64)
-            + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
-            + body)
+    return (
+        struct.pack("!IHBB", 6 << 28, len(body), chain[0], 64)
+        + socket.inet_pton(socket.AF_INET6, src)
+        + socket.inet_pton(socket.AF_INET6, dst)
+        + body
+    )
 
 
-def eth(packet: bytes, ethertype: int = 0x0800, vlans: tuple[int, ...] = (),
-        trailer: bytes = b"") -> bytes:
+def eth(
+    packet: bytes, ethertype: int = 0x0800, vlans: tuple[int, ...] = (), trailer: bytes = b""
+) -> bytes:
     """An Ethernet II frame; vlans are the tag protocol ids, outermost first (0x8100, 0x88A8)."""
     header = b"\x00" * 12
     if vlans:
@@ -242,22 +311,32 @@ def sll2(packet: bytes, protocol: int = 0x0800) -> bytes:
 # --- file writers ---------------------------------------------------------------------------
 
 
-def pcap_file(path: Path, records: list[tuple[int, bytes]], linktype: int = 1,
-              order: str = "<", nanos: bool = False) -> None:
+def pcap_file(
+    path: Path,
+    records: list[tuple[int, bytes]],
+    linktype: int = 1,
+    order: str = "<",
+    nanos: bool = False,
+) -> None:
     """A classic pcap of (arrival_ns, frame) records in one byte order and resolution."""
     magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
     out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)]
     for ns, frame in records:
         sec, frac = divmod(ns, 10**9)
-        out.append(struct.pack(order + "IIII", sec, frac if nanos else frac // 1000, len(frame),
-                               len(frame)) + frame)
+        out.append(
+            struct.pack(
+                order + "IIII", sec, frac if nanos else frac // 1000, len(frame), len(frame)
+            )
+            + frame
+        )
     path.write_bytes(b"".join(out))
 
 
 def _options(order: str, options: list[tuple[int, bytes]]) -> bytes:
     """pcapng options (code, value), each padded to 4, then opt_endofopt."""
-    out = b"".join(struct.pack(order + "HH", c, len(v)) + v + b"\x00" * (-len(v) % 4)
-                   for c, v in options)
+    out = b"".join(
+        struct.pack(order + "HH", c, len(v)) + v + b"\x00" * (-len(v) % 4) for c, v in options
+    )
     return out + struct.pack(order + "HH", 0, 0) if options else out
 
 
@@ -270,20 +349,25 @@ def pcapng_block(order: str, block_type: int, body: bytes) -> bytes:
 
 def pcapng_shb(order: str) -> bytes:
     """A Section Header Block, version 1.0, section length unknown, with an shb_userappl."""
-    return pcapng_block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1)
-                        + _options(order, [(4, b"skymix tests")]))
+    return pcapng_block(
+        order,
+        0x0A0D0D0A,
+        struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1) + _options(order, [(4, b"skymix tests")]),
+    )
 
 
-def pcapng_idb(order: str, linktype: int, tsresol: int | None = None,
-               tsoffset: int | None = None) -> bytes:
+def pcapng_idb(
+    order: str, linktype: int, tsresol: int | None = None, tsoffset: int | None = None
+) -> bytes:
     """An Interface Description Block with optional if_tsresol (9) and if_tsoffset (14)."""
     options = [(2, b"test0")]
     if tsresol is not None:
         options.append((9, bytes([tsresol])))
     if tsoffset is not None:
         options.append((14, struct.pack(order + "q", tsoffset)))
-    return pcapng_block(order, 1, struct.pack(order + "HHI", linktype, 0, 0)
-                        + _options(order, options))
+    return pcapng_block(
+        order, 1, struct.pack(order + "HHI", linktype, 0, 0) + _options(order, options)
+    )
 
 
 def pcapng_epb(order: str, interface: int, units: int, frame: bytes, pb: bool = False) -> bytes:
@@ -293,13 +377,19 @@ def pcapng_epb(order: str, interface: int, units: int, frame: bytes, pb: bool = 
         head = struct.pack(order + "HHIIII", interface, 0, high, low, len(frame), len(frame))
         return pcapng_block(order, 2, head + frame + b"\x00" * (-len(frame) % 4))
     head = struct.pack(order + "IIIII", interface, high, low, len(frame), len(frame))
-    return pcapng_block(order, 6, head + frame + b"\x00" * (-len(frame) % 4)
-                        + _options(order, [(1, b"a comment")]))
+    return pcapng_block(
+        order, 6, head + frame + b"\x00" * (-len(frame) % 4) + _options(order, [(1, b"a comment")])
+    )
 
 
-def rtpdump_file(path: Path, start_ns: int, records: list[tuple[int, bytes, bool]],
-                 address: str = "127.0.0.1", port: int = 5004,
-                 source: tuple[str, int] | None = None) -> None:
+def rtpdump_file(
+    path: Path,
+    start_ns: int,
+    records: list[tuple[int, bytes, bool]],
+    address: str = "127.0.0.1",
+    port: int = 5004,
+    source: tuple[str, int] | None = None,
+) -> None:
     """An rtptools dump: records are (offset_ms, packet, is_rtcp); source defaults to address.
 
     rtptools writes the same address in the text line and the binary header; Wireshark writes
@@ -307,16 +397,22 @@ def rtpdump_file(path: Path, start_ns: int, records: list[tuple[int, bytes, bool
     """
     sec, nsec = divmod(start_ns, 10**9)
     src_host, src_port = source or (address, port)
-    out = [f"#!rtpplay1.0 {address}/{port}\n".encode(),
-           struct.pack("!II4sHH", sec, nsec // 1000, socket.inet_aton(src_host), src_port, 0)]
+    out = [
+        f"#!rtpplay1.0 {address}/{port}\n".encode(),
+        struct.pack("!II4sHH", sec, nsec // 1000, socket.inet_aton(src_host), src_port, 0),
+    ]
     for ms, packet, is_rtcp in records:
-        out.append(struct.pack("!HHI", len(packet) + 8, 0 if is_rtcp else len(packet), ms)
-                   + packet)
+        out.append(struct.pack("!HHI", len(packet) + 8, 0 if is_rtcp else len(packet), ms) + packet)
     path.write_bytes(b"".join(out))
 
 
-def mjr_file(path: Path, frames: list[tuple[int, bytes]], info: dict | None = None,
-             version: int = 2, legacy_kind: bytes = b"video") -> None:
+def mjr_file(
+    path: Path,
+    frames: list[tuple[int, bytes]],
+    info: dict | None = None,
+    version: int = 2,
+    legacy_kind: bytes = b"video",
+) -> None:
     """A Janus recording: MJR00002 (frames (ms, bytes)), MJR00001 or legacy (ms ignored)."""
     import json
 
@@ -345,8 +441,7 @@ class LiveCapture:
     end_ns: int
 
 
-def ffmpeg_capture(directory: Path,
-                   dumps: dict[str, tuple[str, tuple[str, ...]]]) -> LiveCapture:
+def ffmpeg_capture(directory: Path, dumps: dict[str, tuple[str, tuple[str, ...]]]) -> LiveCapture:
     """Send a VP8 test pattern with FFmpeg's RTP muxer to 127.0.0.1:P (RTCP on P + 1) while
     tcpdumps (name: (interface, extra args)) capture it and sockets receive it."""
     media = directory / "media.webm"
@@ -356,19 +451,33 @@ def ffmpeg_capture(directory: Path,
     running: dict[str, Tcpdump] = {}
     try:
         for name, (interface, extra) in dumps.items():
-            running[name] = Tcpdump(directory / f"{name}.pcap", f"udp and portrange {port}-{port + 1}",
-                                    interface, extra)
+            running[name] = Tcpdump(
+                directory / f"{name}.pcap", f"udp and portrange {port}-{port + 1}", interface, extra
+            )
         start = time.time_ns()
-        subprocess.run(FFMPEG_SEND + ["-i", str(media), "-c", "copy", "-f", "rtp",
-                                      f"rtp://127.0.0.1:{port}?rtcpport={port + 1}"],
-                       check=True, timeout=60, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            FFMPEG_SEND
+            + [
+                "-i",
+                str(media),
+                "-c",
+                "copy",
+                "-f",
+                "rtp",
+                f"rtp://127.0.0.1:{port}?rtcpport={port + 1}",
+            ],
+            check=True,
+            timeout=60,
+            stdout=subprocess.DEVNULL,
+        )
         end = time.time_ns()
     finally:
         receiver.stop()
         reports = {name: dump.stop() for name, dump in running.items()}
     counts = {name: running[name].captured(err) for name, err in reports.items()}
-    return LiveCapture(port, {name: d.path for name, d in running.items()}, counts, receiver,
-                       start, end)
+    return LiveCapture(
+        port, {name: d.path for name, d in running.items()}, counts, receiver, start, end
+    )
 
 
 def wait_senders(procs: list[subprocess.Popen], names: list[str], timeout: float) -> None:

@@ -37,8 +37,11 @@ JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
 
 
 def janus_available() -> bool:
-    return (Path(JANUS).exists() and (JANUS_LIB / "plugins" / "libjanus_videoroom.so").exists()
-            and (JANUS_LIB / "transports" / "libjanus_http.so").exists())
+    return (
+        Path(JANUS).exists()
+        and (JANUS_LIB / "plugins" / "libjanus_videoroom.so").exists()
+        and (JANUS_LIB / "transports" / "libjanus_http.so").exists()
+    )
 
 
 def _die_with_parent() -> None:
@@ -54,8 +57,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(directory: Path, port: int, rooms: dict[int, dict[str, object]],
-                 ice_interface: str) -> Path:
+def write_config(
+    directory: Path, port: int, rooms: dict[int, dict[str, object]], ice_interface: str
+) -> Path:
     """Write janus.jcfg, the HTTP transport and videoroom configs; return the janus.jcfg path."""
     directory.mkdir(parents=True, exist_ok=True)
     for sub, lib in (("plugins", "libjanus_videoroom.so"), ("transports", "libjanus_http.so")):
@@ -68,10 +72,10 @@ def write_config(directory: Path, port: int, rooms: dict[int, dict[str, object]]
     (directory / "janus.jcfg").write_text(f"""\
 general: {{
 	configs_folder = "{directory}"
-	plugins_folder = "{directory / 'plugins'}"
-	transports_folder = "{directory / 'transports'}"
-	events_folder = "{directory / 'events'}"
-	loggers_folder = "{directory / 'loggers'}"
+	plugins_folder = "{directory / "plugins"}"
+	transports_folder = "{directory / "transports"}"
+	events_folder = "{directory / "events"}"
+	loggers_folder = "{directory / "loggers"}"
 	debug_level = 4
 	debug_timestamps = true
 	session_timeout = 60
@@ -152,14 +156,16 @@ class Gateway:
         except OSError:
             return ""
 
-    def request(self, path: str = "", body: dict[str, object] | None = None,
-                timeout: float = 10.0) -> dict[str, object]:
+    def request(
+        self, path: str = "", body: dict[str, object] | None = None, timeout: float = 10.0
+    ) -> dict[str, object]:
         """POST body (with a fresh transaction) to /janus[/path], or GET when body is None."""
         url = self.url + (f"/{path}" if path else "")
         if body is not None:
             body = {"transaction": uuid.uuid4().hex, **body}
-            req = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            )
         else:
             req = urllib.request.Request(url)
         with urllib.request.urlopen(req, timeout=timeout) as response:
@@ -195,8 +201,9 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def janus_gateway(directory: Path, rooms: dict[int, dict[str, object]],
-                  ice_interface: str) -> Iterator[Gateway]:
+def janus_gateway(
+    directory: Path, rooms: dict[int, dict[str, object]], ice_interface: str
+) -> Iterator[Gateway]:
     """Start Janus with a minimal config in directory; always stop it (SIGTERM, then SIGKILL)."""
     last: JanusError | None = None
     for _ in range(3):  # a port picked free can be taken before Janus binds it
@@ -204,11 +211,15 @@ def janus_gateway(directory: Path, rooms: dict[int, dict[str, object]],
         config = write_config(directory, port, rooms, ice_interface)
         log = directory / f"janus-{port}.log"
         with open(log, "wb") as out:
-            process = subprocess.Popen([JANUS, "-C", str(config), "-F", str(directory), "-o"],
-                                       stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, cwd=directory,
-                                       env={**os.environ, "TZ": "UTC"},
-                                       preexec_fn=_die_with_parent)  # noqa: PLW1509 - before any thread
+            process = subprocess.Popen(
+                [JANUS, "-C", str(config), "-F", str(directory), "-o"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=directory,
+                env={**os.environ, "TZ": "UTC"},
+                preexec_fn=_die_with_parent,
+            )  # noqa: PLW1509 - before any thread
         gateway = Gateway(process, f"http://127.0.0.1:{port}/janus", log)
         try:
             gateway.wait_ready()
@@ -240,8 +251,15 @@ def namespaces_available() -> bool:
     if not shutil.which("unshare") or not shutil.which("ip"):
         return False
     try:
-        return subprocess.run(["unshare", "--user", "--map-root-user", "--net", "true"],
-                              check=False, capture_output=True, timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                ["unshare", "--user", "--map-root-user", "--net", "true"],
+                check=False,
+                capture_output=True,
+                timeout=10,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -252,10 +270,22 @@ def record_room(workdir: Path) -> dict[str, int]:
     log = workdir / "namespace.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            ["unshare", "--user", "--map-root-user", "--net", "--kill-child", "--",
-             sys.executable, str(Path(__file__).resolve()), str(workdir)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                "unshare",
+                "--user",
+                "--map-root-user",
+                "--net",
+                "--kill-child",
+                "--",
+                sys.executable,
+                str(Path(__file__).resolve()),
+                str(workdir),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             code = process.wait(NAMESPACE_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -263,32 +293,49 @@ def record_room(workdir: Path) -> dict[str, int]:
             process.wait(10)
             code = None
     if code != 0:
-        janus_logs = "".join(p.read_text(errors="replace")[-4000:]
-                             for p in sorted(workdir.glob("janus/janus-*.log")))
-        raise JanusError(f"recording the room failed (exit {code}):\n"
-                         f"{log.read_text(errors='replace')[-6000:]}\n--- janus ---\n{janus_logs}")
+        janus_logs = "".join(
+            p.read_text(errors="replace")[-4000:] for p in sorted(workdir.glob("janus/janus-*.log"))
+        )
+        raise JanusError(
+            f"recording the room failed (exit {code}):\n"
+            f"{log.read_text(errors='replace')[-6000:]}\n--- janus ---\n{janus_logs}"
+        )
     return json.loads((workdir / "users.json").read_text())
 
 
 def _setup_namespace_network() -> None:
-    for command in (["ip", "link", "set", "lo", "up"],
-                    ["ip", "link", "add", BRIDGE, "type", "bridge"],
-                    ["ip", "addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE],
-                    ["ip", "link", "set", BRIDGE, "up"]):
+    for command in (
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "link", "add", BRIDGE, "type", "bridge"],
+        ["ip", "addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE],
+        ["ip", "link", "set", BRIDGE, "up"],
+    ):
         subprocess.run(command, check=True, capture_output=True, timeout=10)
-    links = subprocess.run(["ip", "-o", "link"], check=True, capture_output=True, text=True,
-                           timeout=10).stdout
+    links = subprocess.run(
+        ["ip", "-o", "link"], check=True, capture_output=True, text=True, timeout=10
+    ).stdout
     assert {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()} == {
-        "lo", BRIDGE}, links
+        "lo",
+        BRIDGE,
+    }, links
 
 
 def _main(workdir: Path) -> None:
     import asyncio
 
     _setup_namespace_network()
-    rooms = {ROOM: {"description": "skymix", "publishers": 4, "audiocodec": "opus",
-                    "videocodec": "vp8", "bitrate": 512000, "fir_freq": 2, "record": True,
-                    "rec_dir": str(workdir / "rec")}}
+    rooms = {
+        ROOM: {
+            "description": "skymix",
+            "publishers": 4,
+            "audiocodec": "opus",
+            "videocodec": "vp8",
+            "bitrate": 512000,
+            "fir_freq": 2,
+            "record": True,
+            "rec_dir": str(workdir / "rec"),
+        }
+    }
     with janus_gateway(workdir / "janus", rooms, BRIDGE) as gateway:
         users = asyncio.run(asyncio.wait_for(_run_room(gateway), 45))
     if gateway.process.returncode != 0:
@@ -297,6 +344,7 @@ def _main(workdir: Path) -> None:
 
 
 # aiortc is imported only where the publishers run (inside the namespace)
+
 
 def _tracks(rgb: tuple[int, int, int], frequency: float) -> tuple[Any, Any]:
     import fractions
@@ -317,7 +365,8 @@ def _tracks(rgb: tuple[int, int, int], frequency: float) -> tuple[Any, Any]:
         async def recv(self) -> av.VideoFrame:
             pts, time_base = await self.next_timestamp()
             frame = av.VideoFrame.from_ndarray(self.picture, format="rgb24").reformat(
-                format="yuv420p")
+                format="yuv420p"
+            )
             frame.pts = pts
             frame.time_base = time_base
             return frame
@@ -377,8 +426,7 @@ class _Events:
             for event in reply if isinstance(reply, list) else [reply]:
                 self.queue.put(event)
 
-    async def wait(self, what: str, match: Callable[[dict], bool],
-                   timeout: float = 15.0) -> dict:
+    async def wait(self, what: str, match: Callable[[dict], bool], timeout: float = 15.0) -> dict:
         import asyncio
         import queue
 
@@ -420,34 +468,49 @@ async def _call(gateway: Gateway, path: str, body: dict) -> dict:
     return await asyncio.to_thread(gateway.request, path, body)
 
 
-async def _publish(gateway: Gateway, p: _Publisher, rgb: tuple[int, int, int],
-                   frequency: float) -> None:
+async def _publish(
+    gateway: Gateway, p: _Publisher, rgb: tuple[int, int, int], frequency: float
+) -> None:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
     path = f"{p.session}/{p.handle}"
-    await _call(gateway, path, {"janus": "message", "body": {
-        "request": "join", "ptype": "publisher", "room": ROOM, "display": p.display}})
+    await _call(
+        gateway,
+        path,
+        {
+            "janus": "message",
+            "body": {"request": "join", "ptype": "publisher", "room": ROOM, "display": p.display},
+        },
+    )
     joined = await p.events.wait("joined", lambda e: _data(e).get("videoroom") == "joined")
     p.user = _data(joined)["id"]
     p.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN (default: Google's)
     for track in _tracks(rgb, frequency):
         pc.addTrack(track)
     await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers before it returns
-    await _call(gateway, path, {
-        "janus": "message", "body": {"request": "configure", "audio": True, "video": True},
-        "jsep": {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp}})
+    await _call(
+        gateway,
+        path,
+        {
+            "janus": "message",
+            "body": {"request": "configure", "audio": True, "video": True},
+            "jsep": {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp},
+        },
+    )
     answer = await p.events.wait("the answer", lambda e: "jsep" in e)
     if _data(answer).get("configured") != "ok":
         raise JanusError(f"configure failed: {answer}")
-    await pc.setRemoteDescription(RTCSessionDescription(answer["jsep"]["sdp"],
-                                                        answer["jsep"]["type"]))
+    await pc.setRemoteDescription(
+        RTCSessionDescription(answer["jsep"]["sdp"], answer["jsep"]["type"])
+    )
 
 
 async def _hang_up(gateway: Gateway, p: _Publisher) -> None:
-    for path, body in ((f"{p.session}/{p.handle}", {"janus": "message",
-                                                    "body": {"request": "leave"}}),
-                       (f"{p.session}/{p.handle}", {"janus": "detach"}),
-                       (str(p.session), {"janus": "destroy"})):
+    for path, body in (
+        (f"{p.session}/{p.handle}", {"janus": "message", "body": {"request": "leave"}}),
+        (f"{p.session}/{p.handle}", {"janus": "detach"}),
+        (str(p.session), {"janus": "destroy"}),
+    ):
         try:
             await _call(gateway, path, body)
         except Exception as exc:  # noqa: BLE001 - best effort; the gateway is stopped anyway
@@ -459,8 +522,9 @@ async def _hang_up(gateway: Gateway, p: _Publisher) -> None:
 
 def _receiving(kind: str) -> Callable[[dict], bool]:
     """Matches Janus's event that it receives the publisher's media of this kind."""
-    return lambda e: bool(e.get("janus") == "media" and e.get("type") == kind
-                          and e.get("receiving") is True)
+    return lambda e: bool(
+        e.get("janus") == "media" and e.get("type") == kind and e.get("receiving") is True
+    )
 
 
 async def _run_room(gateway: Gateway) -> dict[str, int]:
@@ -471,8 +535,11 @@ async def _run_room(gateway: Gateway) -> dict[str, int]:
         for display, (rgb, frequency) in PUBLISHERS.items():
             session = (await _call(gateway, "", {"janus": "create"}))["data"]["id"]
             events = _Events(gateway, session)
-            handle = (await _call(gateway, str(session), {
-                "janus": "attach", "plugin": "janus.plugin.videoroom"}))["data"]["id"]
+            handle = (
+                await _call(
+                    gateway, str(session), {"janus": "attach", "plugin": "janus.plugin.videoroom"}
+                )
+            )["data"]["id"]
             publishers.append(_Publisher(display, session, handle, events))
             await _publish(gateway, publishers[-1], rgb, frequency)
         for p in publishers:

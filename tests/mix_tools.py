@@ -43,8 +43,10 @@ def read_recording(path: Path, report: dict) -> Recording:
     with av.open(str(path)) as container:
         if container.streams.video:
             for frame in container.decode(video=0):
-                y, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
-                           .copy() for p in frame.planes)
+                y, u, v = (
+                    np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width].copy()
+                    for p in frame.planes
+                )
                 frames.append((float(frame.time), y, u, v))
     return Recording(audio, start, rate, frames, report)
 
@@ -58,8 +60,9 @@ def beep_onsets(rec: Recording, threshold: float = 0.1) -> np.ndarray:
     x = rec.audio[0].astype(np.float64)
     t = np.arange(len(x)) / rec.rate
     window = rec.rate // 200
-    envelope = np.abs(np.convolve(x * np.exp(-2j * np.pi * BEEP_HZ * t), np.ones(window) / window,
-                                  mode="same"))
+    envelope = np.abs(
+        np.convolve(x * np.exp(-2j * np.pi * BEEP_HZ * t), np.ones(window) / window, mode="same")
+    )
     loud = envelope > threshold
     onsets = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1
     return onsets / rec.rate + rec.audio_start - window / 2 / rec.rate
@@ -72,8 +75,10 @@ def flashes(rec: Recording, pid: str) -> list[float]:
         tile = rec.tiles_at(t).get(pid)
         if tile is None or not tile["video"]:
             continue
-        inner = y[tile["y"] + tile["h"] // 3: tile["y"] + 2 * tile["h"] // 3,
-                  tile["x"] + tile["w"] // 3: tile["x"] + 2 * tile["w"] // 3]
+        inner = y[
+            tile["y"] + tile["h"] // 3 : tile["y"] + 2 * tile["h"] // 3,
+            tile["x"] + tile["w"] // 3 : tile["x"] + 2 * tile["w"] // 3,
+        ]
         if np.median(inner) > 200:  # the picture is white but for its moving bar
             seen.append(t)
     return seen

@@ -62,11 +62,21 @@ def decodes(frames):
 
 def test_unwrappers_continue_across_wraps():
     seq = SequenceUnwrapper()
-    assert [seq(s) for s in (65534, 65535, 0, 1, 65535, 2)] == [65534, 65535, 65536, 65537, 65535,
-                                                                65538]
+    assert [seq(s) for s in (65534, 65535, 0, 1, 65535, 2)] == [
+        65534,
+        65535,
+        65536,
+        65537,
+        65535,
+        65538,
+    ]
     ts = TimestampUnwrapper()
     assert [ts(t) for t in (0xFFFFFFF0, 0x10, 0xFFFFFFFF, 0x20)] == [
-        0xFFFFFFF0, 0x100000010, 0xFFFFFFFF, 0x100000020]
+        0xFFFFFFF0,
+        0x100000010,
+        0xFFFFFFFF,
+        0x100000020,
+    ]
 
 
 def test_clean_stream_gives_every_frame_exactly():
@@ -90,7 +100,7 @@ def test_reordering_and_duplicates_change_nothing():
     rng = random.Random(5)
     jumbled = []
     for i in range(0, len(packets), 6):  # shuffle within groups of 6, and repeat some
-        group = packets[i: i + 6]
+        group = packets[i : i + 6]
         rng.shuffle(group)
         jumbled += group + [p for p in group if rng.random() < 0.2]
     asm = StreamAssembler(codec_for("vp8"), ssrc=1)
@@ -162,7 +172,7 @@ def test_audio_gaps_are_reported_and_the_rest_kept(lost):
     t = np.arange(960 * 30) / 48000
     pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
     for i in range(30):
-        block = np.repeat(pcm[i * 960:(i + 1) * 960], 2).reshape(1, -1)
+        block = np.repeat(pcm[i * 960 : (i + 1) * 960], 2).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(block, format="s16", layout="stereo")
         frame.sample_rate, frame.pts = 48000, i * 960
         for packet in cc.encode(frame):

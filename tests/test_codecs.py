@@ -275,8 +275,10 @@ def test_opus_aiortc_round_trip_durations(duration_ms):
     assert {p.duration for p in packets[:-1]} == {expected}
 
 
-@pytest.mark.parametrize("encoder, name, decoder", [(PcmuEncoder, "PCMU", "pcm_mulaw"),
-                                                    (PcmaEncoder, "pcma", "pcm_alaw")])
+@pytest.mark.parametrize(
+    "encoder, name, decoder",
+    [(PcmuEncoder, "PCMU", "pcm_mulaw"), (PcmaEncoder, "pcma", "pcm_alaw")],
+)
 def test_g711_aiortc_round_trip(encoder, name, decoder):
     codec, enc = codec_for(name), encoder()
     assert (codec.kind, codec.clock_rate) == ("audio", 8000)
@@ -311,10 +313,20 @@ def vp9_payloads(data: bytes, head: int, body: bytes, ss: bytes = b"") -> list[b
 
 @pytest.mark.parametrize("flexible", [False, True])
 def test_vp9_descriptors_around_libvpx_vp9(flexible):
-    packets = encode_video("libvpx-vp9", moving_frames(320, 240, 8), gop=4, deadline="realtime",
-                           **{"cpu-used": "8", "lag-in-frames": "0"})
-    packets += encode_video("libvpx-vp9", moving_frames(256, 144, 4), gop=4, deadline="realtime",
-                            **{"cpu-used": "8", "lag-in-frames": "0"})
+    packets = encode_video(
+        "libvpx-vp9",
+        moving_frames(320, 240, 8),
+        gop=4,
+        deadline="realtime",
+        **{"cpu-used": "8", "lag-in-frames": "0"},
+    )
+    packets += encode_video(
+        "libvpx-vp9",
+        moving_frames(256, 144, 4),
+        gop=4,
+        deadline="realtime",
+        **{"cpu-used": "8", "lag-in-frames": "0"},
+    )
     vp9 = codec_for("video/vp9")
     datas = []
     for n, packet in enumerate(packets):
@@ -338,8 +350,9 @@ def test_vp9_descriptors_around_libvpx_vp9(flexible):
         assert first.flexible == flexible and first.inter_predicted == (not key)
         assert first.tl0picidx == (None if flexible else n // 2)
         assert first.p_diffs == ((1, 2) if flexible and not key else ())
-        assert first.ss == (Vp9ScalabilityStructure(1, ((width, height),), ((0, False, (1,)),))
-                            if key else None)
+        assert first.ss == (
+            Vp9ScalabilityStructure(1, ((width, height),), ((0, False, (1,)),)) if key else None
+        )
         ends = [Vp9Descriptor.parse(p).end for p in payloads]
         assert ends == [False] * (len(payloads) - 1) + [True]
         data = assemble(vp9, payloads)
@@ -367,11 +380,24 @@ LIBVPX_SONAME = "libvpx.so.7"
 VPX_ENCODER_ABI_VERSION = 25  # vpx_encoder.h of libvpx 1.12: 15 + VPX_CODEC_ABI_VERSION (9) + 1
 CFG_SIZE, CTX_SIZE, IMG_SIZE, SVC_PARAMS_INTS = 504, 56, 136, 73  # sizeof() in 1.12
 CFG = {  # offsetof(vpx_codec_enc_cfg_t, ...) in 1.12; every field is 4 bytes
-    "g_threads": 4, "g_w": 12, "g_h": 16, "g_timebase.num": 28, "g_timebase.den": 32,
-    "g_error_resilient": 36, "g_lag_in_frames": 44, "rc_dropframe_thresh": 48,
-    "rc_end_usage": 72, "rc_target_bitrate": 112, "rc_min_quantizer": 116,
-    "rc_max_quantizer": 120, "kf_mode": 160, "kf_min_dist": 164, "kf_max_dist": 168,
-    "ss_number_layers": 172, "ts_number_layers": 216, "layer_target_bitrate": 328,
+    "g_threads": 4,
+    "g_w": 12,
+    "g_h": 16,
+    "g_timebase.num": 28,
+    "g_timebase.den": 32,
+    "g_error_resilient": 36,
+    "g_lag_in_frames": 44,
+    "rc_dropframe_thresh": 48,
+    "rc_end_usage": 72,
+    "rc_target_bitrate": 112,
+    "rc_min_quantizer": 116,
+    "rc_max_quantizer": 120,
+    "kf_mode": 160,
+    "kf_min_dist": 164,
+    "kf_max_dist": 168,
+    "ss_number_layers": 172,
+    "ts_number_layers": 216,
+    "layer_target_bitrate": 328,
 }
 VP8E_SET_CPUUSED, VP9E_SET_SVC, VP9E_SET_SVC_PARAMETERS, VP9E_SET_SVC_LAYER_ID = 13, 39, 41, 42
 VPX_IMG_FMT_I420, VPX_DL_REALTIME, VPX_CBR, VPX_KF_AUTO, VPX_FRAME_IS_KEY = 258, 1, 1, 1, 1
@@ -400,14 +426,25 @@ def libvpx_svc_encode(
 
     width, height = frames[0].width, frames[0].height
     rates = [100 * 3**s for s in range(layers)]  # kbit/s per spatial layer
-    for field, value in [("g_threads", 1), ("g_w", width), ("g_h", height),
-                         ("g_timebase.num", 1), ("g_timebase.den", 30), ("g_error_resilient", 1),
-                         ("g_lag_in_frames", 0), ("rc_dropframe_thresh", 0),
-                         ("rc_end_usage", VPX_CBR), ("rc_target_bitrate", sum(rates)),
-                         ("rc_min_quantizer", 2), ("rc_max_quantizer", 52),
-                         ("kf_mode", VPX_KF_AUTO), ("kf_min_dist", kf_dist),
-                         ("kf_max_dist", kf_dist), ("ss_number_layers", layers),
-                         ("ts_number_layers", 1)]:
+    for field, value in [
+        ("g_threads", 1),
+        ("g_w", width),
+        ("g_h", height),
+        ("g_timebase.num", 1),
+        ("g_timebase.den", 30),
+        ("g_error_resilient", 1),
+        ("g_lag_in_frames", 0),
+        ("rc_dropframe_thresh", 0),
+        ("rc_end_usage", VPX_CBR),
+        ("rc_target_bitrate", sum(rates)),
+        ("rc_min_quantizer", 2),
+        ("rc_max_quantizer", 52),
+        ("kf_mode", VPX_KF_AUTO),
+        ("kf_min_dist", kf_dist),
+        ("kf_max_dist", kf_dist),
+        ("ss_number_layers", layers),
+        ("ts_number_layers", 1),
+    ]:
         put(field, value)
     for s, rate in enumerate(rates):
         put("layer_target_bitrate", rate, s)
@@ -434,8 +471,17 @@ def libvpx_svc_encode(
             buf = (ctypes.c_uint8 * i420.size).from_buffer(i420)
             assert lib.vpx_img_wrap(image, VPX_IMG_FMT_I420, width, height, 1, buf)
             control(VP9E_SET_SVC_LAYER_ID, ctypes.byref(layer_id))
-            assert lib.vpx_codec_encode(ctx, image, ctypes.c_int64(n), ctypes.c_ulong(1),
-                                        ctypes.c_long(0), ctypes.c_ulong(VPX_DL_REALTIME)) == 0
+            assert (
+                lib.vpx_codec_encode(
+                    ctx,
+                    image,
+                    ctypes.c_int64(n),
+                    ctypes.c_ulong(1),
+                    ctypes.c_long(0),
+                    ctypes.c_ulong(VPX_DL_REALTIME),
+                )
+                == 0
+            )
             it = ctypes.c_void_p()
             while pkt := lib.vpx_codec_get_cx_data(ctx, ctypes.byref(it)):
                 if ctypes.c_int.from_address(pkt).value == 0:  # VPX_CODEC_CX_FRAME_PKT
@@ -455,15 +501,22 @@ def split_superframe(data: bytes) -> list[bytes]:
     size_bytes, count = (marker >> 3 & 3) + 1, (marker & 7) + 1
     index = data[len(data) - 2 - size_bytes * count :]
     assert index[0] == marker
-    sizes = [int.from_bytes(index[1 + i * size_bytes : 1 + (i + 1) * size_bytes], "little")
-             for i in range(count)]
+    sizes = [
+        int.from_bytes(index[1 + i * size_bytes : 1 + (i + 1) * size_bytes], "little")
+        for i in range(count)
+    ]
     assert sum(sizes) == len(data) - len(index)
     ends = list(itertools.accumulate(sizes))
     return [data[end - size : end] for size, end in zip(sizes, ends)]
 
 
-def svc_payloads(layer_frames: list[bytes], n: int, key: bool, sizes: list[tuple[int, int]] | None,
-                 mtu: int = 300) -> list[bytes]:
+def svc_payloads(
+    layer_frames: list[bytes],
+    n: int,
+    key: bool,
+    sizes: list[tuple[int, int]] | None,
+    mtu: int = 300,
+) -> list[bytes]:
     """One picture as RFC 9628 flexible-mode payloads, as libwebrtc sends spatial SVC.
 
     Per layer frame: I with a 15-bit picture id, P on non-key pictures (P_DIFF 1), L with
@@ -480,8 +533,15 @@ def svc_payloads(layer_frames: list[bytes], n: int, key: bool, sizes: list[tuple
             if key and sizes and sid == 0 and first:
                 ss = bytes([(len(sizes) - 1) << 5 | 0x10])
                 ss += b"".join(w.to_bytes(2) + h.to_bytes(2) for w, h in sizes)
-            head = (0x80 | 0x20 | 0x10 | (0 if key else 0x40) | (0x08 if first else 0)
-                    | (0x04 if last else 0) | (0x02 if ss else 0))
+            head = (
+                0x80
+                | 0x20
+                | 0x10
+                | (0 if key else 0x40)
+                | (0x08 if first else 0)
+                | (0x04 if last else 0)
+                | (0x02 if ss else 0)
+            )
             body = bytes([0x80 | n >> 8 & 0x7F, n & 0xFF, sid << 1 | (sid > 0)])
             if not key:
                 body += bytes([1 << 1])  # P_DIFF 1, no more
@@ -536,7 +596,8 @@ def test_vp9_depayload_frame_superframes():
     assert vp9.depayload_frame([b"\x08" + tail[:3], b"\x04" + tail[3:]]) == tail
     # two layer frames (B=1 on the first packet of each): a superframe with 1-byte sizes
     assert vp9.depayload_frame([b"\x08\x86", b"\x04\x01", b"\x0c\x87\x02"]) == (
-        b"\x86\x01\x87\x02" + b"\xc1\x02\x02\xc1")
+        b"\x86\x01\x87\x02" + b"\xc1\x02\x02\xc1"
+    )
     # a layer frame that is a superframe itself: its frames join the picture's (no nesting)
     data = vp9.depayload_frame([b"\x0c" + tail, b"\x0c\x85" + bytes(299)])
     assert vp9_split_superframe(data) == [b"\x86\x01", b"\x87\x02\x03", b"\x85" + bytes(299)]
@@ -547,9 +608,11 @@ def test_vp9_depayload_frame_superframes():
     # no index: too short for the one its last byte announces, or no marker byte where it starts
     for data in (b"", b"\x82", b"\x82\xc0", b"\x01\x02\x05\xc0"):
         assert vp9_split_superframe(data) == [data]
-    for frames, message in (([], "VP9 superframe cannot hold 0 frames (1 to 8)"),
-                            ([b"\x01"] * 9, "VP9 superframe cannot hold 9 frames (1 to 8)"),
-                            ([b"\x01", b""], "VP9 superframe cannot hold an empty frame")):
+    for frames, message in (
+        ([], "VP9 superframe cannot hold 0 frames (1 to 8)"),
+        ([b"\x01"] * 9, "VP9 superframe cannot hold 9 frames (1 to 8)"),
+        ([b"\x01", b""], "VP9 superframe cannot hold an empty frame"),
+    ):
         with pytest.raises(CaptureError) as err:
             vp9_superframe(frames)
         assert str(err.value) == message
@@ -571,9 +634,16 @@ HEAD = ((2, 2), (0, 2), (0, 1))
 def test_vp9_frame_info_reads_each_layer():
     # A real keyframe and an inter frame: the inter frame refers to the keyframe's slots, so a
     # picture [key 320x240, inter] has the inter frame's size from its reference
-    (key, inter, *_) = [bytes(p) for p in encode_video(
-        "libvpx-vp9", moving_frames(320, 240, 3), gop=10, deadline="realtime",
-        **{"cpu-used": "8", "lag-in-frames": "0"})]
+    (key, inter, *_) = [
+        bytes(p)
+        for p in encode_video(
+            "libvpx-vp9",
+            moving_frames(320, 240, 3),
+            gop=10,
+            deadline="realtime",
+            **{"cpu-used": "8", "lag-in-frames": "0"},
+        )
+    ]
     vp9 = Vp9()
     assert vp9.frame_info(inter, b"\x48" + inter) == FrameInfo(False)
     assert vp9.frame_info(vp9_superframe([key, inter]), b"\x08") == FrameInfo(True, 320, 240)
@@ -581,15 +651,49 @@ def test_vp9_frame_info_reads_each_layer():
     # show_existing_frame of slot 0 after a keyframe: that slot's size
     assert vp9.frame_info(vp9_superframe([key, b"\x88"]), b"\x08") == FrameInfo(True, 320, 240)
     # an inter frame whose found_ref are all 0 codes its size (a resize without a keyframe)
-    explicit = vp9_header(*HEAD, (1, 1), (1, 1), (1, 1), (0, 8), *[(0, 3), (0, 1)] * 3,
-                          (0, 1), (0, 1), (0, 1), (11, 16), (9, 16))
+    explicit = vp9_header(
+        *HEAD,
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        (0, 8),
+        *[(0, 3), (0, 1)] * 3,
+        (0, 1),
+        (0, 1),
+        (0, 1),
+        (11, 16),
+        (9, 16),
+    )
     assert vp9.frame_info(explicit, b"\x48") == FrameInfo(False, 12, 10)
     # an intra-only frame (hidden, not error resilient) refreshing slot 2 with 64x48, then an
     # inter frame with references 5, 2, 7 taking the second one's size (found_ref 0, 1)
-    intra_only = vp9_header(*HEAD, (1, 1), (0, 1), (0, 1), (1, 1), (0, 2), (0x498342, 24),
-                            (0b100, 8), (63, 16), (47, 16))
-    inter = vp9_header(*HEAD, (1, 1), (1, 1), (1, 1), (0, 8), (5, 3), (0, 1), (2, 3), (0, 1),
-                       (7, 3), (0, 1), (0, 1), (1, 1))
+    intra_only = vp9_header(
+        *HEAD,
+        (1, 1),
+        (0, 1),
+        (0, 1),
+        (1, 1),
+        (0, 2),
+        (0x498342, 24),
+        (0b100, 8),
+        (63, 16),
+        (47, 16),
+    )
+    inter = vp9_header(
+        *HEAD,
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        (0, 8),
+        (5, 3),
+        (0, 1),
+        (2, 3),
+        (0, 1),
+        (7, 3),
+        (0, 1),
+        (0, 1),
+        (1, 1),
+    )
     assert vp9.frame_info(vp9_superframe([intra_only, inter]), b"\x08") == FrameInfo(False, 64, 48)
     assert vp9.frame_info(inter, b"\x08") == FrameInfo(False)  # slot 2 unknown on its own
 
@@ -617,20 +721,33 @@ def test_fuzz_vp9_depayload_frame(packets):
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True, timeout=60, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args],
+        check=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def ffmpeg_rtp(source: list[str], experimental: bool = False) -> list[RtpPacket]:
     """Send a file with `ffmpeg -c copy -f rtp` to a loopback socket; the packets in seq order."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp,
+    ):
         rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         rtp.bind(("127.0.0.1", 0))
         rtcp.bind(("127.0.0.1", 0))
         port, rtcp_port = rtp.getsockname()[1], rtcp.getsockname()[1]
-        ffmpeg(*source, "-c", "copy", *(["-strict", "experimental"] if experimental else []),
-               "-f", "rtp", f"rtp://127.0.0.1:{port}?rtcpport={rtcp_port}")
+        ffmpeg(
+            *source,
+            "-c",
+            "copy",
+            *(["-strict", "experimental"] if experimental else []),
+            "-f",
+            "rtp",
+            f"rtp://127.0.0.1:{port}?rtcpport={rtcp_port}",
+        )
         rtp.setblocking(False)
         datagrams = []
         while True:
@@ -667,8 +784,18 @@ def frames_by_timestamp(packets: list[RtpPacket]) -> list[list[RtpPacket]]:
 def test_ffmpeg_rtp_video(tmp_path, codec, decoder, container, encode):
     # FFmpeg (the Debian build, with its own libvpx/libx264) encodes 30 frames, keyframe every 10
     path = str(tmp_path / f"in.{container}")
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-frames:v", "30", "-g", "10",
-           *encode, path)
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=30",
+        "-frames:v",
+        "30",
+        "-g",
+        "10",
+        *encode,
+        path,
+    )
     with av.open(path) as f:
         originals = [p for p in f.demux(video=0) if p.size]
     packets = ffmpeg_rtp(["-i", path], experimental=codec == "VP9")
@@ -700,8 +827,21 @@ def test_ffmpeg_rtp_vp8_resolution_change(tmp_path):
     # Two encodes of different sizes sent as one RTP stream (concat demuxer, -c copy)
     listing = tmp_path / "list.txt"
     for size in ("320x240", "160x120"):
-        ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30", "-frames:v", "10", "-g", "5",
-               "-c:v", "libvpx", "-deadline", "realtime", str(tmp_path / f"{size}.webm"))
+        ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=30",
+            "-frames:v",
+            "10",
+            "-g",
+            "5",
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            str(tmp_path / f"{size}.webm"),
+        )
         with listing.open("a") as f:
             f.write(f"file '{tmp_path / size}.webm'\n")
     frames = frames_by_timestamp(ffmpeg_rtp(["-f", "concat", "-safe", "0", "-i", str(listing)]))
@@ -711,8 +851,12 @@ def test_ffmpeg_rtp_vp8_resolution_change(tmp_path):
         payloads = [p.payload for p in frame]
         datas.append(assemble(vp8, payloads))
         infos.append(vp8.frame_info(datas[-1], payloads[0]))
-    assert [(i.width, i.height) for i in infos if i.keyframe] == [(320, 240), (320, 240),
-                                                                   (160, 120), (160, 120)]
+    assert [(i.width, i.height) for i in infos if i.keyframe] == [
+        (320, 240),
+        (320, 240),
+        (160, 120),
+        (160, 120),
+    ]
     assert [i for i, info in enumerate(infos) if info.keyframe] == [0, 5, 10, 15]
     decoded = decode("vp8", datas)
     assert [f.shape for f in decoded] == [(360, 320)] * 10 + [(180, 160)] * 10
@@ -726,8 +870,19 @@ def frames_by_timestamp_audio(packets: list[RtpPacket]) -> list[list[RtpPacket]]
 
 def test_ffmpeg_rtp_opus(tmp_path):
     path = str(tmp_path / "in.ogg")
-    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1", "-ac", "2",
-           "-c:a", "libopus", "-b:a", "64k", path)
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000:duration=1",
+        "-ac",
+        "2",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "64k",
+        path,
+    )
     with av.open(path) as f:
         originals = [p for p in f.demux(audio=0) if p.size]
     frames = frames_by_timestamp_audio(ffmpeg_rtp(["-i", path]))
@@ -754,29 +909,73 @@ def test_codec_for_names():
     for name in ("VP8", "vp8", "video/VP8", " Video/vp8 "):
         assert codec_for(name) is codec_for("VP8")
     assert [codec_for(n).mime_type for n in ("vp9", "h264", "OPUS", "audio/pcmu", "PCMA")] == [
-        "video/VP9", "video/H264", "audio/opus", "audio/PCMU", "audio/PCMA"]
+        "video/VP9",
+        "video/H264",
+        "audio/opus",
+        "audio/PCMU",
+        "audio/PCMA",
+    ]
     assert [(c.kind, c.clock_rate) for c in map(codec_for, ("H264", "opus"))] == [
-        ("video", 90000), ("audio", 48000)]
+        ("video", 90000),
+        ("audio", 48000),
+    ]
     for name in ("AV1", "audio/VP8", "", "h.264"):
         with pytest.raises(CaptureError) as err:
             codec_for(name)
         assert str(err.value) == (
-            f"unsupported codec {name!r} (known: VP8, VP9, H264, opus, PCMU, PCMA)")
+            f"unsupported codec {name!r} (known: VP8, VP9, H264, opus, PCMU, PCMA)"
+        )
 
 
 def test_vp9_descriptor_known_answer():
     # RFC 9628 §4.2 non-flexible: I, L, B, V; 15-bit picture id 0x1234; TID 2, U, SID 0, D 0;
     # TL0PICIDX 7; SS: two spatial layers with sizes, picture group of 2 (second with 2 P_DIFFs)
-    payload = bytes([0xAA, 0x92, 0x34, 0x50, 0x07,
-                     0x38, 0x01, 0x40, 0x00, 0xB4, 0x02, 0x80, 0x01, 0x68,
-                     0x02, 0x24, 0x01, 0x48, 0x02, 0x03]) + b"\x82\x49\x83"
+    payload = (
+        bytes(
+            [
+                0xAA,
+                0x92,
+                0x34,
+                0x50,
+                0x07,
+                0x38,
+                0x01,
+                0x40,
+                0x00,
+                0xB4,
+                0x02,
+                0x80,
+                0x01,
+                0x68,
+                0x02,
+                0x24,
+                0x01,
+                0x48,
+                0x02,
+                0x03,
+            ]
+        )
+        + b"\x82\x49\x83"
+    )
     d = Vp9Descriptor.parse(payload)
     assert d == Vp9Descriptor(
-        inter_predicted=False, flexible=False, start=True, end=False, not_reference=False,
-        picture_id=0x1234, tid=2, switching_up=True, sid=0, inter_layer=False, tl0picidx=7,
-        p_diffs=(), size=20,
+        inter_predicted=False,
+        flexible=False,
+        start=True,
+        end=False,
+        not_reference=False,
+        picture_id=0x1234,
+        tid=2,
+        switching_up=True,
+        sid=0,
+        inter_layer=False,
+        tl0picidx=7,
+        p_diffs=(),
+        size=20,
         ss=Vp9ScalabilityStructure(
-            2, ((320, 180), (640, 360)), ((1, False, (1,)), (2, False, (2, 3)))))
+            2, ((320, 180), (640, 360)), ((1, False, (1,)), (2, False, (2, 3)))
+        ),
+    )
     # flexible, P: 7-bit picture id, three P_DIFFs (N set on the first two); Z set
     d = Vp9Descriptor.parse(bytes([0xDD, 0x05, 0x03, 0x05, 0x06, 0xFF]))
     assert (d.picture_id, d.p_diffs, d.size) == (5, (1, 2, 3), 5)
@@ -790,13 +989,25 @@ MALFORMED = [
     (Vp8(), "depayload", b"\x90\x80", "VPX descriptor has truncated PictureID"),
     (Vp8(), "depayload", b"\x90\x80\x81", "VPX descriptor has truncated long PictureID"),
     (Vp8(), "depayload", b"\x10", "VP8 payload has no data after its descriptor"),
-    (Vp8(), "frame_info", (b"\x9d", b"\x00"),
-     "VP8 frame does not begin with S=1, PID=0 (RFC 7741 §4.4)"),
+    (
+        Vp8(),
+        "frame_info",
+        (b"\x9d", b"\x00"),
+        "VP8 frame does not begin with S=1, PID=0 (RFC 7741 §4.4)",
+    ),
     (Vp8(), "frame_info", (b"", b"\x10\x00"), "VP8 frame is empty"),
-    (Vp8(), "frame_info", (b"\x00\x00\x00", b"\x10\x00"),
-     "VP8 keyframe header is truncated (3 of 10 bytes)"),
-    (Vp8(), "frame_info", (bytes(10), b"\x10\x00"),
-     "VP8 keyframe has no start code 9d 01 2a (RFC 6386 §9.1)"),
+    (
+        Vp8(),
+        "frame_info",
+        (b"\x00\x00\x00", b"\x10\x00"),
+        "VP8 keyframe header is truncated (3 of 10 bytes)",
+    ),
+    (
+        Vp8(),
+        "frame_info",
+        (bytes(10), b"\x10\x00"),
+        "VP8 keyframe has no start code 9d 01 2a (RFC 6386 §9.1)",
+    ),
     (Vp9(), "depayload", b"", "VP9 payload descriptor is empty"),
     (Vp9(), "depayload", b"\x08", "VP9 payload has no data after its descriptor"),
     (Vp9(), "depayload", b"\x80", "VP9 payload descriptor has truncated picture ID"),
@@ -806,40 +1017,84 @@ MALFORMED = [
     (Vp9(), "depayload", b"\x50\x03", "VP9 payload descriptor has truncated P_DIFF"),
     (Vp9(), "depayload", b"\x50\x03\x03\x03\x03", "VP9 payload descriptor has more than 3 P_DIFF"),
     (Vp9(), "depayload", b"\x02", "VP9 scalability structure is truncated"),
-    (Vp9(), "depayload", b"\x02\x30\x01\x40\x00",
-     "VP9 scalability structure has truncated sizes of 2 layers"),
+    (
+        Vp9(),
+        "depayload",
+        b"\x02\x30\x01\x40\x00",
+        "VP9 scalability structure has truncated sizes of 2 layers",
+    ),
     (Vp9(), "depayload", b"\x02\x08", "VP9 scalability structure has truncated N_G"),
     (Vp9(), "depayload", b"\x02\x08\x02\x04", "VP9 scalability structure has truncated P_DIFF"),
-    (Vp9(), "depayload", b"\x02\x08\x02\x00",
-     "VP9 scalability structure has a truncated picture group"),
-    (Vp9(), "frame_info", (b"\x82", b"\x00\x82"),
-     "VP9 frame does not begin with B=1 in spatial layer 0 (RFC 9628 §4.2)"),
-    (Vp9(), "frame_info", (b"\x82", b"\x28\x02\x00\x82"),
-     "VP9 frame does not begin with B=1 in spatial layer 0 (RFC 9628 §4.2)"),
+    (
+        Vp9(),
+        "depayload",
+        b"\x02\x08\x02\x00",
+        "VP9 scalability structure has a truncated picture group",
+    ),
+    (
+        Vp9(),
+        "frame_info",
+        (b"\x82", b"\x00\x82"),
+        "VP9 frame does not begin with B=1 in spatial layer 0 (RFC 9628 §4.2)",
+    ),
+    (
+        Vp9(),
+        "frame_info",
+        (b"\x82", b"\x28\x02\x00\x82"),
+        "VP9 frame does not begin with B=1 in spatial layer 0 (RFC 9628 §4.2)",
+    ),
     (Vp9(), "frame_info", (b"", b"\x08\x82"), "VP9 frame header is truncated at bit 0"),
     (Vp9(), "frame_info", (b"\x40", b"\x08\x40"), "VP9 frame header has a bad frame marker"),
     (Vp9(), "frame_info", (b"\x80\x49\x83", b"\x08\x80"), "VP9 frame header is truncated at bit 8"),
-    (Vp9(), "frame_info", (b"\x80\x49\x83\x40\x00\x00", b"\x08\x80"),
-     "VP9 keyframe has a bad sync code"),
-    (Vp9(), "frame_info", (b"\x84\x80\x00\x00\x00", b"\x08"),
-     "VP9 intra-only frame has a bad sync code"),
-    (Vp9(), "frame_info", (b"\x82\xc1\x05\x01\xc1", b"\x08"),
-     "VP9 superframe index overruns the data: frame 0 of 2 needs 5 bytes, 1 are left"),
-    (Vp9(), "frame_info", (b"\x82\xc0\x00\xc0", b"\x08"),
-     "VP9 superframe index gives frame 0 of 1 no bytes"),
+    (
+        Vp9(),
+        "frame_info",
+        (b"\x80\x49\x83\x40\x00\x00", b"\x08\x80"),
+        "VP9 keyframe has a bad sync code",
+    ),
+    (
+        Vp9(),
+        "frame_info",
+        (b"\x84\x80\x00\x00\x00", b"\x08"),
+        "VP9 intra-only frame has a bad sync code",
+    ),
+    (
+        Vp9(),
+        "frame_info",
+        (b"\x82\xc1\x05\x01\xc1", b"\x08"),
+        "VP9 superframe index overruns the data: frame 0 of 2 needs 5 bytes, 1 are left",
+    ),
+    (
+        Vp9(),
+        "frame_info",
+        (b"\x82\xc0\x00\xc0", b"\x08"),
+        "VP9 superframe index gives frame 0 of 1 no bytes",
+    ),
     (Vp9(), "depayload_frame", [], "VP9 picture has no packets"),
-    (Vp9(), "depayload_frame", [b"\x08\x82", b"\x00"],
-     "VP9 payload has no data after its descriptor"),
-    (Vp9(), "depayload_frame", [b"\x08\x82", b"\x20"],
-     "VP9 payload descriptor has truncated layer indices"),
+    (
+        Vp9(),
+        "depayload_frame",
+        [b"\x08\x82", b"\x00"],
+        "VP9 payload has no data after its descriptor",
+    ),
+    (
+        Vp9(),
+        "depayload_frame",
+        [b"\x08\x82", b"\x20"],
+        "VP9 payload descriptor has truncated layer indices",
+    ),
     (Vp9(), "depayload_frame", [b"\x08\x82"] * 9, "VP9 superframe cannot hold 9 frames (1 to 8)"),
     (H264(), "depayload", b"", "H.264 payload is empty"),
     (H264(), "starts_frame", b"", "H.264 payload is empty"),
     (H264(), "depayload", b"\x18", "H.264 STAP-A holds no NAL unit"),
     (H264(), "depayload", b"\x18\x00", "H.264 STAP-A has a truncated NAL unit size at byte 1"),
     (H264(), "depayload", b"\x18\x00\x00", "H.264 STAP-A has an empty NAL unit at byte 1"),
-    (H264(), "depayload", b"\x18\x00\x03\x67\x42",
-     "H.264 STAP-A NAL unit at byte 3 needs 3 bytes, has 2"),
+    (
+        H264(),
+        "depayload",
+        b"\x18\x00\x03\x67\x42",
+        "H.264 STAP-A NAL unit at byte 3 needs 3 bytes, has 2",
+    ),
     (H264(), "depayload", b"\x18\x00\x01\x7c", "H.264 STAP-A holds a NAL unit of type 28"),
     (H264(), "depayload", b"\x7c\x85", "H.264 FU-A is truncated (2 bytes, needs 3)"),
     (H264(), "starts_frame", b"\x7c", "H.264 FU-A has no FU header"),
@@ -849,38 +1104,82 @@ MALFORMED = [
     (H264(), "starts_frame", b"\x1d\x00", "H.264 packet type 29 (FU-B) is not supported"),
     (H264(), "depayload", b"\x1a\x00", "H.264 packet type 26 (MTAP16) is not supported"),
     (H264(), "depayload", b"\x00\x00", "H.264 packet type 0 (reserved) is not supported"),
-    (H264(), "frame_info", (b"\x00\x00\x00\x01\x65", b"\x7c\x05"),
-     "H.264 frame begins inside a fragmented NAL unit (FU-A without S)"),
+    (
+        H264(),
+        "frame_info",
+        (b"\x00\x00\x00\x01\x65", b"\x7c\x05"),
+        "H.264 frame begins inside a fragmented NAL unit (FU-A without S)",
+    ),
     (H264(), "frame_info", (b"\x65",) * 2, "H.264 frame has no Annex-B start code"),
     (H264(), "sps", b"\x42\x00\x1e", "H.264 SPS is truncated at bit 24"),
-    (H264(), "sps", b"\x42\x00\x1e\x00\x00\x00\x00\x80",
-     "H.264 SPS has an Exp-Golomb code longer than 32 bits"),
+    (
+        H264(),
+        "sps",
+        b"\x42\x00\x1e\x00\x00\x00\x00\x80",
+        "H.264 SPS has an Exp-Golomb code longer than 32 bits",
+    ),
     (H264(), "sps", b"\x64\x00\x1e\x88", "H.264 SPS has chroma_format_idc 7"),
     (H264(), "sps", b"\x42\x00\x1e\xca", "H.264 SPS has pic_order_cnt_type 4"),
     # 1x1 macroblocks, frame_mbs_only, cropped by 8 luma columns each side
     (H264(), "sps", b"\x42\x00\x1e\xdd\xf2\x97\x80", "H.264 SPS crops the picture to nothing"),
     (Opus(), "depayload", b"", "Opus packet is empty (RFC 6716 §3.4 R1)"),
     (Opus(), "frame_info", (b"",) * 2, "Opus packet is empty (RFC 6716 §3.4 R1)"),
-    (Opus(), "frame_info", (b"\x01\x00",) * 2,
-     "Opus code 1 packet has an odd payload length (RFC 6716 §3.4 R3)"),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x01\x00",) * 2,
+        "Opus code 1 packet has an odd payload length (RFC 6716 §3.4 R3)",
+    ),
     (Opus(), "frame_info", (b"\x02",) * 2, "Opus packet has a truncated frame length"),
     (Opus(), "frame_info", (b"\x02\xfc",) * 2, "Opus packet has a truncated frame length"),
-    (Opus(), "frame_info", (b"\x02\x05\x00",) * 2,
-     "Opus code 2 packet's first frame overruns it (RFC 6716 §3.4 R4)"),
-    (Opus(), "frame_info", (b"\x03",) * 2,
-     "Opus code 3 packet has no frame count byte (RFC 6716 §3.4 R6)"),
-    (Opus(), "frame_info", (b"\x03\x00",) * 2,
-     "Opus code 3 packet has 0 frames (RFC 6716 §3.4 R5)"),
-    (Opus(), "frame_info", (b"\x1b\x04",) * 2,
-     "Opus code 3 packet has 4 frames (RFC 6716 §3.4 R5)"),
-    (Opus(), "frame_info", (b"\x03\x41\xff",) * 2,
-     "Opus code 3 packet has truncated padding (RFC 6716 §3.4 R6)"),
-    (Opus(), "frame_info", (b"\x03\x42\x00\x01",) * 2,
-     "Opus code 3 CBR packet's length is not a multiple of its frames (RFC 6716 §3.4 R6)"),
-    (Opus(), "frame_info", (b"\x03\x82\x05\x00",) * 2,
-     "Opus code 3 packet's frames overrun it (RFC 6716 §3.4 R7)"),
-    (Opus(), "frame_info", (b"\x00" + bytes(1276),) * 2,
-     "Opus packet has a frame longer than 1275 bytes (RFC 6716 §3.4 R2)"),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x02\x05\x00",) * 2,
+        "Opus code 2 packet's first frame overruns it (RFC 6716 §3.4 R4)",
+    ),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x03",) * 2,
+        "Opus code 3 packet has no frame count byte (RFC 6716 §3.4 R6)",
+    ),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x03\x00",) * 2,
+        "Opus code 3 packet has 0 frames (RFC 6716 §3.4 R5)",
+    ),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x1b\x04",) * 2,
+        "Opus code 3 packet has 4 frames (RFC 6716 §3.4 R5)",
+    ),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x03\x41\xff",) * 2,
+        "Opus code 3 packet has truncated padding (RFC 6716 §3.4 R6)",
+    ),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x03\x42\x00\x01",) * 2,
+        "Opus code 3 CBR packet's length is not a multiple of its frames (RFC 6716 §3.4 R6)",
+    ),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x03\x82\x05\x00",) * 2,
+        "Opus code 3 packet's frames overrun it (RFC 6716 §3.4 R7)",
+    ),
+    (
+        Opus(),
+        "frame_info",
+        (b"\x00" + bytes(1276),) * 2,
+        "Opus packet has a frame longer than 1275 bytes (RFC 6716 §3.4 R2)",
+    ),
     (codec_for("PCMU"), "depayload", b"", "PCMU payload is empty"),
     (codec_for("PCMA"), "frame_info", (b"",) * 2, "PCMA frame is empty"),
 ]
@@ -916,17 +1215,31 @@ def test_opus_toc_known_answers():
 
 CODECS = [codec_for(n) for n in ("VP8", "VP9", "H264", "opus", "PCMU", "PCMA")]
 HEADS = [b"", b"\x10", b"\x90\xe0", b"\x08", b"\xaa", b"\x7c\x85", b"\x18\x00", b"\x03\x83"]
-FRAME_HEADS = [b"", b"\x00\x00\x01\x67", b"\x00\x00\x01\x67\x64", b"\x82\x49\x83\x42", b"\x80",
-               b"\x00\x9d\x01\x2a"]
+FRAME_HEADS = [
+    b"",
+    b"\x00\x00\x01\x67",
+    b"\x00\x00\x01\x67\x64",
+    b"\x82\x49\x83\x42",
+    b"\x80",
+    b"\x00\x9d\x01\x2a",
+]
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.sampled_from(CODECS), st.sampled_from(HEADS), st.binary(max_size=48),
-       st.sampled_from(FRAME_HEADS), st.binary(max_size=48))
+@given(
+    st.sampled_from(CODECS),
+    st.sampled_from(HEADS),
+    st.binary(max_size=48),
+    st.sampled_from(FRAME_HEADS),
+    st.binary(max_size=48),
+)
 def test_fuzz_raises_only_capture_error(codec, head, tail, frame_head, frame_tail):
     payload, frame = head + tail, frame_head + frame_tail
-    for call, args in ((codec.starts_frame, (payload,)), (codec.depayload, (payload,)),
-                       (codec.frame_info, (frame, payload))):
+    for call, args in (
+        (codec.starts_frame, (payload,)),
+        (codec.depayload, (payload,)),
+        (codec.frame_info, (frame, payload)),
+    ):
         try:
             call(*args)
         except CaptureError:
@@ -980,8 +1293,12 @@ OPUS_DECODER.sample_rate, OPUS_DECODER.layout = 48000, "stereo"
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.integers(0, 255), st.sampled_from([b"", b"\x01", b"\x43", b"\x82", b"\xc3\xff"]),
-       st.binary(max_size=40), st.sampled_from([0, 1270, 1290]))
+@given(
+    st.integers(0, 255),
+    st.sampled_from([b"", b"\x01", b"\x43", b"\x82", b"\xc3\xff"]),
+    st.binary(max_size=40),
+    st.sampled_from([0, 1270, 1290]),
+)
 def test_opus_parse_agrees_with_libopus(toc, count, body, filler):
     # libopus's opus_packet_parse is the reference: same packets refused, same sample counts;
     # the filler reaches the 1275-byte frame limit (R2)
@@ -999,8 +1316,9 @@ def test_opus_parse_agrees_with_libopus(toc, count, body, filler):
 
 def test_vp9_frame_info_sources():
     # A real 320x240 keyframe: its header gives the size, unless an SS names the layer sizes
-    (packet, *_) = encode_video("libvpx-vp9", moving_frames(320, 240, 1), gop=1,
-                                deadline="realtime", **{"cpu-used": "8"})
+    (packet, *_) = encode_video(
+        "libvpx-vp9", moving_frames(320, 240, 1), gop=1, deadline="realtime", **{"cpu-used": "8"}
+    )
     key = bytes(packet)
     vp9 = Vp9()
     assert vp9.frame_info(key, b"\x08" + key) == FrameInfo(True, 320, 240)
@@ -1014,10 +1332,16 @@ def test_vp9_frame_info_sources():
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.one_of(st.binary(max_size=8),
-                 st.tuples(st.sampled_from([0x80, 0x90, 0x10, 0x00, 0x97]),
-                           st.integers(0, 255), st.binary(max_size=5)).map(
-                     lambda t: bytes([t[0], t[1]]) + t[2])))
+@given(
+    st.one_of(
+        st.binary(max_size=8),
+        st.tuples(
+            st.sampled_from([0x80, 0x90, 0x10, 0x00, 0x97]),
+            st.integers(0, 255),
+            st.binary(max_size=5),
+        ).map(lambda t: bytes([t[0], t[1]]) + t[2]),
+    )
+)
 def test_vp8_descriptor_matches_aiortc(payload):
     """Our VP8 descriptor reader against aiortc's VpxPayloadDescriptor.parse: the same payloads
     refused with the same words, the same S bit and partition id, the same data after it."""

@@ -8,12 +8,12 @@ import threading
 import av
 import numpy as np
 import pytest
-from composite_reference import blend_reference, composite_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
 import skymix
+from composite_reference import blend_reference, composite_reference
 from skymix import ComposeError, Rect, Tile
 from skymix._native import composite as kernel
 from skymix.compose import frame_planes
@@ -63,7 +63,7 @@ def psnr(a, b):
 
 
 def check_against_reference(specs, size, **kw):
-    """Composite specs = [(planes | None, (x, y, w, h), fit, color)] and compare to the reference."""
+    """Composite specs = [(planes | None, (x, y, w, h), fit, color)]; compare to the reference."""
     out = blank(*size, pad=5)
     tiles = [Tile(src, Rect(*rect), fit, color) for src, rect, fit, color in specs]
     skymix.composite(tiles, out, **kw)
@@ -132,18 +132,24 @@ def test_grid_with_border_overlap_and_highlight_matches_reference(path):
         (a, (1000, 500, 321, 181), "cover", None),  # picture-in-picture over two tiles
     ]
     with simd(path):
-        check_against_reference(specs, (1280, 720), background=(30, 30, 30), border=3,
-                                border_color=(250, 250, 250))
+        check_against_reference(
+            specs, (1280, 720), background=(30, 30, 30), border=3, border_color=(250, 250, 250)
+        )
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("offset", [(0, 0), (1, 1), (2, 3), (3, 2)])
 def test_exact_half_size_matches_reference(offset, path):
-    """The 2:1 shortcuts (an integer 2x2 box, a pairwise horizontal mean) at even and odd offsets."""
+    """The 2:1 shortcuts (an integer 2x2 box, a pairwise horizontal mean), even and odd offsets."""
     src = planes_of(1280, 720)
     with simd(path):
-        check_against_reference([(src, (*offset, 640, 360), "contain", None),
-                                 (src, (641, 360, 640, 360), "cover", None)], (1282, 722))
+        check_against_reference(
+            [
+                (src, (*offset, 640, 360), "contain", None),
+                (src, (641, 360, 640, 360), "cover", None),
+            ],
+            (1282, 722),
+        )
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -183,8 +189,9 @@ def test_empty_and_outside_tiles_are_fine():
         (None, (4, 4, 20, 20), "contain", None),
         (src, (30, 30, 6, 6), "contain", None),  # border eats the whole inside
     ]
-    check_against_reference(specs, (64, 48), background=(0, 0, 255), border=3,
-                            border_color=(0, 255, 0))
+    check_against_reference(
+        specs, (64, 48), background=(0, 0, 255), border=3, border_color=(0, 255, 0)
+    )
 
 
 def test_shrinking_averages_instead_of_aliasing():
@@ -204,9 +211,14 @@ def test_shrinking_averages_instead_of_aliasing():
     ow=st.integers(1, 90),
     oh=st.integers(1, 90),
     rects=st.lists(
-        st.tuples(st.integers(-40, 90), st.integers(-40, 90), st.integers(0, 120),
-                  st.integers(0, 120), st.sampled_from(["contain", "cover"]),
-                  st.booleans()),
+        st.tuples(
+            st.integers(-40, 90),
+            st.integers(-40, 90),
+            st.integers(0, 120),
+            st.integers(0, 120),
+            st.sampled_from(["contain", "cover"]),
+            st.booleans(),
+        ),
         min_size=0,
         max_size=4,
     ),
@@ -225,8 +237,12 @@ def test_property_matches_reference(path, sw, sh, ow, oh, rects, border, pad, se
 def test_redraw_skips_unchanged_tiles_and_matches_a_full_redraw():
     a, b, c = planes_of(64, 48), planes_of(48, 64), planes_of(32, 32)
     out = blank(128, 96)
-    tiles = [Tile(a, Rect(0, 0, 64, 48)), Tile(b, Rect(64, 0, 64, 48)),
-             Tile(c, Rect(0, 48, 64, 48)), Tile(a, Rect(40, 30, 40, 30))]  # last: inset over 3
+    tiles = [
+        Tile(a, Rect(0, 0, 64, 48)),
+        Tile(b, Rect(64, 0, 64, 48)),
+        Tile(c, Rect(0, 48, 64, 48)),
+        Tile(a, Rect(40, 30, 40, 30)),
+    ]  # last: inset over 3
     state = skymix.composite(tiles, out, background=(9, 9, 9))
     assert (state.drawn, state.skipped) == (4, 0)
 
@@ -263,13 +279,16 @@ def test_redraw_skips_unchanged_tiles_and_matches_a_full_redraw():
 
 def test_threads_give_identical_results():
     srcs = [planes_of(640, 480), planes_of(1280, 720), planes_of(320, 240), planes_of(480, 640)]
-    tiles = [Tile(s, Rect(640 * (i % 2), 360 * (i // 2), 640, 360), "cover")
-             for i, s in enumerate(srcs)]
+    tiles = [
+        Tile(s, Rect(640 * (i % 2), 360 * (i // 2), 640, 360), "cover") for i, s in enumerate(srcs)
+    ]
     serial = blank(1280, 720)
     skymix.composite(tiles, serial, threads=1)
     results = [blank(1280, 720) for _ in range(4)]
-    workers = [threading.Thread(target=skymix.composite, args=(tiles, r), kwargs={"threads": 2})
-               for r in results]
+    workers = [
+        threading.Thread(target=skymix.composite, args=(tiles, r), kwargs={"threads": 2})
+        for r in results
+    ]
     for t in workers:
         t.start()
     for t in workers:
@@ -282,8 +301,10 @@ def test_threads_give_identical_results():
 @pytest.mark.parametrize("threads", [2, 3, 8])
 def test_any_thread_count_gives_identical_results(threads):
     srcs = [planes_of(640, 480), planes_of(1280, 720), planes_of(320, 240)]
-    tiles = [Tile(s, Rect(67 * i, 41 * i, 700 - 60 * i, 400 - 30 * i), "cover")
-             for i, s in enumerate(srcs * 3)]
+    tiles = [
+        Tile(s, Rect(67 * i, 41 * i, 700 - 60 * i, 400 - 30 * i), "cover")
+        for i, s in enumerate(srcs * 3)
+    ]
     serial, parallel = blank(1280, 720), blank(1280, 720)
     skymix.composite(tiles, serial, threads=1)
     for _ in range(5):
@@ -320,14 +341,20 @@ def test_draw_mask_matches_integer_reference():
     for x, y, opacity in cases:
         out = planes_of(67, 45, pad=3, rng=rng)
         mask = rng.integers(0, 256, (13, 21), dtype=np.uint8)
-        want = blend_reference(out, mask, x, y, skymix.rgb_to_yuv((250, 10, 100)),
-                               round(opacity * 255))
+        want = blend_reference(
+            out, mask, x, y, skymix.rgb_to_yuv((250, 10, 100)), round(opacity * 255)
+        )
         skymix.draw_mask(out, mask, x, y, (250, 10, 100), opacity=opacity)
         for got, w in zip(out, want):
             assert_array_equal(got, w)
     # masks of one row or column, at odd and negative positions (chroma samples half covered)
-    for shape, x, y in [((1, 1), 5, 7), ((1, 9), -1, 4), ((6, 1), 8, -1), ((2, 3), -1, -1),
-                        ((3, 2), 66, 44)]:
+    for shape, x, y in [
+        ((1, 1), 5, 7),
+        ((1, 9), -1, 4),
+        ((6, 1), 8, -1),
+        ((2, 3), -1, -1),
+        ((3, 2), 66, 44),
+    ]:
         out = planes_of(67, 45, pad=3, rng=rng)
         mask = rng.integers(0, 256, shape, dtype=np.uint8)
         want = blend_reference(out, mask, x, y, skymix.rgb_to_yuv((250, 10, 100)), 255)
@@ -357,12 +384,16 @@ def test_errors_name_the_tile():
     rgb = av.VideoFrame(16, 16, "rgb24")
     y, u, v = planes_of(16, 16)
     cases = [
-        ([Tile(good, Rect(0, 0, 8, 8)), Tile(rgb, Rect(0, 0, 8, 8))],
-         "tile 1: pixel format 'rgb24' is not yuv420p"),
+        (
+            [Tile(good, Rect(0, 0, 8, 8)), Tile(rgb, Rect(0, 0, 8, 8))],
+            "tile 1: pixel format 'rgb24' is not yuv420p",
+        ),
         ([Tile((y, u[:4], v), Rect(0, 0, 8, 8))], "tile 0: chroma planes (4, 8) and (8, 8)"),
         ([Tile(good, Rect(0, 0, -1, 8))], "tile 0: negative size -1x8"),
-        ([Tile((y, np.zeros((8, 16), np.uint8)[:, ::2], v), Rect(0, 0, 8, 8))],
-         "tile 0: plane U samples are not contiguous"),
+        (
+            [Tile((y, np.zeros((8, 16), np.uint8)[:, ::2], v), Rect(0, 0, 8, 8))],
+            "tile 0: plane U samples are not contiguous",
+        ),
         ([Tile((y.astype(np.int16), u, v), Rect(0, 0, 8, 8))], "tile 0: plane Y must be 2-D uint8"),
         ([Tile(good, Rect(0, 0, 8, 8), "stretch")], "tile 0: fit must be 'contain' or 'cover'"),
         ([Tile(good, Rect(0, 0, 8, 8), border_color=(300, 0, 0))], "tile 0 border_color: colour"),

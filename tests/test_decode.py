@@ -73,16 +73,24 @@ def planes(frame: av.VideoFrame) -> list[np.ndarray]:
     return out
 
 
-def assert_looks_like(got: av.VideoFrame, want: av.VideoFrame, luma: float = 3.0,
-                      chroma: float = 3.0) -> None:
+def assert_looks_like(
+    got: av.VideoFrame, want: av.VideoFrame, luma: float = 3.0, chroma: float = 3.0
+) -> None:
     assert (got.width, got.height) == (want.width, want.height)
-    for g, w, tolerance in zip(planes(got), planes(want.reformat(format="yuv420p")),
-                               (luma, chroma, chroma)):
+    for g, w, tolerance in zip(
+        planes(got), planes(want.reformat(format="yuv420p")), (luma, chroma, chroma)
+    ):
         assert float(np.abs(g - w).mean()) <= tolerance
 
 
-def encode_video(encoder: str, size: tuple[int, int], count: int, gop: int,
-                 options: dict[str, str], fmt: str = "yuv420p") -> list[EncodedFrame]:
+def encode_video(
+    encoder: str,
+    size: tuple[int, int],
+    count: int,
+    gop: int,
+    options: dict[str, str],
+    fmt: str = "yuv420p",
+) -> list[EncodedFrame]:
     """count pictures encoded, as EncodedFrames in decoding order with RTP timestamps."""
     cc = av.CodecContext.create(encoder, "w")
     cc.width, cc.height = size
@@ -143,13 +151,15 @@ def encode_g711(codec: str, signal: np.ndarray, per_frame: int = 160) -> list[En
     channels = signal.shape[1]
     cc = av.CodecContext.create("pcm_mulaw" if codec == "PCMU" else "pcm_alaw", "w")
     cc.sample_rate, cc.layout, cc.format = 8000, "mono" if channels == 1 else "stereo", "s16"
-    frame = av.AudioFrame.from_ndarray((signal * 32767).astype(np.int16).reshape(1, -1),
-                                       format="s16", layout=cc.layout.name)
+    frame = av.AudioFrame.from_ndarray(
+        (signal * 32767).astype(np.int16).reshape(1, -1), format="s16", layout=cc.layout.name
+    )
     frame.sample_rate, frame.pts = 8000, 0
     data = b"".join(bytes(p) for p in [*cc.encode(frame), *cc.encode(None)])
     step = per_frame * channels
-    return [encoded(data[i : i + step], BASE + i // channels, True)
-            for i in range(0, len(data), step)]
+    return [
+        encoded(data[i : i + step], BASE + i // channels, True) for i in range(0, len(data), step)
+    ]
 
 
 # ------------------------------------------------------------------------------------- video
@@ -170,8 +180,11 @@ def capture(tmp_path_factory):
         if kind == "video":
             got[participant].append(frame)
 
-    scan_room([made.pcap], load_description([f"{p.name}={s}" for p, s in zip(PEOPLE, made.sdps)]),
-              on_frame=keep)
+    scan_room(
+        [made.pcap],
+        load_description([f"{p.name}={s}" for p, s in zip(PEOPLE, made.sdps)]),
+        on_frame=keep,
+    )
     return made, got
 
 
@@ -229,16 +242,20 @@ def test_pictures_sizes_and_timestamps(codec, encoder, options):
     assert decoder.stats.frames_out == 40 and decoder.errors == 0
 
 
-@pytest.mark.parametrize("codec, encoder, options, damage", [
-    *[(*c, "junk") for c in CODECS],
-    # cut to a third: libvpx-vp9 rejects it, FFmpeg's h264 flags the picture corrupt (counted
-    # as an error too); FFmpeg's vp8 decodes a truncated inter frame without complaint (VP8 has
-    # no redundancy to tell), so there is nothing to count
-    (*CODECS[1], "truncated"),
-    (*CODECS[2], "truncated"),
-])
+@pytest.mark.parametrize(
+    "codec, encoder, options, damage",
+    [
+        *[(*c, "junk") for c in CODECS],
+        # cut to a third: libvpx-vp9 rejects it, FFmpeg's h264 flags the picture corrupt (counted
+        # as an error too); FFmpeg's vp8 decodes a truncated inter frame without complaint (VP8 has
+        # no redundancy to tell), so there is nothing to count
+        (*CODECS[1], "truncated"),
+        (*CODECS[2], "truncated"),
+    ],
+)
 def test_a_rejected_frame_is_counted_and_decoding_resumes_at_the_next_keyframe(
-        codec, encoder, options, damage):
+    codec, encoder, options, damage
+):
     frames = encode_video(encoder, (176, 144), 40, 20, options)
     assert [f.keyframe for f in frames].count(True) == 2 and frames[20].keyframe
     rng = np.random.default_rng(5)
@@ -288,8 +305,9 @@ def test_vp9_superframe_gives_only_its_top_layer():
     last, the top layer, comes out."""
     from skymix.streams.codecs import vp9_superframe
 
-    layers = [encode_video("libvpx-vp9", size, 1, 10, RT)[0].data
-              for size in ((88, 72), (176, 144))]
+    layers = [
+        encode_video("libvpx-vp9", size, 1, 10, RT)[0].data for size in ((88, 72), (176, 144))
+    ]
     decoder = VideoDecoder("vp9")
     (pic,) = decoder.decode(encoded(vp9_superframe(layers), BASE, True))
     assert (pic.width, pic.height, pic.pts) == (176, 144, BASE)
@@ -297,8 +315,9 @@ def test_vp9_superframe_gives_only_its_top_layer():
 
 
 def test_h264_with_b_frames_reorders_and_flushes():
-    frames = encode_video("libx264", (176, 144), 30, 30,
-                          {"preset": "fast", "bf": "2", "x264-params": "b-adapt=0"})
+    frames = encode_video(
+        "libx264", (176, 144), 30, 30, {"preset": "fast", "bf": "2", "x264-params": "b-adapt=0"}
+    )
     assert [f.timestamp for f in frames] != sorted(f.timestamp for f in frames)  # B-frames
     decoder = VideoDecoder("h264")
     pics = [p for f in frames for p in decoder.decode(f)]

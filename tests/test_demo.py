@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from mix_tools import read_recording, tile_chroma
-
 from skymix.compose.color import rgb_to_yuv
 from skymix.compose.labels import placeholder_color
 
@@ -17,8 +16,12 @@ SCRIPT = Path(sys.executable).with_name("skymix")
 
 def test_demo_mixes_the_sample_session(tmp_path):
     out = tmp_path / "demo.mp4"
-    ran = subprocess.run([SCRIPT, "demo", "--output", out, "--seconds", "8"],
-                         capture_output=True, text=True, check=True)
+    ran = subprocess.run(
+        [SCRIPT, "demo", "--output", out, "--seconds", "8"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "4 participants" in ran.stdout and str(out) in ran.stdout
     for name in ("ada", "grace", "linus", "margaret"):
         assert name in ran.stdout

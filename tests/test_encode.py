@@ -11,7 +11,8 @@ from skymix.compose import frame_planes
 from skymix.encode import SYNC_LOOKAHEAD, EncodeSettings, RecordingWriter
 
 
-def write_sample(path, container, settings=EncodeSettings(width=320, height=180, fps=30)):
+def write_sample(path, container, settings=None):
+    settings = settings or EncodeSettings(width=320, height=180, fps=30)
     rate = settings.audio_rate
     with RecordingWriter(path, settings, container) as w:
         for n in range(60):
@@ -26,8 +27,9 @@ def write_sample(path, container, settings=EncodeSettings(width=320, height=180,
         assert (w.frames_written, w.samples_written) == (60, 96000)
 
 
-@pytest.mark.parametrize("container, vcodec, acodec", [("mp4", "h264", "aac"),
-                                                       ("webm", "vp9", "opus")])
+@pytest.mark.parametrize(
+    "container, vcodec, acodec", [("mp4", "h264", "aac"), ("webm", "vp9", "opus")]
+)
 def test_written_file_decodes_to_what_went_in(tmp_path, container, vcodec, acodec):
     path = tmp_path / f"out.{container}"
     write_sample(path, container)
@@ -107,8 +109,9 @@ def test_x264_tuning_encodes_as_x264_defaults_do(tmp_path):
     for n in range(90):  # a moving gradient with noise: motion, B-frames, a scene cut at 60
         y = (np.add.outer(np.arange(240), np.arange(320)) * (1 + (n >= 60)) + 4 * n) % 256
         y = (y + rng.integers(0, 12, y.shape)).clip(0, 255).astype(np.uint8)
-        pictures.append((y, np.full((120, 160), 128 - n, np.uint8),
-                         np.full((120, 160), 90, np.uint8)))
+        pictures.append(
+            (y, np.full((120, 160), 128 - n, np.uint8), np.full((120, 160), 90, np.uint8))
+        )
 
     def draw(frame, planes):
         for dst, src in zip(frame_planes(frame, "out"), planes):
@@ -126,8 +129,12 @@ def test_x264_tuning_encodes_as_x264_defaults_do(tmp_path):
             v.width, v.height, v.pix_fmt = settings.width, settings.height, "yuv420p"
             v.thread_count = settings.threads
             v.codec_context.thread_type = "AUTO"
-            v.options = {"crf": str(settings.crf), "preset": settings.preset,
-                         "profile": "high", **params}
+            v.options = {
+                "crf": str(settings.crf),
+                "preset": settings.preset,
+                "profile": "high",
+                **params,
+            }
             for n, planes in enumerate(pictures):
                 frame = av.VideoFrame(settings.width, settings.height, "yuv420p")
                 draw(frame, planes)
@@ -149,8 +156,9 @@ def test_x264_tuning_encodes_as_x264_defaults_do(tmp_path):
     tuned_delay = plain(tmp_path / "tuned.mp4", {"x264-params": f"sync-lookahead={SYNC_LOOKAHEAD}"})
     # the parameter reaches x264: it holds more frames
     assert tuned_delay > default_delay, (default_delay, tuned_delay)
-    source = [np.concatenate([p.reshape(-1) for p in planes]).astype(np.int16)
-              for planes in pictures]
+    source = [
+        np.concatenate([p.reshape(-1) for p in planes]).astype(np.int16) for planes in pictures
+    ]
 
     def psnr(path):
         got = decoded(path)

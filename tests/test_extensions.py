@@ -61,8 +61,9 @@ def two_byte_block(elements: list[Element | int]) -> bytes:
 
 def rtp(seq: int, block: bytes | None, profile: int) -> bytes:
     """An Opus RTP packet; with a block, X=1 and the block zero-padded to 32-bit words."""
-    header = struct.pack("!BBHII", 0x80 | (0x10 if block is not None else 0), PT, seq,
-                         seq * 960, SSRC)
+    header = struct.pack(
+        "!BBHII", 0x80 | (0x10 if block is not None else 0), PT, seq, seq * 960, SSRC
+    )
     if block is None:
         return header + OPUS
     block += bytes(-len(block) % 4)
@@ -80,11 +81,22 @@ def scan(tmp_path: Path, packets: list[bytes], extmap: dict[int, str]):
     with PcapWriter(pcap) as writer:
         for n, data in enumerate(packets):
             writer.write(START_NS + n * 20_000_000, SENDER, RELAY, data)
-    sdp.write_text("\r\n".join([
-        "v=0", "o=- 0 0 IN IP4 10.0.0.1", "s=ann", "c=IN IP4 127.0.0.1", "t=0 0",
-        f"m=audio {PORT} RTP/AVP {PT}", f"a=rtpmap:{PT} opus/48000/2",
-        *[f"a=extmap:{i} {uri}" for i, uri in extmap.items()],
-        f"a=ssrc:{SSRC} cname:ann"]) + "\r\n")
+    sdp.write_text(
+        "\r\n".join(
+            [
+                "v=0",
+                "o=- 0 0 IN IP4 10.0.0.1",
+                "s=ann",
+                "c=IN IP4 127.0.0.1",
+                "t=0 0",
+                f"m=audio {PORT} RTP/AVP {PT}",
+                f"a=rtpmap:{PT} opus/48000/2",
+                *[f"a=extmap:{i} {uri}" for i, uri in extmap.items()],
+                f"a=ssrc:{SSRC} cname:ann",
+            ]
+        )
+        + "\r\n"
+    )
     levels: list[int | None] = []
 
     def keep(participant: str, kind: str, frame) -> None:
@@ -121,8 +133,9 @@ def one_byte(level_id: int, before: list[Element | int], after: list[Element | i
     return build
 
 
-def two_byte(level_id: int, before: list[Element | int], after: list[Element | int],
-             appbits: int = 0) -> Builder:
+def two_byte(
+    level_id: int, before: list[Element | int], after: list[Element | int], appbits: int = 0
+) -> Builder:
     def build(n: int, level: bytes | None) -> tuple[bytes | None, int]:
         if n == 17:
             return None, 0
@@ -143,15 +156,21 @@ CASES = {
     # declared at all (7, 12); in the two-byte form also an empty element and ids above 14
     "one-byte, others around": (
         one_byte(3, [(2, b"\xaa\xbb"), (7, b"\x01")], [(12, bytes(range(16)))]),
-        {2: UNKNOWN_URI, 3: AUDIO_LEVEL_URI}),
+        {2: UNKNOWN_URI, 3: AUDIO_LEVEL_URI},
+    ),
     "two-byte, others around": (
         two_byte(20, [(2, b"\xaa\xbb\xcc"), (200, b"")], [(21, bytes(range(40))), (1, b"\x09")]),
-        {2: UNKNOWN_URI, 20: AUDIO_LEVEL_URI}),
+        {2: UNKNOWN_URI, 20: AUDIO_LEVEL_URI},
+    ),
     # (d) padding bytes (0) before, between and after the elements
     "one-byte, padding": (
-        one_byte(1, [2, (4, b"\x10\x20\x30"), 1], [3, (6, b"\x77"), 2]), {1: AUDIO_LEVEL_URI}),
+        one_byte(1, [2, (4, b"\x10\x20\x30"), 1], [3, (6, b"\x77"), 2]),
+        {1: AUDIO_LEVEL_URI},
+    ),
     "two-byte, padding": (
-        two_byte(1, [1, (30, b"\x10\x20"), 3], [2, (31, b""), 1]), {1: AUDIO_LEVEL_URI}),
+        two_byte(1, [1, (30, b"\x10\x20"), 3], [2, (31, b""), 1]),
+        {1: AUDIO_LEVEL_URI},
+    ),
 }
 
 
@@ -173,8 +192,10 @@ def test_audio_level_reaches_frames(tmp_path, case):
 def test_two_byte_form_with_appbits(tmp_path, appbits):
     build = two_byte(20, [(2, b"\xaa")], [(200, b"\x01\x02")], appbits=appbits)
     sent = expected_levels()
-    packets = [rtp(1000 + n, *build(n, level_byte(*lv) if lv is not None else None))
-               for n, lv in enumerate(sent)]
+    packets = [
+        rtp(1000 + n, *build(n, level_byte(*lv) if lv is not None else None))
+        for n, lv in enumerate(sent)
+    ]
     levels, report = scan(tmp_path, packets, {2: UNKNOWN_URI, 20: AUDIO_LEVEL_URI})
     assert levels == [lv[0] if lv is not None else None for lv in sent]
     assert report.audio_levels == PACKETS - 2
@@ -194,8 +215,10 @@ def test_reserved_id_15_ends_the_one_byte_list(tmp_path):
 def test_no_extmap_no_levels(tmp_path):
     # the SDP declares no audio level: the same bytes are not read as one
     build = one_byte(1, [], [])
-    packets = [rtp(1000 + n, *build(n, level_byte(*lv) if lv is not None else None))
-               for n, lv in enumerate(expected_levels())]
+    packets = [
+        rtp(1000 + n, *build(n, level_byte(*lv) if lv is not None else None))
+        for n, lv in enumerate(expected_levels())
+    ]
     levels, report = scan(tmp_path, packets, {1: UNKNOWN_URI})
     assert levels == [None] * PACKETS and report.audio_levels == 0
 
@@ -206,8 +229,9 @@ def test_audio_level_of_wrong_length_does_not_end_the_scan(tmp_path, form, value
     # two-byte form, may cost that packet its level (or be read by its first byte), never the
     # scan. (aiortc 1.16's HeaderExtensionsMap.get raises struct.error, not a ValueError, on it.)
     build = (one_byte if form == "one-byte" else two_byte)(1, [], [])
-    packets = [rtp(1000 + n, *build(n, value if n == 3 else level_byte(n, False)))
-               for n in range(PACKETS)]
+    packets = [
+        rtp(1000 + n, *build(n, value if n == 3 else level_byte(n, False))) for n in range(PACKETS)
+    ]
     levels, report = scan(tmp_path, packets, {1: AUDIO_LEVEL_URI})
     sent = [None if n == 17 else n for n in range(PACKETS)]  # 17 has no extension block
     assert levels[:3] == sent[:3] and levels[4:] == sent[4:]

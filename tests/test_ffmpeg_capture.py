@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ingest_tools import FakeClock, Receiver, Tcpdump, wait_senders
 
+from ingest_tools import FakeClock, Receiver, Tcpdump, wait_senders
 from skymix.session import load_description
 from skymix.streams.room import RoomScan, scan_room
 
@@ -50,10 +50,33 @@ class Sender(FakeClock):
 
 
 SENDERS = (
-    Sender("ada", "vp8", ("-c:v", "libvpx", "-b:v", "500k", "-deadline", "realtime",
-                          "-cpu-used", "8"), "webm", 3.0, 1.0003),
-    Sender("bob", "h264", ("-c:v", "libx264", "-profile:v", "baseline", "-g", "30",
-                           "-preset", "veryfast", "-pix_fmt", "yuv420p"), "mkv", -7.0, 0.99975),
+    Sender(
+        "ada",
+        "vp8",
+        ("-c:v", "libvpx", "-b:v", "500k", "-deadline", "realtime", "-cpu-used", "8"),
+        "webm",
+        3.0,
+        1.0003,
+    ),
+    Sender(
+        "bob",
+        "h264",
+        (
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-g",
+            "30",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+        ),
+        "mkv",
+        -7.0,
+        0.99975,
+    ),
 )
 
 
@@ -82,11 +105,27 @@ def free_port_block(count: int) -> int:
 
 def encode(sender: Sender, path: Path, tone_hz: int) -> None:
     """SECONDS of test pattern and a sine in Opus, encoded ahead (not in real time)."""
-    subprocess.run(FFMPEG + ["-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}:duration={SECONDS}",
-                             "-f", "lavfi", "-i",
-                             f"sine=frequency={tone_hz}:sample_rate=48000:duration={SECONDS}",
-                             *sender.video_args, "-c:a", "libopus", "-b:a", "64k", str(path)],
-                   check=True, timeout=120)
+    subprocess.run(
+        FFMPEG
+        + [
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size=320x240:rate={FPS}:duration={SECONDS}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={tone_hz}:sample_rate=48000:duration={SECONDS}",
+            *sender.video_args,
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
 
 
 @dataclass
@@ -121,17 +160,42 @@ def record_room(directory: Path) -> Room:
         tcpdump = Tcpdump(pcap, f"udp and portrange {base}-{base + 4 * len(SENDERS) - 1}")
         for sender in SENDERS:
             video, audio = ports[sender.name]
-            procs.append(subprocess.Popen(
-                ["faketime", "-m", "-f", sender.faketime, *FFMPEG, "-re",
-                 "-i", str(media[sender.name]),
-                 "-map", "0:v", "-c", "copy", "-f", "rtp",
-                 f"rtp://{LOCAL}:{video}?rtcpport={video + 1}",
-                 "-map", "0:a", "-c", "copy", "-f", "rtp",
-                 f"rtp://{LOCAL}:{audio}?rtcpport={audio + 1}",
-                 "-sdp_file", str(sdps[sender.name])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                # faketime forks ffmpeg and waits for it: its own group stops both together
-                start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "faketime",
+                        "-m",
+                        "-f",
+                        sender.faketime,
+                        *FFMPEG,
+                        "-re",
+                        "-i",
+                        str(media[sender.name]),
+                        "-map",
+                        "0:v",
+                        "-c",
+                        "copy",
+                        "-f",
+                        "rtp",
+                        f"rtp://{LOCAL}:{video}?rtcpport={video + 1}",
+                        "-map",
+                        "0:a",
+                        "-c",
+                        "copy",
+                        "-f",
+                        "rtp",
+                        f"rtp://{LOCAL}:{audio}?rtcpport={audio + 1}",
+                        "-sdp_file",
+                        str(sdps[sender.name]),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                    # faketime forks ffmpeg and waits for it: its own group stops both together
+                    start_new_session=True,
+                )
+            )
     finally:
         wait_senders(procs, [s.name for s in SENDERS], SECONDS * 3 + 30)
         receiver.stop()
@@ -183,8 +247,10 @@ def test_fitted_drift_is_each_senders_own_clock(room):
         audio, video = streams(room, sender.name)
         fits = {s.kind: only(s.clocks) for s in (audio, video)}
         for kind, fit in fits.items():
-            print(f"{sender.name} {kind}: drift {fit.drift_ppm:+.1f} ppm (faketime "
-                  f"{sender.ppm:+.0f}), {fit.points} windows, jitter {fit.jitter_ns / 1e6:.3f} ms")
+            print(
+                f"{sender.name} {kind}: drift {fit.drift_ppm:+.1f} ppm (faketime "
+                f"{sender.ppm:+.0f}), {fit.points} windows, jitter {fit.jitter_ns / 1e6:.3f} ms"
+            )
             assert abs(fit.drift_ppm - sender.ppm) < 60
         assert abs(fits["audio"].drift_ppm - fits["video"].drift_ppm) < 60
 
@@ -196,8 +262,10 @@ def test_sender_reports_carry_each_senders_own_ntp_clock(room):
             # the middle of the stream, in RTP time, on the relay clock and on the sender's
             middle = fit.rtp_at((stream.first_arrival_ns + stream.last_arrival_ns) / 2)
             ahead = clock.ntp_of(middle, stream.clock_rate) - fit.arrival_ns(middle) / 1e9
-            print(f"{sender.name} {stream.kind}: sender NTP - capture time {ahead:+.4f} s "
-                  f"(faketime {sender.offset_s:+g} s)")
+            print(
+                f"{sender.name} {stream.kind}: sender NTP - capture time {ahead:+.4f} s "
+                f"(faketime {sender.offset_s:+g} s)"
+            )
             assert abs(ahead - sender.offset_s) < 0.2
 
 

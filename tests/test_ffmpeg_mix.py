@@ -44,18 +44,19 @@ import av
 import numpy as np
 import pytest
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
+
 from ingest_tools import FakeClock, Receiver, Tcpdump, wait_senders
 from mix_tools import Recording, beep_onsets, flashes, read_recording
-from test_ffmpeg_capture import FFMPEG, LOCAL, free_port_block
-
 from skymix.encode import EncodeSettings
 from skymix.ingest import read_pcap
 from skymix.mix import MixOptions, mix
 from skymix.session import load_description
+from test_ffmpeg_capture import FFMPEG, LOCAL, free_port_block
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(tool) is None for tool in ("ffmpeg", "faketime", "tcpdump")),
-    reason="needs ffmpeg, faketime and tcpdump (make test installs them)")
+    reason="needs ffmpeg, faketime and tcpdump (make test installs them)",
+)
 
 SECONDS = 14  # each sender's media
 # 25 fps and events 2.04 s (51 frames) apart: each event falls 0.2 of a frame later on the
@@ -102,17 +103,48 @@ def encode(sender: Sender, path: Path) -> subprocess.Popen:
     timestamps as encoded: the flash frame and the beep's first sample share one instant.
     """
     frame = round(sender.first_event * FPS)
-    video = (f"color=c=0x3050a0:size=320x240:rate={FPS}:duration={SECONDS},"
-             f"drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:"
-             f"enable='eq(mod(n-{frame}\\,{round(EVERY * FPS)})\\,0)'")
-    audio = (f"aevalsrc='if(lt(mod(t-{sender.first_event}\\,{EVERY})\\,{BEEP})\\,"
-             f"0.5*sin(2*PI*1000*t)\\,0.05*sin(2*PI*{sender.tone_hz}*t))'"
-             f":s={RATE}:c=mono:d={SECONDS}")
+    video = (
+        f"color=c=0x3050a0:size=320x240:rate={FPS}:duration={SECONDS},"
+        f"drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:"
+        f"enable='eq(mod(n-{frame}\\,{round(EVERY * FPS)})\\,0)'"
+    )
+    audio = (
+        f"aevalsrc='if(lt(mod(t-{sender.first_event}\\,{EVERY})\\,{BEEP})\\,"
+        f"0.5*sin(2*PI*1000*t)\\,0.05*sin(2*PI*{sender.tone_hz}*t))'"
+        f":s={RATE}:c=mono:d={SECONDS}"
+    )
     return subprocess.Popen(
-        FFMPEG + ["-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio, "-threads", "1",
-                  "-c:v", "libvpx", "-b:v", "1M", "-deadline", "realtime", "-cpu-used", "8",
-                  "-g", str(2 * FPS), "-c:a", "libopus", "-b:a", "64k", str(path)],
-        stderr=subprocess.PIPE, text=True)
+        FFMPEG
+        + [
+            "-f",
+            "lavfi",
+            "-i",
+            video,
+            "-f",
+            "lavfi",
+            "-i",
+            audio,
+            "-threads",
+            "1",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "1M",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-g",
+            str(2 * FPS),
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+            str(path),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @dataclass
@@ -149,20 +181,25 @@ def room(tmp_path_factory) -> Room:
     media, pcap, sdps, ports = record_room(directory)
     recorded = time.monotonic()
     description = load_description([f"{name}={path}" for name, path in sdps.items()])
-    report = mix([pcap], directory / "out.mp4", description=description,
-                 options=MixOptions(encode=SMALL)).to_json()
+    report = mix(
+        [pcap], directory / "out.mp4", description=description, options=MixOptions(encode=SMALL)
+    ).to_json()
     mixed = time.monotonic()
     report = json.loads(json.dumps(report))
     rec = read_recording(directory / "out.mp4", report)
     sent = {s.name: read_sent(pcap, s, *ports[s.name]) for s in SENDERS}
-    seconds = {"record": recorded - started, "mix": mixed - recorded,
-               "read": time.monotonic() - mixed}
+    seconds = {
+        "record": recorded - started,
+        "mix": mixed - recorded,
+        "read": time.monotonic() - mixed,
+    }
     print(f"\nruntime: {', '.join(f'{k} {v:.1f} s' for k, v in seconds.items())}")
     return Room(media, sent, report, rec, seconds)
 
 
-def record_room(directory: Path) -> tuple[dict[str, Path], Path, dict[str, Path],
-                                         dict[str, tuple[int, int]]]:
+def record_room(
+    directory: Path,
+) -> tuple[dict[str, Path], Path, dict[str, Path], dict[str, tuple[int, int]]]:
     """Both senders' files, sent (bob starting 2 s after ada) and captured: (files, pcap, SDPs,
     (video, audio) RTP ports by name)."""
     media = {s.name: directory / f"{s.name}.nut" for s in SENDERS}
@@ -190,16 +227,45 @@ def record_room(directory: Path) -> tuple[dict[str, Path], Path, dict[str, Path]
             # apart now and then, 3 ms on a busy machine), which the sender reports would claim
             # as lip-sync error that the media do not have
             epoch_us = str(round((time.time() + sender.offset_s) * 1e6))
-            procs.append(subprocess.Popen(
-                ["faketime", "-m", "-f", sender.faketime, *FFMPEG, "-re",
-                 "-i", str(media[sender.name]),
-                 "-map", "0:v", "-c", "copy", "-start_time_realtime", epoch_us, "-f", "rtp",
-                 f"rtp://{LOCAL}:{video}?rtcpport={video + 1}",
-                 "-map", "0:a", "-c", "copy", "-start_time_realtime", epoch_us, "-f", "rtp",
-                 f"rtp://{LOCAL}:{audio}?rtcpport={audio + 1}",
-                 "-sdp_file", str(sdps[sender.name])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                start_new_session=True))  # faketime and its ffmpeg stop together
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "faketime",
+                        "-m",
+                        "-f",
+                        sender.faketime,
+                        *FFMPEG,
+                        "-re",
+                        "-i",
+                        str(media[sender.name]),
+                        "-map",
+                        "0:v",
+                        "-c",
+                        "copy",
+                        "-start_time_realtime",
+                        epoch_us,
+                        "-f",
+                        "rtp",
+                        f"rtp://{LOCAL}:{video}?rtcpport={video + 1}",
+                        "-map",
+                        "0:a",
+                        "-c",
+                        "copy",
+                        "-start_time_realtime",
+                        epoch_us,
+                        "-f",
+                        "rtp",
+                        f"rtp://{LOCAL}:{audio}?rtcpport={audio + 1}",
+                        "-sdp_file",
+                        str(sdps[sender.name]),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                    start_new_session=True,
+                )
+            )  # faketime and its ffmpeg stop together
     finally:
         wait_senders(procs, [s.name for s in SENDERS], SECONDS * 3 + 30)
         receiver.stop()
@@ -222,15 +288,16 @@ def read_sent(pcap: Path, sender: Sender, video_port: int, audio_port: int) -> S
         if d.dst.port in streams:
             packet = RtpPacket.parse(d.data)
             first.setdefault(d.dst.port, packet.timestamp)
-            streams[d.dst.port].append(Packet(d.arrival_ns, unwrap(packet.timestamp,
-                                                                   first[d.dst.port]),
-                                              packet.payload))
+            streams[d.dst.port].append(
+                Packet(d.arrival_ns, unwrap(packet.timestamp, first[d.dst.port]), packet.payload)
+            )
         elif d.dst.port - 1 in reports:
             for report in RtcpPacket.parse(d.data):
                 if isinstance(report, RtcpSrPacket):
                     ntp = report.sender_info.ntp_timestamp
-                    reports[d.dst.port - 1].append((ntp / (1 << 32),
-                                                    report.sender_info.rtp_timestamp))
+                    reports[d.dst.port - 1].append(
+                        (ntp / (1 << 32), report.sender_info.rtp_timestamp)
+                    )
     pts0_ntp = {}
     for kind, port, rate in (("video", video_port, 90000), ("audio", audio_port, RATE)):
         at_first = [ntp - unwrap(rtp, first[port]) / rate for ntp, rtp in reports[port]]
@@ -255,7 +322,7 @@ def beep_times(audio: list[Packet]) -> np.ndarray:
                 samples = samples / 32768.0
             if not frame.format.is_planar:  # (1, n * channels), interleaved
                 samples = samples.reshape(-1, len(frame.layout.channels)).T
-            pcm[:, p.rtp: p.rtp + samples.shape[1]] = samples[:, : end - p.rtp]
+            pcm[:, p.rtp : p.rtp + samples.shape[1]] = samples[:, : end - p.rtp]
     return beep_onsets(Recording(pcm, 0.0, RATE, [], {})) * RATE
 
 
@@ -275,8 +342,10 @@ def carrier_ns(audio: list[Packet], rtp: float) -> float:
 def expected_beeps(room: Room, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Recording times (s) of the sender's beeps by the envelope, and by the carrying packet."""
     sent, start = room.sent[name], room.report["session_start_ns"]
-    by_envelope = np.array([envelope_ns(sent.audio, r, sent.sender.speed) - start
-                            for r in sent.beeps_rtp]) / 1e9
+    by_envelope = (
+        np.array([envelope_ns(sent.audio, r, sent.sender.speed) - start for r in sent.beeps_rtp])
+        / 1e9
+    )
     by_packet = np.array([carrier_ns(sent.audio, r) - start for r in sent.beeps_rtp]) / 1e9
     return by_envelope, by_packet
 
@@ -298,8 +367,11 @@ def detector_lead() -> float:
     """How early (s) beep_onsets finds the onset of the senders' beep, on the exact signal: its
     5 ms envelope crosses the threshold before the beep starts (about 3 ms)."""
     t = np.arange(RATE) / RATE
-    signal = np.where((t >= 0.5) & (t < 0.5 + BEEP), 0.5 * np.sin(2 * np.pi * 1000 * t),
-                      0.05 * np.sin(2 * np.pi * 300 * t))
+    signal = np.where(
+        (t >= 0.5) & (t < 0.5 + BEEP),
+        0.5 * np.sin(2 * np.pi * 1000 * t),
+        0.05 * np.sin(2 * np.pi * 300 * t),
+    )
     (onset,) = beep_onsets(Recording(signal[None, :], 0.0, RATE, [], {}))
     return 0.5 - float(onset)
 
@@ -310,8 +382,11 @@ def test_senders_flash_and_beep_together(room):
     that put the two streams where the file has them."""
     for sender in SENDERS:
         with av.open(str(room.media[sender.name])) as container:
-            white = [float(f.time) for f in container.decode(video=0)
-                     if np.median(np.frombuffer(f.planes[0], np.uint8)) > 200]
+            white = [
+                float(f.time)
+                for f in container.decode(video=0)
+                if np.median(np.frombuffer(f.planes[0], np.uint8)) > 200
+            ]
         with av.open(str(room.media[sender.name])) as container:
             frames = list(container.decode(audio=0))
             audio = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
@@ -341,8 +416,10 @@ def test_every_beep_lands_within_10ms_of_its_place(room):
         by_envelope, by_packet = expected_beeps(room, sender.name)
         error_ms = (nearest - expected) * 1e3
         late_ms = (by_packet - by_envelope) * 1e3
-        print(f"{sender.name} beep - envelope (ms): {ms(error_ms)}; "
-              f"carrying packet after envelope (ms): {ms(late_ms)}")
+        print(
+            f"{sender.name} beep - envelope (ms): {ms(error_ms)}; "
+            f"carrying packet after envelope (ms): {ms(late_ms)}"
+        )
         assert np.abs(error_ms).max() < 10, (sender.name, error_ms)
         checked += len(expected)
     assert checked >= 12
@@ -382,13 +459,21 @@ def test_every_flash_is_shown_with_its_beep(room):
         seen = flash_onsets(room.rec, sender.name)
         assert len(seen) == len(beeps), (sender.name, seen, beeps)
         skew_ms = (seen - (beeps + detector_lead())) * 1e3
-        starts = {s["kind"]: s["starts_at_s"] for s in room.report["streams"]
-                  if s["participant"] == sender.name}
-        placed_ms = (starts["video"] - starts["audio"]
-                     - first_packets_gap(room.media[sender.name]) / sender.speed) * 1e3
-        print(f"{sender.name} flash - beep (ms): {ms(skew_ms)} "
-              f"(bound {(HALF_FRAME + 0.001) * 1e3:.1f}); video placed {placed_ms:+.2f} ms "
-              f"from its audio (report, 0.1 ms steps)")
+        starts = {
+            s["kind"]: s["starts_at_s"]
+            for s in room.report["streams"]
+            if s["participant"] == sender.name
+        }
+        placed_ms = (
+            starts["video"]
+            - starts["audio"]
+            - first_packets_gap(room.media[sender.name]) / sender.speed
+        ) * 1e3
+        print(
+            f"{sender.name} flash - beep (ms): {ms(skew_ms)} "
+            f"(bound {(HALF_FRAME + 0.001) * 1e3:.1f}); video placed {placed_ms:+.2f} ms "
+            f"from its audio (report, 0.1 ms steps)"
+        )
         assert np.abs(skew_ms).max() <= (HALF_FRAME + 0.001) * 1e3, (sender.name, skew_ms)
 
 
@@ -399,10 +484,15 @@ def test_each_beep_train_keeps_its_senders_clock(room):
         _, beeps = heard(room, sender.name)
         spacing = np.polyfit(np.arange(len(beeps)), beeps, 1)[0]
         ppm = (EVERY / spacing - 1) * 1e6
-        stream = next(s for s in room.report["streams"]
-                      if s["participant"] == sender.name and s["kind"] == "audio")
-        print(f"{sender.name}: beep spacing {spacing:.6f} s = {ppm:+.1f} ppm (faketime "
-              f"{sender.ppm:+.0f}, skymix audio fit {stream['drift_ppm']:+.1f})")
+        stream = next(
+            s
+            for s in room.report["streams"]
+            if s["participant"] == sender.name and s["kind"] == "audio"
+        )
+        print(
+            f"{sender.name}: beep spacing {spacing:.6f} s = {ppm:+.1f} ppm (faketime "
+            f"{sender.ppm:+.0f}, skymix audio fit {stream['drift_ppm']:+.1f})"
+        )
         assert abs(ppm - sender.ppm) < 100, (sender.name, ppm)
 
 
@@ -418,8 +508,11 @@ def test_the_layout_follows_the_join_and_the_leave(room):
     assert set(rec.tiles_at(join - 0.2)) == {"ada"}
     tiles = rec.tiles_at(join + 0.3)
     assert set(tiles) == {"ada", "bob"} and tiles["bob"]["video"]
-    both = [layout["at_s"] for layout in report["layouts"]
-            if {t["id"] for t in layout["tiles"]} == {"ada", "bob"}]
+    both = [
+        layout["at_s"]
+        for layout in report["layouts"]
+        if {t["id"] for t in layout["tiles"]} == {"ada", "bob"}
+    ]
     assert both and abs(both[0] - join) < 0.1, (both, join)
     assert set(rec.tiles_at(leave + 0.5)) == {"bob"}
     assert report["frames"] == len(rec.frames)

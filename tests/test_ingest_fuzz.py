@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ingest_tools import (
     eth,
     ipv4,
@@ -29,7 +30,6 @@ from ingest_tools import (
     sll2,
     udp,
 )
-
 from skymix import CaptureError
 from skymix.ingest import ReadStats, read_capture
 from skymix.ingest.batch import read_batches
@@ -50,26 +50,36 @@ def _pcap(path):
 def _pcap_mixed(path):
     """Classic pcap in big-endian µs with frames the batch reader cuts by arrays (plain IPv4
     over SLL2) and frames it hands to the record reader (IP options, IPv6, non-UDP)."""
-    frames = [sll2(ipv4("10.0.0.1", "10.0.0.2", udp(4000, 5000, PACKETS[0]))),
-              sll2(ipv4("10.0.0.1", "10.0.0.2", udp(4000, 5000, PACKETS[1]),
-                        options=b"\x01\x01\x01\x00")),
-              sll2(ipv6("fe80::1", "fe80::2", udp(4000, 5000, PACKETS[2])), protocol=0x86DD),
-              sll2(ipv4("10.0.0.1", "10.0.0.3", udp(4001, 5000, PACKETS[3]))),
-              sll2(ipv4("10.0.0.3", "10.0.0.1", PACKETS[4], proto=6)),
-              sll2(ipv4("10.0.0.1", "10.0.0.2", udp(4000, 5000, PACKETS[5])))]
-    pcap_file(path, [(T0 + i * 10**7, f) for i, f in enumerate(frames)], linktype=276,
-              order=">")
-    ends = [24 + sum(16 + len(f) for f in frames[:i + 1]) for i in range(len(frames))]
+    frames = [
+        sll2(ipv4("10.0.0.1", "10.0.0.2", udp(4000, 5000, PACKETS[0]))),
+        sll2(
+            ipv4("10.0.0.1", "10.0.0.2", udp(4000, 5000, PACKETS[1]), options=b"\x01\x01\x01\x00")
+        ),
+        sll2(ipv6("fe80::1", "fe80::2", udp(4000, 5000, PACKETS[2])), protocol=0x86DD),
+        sll2(ipv4("10.0.0.1", "10.0.0.3", udp(4001, 5000, PACKETS[3]))),
+        sll2(ipv4("10.0.0.3", "10.0.0.1", PACKETS[4], proto=6)),
+        sll2(ipv4("10.0.0.1", "10.0.0.2", udp(4000, 5000, PACKETS[5]))),
+    ]
+    pcap_file(path, [(T0 + i * 10**7, f) for i, f in enumerate(frames)], linktype=276, order=">")
+    ends = [24 + sum(16 + len(f) for f in frames[: i + 1]) for i in range(len(frames))]
     return 24, set(ends)
 
 
 def _pcapng(path):
-    blocks = [pcapng_shb(">"), pcapng_idb(">", 1, 9), pcapng_idb(">", 113, 6),
-              pcapng_block(">", 0x0BAD, b"\x00\x00\x00\x01zz")]
-    blocks += [pcapng_epb(">", 0, T0 + i * 10**7, _frame(i)) if i % 2 else
-               pcapng_epb(">", 1, T0 // 1000 + i, sll(_frame(i)[14:])) for i in range(len(PACKETS))]
+    blocks = [
+        pcapng_shb(">"),
+        pcapng_idb(">", 1, 9),
+        pcapng_idb(">", 113, 6),
+        pcapng_block(">", 0x0BAD, b"\x00\x00\x00\x01zz"),
+    ]
+    blocks += [
+        pcapng_epb(">", 0, T0 + i * 10**7, _frame(i))
+        if i % 2
+        else pcapng_epb(">", 1, T0 // 1000 + i, sll(_frame(i)[14:]))
+        for i in range(len(PACKETS))
+    ]
     path.write_bytes(b"".join(blocks))
-    return len(blocks[0]), {sum(map(len, blocks[:i + 1])) for i in range(4)}
+    return len(blocks[0]), {sum(map(len, blocks[: i + 1])) for i in range(4)}
 
 
 def _rtpdump(path):
@@ -79,14 +89,26 @@ def _rtpdump(path):
 
 def _mjr(version):
     def write(path):
-        mjr_file(path, [(i * 10, p) for i, p in enumerate(PACKETS)],
-                 {"t": "v", "c": "vp8", "s": 1, "u": 2}, version)
+        mjr_file(
+            path,
+            [(i * 10, p) for i, p in enumerate(PACKETS)],
+            {"t": "v", "c": "vp8", "s": 1, "u": 2},
+            version,
+        )
         return path.read_bytes().index(b"MEET", 8), set()
+
     return write
 
 
-SAMPLES = {"pcap": _pcap, "pcap-mixed": _pcap_mixed, "pcapng": _pcapng, "rtpdump": _rtpdump, "mjr2": _mjr(2),
-           "mjr1": _mjr(1), "legacy": _mjr(0)}
+SAMPLES = {
+    "pcap": _pcap,
+    "pcap-mixed": _pcap_mixed,
+    "pcapng": _pcapng,
+    "rtpdump": _rtpdump,
+    "mjr2": _mjr(2),
+    "mjr1": _mjr(1),
+    "legacy": _mjr(0),
+}
 
 
 @pytest.fixture(scope="module", params=sorted(SAMPLES))
@@ -103,7 +125,13 @@ def sample(request, tmp_path_factory):
     ends = [d.offset for d in whole[1:]] + [len(data)]  # datagram records are contiguous
     if request.param == "pcap-mixed":  # a TCP record among them: each ends at its boundary
         ends = [min(b for b in boundaries if b > d.offset) for d in whole]
-    return request.param, data, header, {header, *boundaries, *ends}, list(zip(ends, map(_key, whole)))
+    return (
+        request.param,
+        data,
+        header,
+        {header, *boundaries, *ends},
+        list(zip(ends, map(_key, whole))),
+    )
 
 
 def _key(d):
@@ -135,14 +163,15 @@ def _read(path, data: bytes):
     assert all(p.file == str(path) for p in stats.problems)
     batch_stats = ReadStats()
     batched = [_key(b.datagram(i)) for b in read_batches(path, batch_stats) for i in range(len(b))]
-    in_range = [key for key in got if -2**63 <= key[0] < 2**63]  # corrupt times are skipped
+    in_range = [key for key in got if -(2**63) <= key[0] < 2**63]  # corrupt times are skipped
     assert batched == in_range
     skipped = stats.skipped.copy()
     if len(in_range) < len(got):
         skipped["arrival time out of range"] = len(got) - len(in_range)
     assert (batch_stats.records, batch_stats.skipped) == (stats.records, skipped)
     assert [(str(p), p.offset) for p in batch_stats.problems] == [
-        (str(p), p.offset) for p in stats.problems]
+        (str(p), p.offset) for p in stats.problems
+    ]
     return got, stats
 
 
@@ -166,38 +195,55 @@ def test_every_truncation(sample, tmp_path):
             assert problem.offset is not None and problem.offset < cut
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
 def test_corruption(sample, tmp_path, data):
     name, original, header, _, records = sample
-    flips = data.draw(st.lists(st.tuples(st.integers(0, len(original) - 1), st.integers(1, 255)),
-                               min_size=1, max_size=4))
+    flips = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, len(original) - 1), st.integers(1, 255)),
+            min_size=1,
+            max_size=4,
+        )
+    )
     cut = data.draw(st.integers(0, len(original)))
     tail = data.draw(st.binary(max_size=64))
     damaged = bytearray(original)
     for at, xor in flips:
         damaged[at] ^= xor
     damaged = bytes(damaged[:cut]) + tail
-    first_damage = min([at for at, _ in flips if at < cut] + [cut if tail or cut < len(original)
-                                                               else len(original)])
+    first_damage = min(
+        [at for at, _ in flips if at < cut]
+        + [cut if tail or cut < len(original) else len(original)]
+    )
     got, _ = _read(tmp_path / name, damaged)
     if got == "raised":
         assert first_damage < header
         return
     kept = _kept(records, first_damage)
-    assert got[:len(kept)] == kept
+    assert got[: len(kept)] == kept
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.binary(max_size=4), st.binary(max_size=300))
 def test_random_bytes_after_a_magic(tmp_path, magic, rest):
     """Any magic this module knows, followed by anything: CaptureError or a normal end."""
     shb = b"\x0a\x0d\x0d\x0a\x1c\x00\x00\x00\x4d\x3c\x2b\x1a"
-    for prefix in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1", shb, b"#!rtpplay1.0 1.2.3.4/5\n",
-                   b"MJR00002", b"MJR00001", b"MEETECHO"):
+    for prefix in (
+        b"\xd4\xc3\xb2\xa1",
+        b"\x4d\x3c\xb2\xa1",
+        shb,
+        b"#!rtpplay1.0 1.2.3.4/5\n",
+        b"MJR00002",
+        b"MJR00001",
+        b"MEETECHO",
+    ):
         result = _read(tmp_path / "r", prefix + magic + rest)
         assert result[0] == "raised" or isinstance(result[0], list)
-
 
 
 @pytest.mark.parametrize("chunk", [40, 97, 256, 1000])
@@ -213,7 +259,9 @@ def test_batches_across_chunk_boundaries(sample, tmp_path, monkeypatch, chunk):
     path.write_bytes(data)
     stats = ReadStats()
     got = [_key(b.datagram(i)) for b in read_batches(path, stats) for i in range(len(b))]
-    if chunk >= max(b - a for a, b in zip([header] + [e for e, _ in records], [e for e, _ in records])):
+    if chunk >= max(
+        b - a for a, b in zip([header] + [e for e, _ in records], [e for e, _ in records])
+    ):
         assert got == [key for _, key in records] and not stats.problems
     else:
-        assert got == [key for _, key in records][:len(got)]
+        assert got == [key for _, key in records][: len(got)]

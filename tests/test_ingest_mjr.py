@@ -7,8 +7,8 @@ import json
 import subprocess
 
 import pytest
-from ingest_tools import ffmpeg_capture, mjr_file, rtp
 
+from ingest_tools import ffmpeg_capture, mjr_file, rtp
 from skymix import CaptureError
 from skymix.ingest import (
     Endpoint,
@@ -32,8 +32,12 @@ def janus(tmp_path_factory):
     media = [d for d in datagrams if d.dst.port == live.port]
     ssrc = int.from_bytes(media[0].data[8:12], "big")
     mjr = directory / "out.mjr"
-    subprocess.run(["pcap2mjr", "-c", "vp8", "-s", str(ssrc), str(live.files["lo"]), str(mjr)],
-                   check=True, timeout=60, capture_output=True)
+    subprocess.run(
+        ["pcap2mjr", "-c", "vp8", "-s", str(ssrc), str(live.files["lo"]), str(mjr)],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
     return datagrams, media, mjr
 
 
@@ -42,7 +46,12 @@ def test_pcap2mjr_file_holds_the_captured_packets(janus):
     recording = read_mjr(mjr)
     info = recording.info
     assert (info.kind, info.codec, info.format, info.timing, info.e2ee) == (
-        "video", "vp8", "MJR00002", "recorded", False)
+        "video",
+        "vp8",
+        "MJR00002",
+        "recorded",
+        False,
+    )
     # pcap2mjr sets s and u to the capture time of the first packet of the SSRC.
     assert info.created_us == info.first_us == media[0].arrival_ns // 1000
     stats = ReadStats()
@@ -57,7 +66,8 @@ def test_pcap2mjr_file_holds_the_captured_packets(janus):
     anchor = datagrams[0].arrival_ns
     assert anchor <= media[0].arrival_ns
     assert [d.arrival_ns for d in got] == [
-        info.first_us * 1000 + (m.arrival_ns - anchor) // MS * MS for m in media]
+        info.first_us * 1000 + (m.arrival_ns - anchor) // MS * MS for m in media
+    ]
 
 
 def test_mjr2pcap_round_trip(janus, tmp_path):
@@ -66,39 +76,65 @@ def test_mjr2pcap_round_trip(janus, tmp_path):
     subprocess.run(["mjr2pcap", str(mjr), str(back)], check=True, timeout=60, capture_output=True)
     got = list(read_capture(back))
     assert [d.data for d in got] == [d.data for d in media]
-    assert {(d.src, d.dst) for d in got} == {(Endpoint("10.1.1.1", 1000),
-                                              Endpoint("10.2.2.2", 2000))}
+    assert {(d.src, d.dst) for d in got} == {
+        (Endpoint("10.1.1.1", 1000), Endpoint("10.2.2.2", 2000))
+    }
     assert [d.arrival_ns for d in got] == [d.arrival_ns for d in read_mjr(mjr)]
 
 
 def test_header_fields_agree_with_janus_pp_rec(tmp_path):
-    info = {"t": "a", "c": "opus", "f": "useinbandfec=1", "x": {"1": "urn:ietf:params:rtp-hdrext:"
-            "ssrc-audio-level", "bad": "x"}, "s": 1_700_000_000_000_000, "u": 1_700_000_000_500_000,
-            "e": True}
+    info = {
+        "t": "a",
+        "c": "opus",
+        "f": "useinbandfec=1",
+        "x": {"1": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "bad": "x"},
+        "s": 1_700_000_000_000_000,
+        "u": 1_700_000_000_500_000,
+        "e": True,
+    }
     path = tmp_path / "a.mjr"
-    mjr_file(path, [(0, rtp(1, 0, 5, b"\xfc" * 10, 111)), (20, rtp(2, 960, 5, b"\xfc", 111))],
-             info)
-    printed = subprocess.run(["janus-pp-rec", "-j", str(path)], check=True, timeout=30,
-                             capture_output=True, text=True).stdout
+    mjr_file(path, [(0, rtp(1, 0, 5, b"\xfc" * 10, 111)), (20, rtp(2, 960, 5, b"\xfc", 111))], info)
+    printed = subprocess.run(
+        ["janus-pp-rec", "-j", str(path)], check=True, timeout=30, capture_output=True, text=True
+    ).stdout
     assert json.loads(printed) == info
     recording = read_mjr(path)
     assert recording.info.raw == info
-    assert (recording.info.kind, recording.info.codec, recording.info.fmtp, recording.info.e2ee,
-            dict(recording.info.extmap), recording.info.clock_rate) == (
-        "audio", "opus", "useinbandfec=1", True, {1: "urn:ietf:params:rtp-hdrext:ssrc-audio-level"},
-        48000)
-    assert [d.arrival_ns for d in recording] == [1_700_000_000_500_000_000,
-                                                 1_700_000_000_520_000_000]
-    assert [d.arrival_ns for d in recording] == [1_700_000_000_500_000_000,
-                                                 1_700_000_000_520_000_000]  # re-iterable
+    assert (
+        recording.info.kind,
+        recording.info.codec,
+        recording.info.fmtp,
+        recording.info.e2ee,
+        dict(recording.info.extmap),
+        recording.info.clock_rate,
+    ) == (
+        "audio",
+        "opus",
+        "useinbandfec=1",
+        True,
+        {1: "urn:ietf:params:rtp-hdrext:ssrc-audio-level"},
+        48000,
+    )
+    assert [d.arrival_ns for d in recording] == [
+        1_700_000_000_500_000_000,
+        1_700_000_000_520_000_000,
+    ]
+    assert [d.arrival_ns for d in recording] == [
+        1_700_000_000_500_000_000,
+        1_700_000_000_520_000_000,
+    ]  # re-iterable
 
 
 def test_mjr00001_times_come_from_rtp_timestamps(tmp_path):
     path = tmp_path / "v1.mjr"
     u = 1_600_000_000_000_000
     timestamps = [0xFFFFF000, 0xFFFFF000, 0xFFFFF000 + 3000, 1000, 500, 7000]  # wraps; 500 late
-    mjr_file(path, [(0, rtp(i, ts, 9, b"v")) for i, ts in enumerate(timestamps)],
-             {"t": "v", "c": "vp8", "s": u - 5, "u": u}, version=1)
+    mjr_file(
+        path,
+        [(0, rtp(i, ts, 9, b"v")) for i, ts in enumerate(timestamps)],
+        {"t": "v", "c": "vp8", "s": u - 5, "u": u},
+        version=1,
+    )
     recording = read_mjr(path)
     assert (recording.info.format, recording.info.timing) == ("MJR00001", "rtp")
     ticks = [0, 0, 3000, 0x1000 + 1000, 0x1000 + 500, 0x1000 + 7000]
@@ -110,10 +146,15 @@ def test_legacy_header_anchors_at_the_videoroom_name(tmp_path):
     named = tmp_path / "videoroom-1234-user-5678-1700000000123456-audio.mjr"
     mjr_file(named, frames, version=0, legacy_kind=b"audio")
     recording = read_mjr(named)
-    assert (recording.info.kind, recording.info.codec, recording.info.format,
-            recording.info.first_us) == ("audio", "opus", "legacy", 1_700_000_000_123_456)
-    assert [d.arrival_ns for d in recording] == [1_700_000_000_123_456_000 + i * 20 * MS
-                                                 for i in range(3)]
+    assert (
+        recording.info.kind,
+        recording.info.codec,
+        recording.info.format,
+        recording.info.first_us,
+    ) == ("audio", "opus", "legacy", 1_700_000_000_123_456)
+    assert [d.arrival_ns for d in recording] == [
+        1_700_000_000_123_456_000 + i * 20 * MS for i in range(3)
+    ]
     plain = tmp_path / "plain.mjr"
     mjr_file(plain, frames, version=0, legacy_kind=b"audio")
     recording = read_mjr(plain)
@@ -123,8 +164,11 @@ def test_legacy_header_anchors_at_the_videoroom_name(tmp_path):
 
 def test_data_frames_and_short_frames_are_skipped_and_counted(tmp_path):
     path = tmp_path / "d.mjr"
-    mjr_file(path, [(0, b"\x00" * 8 + b"hello"), (5, b"\x00" * 8 + b"there")],
-             {"t": "d", "c": "text", "s": 1, "u": 2})
+    mjr_file(
+        path,
+        [(0, b"\x00" * 8 + b"hello"), (5, b"\x00" * 8 + b"there")],
+        {"t": "d", "c": "text", "s": 1, "u": 2},
+    )
     stats = ReadStats()
     assert list(read_capture(path, stats)) == []
     assert stats.skipped == {"data frame": 2} and stats.records == 2
@@ -143,19 +187,30 @@ def test_damage_stops_with_a_problem(tmp_path):
     stats = ReadStats()
     assert len(list(read_mjr(path, stats))) == 2
     header = len(whole) - 3 * (10 + 32)
-    assert str(stats.problems[0]) == (f"{path}, offset {header + 84}: truncated frame "
-                                      "(31 of 32 bytes)")
-    path.write_bytes(whole[:header + 42] + b"XEET" + whole[header + 46:])
+    assert str(stats.problems[0]) == (
+        f"{path}, offset {header + 84}: truncated frame (31 of 32 bytes)"
+    )
+    path.write_bytes(whole[: header + 42] + b"XEET" + whole[header + 46 :])
     stats = ReadStats()
     assert len(list(read_mjr(path, stats))) == 1
     assert "bad frame prefix b'XEET'" in str(stats.problems[0])
 
 
-@pytest.mark.parametrize("content", [
-    b"", b"MJR00002\x00", b"MJR00002\x00\x10{}", b"MJR00002\x00\x02{}",
-    b"MJR00002\x00\x0a{\"t\": \"v\"}", b"MJR00001\x00\x04null", b"MJR00002\x00\x03\xff\xfe\x00",
-    b"MEETECHO\x00\x05xideo", b"MEETECHO\x00\x04vide", b"RIFF\x00\x00\x00\x00WAVE",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"MJR00002\x00",
+        b"MJR00002\x00\x10{}",
+        b"MJR00002\x00\x02{}",
+        b'MJR00002\x00\x0a{"t": "v"}',
+        b"MJR00001\x00\x04null",
+        b"MJR00002\x00\x03\xff\xfe\x00",
+        b"MEETECHO\x00\x05xideo",
+        b"MEETECHO\x00\x04vide",
+        b"RIFF\x00\x00\x00\x00WAVE",
+    ],
+)
 def test_bad_header_raises_naming_the_file(tmp_path, content):
     path = tmp_path / "h.mjr"
     path.write_bytes(content)
@@ -164,18 +219,29 @@ def test_bad_header_raises_naming_the_file(tmp_path, content):
     assert err.value.file == str(path)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("videoroom-1234-user-5678-1700000000123456-audio-0.mjr",
-     VideoroomName("1234", "5678", 1700000000123456, "audio", 0)),
-    ("/rec/videoroom-1234-user-5678-1700000000123456-video-1.mjr",
-     VideoroomName("1234", "5678", 1700000000123456, "video", 1)),
-    ("videoroom-1234-user-5678-1600000000000000-video.mjr",  # Janus 0.x: no m-line index
-     VideoroomName("1234", "5678", 1600000000000000, "video", None)),
-    ("videoroom-my-room-user-alice-2-1700000000000001-data-2.mjr",  # string ids with dashes
-     VideoroomName("my-room", "alice-2", 1700000000000001, "data", 2)),
-    ("videoroom-1-user-2-1700000000000000-audio-0.mjr.tmp", None),  # still being written
-    ("rec-sample-audio.mjr", None),
-    ("videoroom-1-user-2-notatime-audio.mjr", None),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (
+            "videoroom-1234-user-5678-1700000000123456-audio-0.mjr",
+            VideoroomName("1234", "5678", 1700000000123456, "audio", 0),
+        ),
+        (
+            "/rec/videoroom-1234-user-5678-1700000000123456-video-1.mjr",
+            VideoroomName("1234", "5678", 1700000000123456, "video", 1),
+        ),
+        (
+            "videoroom-1234-user-5678-1600000000000000-video.mjr",  # Janus 0.x: no m-line index
+            VideoroomName("1234", "5678", 1600000000000000, "video", None),
+        ),
+        (
+            "videoroom-my-room-user-alice-2-1700000000000001-data-2.mjr",  # string ids with dashes
+            VideoroomName("my-room", "alice-2", 1700000000000001, "data", 2),
+        ),
+        ("videoroom-1-user-2-1700000000000000-audio-0.mjr.tmp", None),  # still being written
+        ("rec-sample-audio.mjr", None),
+        ("videoroom-1-user-2-notatime-audio.mjr", None),
+    ],
+)
 def test_parse_videoroom_name(name, expected):
     assert parse_videoroom_name(name) == expected

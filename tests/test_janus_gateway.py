@@ -16,6 +16,7 @@ from typing import Any
 import av
 import numpy as np
 from aiortc.rtp import RtpPacket
+
 from janus_tools import (
     HEIGHT,
     PUBLISHERS,
@@ -25,15 +26,13 @@ from janus_tools import (
     namespaces_available,
     record_room,
 )
-
 from mix_tools import read_recording, tile_chroma
-
 from skymix.encode import EncodeSettings
 from skymix.ingest import read_mjr
 from skymix.ingest.mjr import parse_videoroom_name
+from skymix.mix import MixOptions, mix
 from skymix.streams.assembler import StreamAssembler
 from skymix.streams.codecs import codec_for
-from skymix.mix import MixOptions, mix
 from skymix.streams.room import scan_room
 
 COLOUR_TOLERANCE = 8.0  # per Y/U/V plane mean, in 8-bit code values (the colours differ by ~85)
@@ -51,8 +50,9 @@ def reference_colour(rgb: tuple[int, int, int]) -> np.ndarray:
     """Plane means of the published picture itself (RGB -> yuv420p, as the publisher sent it)."""
     picture = np.empty((HEIGHT, WIDTH, 3), np.uint8)
     picture[:] = rgb
-    return plane_means(av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(
-        format="yuv420p"))
+    return plane_means(
+        av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+    )
 
 
 def test_janus_videoroom_recordings(tmp_path: Path) -> None:
@@ -66,7 +66,8 @@ def test_janus_videoroom_recordings(tmp_path: Path) -> None:
     assert len(names) == len(files) == 4, [f.name for f in files]
     assert {n.room for n in names.values()} == {str(ROOM)}
     assert sorted((n.user, n.kind) for n in names.values()) == sorted(
-        (str(u), k) for u in users.values() for k in ("audio", "video"))
+        (str(u), k) for u in users.values() for k in ("audio", "video")
+    )
 
     report: Any = scan_room(files).to_json()
     assert report["problems"] == [], report["problems"]
@@ -95,8 +96,13 @@ def test_janus_videoroom_recordings(tmp_path: Path) -> None:
             packet = RtpPacket.parse(d.data)
             if assembler is None:
                 assembler = StreamAssembler(codec_for("vp8"), packet.ssrc, file=str(path))
-            frames += assembler.push(d.arrival_ns, packet.sequence_number, packet.timestamp,
-                                     bool(packet.marker), packet.payload)
+            frames += assembler.push(
+                d.arrival_ns,
+                packet.sequence_number,
+                packet.timestamp,
+                bool(packet.marker),
+                packet.payload,
+            )
         assert assembler is not None, path.name
         frames += assembler.flush()
         assert len(frames) > 30 and frames[0].keyframe, (path.name, len(frames))
@@ -112,8 +118,11 @@ def test_janus_videoroom_recordings(tmp_path: Path) -> None:
 
     # and the recordings mix as they are: both publishers side by side in their colours, both
     # tones in the sound (.mjr carries no RTCP: each stream stands on its own clock fit)
-    mixed = mix(files, tmp_path / "room.mp4", options=MixOptions(
-        encode=EncodeSettings(width=640, height=360, preset="ultrafast")))
+    mixed = mix(
+        files,
+        tmp_path / "room.mp4",
+        options=MixOptions(encode=EncodeSettings(width=640, height=360, preset="ultrafast")),
+    )
     assert all(s["sync"] == "arrival" for s in mixed.streams)
     rec = read_recording(tmp_path / "room.mp4", mixed.to_json())
     middle = len(rec.frames) // 2
@@ -123,7 +132,7 @@ def test_janus_videoroom_recordings(tmp_path: Path) -> None:
         _, u, v = reference_colour(rgb)
         got = tile_chroma(rec, middle, user)
         assert abs(got[0] - u) < COLOUR_TOLERANCE and abs(got[1] - v) < COLOUR_TOLERANCE, user
-    sound = rec.audio[0][len(rec.audio[0]) // 4: 3 * len(rec.audio[0]) // 4]
+    sound = rec.audio[0][len(rec.audio[0]) // 4 : 3 * len(rec.audio[0]) // 4]
     spectrum = np.abs(np.fft.rfft(sound))
     freqs = np.fft.rfftfreq(len(sound), 1 / rec.rate)
     for _, tone in PUBLISHERS.values():

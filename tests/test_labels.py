@@ -49,7 +49,7 @@ def placed(overlay, w, h):
     """The overlay's mask at its place on a w x h canvas."""
     canvas = np.zeros((h, w), np.uint8)
     mh, mw = overlay.mask.shape
-    canvas[overlay.y: overlay.y + mh, overlay.x: overlay.x + mw] = overlay.mask
+    canvas[overlay.y : overlay.y + mh, overlay.x : overlay.x + mw] = overlay.mask
     return canvas
 
 
@@ -163,12 +163,15 @@ def test_a_label_reused_across_frames_lets_the_compositor_skip_the_tile():
     out = grey_planes(w, h, (0, 0, 0))
     src = grey_planes(w, h)
     state = composite([Tile(src, Rect(0, 0, w, h), overlays=name_label("Ada", w, h))], out)
-    state = composite([Tile(src, Rect(0, 0, w, h), overlays=name_label("Ada", w, h))], out,
-                      previous=state)
+    state = composite(
+        [Tile(src, Rect(0, 0, w, h), overlays=name_label("Ada", w, h))], out, previous=state
+    )
     assert state.skipped == 1
 
 
-@pytest.mark.parametrize("name", ["Zoë Ångström-Ñúñez", "李小龙", "Ольга 🎉", "عمر", "e\u0301\u0301"])
+@pytest.mark.parametrize(
+    "name", ["Zoë Ångström-Ñúñez", "李小龙", "Ольга 🎉", "عمر", "e\u0301\u0301"]
+)
 def test_unicode_names_render_without_crashing(name):
     label = name_label(name, 320, 180)
     assert label.text.mask.any()
@@ -254,7 +257,7 @@ def test_placeholder_planes_show_initials_on_a_circle_over_a_darker_background()
     # inside the circle, off the glyphs: the circle's colour
     assert (y[h // 2 - 45, w // 2], u[(h // 2 - 45) // 2, w // 4]) == (disc[0], disc[1])
     # the glyphs: near-white pixels around the centre, none in the corners
-    centre = y[h // 2 - 20: h // 2 + 20, w // 2 - 40: w // 2 + 40]
+    centre = y[h // 2 - 20 : h // 2 + 20, w // 2 - 40 : w // 2 + 40]
     assert centre.max() >= rgb_to_yuv((255, 255, 255))[0] - 2
     assert not np.array_equal(centre, np.full_like(centre, y[0, 0]))
 

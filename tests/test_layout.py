@@ -67,10 +67,12 @@ GRID_GAP0 = {
     # 3 columns: cell 426x360 -> 426x240 (239.6 rounded to even); 2 columns x 3 rows ties at
     # 426x240 with as many empty cells, and columns win. The block is 1278 wide: x from 0.
     5: row(120, 426, 240, 0, 426, 852) + row(360, 426, 240, 214, 640),
-    7: (row(0, 426, 240, 0, 426, 852) + row(240, 426, 240, 0, 426, 852)
-        + row(480, 426, 240, 426)),
-    9: (row(0, 426, 240, 0, 426, 852) + row(240, 426, 240, 0, 426, 852)
-        + row(480, 426, 240, 0, 426, 852)),
+    7: (row(0, 426, 240, 0, 426, 852) + row(240, 426, 240, 0, 426, 852) + row(480, 426, 240, 426)),
+    9: (
+        row(0, 426, 240, 0, 426, 852)
+        + row(240, 426, 240, 0, 426, 852)
+        + row(480, 426, 240, 0, 426, 852)
+    ),
     16: [r for y in (0, 180, 360, 540) for r in row(y, 320, 180, 0, 320, 640, 960)],
 }
 
@@ -85,10 +87,14 @@ GRID_GAP8 = {
     # 3x2: cell 416x348 -> 416x234; 2x3: cell 628x228 -> 406x228: smaller.
     5: row(122, 416, 234, 8, 432, 856) + row(364, 416, 234, 220, 644),
     # 3x3: cell 416x228 -> 406x228 (405.3); block 1234 x 700 from (23 -> 22, 10).
-    7: (row(10, 406, 228, 22, 436, 850) + row(246, 406, 228, 22, 436, 850)
-        + row(482, 406, 228, 436)),
-    9: (row(10, 406, 228, 22, 436, 850) + row(246, 406, 228, 22, 436, 850)
-        + row(482, 406, 228, 22, 436, 850)),
+    7: (
+        row(10, 406, 228, 22, 436, 850) + row(246, 406, 228, 22, 436, 850) + row(482, 406, 228, 436)
+    ),
+    9: (
+        row(10, 406, 228, 22, 436, 850)
+        + row(246, 406, 228, 22, 436, 850)
+        + row(482, 406, 228, 22, 436, 850)
+    ),
     # 4x4: cell 310x170 -> 302x170 (302.2); block 1232 x 704 from (24, 8).
     16: [r for y in (8, 186, 364, 542) for r in row(y, 302, 170, 24, 334, 644, 954)],
 }
@@ -119,10 +125,14 @@ def test_grid_ties_follow_the_canvas_orientation() -> None:
     # Portrait sources on a portrait canvas: 1 column x 2 rows and 2 x 1 both give 360x640.
     spec = GridSpec(aspect=(9, 16))
     assert rects(compute_layout((720, 1280), people(2), None, spec)) == [
-        (180, 0, 360, 640), (180, 640, 360, 640)]
+        (180, 0, 360, 640),
+        (180, 640, 360, 640),
+    ]
     # The same on a landscape canvas: side by side.
     assert rects(compute_layout((1280, 720), people(2), None, GridSpec(aspect=(4, 3)))) == [
-        (0, 120, 640, 480), (640, 120, 640, 480)]
+        (0, 120, 640, 480),
+        (640, 120, 640, 480),
+    ]
 
 
 def test_grid_ties_prefer_fewer_empty_cells() -> None:
@@ -136,7 +146,10 @@ def test_grid_without_video_keeps_a_tile_unless_video_only() -> None:
     present: list[Participant | tuple[str, bool]] = [("a", True), ("b", False), Participant("c")]
     layout = compute_layout(HD, present, None, GridSpec())
     assert [(p.id, p.has_video) for p in layout.placements] == [
-        ("a", True), ("b", False), ("c", True)]
+        ("a", True),
+        ("b", False),
+        ("c", True),
+    ]
     only = compute_layout(HD, present, None, GridSpec(video_only=True))
     assert [p.id for p in only.placements] == ["a", "c"]
     assert only.hidden == ("b",)
@@ -182,8 +195,9 @@ def test_bad_arguments() -> None:
 # --- grid: properties ------------------------------------------------------------------------
 
 
-def cell_tile(n: int, rows: int, cols: int, w: int, h: int, gap: int,
-              aspect: tuple[int, int]) -> tuple[int, int]:
+def cell_tile(
+    n: int, rows: int, cols: int, w: int, h: int, gap: int, aspect: tuple[int, int]
+) -> tuple[int, int]:
     """The contain tile of a rows x cols grid, written from the rule in docs/layouts.md."""
     cw = max(0, (w - (cols + 1) * gap) // cols // 2 * 2)
     ch = max(0, (h - (rows + 1) * gap) // rows // 2 * 2)
@@ -225,15 +239,22 @@ def check_tiles(layout: Layout, width: int, height: int) -> None:
 
 
 canvases = st.tuples(st.integers(160, 960), st.integers(120, 540)).map(
-    lambda s: (2 * s[0], 2 * s[1]))
+    lambda s: (2 * s[0], 2 * s[1])
+)
 aspects = st.sampled_from([(16, 9), (4, 3), (1, 1), (9, 16), (21, 9)])
 
 
 @settings(max_examples=300, deadline=None)
-@given(n=st.integers(1, 49), canvas=canvases, gap=st.integers(0, 8).map(lambda g: 2 * g),
-       aspect=aspects, fit=st.sampled_from(["contain", "cover"]))
-def test_grid_properties(n: int, canvas: tuple[int, int], gap: int, aspect: tuple[int, int],
-                         fit: Any) -> None:
+@given(
+    n=st.integers(1, 49),
+    canvas=canvases,
+    gap=st.integers(0, 8).map(lambda g: 2 * g),
+    aspect=aspects,
+    fit=st.sampled_from(["contain", "cover"]),
+)
+def test_grid_properties(
+    n: int, canvas: tuple[int, int], gap: int, aspect: tuple[int, int], fit: Any
+) -> None:
     width, height = canvas
     layout = compute_layout(canvas, people(n), None, GridSpec(gap=gap, aspect=aspect, fit=fit))
     assert len(layout.placements) == n and layout.hidden == ()
@@ -279,15 +300,23 @@ def test_speaker_bottom_strip_by_hand() -> None:
     # 1280x576: the contain tile is 1024x576 from x 128.
     layout = compute_layout(HD, people(4), "p2", SpeakerSpec())
     assert [(p.id, p.speaker) for p in layout.placements] == [
-        ("p2", True), ("p0", False), ("p1", False), ("p3", False)]
+        ("p2", True),
+        ("p0", False),
+        ("p1", False),
+        ("p3", False),
+    ]
     assert rects(layout) == [(128, 0, 1024, 576)] + row(576, 256, 144, 256, 512, 768)
 
 
 def test_speaker_right_strip_by_hand() -> None:
     # Strip 256 wide: tiles 256x144 stacked from y 144; main area 1024x720 -> 1024x576 at y 72.
     layout = compute_layout(HD, people(4), "p2", SpeakerSpec(strip="right"))
-    assert rects(layout) == [(0, 72, 1024, 576), (1024, 144, 256, 144), (1024, 288, 256, 144),
-                             (1024, 432, 256, 144)]
+    assert rects(layout) == [
+        (0, 72, 1024, 576),
+        (1024, 144, 256, 144),
+        (1024, 288, 256, 144),
+        (1024, 432, 256, 144),
+    ]
 
 
 def test_speaker_gap_and_cover() -> None:
@@ -329,12 +358,19 @@ def test_speaker_video_only_skips_a_speaker_without_video() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(n=st.integers(1, 49), canvas=canvases, gap=st.integers(0, 8).map(lambda g: 2 * g),
-       strip=st.sampled_from(["bottom", "right"]), size=st.sampled_from([0.15, 0.2, 0.3]))
-def test_speaker_properties(n: int, canvas: tuple[int, int], gap: int, strip: Any,
-                            size: float) -> None:
-    layout = compute_layout(canvas, people(n), "p0",
-                            SpeakerSpec(strip=strip, strip_size=size, gap=gap))
+@given(
+    n=st.integers(1, 49),
+    canvas=canvases,
+    gap=st.integers(0, 8).map(lambda g: 2 * g),
+    strip=st.sampled_from(["bottom", "right"]),
+    size=st.sampled_from([0.15, 0.2, 0.3]),
+)
+def test_speaker_properties(
+    n: int, canvas: tuple[int, int], gap: int, strip: Any, size: float
+) -> None:
+    layout = compute_layout(
+        canvas, people(n), "p0", SpeakerSpec(strip=strip, strip_size=size, gap=gap)
+    )
     check_tiles(layout, *canvas)
     assert len(layout.placements) + len(layout.hidden) == n
     assert layout.placements[0].id == "p0"
@@ -346,15 +382,22 @@ def test_speaker_properties(n: int, canvas: tuple[int, int], gap: int, strip: An
 # --- picture in picture ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("corner", "x", "y"), [
-    ("top-left", 16, 16), ("top-right", 944, 16),
-    ("bottom-left", 16, 524), ("bottom-right", 944, 524),
-])
+@pytest.mark.parametrize(
+    ("corner", "x", "y"),
+    [
+        ("top-left", 16, 16),
+        ("top-right", 944, 16),
+        ("bottom-left", 16, 524),
+        ("bottom-right", 944, 524),
+    ],
+)
 def test_pip_corners(corner: Any, x: int, y: int) -> None:
     # Inset 0.25 x 1280 = 320 wide, 180 high, 16 from the edges.
     layout = compute_layout(HD, people(3), "p2", PipSpec(corner=corner))
     assert [(p.id, p.z, p.speaker) for p in layout.placements] == [
-        ("p2", 0, True), ("p0", 1, False)]
+        ("p2", 0, True),
+        ("p0", 1, False),
+    ]
     assert rects(layout) == [(0, 0, 1280, 720), (x, y, 320, 180)]
     assert layout.hidden == ("p1",)
 
@@ -398,8 +441,7 @@ def test_layout_changes() -> None:
 # --- speaker tracker -------------------------------------------------------------------------
 
 
-def run(tracker: SpeakerTracker, start_ms: int, end_ms: int,
-        levels: Any) -> dict[int, str | None]:
+def run(tracker: SpeakerTracker, start_ms: int, end_ms: int, levels: Any) -> dict[int, str | None]:
     """Feed 20 ms blocks; levels(t_ms) gives the block's dBov per participant."""
     return {t: tracker.update(t * MS, levels(t)) for t in range(start_ms, end_ms, 20)}
 
@@ -420,8 +462,9 @@ def test_tracker_first_speaker_after_hold() -> None:
 
 def test_tracker_ignores_a_cough() -> None:
     tracker = established("a")
-    seen = run(tracker, 1500, 5000,
-               lambda t: {"a": -70.0, "b": -10.0 if 2000 <= t < 2200 else -70.0})
+    seen = run(
+        tracker, 1500, 5000, lambda t: {"a": -70.0, "b": -10.0 if 2000 <= t < 2200 else -70.0}
+    )
     assert set(seen.values()) == {"a"}
 
 
@@ -439,13 +482,21 @@ def test_tracker_switches_to_a_sustained_talker() -> None:
 
 def test_tracker_pauses_longer_than_bridge_restart_the_hold() -> None:
     tracker = established("a")
-    seen = run(tracker, 1500, 6000, lambda t: {
-        "b": -25.0 if t >= 2000 and (t - 2000) % 600 < 200 else -70.0})
+    seen = run(
+        tracker,
+        1500,
+        6000,
+        lambda t: {"b": -25.0 if t >= 2000 and (t - 2000) % 600 < 200 else -70.0},
+    )
     assert set(seen.values()) == {"a"}
     patient = SpeakerTracker(bridge=0.5)
     run(patient, 0, 1500, lambda t: {"a": -25.0})
-    seen = run(patient, 1500, 6000, lambda t: {
-        "b": -25.0 if t >= 2000 and (t - 2000) % 600 < 200 else -70.0})
+    seen = run(
+        patient,
+        1500,
+        6000,
+        lambda t: {"b": -25.0 if t >= 2000 and (t - 2000) % 600 < 200 else -70.0},
+    )
     assert seen[3000] == "a" and seen[3200] == "b"  # the first "on" block 1 s after 2000 + 200
 
 
@@ -499,10 +550,26 @@ SIDEBAR: dict[str, Any] = {
     "background": "#102030",
     "gap": 8,
     "regions": [
-        {"name": "main", "x": 0, "y": 0, "width": 0.75, "height": 1.0, "show": "speaker",
-         "fit": "cover"},
-        {"name": "side", "x": 0.75, "y": 0, "width": 0.25, "height": 1.0, "show": "others",
-         "max_rows": 3, "max_cols": 1, "overflow": "hide"},
+        {
+            "name": "main",
+            "x": 0,
+            "y": 0,
+            "width": 0.75,
+            "height": 1.0,
+            "show": "speaker",
+            "fit": "cover",
+        },
+        {
+            "name": "side",
+            "x": 0.75,
+            "y": 0,
+            "width": 0.25,
+            "height": 1.0,
+            "show": "others",
+            "max_rows": 3,
+            "max_cols": 1,
+            "overflow": "hide",
+        },
     ],
 }
 
@@ -518,16 +585,32 @@ def test_custom_file_loads(tmp_path: Path) -> None:
     path.write_text(json.dumps(SIDEBAR, indent=2))
     spec = load_custom_layout(path)
     assert spec.file == str(path) and spec.gap == 8 and spec.background == (16, 32, 48)
-    assert spec.regions[1] == Region(x=0.75, y=0, width=0.25, height=1.0, show="others",
-                                     max_rows=3, max_cols=1, overflow="hide", name="side")
+    assert spec.regions[1] == Region(
+        x=0.75,
+        y=0,
+        width=0.25,
+        height=1.0,
+        show="others",
+        max_rows=3,
+        max_cols=1,
+        overflow="hide",
+        name="side",
+    )
     layout = compute_layout(HD, people(6), "p2", spec)
     # main: 0..960 less the gap, cover. side: 960..1280, 3 rows of 304x172 (171 -> 172) from
     # y (720 - 532) / 2 = 94.
     assert [(p.id, p.speaker, p.fit) for p in layout.placements] == [
-        ("p2", True, "cover"), ("p0", False, "contain"), ("p1", False, "contain"),
-        ("p3", False, "contain")]
-    assert rects(layout) == [(8, 8, 944, 704), (968, 94, 304, 172), (968, 274, 304, 172),
-                             (968, 454, 304, 172)]
+        ("p2", True, "cover"),
+        ("p0", False, "contain"),
+        ("p1", False, "contain"),
+        ("p3", False, "contain"),
+    ]
+    assert rects(layout) == [
+        (8, 8, 944, 704),
+        (968, 94, 304, 172),
+        (968, 274, 304, 172),
+        (968, 454, 304, 172),
+    ]
     assert layout.hidden == ("p4", "p5")
     assert layout.background == (16, 32, 48)
 
@@ -536,8 +619,9 @@ def test_custom_overflow_policies() -> None:
     last = compute_layout(HD, people(6), "p2", parse_custom_layout(with_region(overflow="last")))
     assert [p.id for p in last.placements] == ["p2", "p3", "p4", "p5"]
     assert last.hidden == ("p0", "p1")
-    shrink = compute_layout(HD, people(6), "p2",
-                            parse_custom_layout(with_region(overflow="shrink")))
+    shrink = compute_layout(
+        HD, people(6), "p2", parse_custom_layout(with_region(overflow="shrink"))
+    )
     assert [p.id for p in shrink.placements] == ["p2", "p0", "p1", "p3", "p4", "p5"]
     assert shrink.hidden == ()
     check_tiles(shrink, *HD)
@@ -556,11 +640,13 @@ def test_custom_overflow_policies() -> None:
 
 
 def test_custom_selectors() -> None:
-    spec = CustomSpec(regions=(
-        Region(0, 0, 0.5, 0.5, show=("host", "nobody")),
-        Region(0.5, 0, 0.5, 0.5, show="speaker"),
-        Region(0, 0.5, 1.0, 0.5, show="rest"),
-    ))
+    spec = CustomSpec(
+        regions=(
+            Region(0, 0, 0.5, 0.5, show=("host", "nobody")),
+            Region(0.5, 0, 0.5, 0.5, show="speaker"),
+            Region(0, 0.5, 1.0, 0.5, show="rest"),
+        )
+    )
     present = [("a", True), ("host", True), ("b", True), ("c", True)]
     layout = compute_layout(HD, present, "b", spec)
     assert [p.id for p in layout.placements] == ["host", "b", "a", "c"]
@@ -569,37 +655,52 @@ def test_custom_selectors() -> None:
     fixed = CustomSpec(regions=spec.regions[:2])
     assert compute_layout(HD, present, "b", fixed).hidden == ("a", "c")
     # "others" leaves out the speaker and those named by id; "*" shows everyone again, on top.
-    spec = CustomSpec(regions=(
-        Region(0, 0, 1.0, 1.0, show="*", z=2, max_rows=1, max_cols=1, overflow="hide"),
-        Region(0, 0, 0.5, 1.0, show="others"),
-        Region(0.5, 0, 0.5, 1.0, show=("host",)),
-    ))
+    spec = CustomSpec(
+        regions=(
+            Region(0, 0, 1.0, 1.0, show="*", z=2, max_rows=1, max_cols=1, overflow="hide"),
+            Region(0, 0, 0.5, 1.0, show="others"),
+            Region(0.5, 0, 0.5, 1.0, show=("host",)),
+        )
+    )
     layout = compute_layout(HD, present, "b", spec)
-    assert [(p.id, p.z) for p in layout.placements] == [
-        ("a", 0), ("c", 0), ("host", 0), ("a", 2)]
+    assert [(p.id, p.z) for p in layout.placements] == [("a", 0), ("c", 0), ("host", 0), ("a", 2)]
     assert layout.hidden == ("b",)
     assert len(layout.placements_of("a")) == 2
     # "rest" gets who no other region selects, whatever "*" shows.
-    spec = CustomSpec(regions=(Region(0, 0, 1.0, 0.5, show="*"),
-                               Region(0, 0.5, 1.0, 0.5, show="rest"),
-                               Region(0.5, 0, 0.5, 0.5, show="speaker", z=1)))
+    spec = CustomSpec(
+        regions=(
+            Region(0, 0, 1.0, 0.5, show="*"),
+            Region(0, 0.5, 1.0, 0.5, show="rest"),
+            Region(0.5, 0, 0.5, 0.5, show="speaker", z=1),
+        )
+    )
     layout = compute_layout(HD, present, "host", spec)
     assert [(p.id, p.speaker) for p in layout.placements if p.rect.y >= 360] == [
-        ("a", False), ("b", False), ("c", False)]
+        ("a", False),
+        ("b", False),
+        ("c", False),
+    ]
     assert [p.id for p in layout.placements_of("host")] == ["host", "host"]
 
 
 def test_custom_edges_round_to_even_and_meet() -> None:
     third = 1 / 3
-    spec = CustomSpec(fit="cover", regions=(
-        Region(0.0, 0, third, 1.0, show=("a",)),
-        Region(third, 0, third, 1.0, show=("b",)),
-        Region(2 * third, 0, third, 1.0, show=("c",)),
-        Region(101, 31, 201, 2000, show=("d",)),  # pixels: odd edges rounded, clipped below
-    ))
+    spec = CustomSpec(
+        fit="cover",
+        regions=(
+            Region(0.0, 0, third, 1.0, show=("a",)),
+            Region(third, 0, third, 1.0, show=("b",)),
+            Region(2 * third, 0, third, 1.0, show=("c",)),
+            Region(101, 31, 201, 2000, show=("d",)),  # pixels: odd edges rounded, clipped below
+        ),
+    )
     layout = compute_layout(HD, [(i, True) for i in "abcd"], None, spec)
-    assert rects(layout) == [(0, 0, 426, 720), (426, 0, 428, 720), (854, 0, 426, 720),
-                             (102, 32, 200, 688)]
+    assert rects(layout) == [
+        (0, 0, 426, 720),
+        (426, 0, 428, 720),
+        (854, 0, 426, 720),
+        (102, 32, 200, 688),
+    ]
 
 
 def test_schema_file_matches_the_module() -> None:
@@ -640,30 +741,41 @@ BAD_FILES: list[tuple[Any, str, str]] = [
     (region(colour=1), "regions[0].colour", "unknown property"),
     ({"regions": region()["regions"], "gap": 3}, "gap", "expected an even integer >= 0, got 3"),
     (region(gap=-2), "regions[0].gap", "got -2"),
-    (region(width=1.5), "regions[0].width",
-     "expected an integer >= 0 (pixels) or a number 0..1 (a fraction of the canvas), got 1.5"),
+    (
+        region(width=1.5),
+        "regions[0].width",
+        "expected an integer >= 0 (pixels) or a number 0..1 (a fraction of the canvas), got 1.5",
+    ),
     (region(x=-4), "regions[0].x", "got -4"),
     (region(y=True), "regions[0].y", "got true"),
     (region(height="50%"), "regions[0].height", 'got "50%"'),
     (region(width=1), "regions[0].width", "1 pixel is too small for a tile; write 1.0"),
     (region(x=0.5, width=0.6), "regions[0].width", "x + width = 1.1 reaches past the canvas"),
     (region(y=0.5), "regions[0].height", "y + height = 1.5 reaches past the canvas"),
-    (region(show="all"), "regions[0].show",
-     'expected one of "speaker", "others", "rest", "*" or a non-empty array'),
+    (
+        region(show="all"),
+        "regions[0].show",
+        'expected one of "speaker", "others", "rest", "*" or a non-empty array',
+    ),
     (region(show=[]), "regions[0].show", "got []"),
     (region(show=["a", 3]), "regions[0].show[1]", "expected a string, got 3"),
     (region(show=["a", ""]), "regions[0].show[1]", "expected a non-empty string"),
     (region(show=["a", "b", "a"]), "regions[0].show[2]", "repeats regions[0].show[0]"),
-    ({"regions": region()["regions"] * 2}, "regions[1].show",
-     '"*" is already shown by regions[0]'),
+    ({"regions": region()["regions"] * 2}, "regions[1].show", '"*" is already shown by regions[0]'),
     (region(z=1.5), "regions[0].z", "expected an integer, got 1.5"),
     (region(max_rows=0), "regions[0].max_rows", "expected an integer >= 1, got 0"),
-    (region(overflow="drop"), "regions[0].overflow",
-     'expected one of "hide", "shrink", "last", got "drop"'),
+    (
+        region(overflow="drop"),
+        "regions[0].overflow",
+        'expected one of "hide", "shrink", "last", got "drop"',
+    ),
     (region(fit="fill"), "regions[0].fit", 'expected one of "contain", "cover"'),
     (region(name=7), "regions[0].name", "expected a string"),
-    (region() | {"background": "red"}, "background",
-     'expected a string like "#202020" or an array of 3, got "red"'),
+    (
+        region() | {"background": "red"},
+        "background",
+        'expected a string like "#202020" or an array of 3, got "red"',
+    ),
     (region() | {"background": [0, 0, 256]}, "background[2]", "expected an integer 0..255"),
     (region() | {"aspect": [16]}, "aspect", "expected an array of 2, got [16]"),
     (region() | {"aspect": [16, 0]}, "aspect[1]", "expected an integer >= 1, got 0"),
@@ -672,8 +784,9 @@ BAD_FILES: list[tuple[Any, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("data", "path", "message"), BAD_FILES,
-                         ids=[f"{p}:{m[:25]}" for _, p, m in BAD_FILES])
+@pytest.mark.parametrize(
+    ("data", "path", "message"), BAD_FILES, ids=[f"{p}:{m[:25]}" for _, p, m in BAD_FILES]
+)
 def test_custom_errors_name_the_json_path(data: Any, path: str, message: str) -> None:
     with pytest.raises(DescriptionError) as info:
         parse_custom_layout(data, file="room.json")
@@ -707,13 +820,24 @@ def test_regions_in_code_are_checked_the_same_way() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(n=st.integers(0, 49), speaker=st.integers(0, 60), canvas=canvases,
-       spec=st.sampled_from([
-           GridSpec(gap=4), SpeakerSpec(gap=6), SpeakerSpec(strip="right"), PipSpec(),
-           parse_custom_layout(SIDEBAR), parse_custom_layout(with_region(overflow="shrink")),
-       ]))
-def test_every_layout_accounts_for_everyone(n: int, speaker: int, canvas: tuple[int, int],
-                                            spec: LayoutSpec) -> None:
+@given(
+    n=st.integers(0, 49),
+    speaker=st.integers(0, 60),
+    canvas=canvases,
+    spec=st.sampled_from(
+        [
+            GridSpec(gap=4),
+            SpeakerSpec(gap=6),
+            SpeakerSpec(strip="right"),
+            PipSpec(),
+            parse_custom_layout(SIDEBAR),
+            parse_custom_layout(with_region(overflow="shrink")),
+        ]
+    ),
+)
+def test_every_layout_accounts_for_everyone(
+    n: int, speaker: int, canvas: tuple[int, int], spec: LayoutSpec
+) -> None:
     present = [(f"p{i}", i % 3 != 0) for i in range(n)]
     layout = compute_layout(canvas, present, f"p{speaker}", spec)
     check_tiles(layout, *canvas)

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from mix_tools import (
     beep_onsets,
     displayable_flash_frames,
@@ -22,7 +23,6 @@ from mix_tools import (
     read_recording,
     tile_chroma,
 )
-
 from skymix import SkymixError
 from skymix.compose.color import rgb_to_yuv
 from skymix.compose.labels import placeholder_color
@@ -40,11 +40,21 @@ def description(made, people):
     return load_description([f"{p.name}={sdp}" for p, sdp in zip(people, made.sdps)])
 
 
-def run(tmp: Path, people, impairments: Impairments, seed: int, options: MixOptions | None = None,
-        seconds: float = SECONDS):
+def run(
+    tmp: Path,
+    people,
+    impairments: Impairments,
+    seed: int,
+    options: MixOptions | None = None,
+    seconds: float = SECONDS,
+):
     made = synthesize(people, seconds, tmp, seed=seed, impairments=impairments)
-    report = mix([made.pcap], tmp / "out.mp4", description=description(made, people),
-                 options=options or MixOptions(encode=SMALL))
+    report = mix(
+        [made.pcap],
+        tmp / "out.mp4",
+        description=description(made, people),
+        options=options or MixOptions(encode=SMALL),
+    )
     data = json.loads(json.dumps(report.to_json()))
     return made, report, read_recording(tmp / "out.mp4", data), load_truth(tmp)
 
@@ -54,8 +64,9 @@ def synced(tmp_path_factory):
     """Four senders (VP8 and H.264, 15 and 30 fps, clocks 2.5 s apart drifting -250..+300 ppm,
     one joining late, one leaving early) through a jittery, reordering network."""
     people = preset(4, SECONDS)
-    return run(tmp_path_factory.mktemp("synced"), people,
-               Impairments(jitter_ms=4.0, reorder=0.02), seed=5)
+    return run(
+        tmp_path_factory.mktemp("synced"), people, Impairments(jitter_ms=4.0, reorder=0.02), seed=5
+    )
 
 
 def test_every_beep_lands_within_10ms_of_its_place(synced):
@@ -99,8 +110,9 @@ def test_lip_sync_and_drift_are_reported_per_stream(synced):
     for stream in report.streams:
         assert stream["sync"] == ("sender reports" if stream["kind"] == "video" else "arrival")
         tolerance = 20 if stream["kind"] == "audio" else 60
-        assert stream["drift_ppm"] == pytest.approx(by_name[stream["participant"]]["drift_ppm"],
-                                                    abs=tolerance)
+        assert stream["drift_ppm"] == pytest.approx(
+            by_name[stream["participant"]]["drift_ppm"], abs=tolerance
+        )
 
 
 def test_the_layout_follows_joins_and_leaves(synced):
@@ -145,9 +157,14 @@ def test_audio_is_continuous_and_nothing_concealed_without_loss(synced):
 def lossy(tmp_path_factory):
     people = preset(3, 8.0)
     options = MixOptions(encode=SMALL, on_loss="placeholder")
-    return run(tmp_path_factory.mktemp("lossy"), people,
-               Impairments(loss=0.04, drop_first_keyframe=True), seed=9, options=options,
-               seconds=8.0)
+    return run(
+        tmp_path_factory.mktemp("lossy"),
+        people,
+        Impairments(loss=0.04, drop_first_keyframe=True),
+        seed=9,
+        options=options,
+        seconds=8.0,
+    )
 
 
 def test_loss_never_shows_a_broken_picture(lossy):
@@ -155,8 +172,9 @@ def test_loss_never_shows_a_broken_picture(lossy):
     placeholder: never a decoder's grey or green smear."""
     _, report, rec, truth = lossy
     colours = {p.name: rgb_to_yuv(p.color) for p in preset(3, 8.0)}
-    placeholders = {p["name"]: rgb_to_yuv(placeholder_color(p["name"]))
-                    for p in truth["participants"]}
+    placeholders = {
+        p["name"]: rgb_to_yuv(placeholder_color(p["name"])) for p in truth["participants"]
+    }
     for index in range(0, len(rec.frames), 3):
         t = rec.frames[index][0]
         for pid, tile in rec.tiles_at(t).items():
@@ -178,23 +196,33 @@ def test_loss_is_reported_and_concealed(lossy):
 
 
 def test_trim_leaves_out_the_empty_room(tmp_path):
-    people = [SynthParticipant("ann", (320, 240), 15, "vp8", joins_at=0.0, leaves_at=2.0),
-              SynthParticipant("bob", (320, 240), 15, "vp8", joins_at=9.0, tone_hz=440,
-                               color=(40, 160, 60))]
+    people = [
+        SynthParticipant("ann", (320, 240), 15, "vp8", joins_at=0.0, leaves_at=2.0),
+        SynthParticipant(
+            "bob", (320, 240), 15, "vp8", joins_at=9.0, tone_hz=440, color=(40, 160, 60)
+        ),
+    ]
     made = synthesize(people, 11.0, tmp_path, seed=3)
     desc = description(made, people)
-    full = mix([made.pcap], tmp_path / "full.mp4", description=desc,
-               options=MixOptions(encode=SMALL))
-    trimmed = mix([made.pcap], tmp_path / "trim.mp4", description=desc,
-                  options=MixOptions(encode=SMALL, trim=True))
+    full = mix(
+        [made.pcap], tmp_path / "full.mp4", description=desc, options=MixOptions(encode=SMALL)
+    )
+    trimmed = mix(
+        [made.pcap],
+        tmp_path / "trim.mp4",
+        description=desc,
+        options=MixOptions(encode=SMALL, trim=True),
+    )
     assert full.duration_s == pytest.approx(11.0, abs=0.3)
     assert trimmed.duration_s == pytest.approx(4.0, abs=0.3)
     assert [s["output_s"] for s in trimmed.segments] == pytest.approx([0.0, 2.0], abs=0.1)
 
 
 def test_audio_only_sessions_give_an_audio_only_file(tmp_path):
-    people = [SynthParticipant("ann", video_codec=None),
-              SynthParticipant("bob", video_codec=None, tone_hz=440, joins_at=1.0)]
+    people = [
+        SynthParticipant("ann", video_codec=None),
+        SynthParticipant("bob", video_codec=None, tone_hz=440, joins_at=1.0),
+    ]
     made = synthesize(people, 4.0, tmp_path, seed=4)
     report = mix([made.pcap], tmp_path / "out.mp4", description=description(made, people))
     rec = read_recording(tmp_path / "out.mp4", report.to_json())
@@ -202,14 +230,22 @@ def test_audio_only_sessions_give_an_audio_only_file(tmp_path):
     assert rec.audio.shape[1] == pytest.approx(4.0 * 48000, abs=4096)
     spectrum = np.abs(np.fft.rfft(rec.audio[0][48000:]))
     peak = np.fft.rfftfreq(len(rec.audio[0][48000:]), 1 / 48000)[np.argmax(spectrum)]
-    assert peak in (pytest.approx(300, abs=3), pytest.approx(440, abs=3), pytest.approx(1000, abs=3))
+    assert peak in (
+        pytest.approx(300, abs=3),
+        pytest.approx(440, abs=3),
+        pytest.approx(1000, abs=3),
+    )
 
 
 def test_speaker_layout_gives_one_large_tile(tmp_path):
     people = preset(3, 4.0)
     made = synthesize(people, 4.0, tmp_path, seed=2)
-    report = mix([made.pcap], tmp_path / "out.mp4", description=description(made, people),
-                 options=MixOptions(layout=SpeakerSpec(), encode=SMALL))
+    report = mix(
+        [made.pcap],
+        tmp_path / "out.mp4",
+        description=description(made, people),
+        options=MixOptions(layout=SpeakerSpec(), encode=SMALL),
+    )
     last = report.layouts[-1]["tiles"]
     areas = sorted((t["w"] * t["h"] for t in last), reverse=True)
     assert len(areas) == 3 and areas[0] > 3 * areas[1]
@@ -227,28 +263,68 @@ def test_cli_mixes_and_writes_the_report(synced, tmp_path):
     made, _, _, _ = synced
     sdps = [f"--sdp={p.name}={sdp}" for p, sdp in zip(preset(4, SECONDS), made.sdps)]
     out = subprocess.run(
-        [sys.executable, "-m", "skymix", "mix", str(made.pcap), *sdps, "-o",
-         str(tmp_path / "cli.mp4"), "--size", "320x180", "--preset", "ultrafast", "--report",
-         str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "skymix",
+            "mix",
+            str(made.pcap),
+            *sdps,
+            "-o",
+            str(tmp_path / "cli.mp4"),
+            "--size",
+            "320x180",
+            "--preset",
+            "ultrafast",
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert {p["id"] for p in report["participants"]} == {"ada", "grace", "linus", "margaret"}
     assert "ada" in out.stdout and "sender reports" in out.stdout
-    missing = subprocess.run([sys.executable, "-m", "skymix", "mix", str(tmp_path / "nope.pcap"),
-                              "-o", str(tmp_path / "x.mp4")], capture_output=True, text=True)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skymix",
+            "mix",
+            str(tmp_path / "nope.pcap"),
+            "-o",
+            str(tmp_path / "x.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 1 and "nope.pcap" in missing.stderr
 
 
 def test_still_in_sync_at_the_end_of_a_long_session(tmp_path):
     """Three minutes with senders at +300 and -300 ppm: uncorrected, their audio would be 54 ms
     off by the end; placed by their clocks it stays within 10 ms, and video with it."""
-    people = [SynthParticipant("ann", (160, 120), 15, "vp8", tone_hz=300, clock_offset=4.0,
-                               drift_ppm=300),
-              SynthParticipant("bob", (160, 120), 15, "vp8", tone_hz=450, clock_offset=-3.0,
-                               drift_ppm=-300, color=(40, 160, 60))]
+    people = [
+        SynthParticipant(
+            "ann", (160, 120), 15, "vp8", tone_hz=300, clock_offset=4.0, drift_ppm=300
+        ),
+        SynthParticipant(
+            "bob",
+            (160, 120),
+            15,
+            "vp8",
+            tone_hz=450,
+            clock_offset=-3.0,
+            drift_ppm=-300,
+            color=(40, 160, 60),
+        ),
+    ]
     options = MixOptions(encode=EncodeSettings(width=320, height=180, fps=15, preset="ultrafast"))
-    made, report, rec, truth = run(tmp_path, people, Impairments(jitter_ms=2.0), seed=1,
-                                   options=options, seconds=180.0)
+    made, report, rec, truth = run(
+        tmp_path, people, Impairments(jitter_ms=2.0), seed=1, options=options, seconds=180.0
+    )
     onsets = beep_onsets(rec)
     late = 0
     for person in truth["participants"]:
@@ -267,17 +343,19 @@ def test_still_in_sync_at_the_end_of_a_long_session(tmp_path):
 def test_each_participant_alone_and_a_channel_each_from_the_same_decode(tmp_path):
     people = preset(3, 5.0)  # ada 220 Hz, grace 330 Hz, linus 440 Hz joining at 1.5 s
     made = synthesize(people, 5.0, tmp_path, seed=6)
-    options = MixOptions(encode=SMALL, per_participant=tmp_path / "alone",
-                         channels=tmp_path / "channels.wav")
-    report = mix([made.pcap], tmp_path / "out.mp4", description=description(made, people),
-                 options=options)
+    options = MixOptions(
+        encode=SMALL, per_participant=tmp_path / "alone", channels=tmp_path / "channels.wav"
+    )
+    report = mix(
+        [made.pcap], tmp_path / "out.mp4", description=description(made, people), options=options
+    )
     with wave.open(str(tmp_path / "channels.wav")) as wav:
         assert wav.getnchannels() == 3 and wav.getframerate() == 48000
         pcm = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 3) / 32768
     assert report.files["channels"]["order"] == [p.name for p in people]
     assert abs(len(pcm) - report.samples) <= 1
     for i, person in enumerate(people):
-        part = pcm[int(3.0 * 48000): int(3.4 * 48000), i]  # no beep here, everyone present
+        part = pcm[int(3.0 * 48000) : int(3.4 * 48000), i]  # no beep here, everyone present
         peak = np.fft.rfftfreq(len(part), 1 / 48000)[np.argmax(np.abs(np.fft.rfft(part)))]
         assert peak == pytest.approx(person.tone_hz, abs=5), person.name
     assert np.abs(pcm[: int(1.0 * 48000), 2]).max() < 1e-3  # linus before he joins: silence
@@ -294,8 +372,12 @@ def test_each_participant_alone_and_a_channel_each_from_the_same_decode(tmp_path
 def test_an_audio_rate_other_than_48k_is_refused(synced, tmp_path):
     made, _, _, _ = synced
     with pytest.raises(SkymixError, match="48000 Hz"):
-        mix([made.pcap], tmp_path / "out.mp4", description=description(made, preset(4, SECONDS)),
-            options=MixOptions(encode=EncodeSettings(audio_rate=44100)))
+        mix(
+            [made.pcap],
+            tmp_path / "out.mp4",
+            description=description(made, preset(4, SECONDS)),
+            options=MixOptions(encode=EncodeSettings(audio_rate=44100)),
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -327,14 +409,15 @@ def test_the_api_writes_webm_for_a_webm_name(tmp_path):
 
 def test_someone_heard_for_under_a_second_is_in_the_mix(tmp_path):
     """0.6 s of audio is one clock window: placed at its offset on the nominal rate, not lost."""
-    people = [SynthParticipant("ann", video_codec=None, tone_hz=300),
-              SynthParticipant("bob", video_codec=None, tone_hz=440, joins_at=2.0,
-                               leaves_at=2.6)]
+    people = [
+        SynthParticipant("ann", video_codec=None, tone_hz=300),
+        SynthParticipant("bob", video_codec=None, tone_hz=440, joins_at=2.0, leaves_at=2.6),
+    ]
     made, report, rec, truth = run(tmp_path, people, Impairments(), seed=3, seconds=4.0)
     bob = next(s for s in report.streams if s["participant"] == "bob")
     assert bob["sync"] == "arrival"
     start = expected_output_time(truth, report.to_json(), 2.0)
-    part = rec.audio[0][int((start + 0.1) * 48000): int((start + 0.45) * 48000)]
+    part = rec.audio[0][int((start + 0.1) * 48000) : int((start + 0.45) * 48000)]
     spectrum = np.abs(np.fft.rfft(part))
     freqs = np.fft.rfftfreq(len(part), 1 / 48000)
     near = (freqs > 435) & (freqs < 445)
@@ -343,12 +426,16 @@ def test_someone_heard_for_under_a_second_is_in_the_mix(tmp_path):
 
 def test_a_mono_recording_has_everyone_in_its_one_channel(tmp_path):
     """audio_channels=1: the participants' stereo tracks mixed down into one channel."""
-    people = [SynthParticipant("ann", tone_hz=300),
-              SynthParticipant("bob", video_codec=None, tone_hz=440)]
-    options = MixOptions(encode=EncodeSettings(width=320, height=180, preset="ultrafast",
-                                               audio_channels=1))
-    made, report, rec, truth = run(tmp_path, people, Impairments(), seed=6, options=options,
-                                   seconds=3.0)
+    people = [
+        SynthParticipant("ann", tone_hz=300),
+        SynthParticipant("bob", video_codec=None, tone_hz=440),
+    ]
+    options = MixOptions(
+        encode=EncodeSettings(width=320, height=180, preset="ultrafast", audio_channels=1)
+    )
+    made, report, rec, truth = run(
+        tmp_path, people, Impairments(), seed=6, options=options, seconds=3.0
+    )
     with av.open(str(tmp_path / "out.mp4")) as container:
         assert container.streams.audio[0].codec_context.channels == 1
     part = rec.audio[0][48000:96000]

@@ -28,12 +28,27 @@ def test_console_script_version_and_help():
 def test_wheel_is_complete_and_works_outside_the_source_tree(tmp_path):
     """Build the wheel the way `pip install .` does, install it alone and use it."""
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "*.so", "*.c", "*.egg-info", "__pycache__", ".benchmarks",
-        ".hypothesis", ".pytest_cache", "*.mp4"))
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            "build",
+            "*.so",
+            "*.c",
+            "*.egg-info",
+            "__pycache__",
+            ".benchmarks",
+            ".hypothesis",
+            ".pytest_cache",
+            "*.mp4",
+        ),
+    )
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, src],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, src], check=True
+    )
     (wheel,) = wheels.glob("skymix-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("composite", "mix"):
@@ -43,8 +58,10 @@ def test_wheel_is_complete_and_works_outside_the_source_tree(tmp_path):
     assert not any(n.endswith((".pyx", ".c")) for n in names)
 
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target,
-                    wheel], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, wheel],
+        check=True,
+    )
     probe = (
         "import skymix, numpy as np\n"
         "out = tuple(np.zeros(s, np.uint8) for s in ((4, 4), (2, 2), (2, 2)))\n"
@@ -54,8 +71,14 @@ def test_wheel_is_complete_and_works_outside_the_source_tree(tmp_path):
         "print(skymix.__file__, int(out[0][0, 0]), float(mixed[0]))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(target))
-    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, check=True)
+    ran = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
     path, luma, sample = ran.stdout.split()
     assert Path(path).is_relative_to(target)
     assert (int(luma), float(sample)) == (235, 0.25)

@@ -19,20 +19,31 @@ from skymix.synth import Impairments, SynthParticipant, synthesize
 SCRIPT = Path(sys.executable).with_name("skymix")
 
 PEOPLE = [
-    SynthParticipant("ada", (320, 240), 30, "vp8", clock_offset=3.0, drift_ppm=200,
-                     muted=(4.0, 5.5), camera_off=(6.0, 8.5)),
-    SynthParticipant("bob", (320, 180), 30, "h264", clock_offset=-6.0, drift_ppm=-280,
-                     joins_at=2.0),
-    SynthParticipant("cy", (240, 320), 15, "vp8", clock_offset=0.4, drift_ppm=90, leaves_at=7.0,
-                     resize_at=4.0),
+    SynthParticipant(
+        "ada",
+        (320, 240),
+        30,
+        "vp8",
+        clock_offset=3.0,
+        drift_ppm=200,
+        muted=(4.0, 5.5),
+        camera_off=(6.0, 8.5),
+    ),
+    SynthParticipant(
+        "bob", (320, 180), 30, "h264", clock_offset=-6.0, drift_ppm=-280, joins_at=2.0
+    ),
+    SynthParticipant(
+        "cy", (240, 320), 15, "vp8", clock_offset=0.4, drift_ppm=90, leaves_at=7.0, resize_at=4.0
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory):
     out = tmp_path_factory.mktemp("room")
-    made = synthesize(PEOPLE, 10.0, out, seed=4,
-                      impairments=Impairments(loss=0.01, reorder=0.02, duplicate=0.01))
+    made = synthesize(
+        PEOPLE, 10.0, out, seed=4, impairments=Impairments(loss=0.01, reorder=0.02, duplicate=0.01)
+    )
     sdps = [f"{p.name}={sdp}" for p, sdp in zip(PEOPLE, made.sdps)]
     return made, sdps
 
@@ -50,7 +61,7 @@ def test_scan_finds_who_when_and_what(capture):
     start = made.truth_data["start_unix"] * 1_000_000_000
     for name, p in people.items():
         t = truth[name]
-        (join, leave), = p.presence  # nobody was away for 5 s
+        ((join, leave),) = p.presence  # nobody was away for 5 s
         assert abs((join - start) / 1e9 - t["joins_at"]) < 0.1
         assert abs((leave - start) / 1e9 - t["leaves_at"]) < 0.1
         kinds = {s.kind: s for s in p.streams}
@@ -94,14 +105,16 @@ def test_inspect_command_prints_table_and_json(capture):
     args = [SCRIPT, "inspect", made.pcap] + [a for s in sdps for a in ("--sdp", s)]
     table = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     assert "bob (id bob): present 2.0" in table and "h264" in table and "320x180" in table
-    data = json.loads(subprocess.run(args + ["--json"], capture_output=True, text=True,
-                                     check=True).stdout)
+    data = json.loads(
+        subprocess.run(args + ["--json"], capture_output=True, text=True, check=True).stdout
+    )
     assert {p["id"] for p in data["participants"]} == {"ada", "bob", "cy"}
     cy = next(p for p in data["participants"] if p["id"] == "cy")
     video = next(s for s in cy["streams"] if s["kind"] == "video")
     assert video["resolutions"] == [[120, 160], [240, 320]]
-    bad = subprocess.run([SCRIPT, "inspect", made.truth], capture_output=True, text=True,
-                         check=False)
+    bad = subprocess.run(
+        [SCRIPT, "inspect", made.truth], capture_output=True, text=True, check=False
+    )
     assert bad.returncode == 1
     assert f"skymix: error: {made.truth}, offset 0: not a capture file" in bad.stderr
 
@@ -113,8 +126,19 @@ def test_janus_recordings_group_by_videoroom_name(capture, tmp_path):
             stream = p[kind]
             codec = "opus" if kind == "audio" else stream["codec"]
             name = f"videoroom-1234-user-{p['name']}-1764000000000000-{kind}-0.mjr"
-            subprocess.run(["pcap2mjr", "-c", codec, "-s", str(stream["ssrcs"][0]), made.pcap,
-                            tmp_path / name], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "pcap2mjr",
+                    "-c",
+                    codec,
+                    "-s",
+                    str(stream["ssrcs"][0]),
+                    made.pcap,
+                    tmp_path / name,
+                ],
+                check=True,
+                capture_output=True,
+            )
     scan = scan_room(sorted(tmp_path.glob("*.mjr")))
     people = by_id(scan)
     assert set(people) == {"ada", "bob", "cy"}
@@ -158,15 +182,21 @@ def test_frames_show_and_sound_what_was_sent(capture):
     for flash in flashes:
         at = first_audio + (flash - first_video) * 48000 // 90000
         assert any(abs(b - at) <= 2 * 960 for b in beeps) or not any(
-            abs(ts - at) <= 2 * 960 for ts, _ in loud), flash
+            abs(ts - at) <= 2 * 960 for ts, _ in loud
+        ), flash
 
 
 def test_ssrc_change_lost_first_keyframe_and_loss_bursts(tmp_path):
     """A renegotiated SSRC continues the same participant's stream; a stream whose first
     keyframe never arrived starts at its second; a burst of loss costs frames, not the stream."""
     people = [SynthParticipant("dee", (320, 240), 30, "vp8", ssrc_change_at=3.0)]
-    made = synthesize(people, 6.0, tmp_path, seed=7, impairments=Impairments(
-        drop_first_keyframe=True, burst_every_s=1.7, burst_packets=4))
+    made = synthesize(
+        people,
+        6.0,
+        tmp_path,
+        seed=7,
+        impairments=Impairments(drop_first_keyframe=True, burst_every_s=1.7, burst_packets=4),
+    )
     scan = scan_room([made.pcap], load_description([f"dee={made.sdps[0]}"]))
     (dee,) = scan.participants
     video = next(s for s in dee.streams if s.kind == "video")
@@ -188,8 +218,7 @@ def test_rtx_repairs_what_the_network_lost(tmp_path):
     """Retransmissions on an RTX stream (RFC 4588, ssrc-group FID) fill the media stream's holes:
     only packets whose retransmission was lost too stay lost."""
     people = [SynthParticipant("eve", (320, 240), 30, "vp8", ssrc_change_at=3.0)]
-    made = synthesize(people, 6.0, tmp_path, seed=11,
-                      impairments=Impairments(loss=0.15, rtx=True))
+    made = synthesize(people, 6.0, tmp_path, seed=11, impairments=Impairments(loss=0.15, rtx=True))
     truth = made.truth_data["participants"][0]["video"]
     assert truth["retransmitted"] >= 5 and len(truth["rtx_ssrcs"]) == 2
     scan = scan_room([made.pcap], load_description([f"eve={made.sdps[0]}"]))
@@ -203,8 +232,10 @@ def test_rtx_repairs_what_the_network_lost(tmp_path):
 def test_presence_from_the_manifest_overrides_the_media(tmp_path):
     """A manifest's join and leave times are the participants' presence (the room's signalling
     knows better than packets when someone joined); where it gives none, the media decide."""
-    people = [SynthParticipant("ann", (160, 120), 15, "vp8"),
-              SynthParticipant("bob", (160, 120), 15, "vp8", tone_hz=440)]
+    people = [
+        SynthParticipant("ann", (160, 120), 15, "vp8"),
+        SynthParticipant("bob", (160, 120), 15, "vp8", tone_hz=440),
+    ]
     made = synthesize(people, 6.0, tmp_path, seed=2)
     start = 1_764_000_000  # the synthesizer's relay clock zero (Unix seconds)
 
@@ -212,10 +243,22 @@ def test_presence_from_the_manifest_overrides_the_media(tmp_path):
         return datetime.datetime.fromtimestamp(start + seconds, datetime.UTC).isoformat()
 
     manifest = tmp_path / "room.json"
-    manifest.write_text(json.dumps({"participants": [
-        {"id": "ann", "name": "Ann", "sdp": str(made.sdps[0]), "joins": [iso(1.0)],
-         "leaves": [iso(2.0)]},
-        {"id": "bob", "name": "Bob", "sdp": str(made.sdps[1])}]}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "participants": [
+                    {
+                        "id": "ann",
+                        "name": "Ann",
+                        "sdp": str(made.sdps[0]),
+                        "joins": [iso(1.0)],
+                        "leaves": [iso(2.0)],
+                    },
+                    {"id": "bob", "name": "Bob", "sdp": str(made.sdps[1])},
+                ]
+            }
+        )
+    )
     scan = scan_room([made.pcap], load_description([], manifest))
     ann, bob = sorted(scan.participants, key=lambda p: p.id)
     assert ann.presence == [[(start + 1) * 10**9, (start + 2) * 10**9]]

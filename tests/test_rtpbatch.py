@@ -39,7 +39,6 @@ from aiortc.rtp import (
 )
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from test_assembler import vp8_stream
 
 from skymix.errors import CaptureError
 from skymix.ingest.batch import batches_of
@@ -58,6 +57,7 @@ from skymix.streams.rtpbatch import (
     sender_reports,
     split_batch,
 )
+from test_assembler import vp8_stream
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
@@ -89,7 +89,7 @@ def rfc8285_elements(profile: int, value: bytes) -> tuple[list[tuple[int, bytes]
                 return out, False
         if pos + head + size > end:
             return out, True
-        out.append((ident, value[pos + head:pos + head + size]))
+        out.append((ident, value[pos + head : pos + head + size]))
         pos += head + size
     return out, False
 
@@ -131,14 +131,20 @@ def deviates(data: bytes) -> bool:
 
 
 @st.composite
-def extension_elements(draw, two: bool, ids: st.SearchStrategy[int] | None = None,
-                       max_size: int = 20) -> bytes:
+def extension_elements(
+    draw, two: bool, ids: st.SearchStrategy[int] | None = None, max_size: int = 20
+) -> bytes:
     """An element list with padding runs; its ids from ids (default 1-14 / 1-255)."""
     ids = (st.integers(1, 255) if two else st.integers(1, 14)) if ids is None else ids
-    items = draw(st.lists(st.one_of(
-        st.integers(1, 9),  # padding bytes
-        st.tuples(ids, st.binary(min_size=0 if two else 1, max_size=18 if two else 16))),
-        max_size=max_size))
+    items = draw(
+        st.lists(
+            st.one_of(
+                st.integers(1, 9),  # padding bytes
+                st.tuples(ids, st.binary(min_size=0 if two else 1, max_size=18 if two else 16)),
+            ),
+            max_size=max_size,
+        )
+    )
     out = b""
     for item in items:
         if isinstance(item, int):
@@ -156,8 +162,9 @@ def extension_blocks(draw) -> tuple[int, bytes]:
     unknown profiles, sometimes an id 15, sometimes cut inside an element."""
     kind = draw(st.sampled_from(["one", "one", "two", "two", "appbits", "other", "id15"]))
     if kind == "other":
-        profile = draw(st.integers(0, 0xFFFF).filter(
-            lambda p: p != 0xBEDE and p & 0xFFF0 != 0x1000))
+        profile = draw(
+            st.integers(0, 0xFFFF).filter(lambda p: p != 0xBEDE and p & 0xFFF0 != 0x1000)
+        )
         body = draw(st.binary(max_size=24))
     elif kind in ("one", "id15"):
         profile = 0xBEDE
@@ -168,7 +175,7 @@ def extension_blocks(draw) -> tuple[int, bytes]:
         profile = 0x1000 if kind == "two" else draw(st.integers(0x1001, 0x100F))
         body = draw(extension_elements(True))
     if body and draw(st.booleans()):
-        body = body[:draw(st.integers(0, len(body) - 1))]  # cut, maybe inside an element
+        body = body[: draw(st.integers(0, len(body) - 1))]  # cut, maybe inside an element
     body += bytes(-len(body) % 4)
     return profile, body
 
@@ -181,9 +188,14 @@ def rtp_datagrams(draw) -> bytes:
     ext = draw(st.none() | extension_blocks())
     payload = draw(st.binary(max_size=40))
     padding = draw(st.none() | st.integers(0, 12))
-    head = struct.pack("!BBHII", 0x80 | (padding is not None) << 5 | (ext is not None) << 4 | cc,
-                       draw(st.integers(0, 255)), draw(st.integers(0, 0xFFFF)),
-                       draw(st.integers(0, 0xFFFFFFFF)), draw(st.integers(0, 0xFFFFFFFF)))
+    head = struct.pack(
+        "!BBHII",
+        0x80 | (padding is not None) << 5 | (ext is not None) << 4 | cc,
+        draw(st.integers(0, 255)),
+        draw(st.integers(0, 0xFFFF)),
+        draw(st.integers(0, 0xFFFFFFFF)),
+        draw(st.integers(0, 0xFFFFFFFF)),
+    )
     head += draw(st.binary(min_size=4 * cc, max_size=4 * cc))
     if ext is not None:
         profile, block = ext
@@ -199,7 +211,7 @@ def rtp_datagrams(draw) -> bytes:
             data += bytes([draw(st.integers(0, 255))])
     damage = draw(st.sampled_from(["none", "none", "none", "cut", "bytes"]))
     if damage == "cut":
-        data = data[:draw(st.integers(0, len(data)))]
+        data = data[: draw(st.integers(0, len(data)))]
     elif damage == "bytes" and data:
         changed = bytearray(data)
         for _ in range(draw(st.integers(1, 3))):
@@ -210,17 +222,26 @@ def rtp_datagrams(draw) -> bytes:
 
 other_datagrams = st.one_of(
     st.binary(max_size=30),  # anything, mostly short or not version 2
-    st.builds(lambda t, n, rest: bytes([t, 0]) + n + b"\x21\x12\xa4\x42" + rest,  # STUN
-              st.integers(0, 3), st.binary(min_size=2, max_size=2), st.binary(max_size=20)),
+    st.builds(
+        lambda t, n, rest: bytes([t, 0]) + n + b"\x21\x12\xa4\x42" + rest,  # STUN
+        st.integers(0, 3),
+        st.binary(min_size=2, max_size=2),
+        st.binary(max_size=20),
+    ),
     st.builds(lambda t, rest: bytes([t]) + rest, st.integers(20, 63), st.binary(max_size=30)),
-    st.builds(lambda f, s, rest: bytes([f, s]) + rest,  # RTCP on the RTP port (RFC 5761)
-              st.integers(128, 191), st.integers(192, 223), st.binary(max_size=30)),
+    st.builds(
+        lambda f, s, rest: bytes([f, s]) + rest,  # RTCP on the RTP port (RFC 5761)
+        st.integers(128, 191),
+        st.integers(192, 223),
+        st.binary(max_size=30),
+    ),
 )
 
 
 def batch_of(datagrams: list[bytes]):
-    (batch,) = batches_of([Datagram(1000 * i, d, None, None, "f", 24 + 100 * i)
-                           for i, d in enumerate(datagrams)], "f")
+    (batch,) = batches_of(
+        [Datagram(1000 * i, d, None, None, "f", 24 + 100 * i) for i, d in enumerate(datagrams)], "f"
+    )
     return batch
 
 
@@ -232,8 +253,9 @@ def aiortc_parse(data: bytes) -> RtpPacket | str:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(rtp_datagrams(), rtp_datagrams(), other_datagrams), min_size=1,
-                max_size=30))
+@given(
+    st.lists(st.one_of(rtp_datagrams(), rtp_datagrams(), other_datagrams), min_size=1, max_size=30)
+)
 def test_split_batch_agrees_with_aiortc(datagrams):
     assume(any(datagrams))  # see test_split_batch_of_empty_datagrams_only
     batch = batch_of(datagrams)
@@ -255,11 +277,14 @@ def test_split_batch_agrees_with_aiortc(datagrams):
         assert i not in other and i not in split.rtcp
         parsed = aiortc_parse(data)
         block = extension_block(data)
-        elements, truncated = rfc8285_elements(*((block[0], data[block[1]:block[2]])
-                                                 if block else (0, b"")))
+        elements, truncated = rfc8285_elements(
+            *((block[0], data[block[1] : block[2]]) if block else (0, b""))
+        )
         message = parsed if isinstance(parsed, str) else "malformed RTP header extension"
-        event(f"{'deviates, ' if deviates(data) else ''}{'truncated list, ' if truncated else ''}"
-              f"{'refused' if isinstance(parsed, str) else 'parsed'}")
+        event(
+            f"{'deviates, ' if deviates(data) else ''}{'truncated list, ' if truncated else ''}"
+            f"{'refused' if isinstance(parsed, str) else 'parsed'}"
+        )
         if block and len(elements) > VECTOR_ELEMENTS:
             event("more elements than VECTOR_ELEMENTS")
         if deviates(data):
@@ -282,10 +307,13 @@ def test_split_batch_agrees_with_aiortc(datagrams):
         k = columns[i]
         s = int(batch.start[i])
         assert bool(rtp.marker[k]) == bool(parsed.marker)
-        assert (int(rtp.payload_type[k]), int(rtp.seq[k]), int(rtp.timestamp[k]),
-                int(rtp.ssrc[k])) == (parsed.payload_type, parsed.sequence_number,
-                                      parsed.timestamp, parsed.ssrc)
-        assert batch.buf[rtp.payload_start[k]:rtp.payload_end[k]] == parsed.payload
+        assert (
+            int(rtp.payload_type[k]),
+            int(rtp.seq[k]),
+            int(rtp.timestamp[k]),
+            int(rtp.ssrc[k]),
+        ) == (parsed.payload_type, parsed.sequence_number, parsed.timestamp, parsed.ssrc)
+        assert batch.buf[rtp.payload_start[k] : rtp.payload_end[k]] == parsed.payload
         if block is None:
             assert rtp.ext_profile[k] == -1
             assert (rtp.ext_ids[:, k] == -1).all()
@@ -295,8 +323,8 @@ def test_split_batch_agrees_with_aiortc(datagrams):
             ids = [ident for ident, _ in want]
             values = [value[0] if value else -1 for _, value in want]
             got = rtp.ext_ids[:, k].tolist()  # as many slots as the batch's longest list
-            assert got[:len(ids)] == ids and set(got[len(ids):]) <= {-1}
-            assert rtp.ext_values[:len(want), k].tolist() == values
+            assert got[: len(ids)] == ids and set(got[len(ids) :]) <= {-1}
+            assert rtp.ext_values[: len(want), k].tolist() == values
 
 
 @settings(max_examples=60, deadline=None)
@@ -319,8 +347,11 @@ def test_split_batch_rtp_only_takes_every_version_2_datagram_as_rtp(datagrams):
 
 def level_map(ext_id: int) -> HeaderExtensionsMap:
     extensions = HeaderExtensionsMap()
-    extensions.configure(RTCRtpParameters(headerExtensions=[
-        RTCRtpHeaderExtensionParameters(id=ext_id, uri=AUDIO_LEVEL_URI)]))
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[RTCRtpHeaderExtensionParameters(id=ext_id, uri=AUDIO_LEVEL_URI)]
+        )
+    )
     return extensions
 
 
@@ -334,19 +365,32 @@ def level_packets(draw, ext_id: int) -> bytes:
     after = draw(extension_elements(two, ids.filter(lambda x: x != ext_id)))
     level = b""
     if draw(st.integers(0, 3)):
-        value = draw(st.binary(min_size=1, max_size=1) | st.binary(min_size=0 if two else 1,
-                                                                    max_size=3))
-        level = bytes([ext_id, len(value)]) + value if two else bytes(
-            [ext_id << 4 | (len(value) - 1)]) + value
+        value = draw(
+            st.binary(min_size=1, max_size=1) | st.binary(min_size=0 if two else 1, max_size=3)
+        )
+        level = (
+            bytes([ext_id, len(value)]) + value
+            if two
+            else bytes([ext_id << 4 | (len(value) - 1)]) + value
+        )
     block = before + level + after
     block += bytes(-len(block) % 4)
-    return (struct.pack("!BBHII", 0x90, 111, 1, 2, 3) + struct.pack("!HH", profile, len(block) // 4)
-            + block + b"\xfc\xff\xfe")
+    return (
+        struct.pack("!BBHII", 0x90, 111, 1, 2, 3)
+        + struct.pack("!HH", profile, len(block) // 4)
+        + block
+        + b"\xfc\xff\xfe"
+    )
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(1, 14).flatmap(lambda ext_id: st.tuples(
-    st.just(ext_id), st.lists(level_packets(ext_id), min_size=1, max_size=12))))
+@given(
+    st.integers(1, 14).flatmap(
+        lambda ext_id: st.tuples(
+            st.just(ext_id), st.lists(level_packets(ext_id), min_size=1, max_size=12)
+        )
+    )
+)
 def test_audio_levels_agree_with_aiortc(case):
     ext_id, packets = case
     split = split_batch(batch_of(packets))
@@ -373,8 +417,12 @@ def test_audio_level_after_sixteen_elements():
     """aiortc finds the level wherever it is in the list; the batch columns keep 16 elements."""
     block = b"".join(bytes([ident, 1, 0x40]) for ident in range(20, 36)) + bytes([5, 1, 0x2A])
     block += bytes(-len(block) % 4)
-    data = (struct.pack("!BBHII", 0x90, 111, 1, 2, 3) + struct.pack("!HH", 0x1000, len(block) // 4)
-            + block + b"\xfc\xff\xfe")
+    data = (
+        struct.pack("!BBHII", 0x90, 111, 1, 2, 3)
+        + struct.pack("!HH", 0x1000, len(block) // 4)
+        + block
+        + b"\xfc\xff\xfe"
+    )
     assert level_map(5).get(0x1000, block).audio_level == (False, 42)
     assert audio_levels(split_batch(batch_of([data])).rtp, 5).tolist() == [42]
 
@@ -401,8 +449,11 @@ def vp8_payloads(draw) -> bytes:
     if x:
         out += bytes([i << 7 | l_ << 6 | t << 5 | k << 4 | draw(st.integers(0, 15))])
         if i:
-            out += (draw(st.binary(min_size=2, max_size=2)) if draw(st.booleans())
-                    else bytes([draw(st.integers(0, 127))]))
+            out += (
+                draw(st.binary(min_size=2, max_size=2))
+                if draw(st.booleans())
+                else bytes([draw(st.integers(0, 127))])
+            )
             if len(out) > 3 and not out[2] & 0x80:  # a 15-bit id has its M bit set
                 out = out[:2] + bytes([out[2] | 0x80]) + out[3:]
         if l_:
@@ -411,7 +462,7 @@ def vp8_payloads(draw) -> bytes:
             out += draw(st.binary(min_size=1, max_size=1))
     out += draw(st.binary(max_size=12))
     if draw(st.integers(0, 4)) == 0:
-        out = out[:draw(st.integers(0, len(out)))]
+        out = out[: draw(st.integers(0, len(out)))]
     return out
 
 
@@ -436,7 +487,7 @@ def h264_payloads(draw) -> bytes:
         out = bytes([nri | draw(st.sampled_from([0, 25, 26, 27, 29, 30, 31]))])
     out += draw(st.binary(max_size=12))
     if draw(st.integers(0, 4)) == 0:
-        out = out[:draw(st.integers(0, len(out)))]
+        out = out[: draw(st.integers(0, len(out)))]
     return out
 
 
@@ -444,15 +495,23 @@ def h264_payloads(draw) -> bytes:
 def opus_payloads(draw) -> bytes:
     """TOC bytes of codes 0-3 and frame bodies of the right and wrong length, up to 2 x 1275+."""
     toc = draw(st.integers(0, 31)) << 3 | draw(st.integers(0, 1)) << 2 | draw(st.integers(0, 3))
-    size = draw(st.sampled_from([0, 1, 2, 3, 1274, 1275, 1276, 2550, 2551, 2552]) |
-                st.integers(0, 40))
-    return bytes([toc]) + draw(st.binary(min_size=min(size, 8), max_size=min(size, 8))) + bytes(
-        max(0, size - 8))
+    size = draw(
+        st.sampled_from([0, 1, 2, 3, 1274, 1275, 1276, 2550, 2551, 2552]) | st.integers(0, 40)
+    )
+    return (
+        bytes([toc])
+        + draw(st.binary(min_size=min(size, 8), max_size=min(size, 8)))
+        + bytes(max(0, size - 8))
+    )
 
 
-CODECS = {"VP8": (Vp8(), vp8_payloads()), "H264": (H264(), h264_payloads()),
-          "opus": (Opus(), opus_payloads()), "PCMU": (Pcmu(), st.binary(max_size=20)),
-          "PCMA": (Pcma(), st.binary(max_size=20))}
+CODECS = {
+    "VP8": (Vp8(), vp8_payloads()),
+    "H264": (H264(), h264_payloads()),
+    "opus": (Opus(), opus_payloads()),
+    "PCMU": (Pcmu(), st.binary(max_size=20)),
+    "PCMA": (Pcma(), st.binary(max_size=20)),
+}
 
 
 def no_start_code(payload: bytes) -> bool:
@@ -462,9 +521,20 @@ def no_start_code(payload: bytes) -> bool:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.sampled_from(sorted(CODECS)).flatmap(lambda name: st.tuples(
-    st.just(name), st.lists(st.tuples(st.one_of(CODECS[name][1], st.binary(max_size=16)),
-                                      st.binary(max_size=3)), min_size=1, max_size=25))))
+@given(
+    st.sampled_from(sorted(CODECS)).flatmap(
+        lambda name: st.tuples(
+            st.just(name),
+            st.lists(
+                st.tuples(
+                    st.one_of(CODECS[name][1], st.binary(max_size=16)), st.binary(max_size=3)
+                ),
+                min_size=1,
+                max_size=25,
+            ),
+        )
+    )
+)
 def test_payload_layout_agrees_with_the_codec(case):
     """Payloads lie in one buffer with other bytes between them (the rest of each datagram), so
     a read past a payload's end sees data, not zeros."""
@@ -477,8 +547,9 @@ def test_payload_layout_agrees_with_the_codec(case):
         buf += payload
         ends.append(len(buf))
     buf += b"\xff"  # a read past the last payload must not be what decides
-    layout = payload_layout(codec, np.frombuffer(buf, np.uint8), np.array(starts, np.int64),
-                            np.array(ends, np.int64))
+    layout = payload_layout(
+        codec, np.frombuffer(buf, np.uint8), np.array(starts, np.int64), np.array(ends, np.int64)
+    )
     for i, (p, _) in enumerate(items):
         at = int(layout.data_start[i])
         if at < 0:
@@ -507,17 +578,22 @@ def test_payload_layout_agrees_with_the_codec(case):
 
 @pytest.mark.parametrize("codec", [Vp8(), H264(), Opus()], ids=repr)
 def test_payload_layout_of_an_empty_buffer(codec):
-    layout = payload_layout(codec, np.frombuffer(b"", np.uint8), np.zeros(1, np.int64),
-                            np.zeros(1, np.int64))
+    layout = payload_layout(
+        codec, np.frombuffer(b"", np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64)
+    )
     assert layout.data_start.tolist() == [-1]
     with pytest.raises(CaptureError):
         codec.depayload(b"")
 
 
-@pytest.mark.parametrize("codec, payload, message", [
-    (Vp8(), b"\x10", "VP8 payload has no data after its descriptor"),  # S=1, PID=0, no data
-    (H264(), b"\x7c\x85", "H.264 FU-A is truncated (2 bytes, needs 3)"),  # FU-A, S=1
-], ids=["vp8", "h264"])
+@pytest.mark.parametrize(
+    "codec, payload, message",
+    [
+        (Vp8(), b"\x10", "VP8 payload has no data after its descriptor"),  # S=1, PID=0, no data
+        (H264(), b"\x7c\x85", "H.264 FU-A is truncated (2 bytes, needs 3)"),  # FU-A, S=1
+    ],
+    ids=["vp8", "h264"],
+)
 def test_a_frame_start_the_codec_refuses_is_malformed(codec, payload, message):
     """codec.starts_frame(payload) is True and codec.depayload(payload) raises: the frame is
     malformed, as it is for VP9 (b"\x08": B=1, no data), which has no batch layout."""
@@ -538,19 +614,41 @@ def test_payload_layout_is_none_for_per_packet_codecs():
 # ----------------------------------------------------------------------------- sender reports
 
 u32 = st.integers(0, 0xFFFFFFFF)
-receiver_infos = st.builds(RtcpReceiverInfo, ssrc=u32, fraction_lost=st.integers(0, 255),
-                           packets_lost=st.integers(-(1 << 23), (1 << 23) - 1),
-                           highest_sequence=u32, jitter=u32, lsr=u32, dlsr=u32)
+receiver_infos = st.builds(
+    RtcpReceiverInfo,
+    ssrc=u32,
+    fraction_lost=st.integers(0, 255),
+    packets_lost=st.integers(-(1 << 23), (1 << 23) - 1),
+    highest_sequence=u32,
+    jitter=u32,
+    lsr=u32,
+    dlsr=u32,
+)
 rtcp_packets = st.one_of(
-    st.builds(RtcpSrPacket, ssrc=u32,
-              sender_info=st.builds(RtcpSenderInfo, ntp_timestamp=st.integers(0, 2**64 - 1),
-                                    rtp_timestamp=u32, packet_count=u32, octet_count=u32),
-              reports=st.lists(receiver_infos, max_size=2)),
+    st.builds(
+        RtcpSrPacket,
+        ssrc=u32,
+        sender_info=st.builds(
+            RtcpSenderInfo,
+            ntp_timestamp=st.integers(0, 2**64 - 1),
+            rtp_timestamp=u32,
+            packet_count=u32,
+            octet_count=u32,
+        ),
+        reports=st.lists(receiver_infos, max_size=2),
+    ),
     st.builds(RtcpRrPacket, ssrc=u32, reports=st.lists(receiver_infos, max_size=2)),
-    st.builds(RtcpSdesPacket, chunks=st.lists(st.builds(
-        RtcpSourceInfo, ssrc=u32, items=st.lists(st.tuples(st.integers(1, 8),
-                                                           st.binary(max_size=12)),
-                                                 max_size=2)), max_size=2)),
+    st.builds(
+        RtcpSdesPacket,
+        chunks=st.lists(
+            st.builds(
+                RtcpSourceInfo,
+                ssrc=u32,
+                items=st.lists(st.tuples(st.integers(1, 8), st.binary(max_size=12)), max_size=2),
+            ),
+            max_size=2,
+        ),
+    ),
     st.builds(RtcpByePacket, sources=st.lists(u32, max_size=3)),
 )
 
@@ -560,8 +658,11 @@ def aiortc_reports(data: bytes) -> list[tuple[int, int, int]] | str:
         packets = RtcpPacket.parse(data)
     except ValueError as exc:
         return str(exc)
-    return [(p.ssrc, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp)
-            for p in packets if isinstance(p, RtcpSrPacket)]
+    return [
+        (p.ssrc, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp)
+        for p in packets
+        if isinstance(p, RtcpSrPacket)
+    ]
 
 
 def skymix_reports(data: bytes) -> list[tuple[int, int, int]] | str:
@@ -583,8 +684,11 @@ def test_sender_reports_agree_with_aiortc(packets, data):
             raw = head + raw[4:] + bytes(4 * words - 1) + bytes([4 * words])
         compound += raw
     expected = aiortc_reports(compound)
-    assert expected == [(p.ssrc, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp)
-                        for p in packets if isinstance(p, RtcpSrPacket)]
+    assert expected == [
+        (p.ssrc, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp)
+        for p in packets
+        if isinstance(p, RtcpSrPacket)
+    ]
     assert skymix_reports(compound) == expected
     # broken framing: both refuse it, with the same words
     heads, pos = [], 0
@@ -596,7 +700,7 @@ def test_sender_reports_agree_with_aiortc(packets, data):
     damage = data.draw(st.sampled_from(["cut", "version", "padding"]))
     broken = bytearray(compound)
     if damage == "cut":  # inside a packet (a cut between packets leaves a shorter compound)
-        broken = broken[:data.draw(st.integers(at + 1, end - 1))]
+        broken = broken[: data.draw(st.integers(at + 1, end - 1))]
     elif damage == "version":
         broken[at] = data.draw(st.sampled_from([0, 1, 3])) << 6 | broken[at] & 0x3F
     else:  # P set, and the last byte of the packet 0 or more than its body
@@ -610,14 +714,16 @@ def test_sender_reports_agree_with_aiortc(packets, data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(rtcp_packets, max_size=4).map(lambda ps: b"".join(bytes(p) for p in ps)),
-       st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=3),
-       st.integers(0, 200))
+@given(
+    st.lists(rtcp_packets, max_size=4).map(lambda ps: b"".join(bytes(p) for p in ps)),
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=3),
+    st.integers(0, 200),
+)
 def test_sender_reports_of_damaged_compounds(compound, changes, cut):
     """Any bytes: where aiortc reads the compound, the reports are its reports; where skymix
     refuses it, aiortc refuses it too (skymix does not read the packets it does not need, so
     aiortc may refuse more)."""
-    damaged = bytearray(compound[:len(compound) - cut] if cut < len(compound) else compound)
+    damaged = bytearray(compound[: len(compound) - cut] if cut < len(compound) else compound)
     for at, value in changes:
         if at < len(damaged):
             damaged[at] = value
@@ -644,16 +750,27 @@ def counter_values(draw, bits: int) -> list[int]:
     value = draw(st.integers(0, modulus - 1) | st.just(modulus - 3))
     out = []
     for _ in range(draw(st.integers(1, 60))):
-        step = draw(st.one_of(st.integers(0, 3), st.integers(-5, 5), st.integers(0, 4000),
-                              st.integers(0, modulus - 1)))
+        step = draw(
+            st.one_of(
+                st.integers(0, 3),
+                st.integers(-5, 5),
+                st.integers(0, 4000),
+                st.integers(0, modulus - 1),
+            )
+        )
         value = (value + step) % modulus
         out.append(value)
     return out
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([SequenceUnwrapper, TimestampUnwrapper]).flatmap(lambda cls: st.tuples(
-    st.just(cls), counter_values(cls.BITS), st.lists(st.integers(1, 20), min_size=1))))
+@given(
+    st.sampled_from([SequenceUnwrapper, TimestampUnwrapper]).flatmap(
+        lambda cls: st.tuples(
+            st.just(cls), counter_values(cls.BITS), st.lists(st.integers(1, 20), min_size=1)
+        )
+    )
+)
 def test_unwrapper_batch_equals_one_by_one(case):
     cls, values, sizes = case
     one = cls()
@@ -661,8 +778,9 @@ def test_unwrapper_batch_equals_one_by_one(case):
     batched, got, pos, k = cls(), [], 0, 0
     while pos < len(values):
         size = sizes[k % len(sizes)]
-        part = batched.batch(np.array(values[pos:pos + size], np.uint32 if cls.BITS == 32 else
-                                      np.uint16))
+        part = batched.batch(
+            np.array(values[pos : pos + size], np.uint32 if cls.BITS == 32 else np.uint16)
+        )
         assert part.dtype == np.int64
         got += part.tolist()
         pos, k = pos + size, k + 1
@@ -693,8 +811,9 @@ def opus_packets() -> list[tuple[int, int, bool, bytes]]:
     pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
     out, seq = [], 65520
     for i in range(40):
-        frame = av.AudioFrame.from_ndarray(np.repeat(pcm[i * 960:(i + 1) * 960], 2)
-                                           .reshape(1, -1), format="s16", layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.repeat(pcm[i * 960 : (i + 1) * 960], 2).reshape(1, -1), format="s16", layout="stereo"
+        )
         frame.sample_rate, frame.pts = 48000, i * 960
         for packet in cc.encode(frame):
             payloads, ts = packer.pack(packet)
@@ -717,9 +836,16 @@ def impairments(draw, count: int, audio: bool) -> Plan:
     first = draw(st.sampled_from([0, 0]) | st.integers(0, count - 2))
     last = draw(st.sampled_from([count] * 3) | st.integers(first + 2, count))
     order = list(range(first, last))
-    for op, at, k in draw(st.lists(st.tuples(st.sampled_from(["drop", "dup", "swap", "delay"]),
-                                             st.integers(0, 10_000), st.integers(1, 40)),
-                                   max_size=10)):
+    for op, at, k in draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["drop", "dup", "swap", "delay"]),
+                st.integers(0, 10_000),
+                st.integers(1, 40),
+            ),
+            max_size=10,
+        )
+    ):
         at %= len(order)
         if op == "drop" and len(order) > 1:
             del order[at]
@@ -745,8 +871,10 @@ Feed = list[tuple[int, int, int, bool, bytes, int | None]]
 
 
 def feed_of(packets: list[tuple[int, int, bool, bytes]], plan: Plan) -> Feed:
-    return [(1_700_000_000 * 10**9 + t, *packets[i], None if level < 0 else level)
-            for t, i, level in plan]
+    return [
+        (1_700_000_000 * 10**9 + t, *packets[i], None if level < 0 else level)
+        for t, i, level in plan
+    ]
 
 
 def stats_of(asm: StreamAssembler) -> dict[str, object]:
@@ -782,26 +910,36 @@ def in_batches(asm: StreamAssembler, batches: list[Feed], gaps: bytes) -> list:
     for part in batches:
         buf, start, end = b"", [], []
         for *_, payload, _ in part:
-            buf += gaps[:n % (len(gaps) + 1)]
+            buf += gaps[: n % (len(gaps) + 1)]
             start.append(len(buf))
             buf += payload
             end.append(len(buf))
             n += 1
         levels = np.array([-1 if p[5] is None else p[5] for p in part], np.int16)
         frames += asm.push_batch(
-            np.array([p[0] for p in part], np.int64), np.array([p[1] for p in part], np.uint16),
-            np.array([p[2] for p in part], np.uint32), np.array([p[3] for p in part], np.bool_),
-            buf, np.array(start, np.int64), np.array(end, np.int64), levels)
+            np.array([p[0] for p in part], np.int64),
+            np.array([p[1] for p in part], np.uint16),
+            np.array([p[2] for p in part], np.uint32),
+            np.array([p[3] for p in part], np.bool_),
+            buf,
+            np.array(start, np.int64),
+            np.array(end, np.int64),
+            levels,
+        )
     return frames + asm.flush()
 
 
-WINDOWS = st.tuples(st.sampled_from([2_000_000, 20_000_000, 500_000_000]),
-                    st.sampled_from([4, 32, 512]))
+WINDOWS = st.tuples(
+    st.sampled_from([2_000_000, 20_000_000, 500_000_000]), st.sampled_from([4, 32, 512])
+)
 
 
 @pytest.mark.parametrize("kind", ["vp8", "opus"])
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_push_batch_equals_push_one_by_one(kind, data):
     """Same frames (every field) and same statistics (every counter, gap, resolution, problem)
@@ -814,16 +952,23 @@ def test_push_batch_equals_push_one_by_one(kind, data):
     gaps = data.draw(st.binary(max_size=5), "gaps")
 
     def assembler() -> StreamAssembler:
-        return StreamAssembler(codec, 7, window_ns=window_ns, window_packets=window_packets,
-                               file="f")
+        return StreamAssembler(
+            codec, 7, window_ns=window_ns, window_packets=window_packets, file="f"
+        )
 
     single, batched = assembler(), assembler()
     expected, dropped = one_by_one(single, feed)
     batches = cut(feed, sizes)
     got = in_batches(batched, batches, gaps)
     stats = single.stats
-    for name in ("lost", "late", "duplicates", "reordered", "incomplete_frames",
-                 "frames_skipped_for_keyframe"):
+    for name in (
+        "lost",
+        "late",
+        "duplicates",
+        "reordered",
+        "incomplete_frames",
+        "frames_skipped_for_keyframe",
+    ):
         if getattr(stats, name):
             event(name)
     if len(stats.gaps) > 1:
@@ -844,18 +989,26 @@ MS = 1_000_000
 def opus_runs(plan: list[tuple[int, int]], batches: list[int]) -> tuple[tuple, tuple]:
     """(frame seqs, lost, late, duplicates, reordered) of plan [(arrival ms, seq)] pushed one by
     one, and in batches of the given sizes."""
+
     def summary(asm, frames):
-        return ([f.first_seq for f in frames], asm.stats.lost, asm.stats.late,
-                asm.stats.duplicates, asm.stats.reordered)
+        return (
+            [f.first_seq for f in frames],
+            asm.stats.lost,
+            asm.stats.late,
+            asm.stats.duplicates,
+            asm.stats.reordered,
+        )
 
     feed = [(int(t * MS), seq, 960 * seq, False, OPUS_PACKET, None) for t, seq in plan]
     single, batched = (StreamAssembler(Opus(), 7, window_ns=2 * MS) for _ in range(2))
     parts, pos = [], 0
     for size in batches:
-        parts.append(feed[pos:pos + size])
+        parts.append(feed[pos : pos + size])
         pos += size
-    return (summary(single, one_by_one(single, feed)[0]),
-            summary(batched, in_batches(batched, parts, b"")))
+    return (
+        summary(single, one_by_one(single, feed)[0]),
+        summary(batched, in_batches(batched, parts, b"")),
+    )
 
 
 START = [(0, 10), (1, 11), (3, 12)]
@@ -892,9 +1045,47 @@ def test_late_rows_between_do_not_hide_the_packets_above_a_hole():
     """Found by the property above: 26 is missing while 27 arrives, then 25, three packets
     already late (15, 14, 13), then 28-31; when 26 comes, five packets above it wait (27-31),
     more than window_packets: it is late, however many late rows came in between."""
-    plan = [(t * MS, seq, 0) for t, seq in enumerate(
-        [2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 17, 18, 19, 20, 21, 22, 23, 24, 27, 25, 15,
-         14, 13, 28, 29, 30, 31, 26, 32, 33], start=1)]
+    plan = [
+        (t * MS, seq, 0)
+        for t, seq in enumerate(
+            [
+                2,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                10,
+                11,
+                12,
+                16,
+                17,
+                18,
+                19,
+                20,
+                21,
+                22,
+                23,
+                24,
+                27,
+                25,
+                15,
+                14,
+                13,
+                28,
+                29,
+                30,
+                31,
+                26,
+                32,
+                33,
+            ],
+            start=1,
+        )
+    ]
     packets = opus_packets()
     feed = feed_of(packets, plan)
     make = lambda: StreamAssembler(Opus(), 7, window_ns=20 * MS, window_packets=4)  # noqa: E731

@@ -52,6 +52,7 @@ class Ep(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # SDPs written by FFmpeg at test time
 
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -78,24 +79,36 @@ def ffmpeg_sdps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pat
     return {
         "vp8": _ffmpeg_sdp(d / "vp8.sdp", VIDEO_IN, ["-c:v", "libvpx"]),
         "h264": _ffmpeg_sdp(d / "h264.sdp", VIDEO_IN, ["-c:v", "libx264"]),
-        "h264_global": _ffmpeg_sdp(d / "h264g.sdp", VIDEO_IN,
-                                   ["-c:v", "libx264", "-flags", "+global_header"]),
+        "h264_global": _ffmpeg_sdp(
+            d / "h264g.sdp", VIDEO_IN, ["-c:v", "libx264", "-flags", "+global_header"]
+        ),
         "opus": _ffmpeg_sdp(d / "opus.sdp", AUDIO_IN, ["-c:a", "libopus"]),
         "pcmu": _ffmpeg_sdp(d / "pcmu.sdp", AUDIO_IN, ["-ar", "8000", "-c:a", "pcm_mulaw"]),
-        "av": _ffmpeg_sdp(d / "av.sdp", VIDEO_IN + AUDIO_IN,
-                          ["-map", "0:v", "-c:v", "libvpx"], ["-map", "1:a", "-c:a", "libopus"]),
+        "av": _ffmpeg_sdp(
+            d / "av.sdp",
+            VIDEO_IN + AUDIO_IN,
+            ["-map", "0:v", "-c:v", "libvpx"],
+            ["-map", "1:a", "-c:a", "libopus"],
+        ),
     }
 
 
 def test_ffmpeg_vp8(ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) -> None:
     path, (port,) = ffmpeg_sdps["vp8"]
-    assert read_sdp(path) == (StreamSpec(
-        kind="video", port=port, rtcp_port=port + 1, host="127.0.0.1",
-        codecs={96: CodecSpec(96, "vp8", 90000)}),)
+    assert read_sdp(path) == (
+        StreamSpec(
+            kind="video",
+            port=port,
+            rtcp_port=port + 1,
+            host="127.0.0.1",
+            codecs={96: CodecSpec(96, "vp8", 90000)},
+        ),
+    )
 
 
 def test_ffmpeg_h264_without_and_with_global_header(
-        ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) -> None:
+    ffmpeg_sdps: dict[str, tuple[Path, list[int]]],
+) -> None:
     (plain,) = read_sdp(ffmpeg_sdps["h264"][0])
     assert plain.codecs == {96: CodecSpec(96, "h264", 90000, 1, {"packetization-mode": "1"})}
     (glob,) = read_sdp(ffmpeg_sdps["h264_global"][0])
@@ -110,34 +123,55 @@ def test_ffmpeg_opus_and_pcmu(ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) ->
     path, (port,) = ffmpeg_sdps["opus"]
     (opus,) = read_sdp(path)
     assert (opus.kind, opus.port, opus.codecs) == (
-        "audio", port, {97: CodecSpec(97, "opus", 48000, 2)})
+        "audio",
+        port,
+        {97: CodecSpec(97, "opus", 48000, 2)},
+    )
     (pcmu,) = read_sdp(ffmpeg_sdps["pcmu"][0])
     assert pcmu.codecs == {0: CodecSpec(0, "pcmu", 8000)}  # static type: no a=rtpmap written
 
 
 def test_ffmpeg_two_outputs_media_level_connection(
-        ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) -> None:
+    ffmpeg_sdps: dict[str, tuple[Path, list[int]]],
+) -> None:
     path, (vport, aport) = ffmpeg_sdps["av"]
     assert "\nc=" not in path.read_text().split("m=")[0]  # c= moved to media level
     video, audio = read_sdp(path)
     assert (video.kind, video.port, video.host, video.codecs[96].name) == (
-        "video", vport, "127.0.0.1", "vp8")
+        "video",
+        vport,
+        "127.0.0.1",
+        "vp8",
+    )
     assert (audio.kind, audio.port, audio.rtcp_port, audio.codecs[97].name) == (
-        "audio", aport, aport + 1, "opus")
+        "audio",
+        aport,
+        aport + 1,
+        "opus",
+    )
 
 
 def test_ffmpeg_sdps_match_packets_by_port_and_payload_type(
-        ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) -> None:
+    ffmpeg_sdps: dict[str, tuple[Path, list[int]]],
+) -> None:
     vp8, (vport,) = ffmpeg_sdps["vp8"]
     av_sdp, (avv, ava) = ffmpeg_sdps["av"]
     session = load_description([f"alice={vp8}", av_sdp])
     alice, bob = session.participants
     assert (alice.id, alice.name, bob.id, bob.name) == (
-        "alice", "alice", "participant 2", "participant 2")
+        "alice",
+        "alice",
+        "participant 2",
+        "participant 2",
+    )
     relay, sender = Ep("127.0.0.1", vport), Ep("127.0.0.1", 40000)
     hit = session.match_rtp(0xDEADBEEF, 96, src=sender, dst=relay)
     assert hit is not None and (hit.participant.id, hit.codec, hit.rtx, hit.by) == (
-        "alice", CodecSpec(96, "vp8", 90000), False, "port")
+        "alice",
+        CodecSpec(96, "vp8", 90000),
+        False,
+        "port",
+    )
     hit = session.match_rtp(7, 97, src=sender, dst=Ep("127.0.0.1", ava))
     assert hit is not None and hit.participant.id == "participant 2" and hit.stream.kind == "audio"
     # the relay answering from the sender's port: matched by source port
@@ -150,10 +184,14 @@ def test_ffmpeg_sdps_match_packets_by_port_and_payload_type(
 
 
 def test_two_senders_on_one_port_cannot_be_told_apart(
-        ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) -> None:
+    ffmpeg_sdps: dict[str, tuple[Path, list[int]]],
+) -> None:
     vp8 = ffmpeg_sdps["vp8"][0]
-    with pytest.raises(DescriptionError, match=r"port \d+: 'a' video :\d+ and 'b' video :\d+ "
-                       r"both use payload type 96, .* declare their SSRCs"):
+    with pytest.raises(
+        DescriptionError,
+        match=r"port \d+: 'a' video :\d+ and 'b' video :\d+ "
+        r"both use payload type 96, .* declare their SSRCs",
+    ):
         load_description([("a", vp8), ("b", vp8)])
 
 
@@ -237,13 +275,23 @@ a=sctp-port:5000
 
 def test_chrome_offer() -> None:
     audio, video = parse_sdp(CHROME_OFFER.replace("\n", "\r\n"), file="chrome.sdp")
-    assert (audio.port, audio.rtcp_port, audio.rtcp_mux, audio.host) == (None, None, True,
-                                                                          "0.0.0.0")
+    assert (audio.port, audio.rtcp_port, audio.rtcp_mux, audio.host) == (
+        None,
+        None,
+        True,
+        "0.0.0.0",
+    )
     assert (audio.mid, audio.direction, audio.ssrcs, audio.cname, audio.msid) == (
-        "0", "sendrecv", (1111,), "Yq1uNfyHpCk5u4kD", "stream0 audio0")
+        "0",
+        "sendrecv",
+        (1111,),
+        "Yq1uNfyHpCk5u4kD",
+        "stream0 audio0",
+    )
     assert list(audio.codecs) == [111, 63, 9, 0, 8, 13, 110, 126]
-    assert audio.codecs[111] == CodecSpec(111, "opus", 48000, 2,
-                                          {"minptime": "10", "useinbandfec": "1"})
+    assert audio.codecs[111] == CodecSpec(
+        111, "opus", 48000, 2, {"minptime": "10", "useinbandfec": "1"}
+    )
     assert audio.codecs[63].fmtp == {"111/111": ""}
     assert audio.codecs[9] == CodecSpec(9, "g722", 8000)
     assert audio.extmap[1] == "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -251,19 +299,29 @@ def test_chrome_offer() -> None:
     assert {pt: c.name for pt, c in video.codecs.items()} == {96: "vp8", 98: "vp9", 102: "h264"}
     assert video.rtx == {97: 96, 99: 98, 103: 102}
     assert (video.ssrcs, video.rtx_ssrcs, video.direction, video.mid) == (
-        (2222,), {3333: 2222}, "sendonly", "1")
-    assert video.extmap == {14: "urn:ietf:params:rtp-hdrext:toffset",
-                            2: "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-                            13: "urn:3gpp:video-orientation",
-                            5: "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
-                            4: "urn:ietf:params:rtp-hdrext:sdes:mid"}
+        (2222,),
+        {3333: 2222},
+        "sendonly",
+        "1",
+    )
+    assert video.extmap == {
+        14: "urn:ietf:params:rtp-hdrext:toffset",
+        2: "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        13: "urn:3gpp:video-orientation",
+        5: "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+        4: "urn:ietf:params:rtp-hdrext:sdes:mid",
+    }
 
 
 def test_chrome_offer_matches_by_ssrc_and_unwraps_rtx_payload_types() -> None:
     session = SessionSpec((ParticipantSpec("c", "Chrome", parse_sdp(CHROME_OFFER)),))
     rtx = session.match_rtp(3333, 97)
     assert rtx is not None and (rtx.stream.kind, rtx.codec, rtx.rtx, rtx.by) == (
-        "video", CodecSpec(96, "vp8", 90000), True, "ssrc")
+        "video",
+        CodecSpec(96, "vp8", 90000),
+        True,
+        "ssrc",
+    )
     media = session.match_rtp(2222, 102)
     assert media is not None and (media.codec and media.codec.name, media.rtx) == ("h264", False)
     undeclared = session.match_rtp(1111, 45)
@@ -307,9 +365,14 @@ def test_simulcast_session_level_defaults_rejected_and_bundled_sections() -> Non
     assert (video.ssrcs, video.rtx_ssrcs) == ((10, 20, 30), {11: 10, 21: 20, 31: 30})
     assert (video.host, video.port, video.rtcp_port) == ("::1", 7000, 7010)
     assert (video.direction, video.extmap) == (
-        "sendonly", {7: "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"})
-    assert (bundled.kind, bundled.port, bundled.codecs) == ("audio", None,
-                                                           {0: CodecSpec(0, "pcmu", 8000)})
+        "sendonly",
+        {7: "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"},
+    )
+    assert (bundled.kind, bundled.port, bundled.codecs) == (
+        "audio",
+        None,
+        {0: CodecSpec(0, "pcmu", 8000)},
+    )
     assert (audio.port, audio.rtcp_port, audio.rtcp_mux) == (7002, 7002, True)
     session = SessionSpec((ParticipantSpec("s", "S", (video, audio)),))
     hit = session.match_rtp(99, 97, dst=Ep("::1", 7000))
@@ -317,9 +380,18 @@ def test_simulcast_session_level_defaults_rejected_and_bundled_sections() -> Non
     assert session.match_rtcp(99, dst=Ep("::1", 7010)) is not None
 
 
-BASE = ["v=0", "o=- 0 0 IN IP4 127.0.0.1", "s=x", "c=IN IP4 127.0.0.1", "t=0 0",
-        "m=video 5004 RTP/AVP 96 97", "a=rtpmap:96 VP8/90000", "a=rtpmap:97 rtx/90000",
-        "a=fmtp:97 apt=96", "a=ssrc:5 cname:x"]
+BASE = [
+    "v=0",
+    "o=- 0 0 IN IP4 127.0.0.1",
+    "s=x",
+    "c=IN IP4 127.0.0.1",
+    "t=0 0",
+    "m=video 5004 RTP/AVP 96 97",
+    "a=rtpmap:96 VP8/90000",
+    "a=rtpmap:97 rtx/90000",
+    "a=fmtp:97 apt=96",
+    "a=ssrc:5 cname:x",
+]
 
 
 def _with(line: int, text: str | None, insert: bool = False) -> str:
@@ -344,10 +416,16 @@ MALFORMED = [
     (_with(5, "t=now 0"), 5, "t= time must be an integer"),
     (_with(4, "c=IN IPX 1.2.3.4"), 4, "c= needs 'IN IP4|IP6 <address>', got 'IN IPX 1.2.3.4'"),
     (_with(6, "m=video 5004 RTP/AVP"), 6, "m= needs '<media> <port> <proto> <format>...'"),
-    (_with(6, "m=video 70000 RTP/AVP 96 97"), 6,
-     "m= port must be an integer 0..65535, got '70000'"),
-    (_with(6, "m=video 5004 RTP/AVP 96 vp8"), 6,
-     "m= payload type must be an integer 0..127, got 'vp8'"),
+    (
+        _with(6, "m=video 70000 RTP/AVP 96 97"),
+        6,
+        "m= port must be an integer 0..65535, got '70000'",
+    ),
+    (
+        _with(6, "m=video 5004 RTP/AVP 96 vp8"),
+        6,
+        "m= payload type must be an integer 0..127, got 'vp8'",
+    ),
     (_with(6, "m=video 5004 RTP/AVP 96 97 128"), 6, "m= payload type must be an integer 0..127"),
     (_with(7, "a=rtpmap:96 VP8"), 7, "a=rtpmap needs '<pt> <name>/<rate>[/<channels>]'"),
     (_with(7, "a=rtpmap:96 VP8/fast"), 7, "a=rtpmap clock rate must be an integer"),
@@ -412,15 +490,34 @@ a=rtcp-fb:0 nack
 a=ptime:20
 """)
     assert {pt: (c.name, c.clock_rate) for pt, c in audio.codecs.items()} == {
-        0: ("pcmu", 8000), 8: ("pcma", 8000), 9: ("g722", 8000)}
+        0: ("pcmu", 8000),
+        8: ("pcma", 8000),
+        9: ("g722", 8000),
+    }
     assert (audio.host, audio.rtcp_port) == ("1.2.3.4", 5031)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(BASE + [
-    "a=rtpmap:", "a=ssrc-group:FID 1 2", "a=extmap:3 u", "m=audio 0 RTP/AVP 0", "c=IN IP6 ::",
-    "a=rtcp-mux", "a=bundle-only", "a=fmtp:96 x", "m=video 9 RTP/AVP 100"]) | st.text(max_size=20),
-    max_size=14))
+@given(
+    st.lists(
+        st.sampled_from(
+            BASE
+            + [
+                "a=rtpmap:",
+                "a=ssrc-group:FID 1 2",
+                "a=extmap:3 u",
+                "m=audio 0 RTP/AVP 0",
+                "c=IN IP6 ::",
+                "a=rtcp-mux",
+                "a=bundle-only",
+                "a=fmtp:96 x",
+                "m=video 9 RTP/AVP 100",
+            ]
+        )
+        | st.text(max_size=20),
+        max_size=14,
+    )
+)
 def test_sdp_parser_never_crashes(lines: list[str]) -> None:
     try:
         parse_sdp("\n".join(lines))
@@ -430,6 +527,7 @@ def test_sdp_parser_never_crashes(lines: list[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The manifest and its schema
+
 
 def _example_manifest() -> dict[str, Any]:
     text = (DOCS / "session-description.md").read_text()
@@ -444,19 +542,82 @@ def test_schema_file_is_the_schema_the_loader_uses() -> None:
 
 # Draft 2020-12 vocabularies (core, applicator, validation, meta-data, format-annotation)
 DRAFT_2020_12_KEYWORDS = {
-    "$schema", "$id", "$ref", "$defs", "$comment", "$anchor", "$dynamicRef", "$dynamicAnchor",
-    "$vocabulary", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas",
-    "prefixItems", "items", "contains", "properties", "patternProperties",
-    "additionalProperties", "propertyNames", "type", "enum", "const", "multipleOf", "maximum",
-    "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength", "minLength", "pattern",
-    "maxItems", "minItems", "uniqueItems", "maxContains", "minContains", "maxProperties",
-    "minProperties", "required", "dependentRequired", "title", "description", "default",
-    "deprecated", "readOnly", "writeOnly", "examples", "format", "unevaluatedItems",
+    "$schema",
+    "$id",
+    "$ref",
+    "$defs",
+    "$comment",
+    "$anchor",
+    "$dynamicRef",
+    "$dynamicAnchor",
+    "$vocabulary",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "prefixItems",
+    "items",
+    "contains",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "propertyNames",
+    "type",
+    "enum",
+    "const",
+    "multipleOf",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "maxContains",
+    "minContains",
+    "maxProperties",
+    "minProperties",
+    "required",
+    "dependentRequired",
+    "title",
+    "description",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "examples",
+    "format",
+    "unevaluatedItems",
     "unevaluatedProperties",
 }
-SUPPORTED = {"$schema", "$id", "$ref", "$defs", "title", "description", "type", "enum",
-             "minLength", "minimum", "maximum", "format", "required", "properties",
-             "additionalProperties", "anyOf", "items", "minItems", "uniqueItems"}
+SUPPORTED = {
+    "$schema",
+    "$id",
+    "$ref",
+    "$defs",
+    "title",
+    "description",
+    "type",
+    "enum",
+    "minLength",
+    "minimum",
+    "maximum",
+    "format",
+    "required",
+    "properties",
+    "additionalProperties",
+    "anyOf",
+    "items",
+    "minItems",
+    "uniqueItems",
+}
 TYPES = {"null", "boolean", "object", "array", "number", "string", "integer"}
 
 
@@ -476,7 +637,8 @@ def test_schema_is_well_formed_draft_2020_12() -> None:
         for key in ("required", "enum"):
             if key in node:
                 assert isinstance(node[key], list) and len(set(map(str, node[key]))) == len(
-                    node[key]), where
+                    node[key]
+                ), where
         if "required" in node and "properties" in node:
             assert set(node["required"]) <= set(node["properties"]), where
         for key in ("minimum", "maximum", "minLength", "minItems"):
@@ -497,18 +659,30 @@ def test_schema_is_well_formed_draft_2020_12() -> None:
 def test_example_manifest_in_docs_validates() -> None:
     alice, bob, carol = parse_manifest(_example_manifest(), file="room.json", base_dir="/m")
     assert (alice.id, alice.name, alice.sdp, alice.streams) == (
-        "alice", "Alice Liddell", "/m/alice.sdp", ())
-    assert alice.joins == (parse_time("2024-05-01T10:00:00Z"),
-                           parse_time("2024-05-01T10:20:00.500Z"))
+        "alice",
+        "Alice Liddell",
+        "/m/alice.sdp",
+        (),
+    )
+    assert alice.joins == (
+        parse_time("2024-05-01T10:00:00Z"),
+        parse_time("2024-05-01T10:20:00.500Z"),
+    )
     assert alice.leaves == (1714558500 * 10**9,)
     video, audio = bob.streams
     assert (video.port, video.rtcp_port, video.host) == (5004, 5005, "127.0.0.1")
-    assert video.codecs[96] == CodecSpec(96, "h264", 90000, 1,
-                                         {"packetization-mode": "1", "profile-level-id": "42e01f"})
+    assert video.codecs[96] == CodecSpec(
+        96, "h264", 90000, 1, {"packetization-mode": "1", "profile-level-id": "42e01f"}
+    )
     assert (audio.port, audio.rtcp_port, audio.codecs[0].name) == (5006, 5017, "pcmu")
     cvideo, caudio = carol.streams
     assert (cvideo.ssrcs, cvideo.rtx, cvideo.rtx_ssrcs, cvideo.rtcp_mux, cvideo.mid) == (
-        (1111, 1112), {97: 96}, {2222: 1111}, True, "1")
+        (1111, 1112),
+        {97: 96},
+        {2222: 1111},
+        True,
+        "1",
+    )
     assert cvideo.extmap == {3: "urn:ietf:params:rtp-hdrext:sdes:mid"}
     assert (caudio.port, caudio.codecs[111].channels) == (None, 2)
     assert carol.joins is None and carol.leaves == (parse_time("2024-05-01T08:30:00Z"),)
@@ -522,12 +696,14 @@ def _broken(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     """A change setting the element at a dotted path ("participants.2.streams.0.ssrcs.1")."""
+
     def change(m: dict[str, Any]) -> None:
         *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
         node: Any = m
         for p in parents:
             node = node[p]
         node[last] = value
+
     return change
 
 
@@ -538,69 +714,123 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
         for p in parents:
             node = node[p]
         del node[last]
+
     return change
 
 
 BAD_MANIFESTS = [
-    (_set("participants.2.streams.0.ssrcs.1", -1),
-     "participants[2].streams[0].ssrcs[1]: expected an integer 0..4294967295, got -1"),
-    (_set("participants.2.streams.0.ssrcs.1", "1112"),
-     "participants[2].streams[0].ssrcs[1]: expected an integer 0..4294967295, got \"1112\""),
-    (_set("participants.2.streams.0.ssrcs.1", 1111),
-     "participants[2].streams[0].ssrcs[1]: repeats participants[2].streams[0].ssrcs[0]"),
-    (_set("participants.2.streams.0.ssrcs", []),
-     "participants[2].streams[0].ssrcs: expected at least 1 item(s)"),
+    (
+        _set("participants.2.streams.0.ssrcs.1", -1),
+        "participants[2].streams[0].ssrcs[1]: expected an integer 0..4294967295, got -1",
+    ),
+    (
+        _set("participants.2.streams.0.ssrcs.1", "1112"),
+        'participants[2].streams[0].ssrcs[1]: expected an integer 0..4294967295, got "1112"',
+    ),
+    (
+        _set("participants.2.streams.0.ssrcs.1", 1111),
+        "participants[2].streams[0].ssrcs[1]: repeats participants[2].streams[0].ssrcs[0]",
+    ),
+    (
+        _set("participants.2.streams.0.ssrcs", []),
+        "participants[2].streams[0].ssrcs: expected at least 1 item(s)",
+    ),
     (_delete("participants.1.id"), "participants[1]: missing required property 'id'"),
     (_set("participants.1.id", ""), "participants[1].id: expected a non-empty string"),
     (_set("participants.1.colour", "red"), "participants[1].colour: unknown property"),
-    (_set("participants.1.streams.1.kind", "screen"),
-     "participants[1].streams[1].kind: expected one of \"audio\", \"video\", got \"screen\""),
-    (_delete("participants.1.streams.0.port"),
-     "participants[1].streams[0]: needs 'ssrcs' or 'port'"),
-    (_set("participants.1.streams.0.port", 0),
-     "participants[1].streams[0].port: expected an integer 1..65535, got 0"),
-    (_set("participants.1.streams.0.rtcp_mux", "yes"),
-     "participants[1].streams[0].rtcp_mux: expected true or false, got \"yes\""),
-    (_set("participants.1.streams.0.codecs.0.payload_type", 128),
-     "participants[1].streams[0].codecs[0].payload_type: expected an integer 0..127, got 128"),
-    (_set("participants.1.streams.0.codecs.0.fmtp", {"packetization-mode": 1}),
-     'participants[1].streams[0].codecs[0].fmtp["packetization-mode"]: expected a string, got 1'),
-    (_set("participants.1.streams.0.codecs", "H264"),
-     "participants[1].streams[0].codecs: expected an array, got \"H264\""),
-    (_set("participants.0.joins.1", "2024-05-01 10:20"),
-     "participants[0].joins[1]: expected an ISO 8601 date-time with a UTC offset"),
-    (_set("participants.0.joins.1", "2024-05-01T10:20:00"),
-     "participants[0].joins[1]: expected an ISO 8601 date-time with a UTC offset"),
-    (_set("participants.0.joins.1", "2024-02-30T10:20:00Z"),
-     ("participants[0].joins[1]: expected an ISO 8601 date-time with a UTC offset, e.g. "
-      "2024-05-01T10:00:00.250Z (day is out of range for month)")),
-    (_set("participants.0.joins.1", "2024-05-01T10:14:00Z"),
-     "participants[0]: participant 'alice': joins and leaves must alternate in time"),
+    (
+        _set("participants.1.streams.1.kind", "screen"),
+        'participants[1].streams[1].kind: expected one of "audio", "video", got "screen"',
+    ),
+    (
+        _delete("participants.1.streams.0.port"),
+        "participants[1].streams[0]: needs 'ssrcs' or 'port'",
+    ),
+    (
+        _set("participants.1.streams.0.port", 0),
+        "participants[1].streams[0].port: expected an integer 1..65535, got 0",
+    ),
+    (
+        _set("participants.1.streams.0.rtcp_mux", "yes"),
+        'participants[1].streams[0].rtcp_mux: expected true or false, got "yes"',
+    ),
+    (
+        _set("participants.1.streams.0.codecs.0.payload_type", 128),
+        "participants[1].streams[0].codecs[0].payload_type: expected an integer 0..127, got 128",
+    ),
+    (
+        _set("participants.1.streams.0.codecs.0.fmtp", {"packetization-mode": 1}),
+        'participants[1].streams[0].codecs[0].fmtp["packetization-mode"]: expected a string, got 1',
+    ),
+    (
+        _set("participants.1.streams.0.codecs", "H264"),
+        'participants[1].streams[0].codecs: expected an array, got "H264"',
+    ),
+    (
+        _set("participants.0.joins.1", "2024-05-01 10:20"),
+        "participants[0].joins[1]: expected an ISO 8601 date-time with a UTC offset",
+    ),
+    (
+        _set("participants.0.joins.1", "2024-05-01T10:20:00"),
+        "participants[0].joins[1]: expected an ISO 8601 date-time with a UTC offset",
+    ),
+    (
+        _set("participants.0.joins.1", "2024-02-30T10:20:00Z"),
+        (
+            "participants[0].joins[1]: expected an ISO 8601 date-time with a UTC offset, e.g. "
+            "2024-05-01T10:00:00.250Z (day is out of range for month)"
+        ),
+    ),
+    (
+        _set("participants.0.joins.1", "2024-05-01T10:14:00Z"),
+        "participants[0]: participant 'alice': joins and leaves must alternate in time",
+    ),
     (_set("participants", {}), "participants: expected an array, got {}"),
-    (_set("participants.2.id", "alice"),
-     "participants[2].id: id 'alice' is already used by participants[0]"),
-    (_set("participants.1.streams.0.codecs",
-          [{"payload_type": 96, "name": "H264", "clock_rate": 90000},
-           {"payload_type": 96, "name": "VP8", "clock_rate": 90000}]),
-     "participants[1].streams[0].codecs[1].payload_type: payload type 96 is declared twice"),
-    (_set("participants.2.streams.0.rtx.0.apt", 100),
-     "participants[2].streams[0].rtx[0].apt: 100 is not a payload type of this stream's codecs"),
-    (_set("participants.2.streams.0.rtx.0.payload_type", 96),
-     "participants[2].streams[0].rtx[0].payload_type: payload type 96 is declared twice"),
-    (_set("participants.2.streams.0.rtx_ssrcs.0.media_ssrc", 5),
-     "participants[2].streams[0].rtx_ssrcs[0].media_ssrc: 5 is not one of this stream's ssrcs"),
-    (_set("participants.2.streams.0.rtx_ssrcs.0.ssrc", 1112),
-     "participants[2].streams[0].rtx_ssrcs[0].ssrc: ssrc 1112 is declared twice"),
-    (_set("participants.2.streams.0.extmap.0.id", 15),
-     "participants[2].streams[0].extmap[0].id: id 15 is reserved (RFC 8285)"),
-    (_set("participants.2.streams.0.extmap", [{"id": 3, "uri": "a"}, {"id": 3, "uri": "b"}]),
-     "participants[2].streams[0].extmap[1].id: id 3 is declared twice"),
+    (
+        _set("participants.2.id", "alice"),
+        "participants[2].id: id 'alice' is already used by participants[0]",
+    ),
+    (
+        _set(
+            "participants.1.streams.0.codecs",
+            [
+                {"payload_type": 96, "name": "H264", "clock_rate": 90000},
+                {"payload_type": 96, "name": "VP8", "clock_rate": 90000},
+            ],
+        ),
+        "participants[1].streams[0].codecs[1].payload_type: payload type 96 is declared twice",
+    ),
+    (
+        _set("participants.2.streams.0.rtx.0.apt", 100),
+        "participants[2].streams[0].rtx[0].apt: 100 is not a payload type of this stream's codecs",
+    ),
+    (
+        _set("participants.2.streams.0.rtx.0.payload_type", 96),
+        "participants[2].streams[0].rtx[0].payload_type: payload type 96 is declared twice",
+    ),
+    (
+        _set("participants.2.streams.0.rtx_ssrcs.0.media_ssrc", 5),
+        "participants[2].streams[0].rtx_ssrcs[0].media_ssrc: 5 is not one of this stream's ssrcs",
+    ),
+    (
+        _set("participants.2.streams.0.rtx_ssrcs.0.ssrc", 1112),
+        "participants[2].streams[0].rtx_ssrcs[0].ssrc: ssrc 1112 is declared twice",
+    ),
+    (
+        _set("participants.2.streams.0.extmap.0.id", 15),
+        "participants[2].streams[0].extmap[0].id: id 15 is reserved (RFC 8285)",
+    ),
+    (
+        _set("participants.2.streams.0.extmap", [{"id": 3, "uri": "a"}, {"id": 3, "uri": "b"}]),
+        "participants[2].streams[0].extmap[1].id: id 3 is declared twice",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("change", "message"), BAD_MANIFESTS)
-def test_bad_manifest_names_json_path(change: Callable[[dict[str, Any]], None],
-                                      message: str) -> None:
+def test_bad_manifest_names_json_path(
+    change: Callable[[dict[str, Any]], None], message: str
+) -> None:
     with pytest.raises(DescriptionError) as info:
         parse_manifest(_broken(change), file="room.json")
     assert str(info.value).startswith(f"room.json, {message}")
@@ -609,8 +839,11 @@ def test_bad_manifest_names_json_path(change: Callable[[dict[str, Any]], None],
 def test_bad_manifest_top_level_and_json_syntax(tmp_path: Path) -> None:
     with pytest.raises(DescriptionError, match=r"^m\.json, \(top level\): expected an object"):
         parse_manifest([], file="m.json")
-    with pytest.raises(DescriptionError, match=r"^<manifest>, \(top level\): missing required "
-                       r"property 'participants'$"):
+    with pytest.raises(
+        DescriptionError,
+        match=r"^<manifest>, \(top level\): missing required "
+        r"property 'participants'$",
+    ):
         parse_manifest({})
     bad = tmp_path / "bad.json"
     bad.write_text('{\n  "participants": [\n    {"id": "a",}\n  ]\n}\n')
@@ -622,8 +855,11 @@ def test_validator_anyof_reports_the_first_failing_branch() -> None:
     schema = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}
     validate(3, schema)
     validate("x", schema)
-    with pytest.raises(DescriptionError, match=r"^\(top level\): expected an integer >= 0, "
-                       r"got -1$"):
+    with pytest.raises(
+        DescriptionError,
+        match=r"^\(top level\): expected an integer >= 0, "
+        r"got -1$",
+    ):
         validate(-1, schema)
 
 
@@ -666,46 +902,79 @@ def test_presence_intervals() -> None:
 # ---------------------------------------------------------------------------------------------
 # Combining SDPs and a manifest
 
+
 def test_manifest_overrides_and_extends_sdp_participants(
-        tmp_path: Path, ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) -> None:
+    tmp_path: Path, ffmpeg_sdps: dict[str, tuple[Path, list[int]]]
+) -> None:
     vp8 = ffmpeg_sdps["vp8"][0]
     opus, (aport,) = ffmpeg_sdps["opus"]
     (tmp_path / "sdps").mkdir()
     (tmp_path / "sdps" / "dave.sdp").write_text(ffmpeg_sdps["pcmu"][0].read_text())
     manifest = tmp_path / "room.json"
-    manifest.write_text(json.dumps({"participants": [
-        {"id": "dave", "sdp": "sdps/dave.sdp"},
-        {"id": "participant 2", "name": "Bob", "joins": ["2024-05-01T10:00:00Z"],
-         "streams": [{"kind": "video", "ssrcs": [42],
-                      "codecs": [{"payload_type": 100, "name": "VP9", "clock_rate": 90000}]}]},
-        {"id": "alice", "name": "Alice", "leaves": ["2024-05-01T11:00:00Z"]},
-    ]}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "participants": [
+                    {"id": "dave", "sdp": "sdps/dave.sdp"},
+                    {
+                        "id": "participant 2",
+                        "name": "Bob",
+                        "joins": ["2024-05-01T10:00:00Z"],
+                        "streams": [
+                            {
+                                "kind": "video",
+                                "ssrcs": [42],
+                                "codecs": [
+                                    {"payload_type": 100, "name": "VP9", "clock_rate": 90000}
+                                ],
+                            }
+                        ],
+                    },
+                    {"id": "alice", "name": "Alice", "leaves": ["2024-05-01T11:00:00Z"]},
+                ]
+            }
+        )
+    )
     session = load_description([("alice", vp8), Path(opus)], manifest)
     alice, bob, dave = session.participants
     assert (alice.id, alice.name, alice.leaves, alice.streams) == (
-        "alice", "Alice", (parse_time("2024-05-01T11:00:00Z"),), read_sdp(vp8))
-    assert (bob.id, bob.name, bob.joins) == ("participant 2", "Bob",
-                                             (parse_time("2024-05-01T10:00:00Z"),))
+        "alice",
+        "Alice",
+        (parse_time("2024-05-01T11:00:00Z"),),
+        read_sdp(vp8),
+    )
+    assert (bob.id, bob.name, bob.joins) == (
+        "participant 2",
+        "Bob",
+        (parse_time("2024-05-01T10:00:00Z"),),
+    )
     assert [s.kind for s in bob.streams] == ["audio", "video"]
     assert bob.streams[0].port == aport
     assert (dave.id, dave.name, dave.streams[0].codecs[0].name) == ("dave", "dave", "pcmu")
     hit = session.match_rtp(42, 100)
-    assert hit is not None and (hit.participant.name, hit.codec and hit.codec.name) == ("Bob",
-                                                                                        "vp9")
+    assert hit is not None and (hit.participant.name, hit.codec and hit.codec.name) == (
+        "Bob",
+        "vp9",
+    )
 
 
-def test_combination_errors(tmp_path: Path,
-                            ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) -> None:
+def test_combination_errors(tmp_path: Path, ffmpeg_sdps: dict[str, tuple[Path, list[int]]]) -> None:
     vp8 = ffmpeg_sdps["vp8"][0]
     manifest = tmp_path / "m.json"
     manifest.write_text(json.dumps({"participants": [{"id": "alice", "sdp": "a.sdp"}]}))
-    with pytest.raises(DescriptionError, match=r"m\.json, participants\[0\]\.sdp: participant "
-                       r"'alice' already has an SDP from --sdp"):
+    with pytest.raises(
+        DescriptionError,
+        match=r"m\.json, participants\[0\]\.sdp: participant "
+        r"'alice' already has an SDP from --sdp",
+    ):
         load_description([f"alice={vp8}"], manifest)
     manifest.write_text(json.dumps({"participants": [{"id": "bob", "name": "Bob"}]}))
-    with pytest.raises(DescriptionError, match=r"m\.json, participants\[0\]: participant 'bob' "
-                       r"has no streams: give 'streams' or 'sdp', or use the id of an --sdp "
-                       r"participant \('participant 1'\)"):
+    with pytest.raises(
+        DescriptionError,
+        match=r"m\.json, participants\[0\]: participant 'bob' "
+        r"has no streams: give 'streams' or 'sdp', or use the id of an --sdp "
+        r"participant \('participant 1'\)",
+    ):
         load_description([vp8], manifest)
     with pytest.raises(DescriptionError, match="participant name 'x' is given to two SDPs"):
         load_description([f"x={vp8}", ("x", vp8)])
@@ -713,8 +982,9 @@ def test_combination_errors(tmp_path: Path,
         load_description(["alice="])
     ssrc_stream = StreamSpec(kind="audio", ssrcs=(7,), codecs={0: CodecSpec(0, "pcmu", 8000)})
     with pytest.raises(DescriptionError, match="ssrc 7 is declared by 'a' audio and 'b' audio"):
-        SessionSpec((ParticipantSpec("a", "A", (ssrc_stream,)),
-                     ParticipantSpec("b", "B", (ssrc_stream,))))
+        SessionSpec(
+            (ParticipantSpec("a", "A", (ssrc_stream,)), ParticipantSpec("b", "B", (ssrc_stream,)))
+        )
     with pytest.raises(DescriptionError, match="participant id 'a' is used twice"):
         SessionSpec((ParticipantSpec("a", "A", ()), ParticipantSpec("a", "B", ())))
 
@@ -751,9 +1021,15 @@ def _frames(n: int, width: int, height: int) -> list[av.VideoFrame]:
     return frames
 
 
-def _video_samples(codec: str, pack: Callable[[av.Packet], tuple[list[bytes], int]],
-                   pt: int = 96, n: int = 6, options: dict[str, str] | None = None,
-                   width: int = 64, height: int = 48) -> list[Sample]:
+def _video_samples(
+    codec: str,
+    pack: Callable[[av.Packet], tuple[list[bytes], int]],
+    pt: int = 96,
+    n: int = 6,
+    options: dict[str, str] | None = None,
+    width: int = 64,
+    height: int = 48,
+) -> list[Sample]:
     ctx = av.CodecContext.create(codec, "w")
     assert isinstance(ctx, av.VideoCodecContext)
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
@@ -775,11 +1051,12 @@ class Vp9Packer:
 
     def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:
         data, chunks = bytes(packet), []
-        pieces = [data[i:i + 40] for i in range(0, len(data), 40)]
+        pieces = [data[i : i + 40] for i in range(0, len(data), 40)]
         for i, piece in enumerate(pieces):
             flags = 0x80 | (0x08 if i == 0 else 0) | (0x04 if i == len(pieces) - 1 else 0)
-            chunks.append(bytes([flags, 0x80 | self.picture_id >> 8, self.picture_id & 0xFF])
-                          + piece)
+            chunks.append(
+                bytes([flags, 0x80 | self.picture_id >> 8, self.picture_id & 0xFF]) + piece
+            )
         self.picture_id = (self.picture_id + 1) % 0x8000
         assert packet.pts is not None
         return chunks, packet.pts
@@ -792,8 +1069,9 @@ def _opus_samples(pt: int = 111, n: int = 12) -> list[Sample]:
     encoder, samples = OpusEncoder(), []
     for i in range(n):
         tone = (np.sin(np.arange(i * 960, (i + 1) * 960) * 0.05) * 8000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]).T.reshape(1, -1), format="s16",
-                                           layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.stack([tone, tone]).T.reshape(1, -1), format="s16", layout="stereo"
+        )
         frame.sample_rate, frame.pts, frame.time_base = 48000, i * 960, Fraction(1, 48000)
         for packet in ctx.encode(frame):
             payloads, timestamp = encoder.pack(packet)
@@ -803,16 +1081,22 @@ def _opus_samples(pt: int = 111, n: int = 12) -> list[Sample]:
 
 def test_guess_vp8_from_real_packets() -> None:
     guess = guess_stream(_video_samples("libvpx", Vp8Encoder().pack), ssrc=0x1234ABCD)
-    assert guess.stream == StreamSpec(kind="video", ssrcs=(0x1234ABCD,),
-                                      codecs={96: CodecSpec(96, "vp8", 90000)})
-    assert guess.note.startswith("ssrc 0x1234abcd: guessed video, PT 96 = vp8/90000 (VP8 payload "
-                                 "descriptor on all ")
+    assert guess.stream == StreamSpec(
+        kind="video", ssrcs=(0x1234ABCD,), codecs={96: CodecSpec(96, "vp8", 90000)}
+    )
+    assert guess.note.startswith(
+        "ssrc 0x1234abcd: guessed video, PT 96 = vp8/90000 (VP8 payload descriptor on all "
+    )
     assert "keyframe start code 9d 01 2a in packet 1, 64x48)" in guess.note
 
 
 def test_guess_h264_from_real_packets() -> None:
-    samples = _video_samples("libx264", H264Encoder().pack, pt=102,
-                             options={"profile": "baseline", "tune": "zerolatency"})
+    samples = _video_samples(
+        "libx264",
+        H264Encoder().pack,
+        pt=102,
+        options={"profile": "baseline", "tune": "zerolatency"},
+    )
     guess = guess_stream(samples)
     codec = guess.stream.codecs[102]
     assert (guess.stream.kind, codec.name, codec.clock_rate) == ("video", "h264", 90000)
@@ -822,8 +1106,14 @@ def test_guess_h264_from_real_packets() -> None:
 
 
 def test_guess_h264_from_fragmented_keyframe() -> None:
-    samples = _video_samples("libx264", H264Encoder().pack, n=2, width=320, height=240,
-                             options={"profile": "main", "tune": "zerolatency"})
+    samples = _video_samples(
+        "libx264",
+        H264Encoder().pack,
+        n=2,
+        width=320,
+        height=240,
+        options={"profile": "main", "tune": "zerolatency"},
+    )
     assert any(p[0] & 0x1F == 28 for _, p, _, _ in samples)  # FU-A
     guess = guess_stream(samples)
     assert guess.stream.codecs[96].fmtp["profile-level-id"].startswith("4d")  # main
@@ -831,8 +1121,14 @@ def test_guess_h264_from_fragmented_keyframe() -> None:
 
 
 def test_guess_vp9_from_real_packets() -> None:
-    guess = guess_stream(_video_samples("libvpx-vp9", Vp9Packer().pack, pt=98,
-                                        options={"lag-in-frames": "0", "deadline": "realtime"}))
+    guess = guess_stream(
+        _video_samples(
+            "libvpx-vp9",
+            Vp9Packer().pack,
+            pt=98,
+            options={"lag-in-frames": "0", "deadline": "realtime"},
+        )
+    )
     assert guess.stream.codecs == {98: CodecSpec(98, "vp9", 90000)}
     assert "keyframe sync code 49 83 42 in packet 1, 64x48" in guess.note
 
@@ -850,21 +1146,22 @@ def test_guess_static_types_and_mixed_audio() -> None:
     assert {pt: c.name for pt, c in guess.stream.codecs.items()} == {0: "pcmu", 13: "cn"}
     assert "PT 0 = pcmu/8000 (static payload type 0, RFC 3551)" in guess.note
     assert guess_stream([(8, bytes(160), False, 0)]).stream.codecs[8].name == "pcma"
-    with pytest.raises(DescriptionError, match="both audio and video in one stream: 0 audio, 26 "
-                       "video"):
+    with pytest.raises(
+        DescriptionError, match="both audio and video in one stream: 0 audio, 26 video"
+    ):
         guess_stream([(0, bytes(10), False, 0), (26, bytes(10), False, 0)])
 
 
 def test_guess_refuses_random_bytes_under_a_dynamic_payload_type() -> None:
     rng = random.Random(3)
     for step in (960, 3000):
-        samples = [(100, rng.randbytes(rng.randrange(20, 300)), False, i * step)
-                   for i in range(40)]
+        samples = [(100, rng.randbytes(rng.randrange(20, 300)), False, i * step) for i in range(40)]
         with pytest.raises(DescriptionError) as info:
             guess_stream(samples, ssrc=0xABC)
         assert str(info.value) == (
             "ssrc 0x00000abc: payload type 100 (40 packets) looks like none of VP8, VP9, H.264, "
-            "Opus; say what it is with --sdp or --manifest")
+            "Opus; say what it is with --sdp or --manifest"
+        )
 
 
 def test_guess_refuses_what_it_cannot_be_sure_of() -> None:
@@ -883,8 +1180,15 @@ def test_guess_refuses_what_it_cannot_be_sure_of() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(96, 127), st.binary(max_size=40), st.booleans(),
-                          st.integers(0, 2**32 - 1)), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(96, 127), st.binary(max_size=40), st.booleans(), st.integers(0, 2**32 - 1)
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_guess_never_crashes(samples: list[Sample]) -> None:
     try:
         guess_stream(samples)
@@ -892,17 +1196,20 @@ def test_guess_never_crashes(samples: list[Sample]) -> None:
         pass
 
 
-@pytest.mark.parametrize(("data", "kind"), [
-    (b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12), "stun"),
-    (b"\x00\x01\x00\x00" + bytes(16), "other"),
-    (b"\x16\xfe\xfd" + bytes(10), "dtls"),
-    (b"\x80\x60" + bytes(10), "rtp"),
-    (b"\x80\xe0" + bytes(10), "rtp"),  # marker + PT 96
-    (b"\x80\xc8\x00\x06" + bytes(4), "rtcp"),
-    (b"\x81\xc9\x00\x07" + bytes(4), "rtcp"),
-    (b"\x80\x60" + bytes(5), "other"),  # too short for RTP
-    (b"\x40\x60" + bytes(10), "other"),  # RTP version 1
-    (b"", "other"),
-])
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12), "stun"),
+        (b"\x00\x01\x00\x00" + bytes(16), "other"),
+        (b"\x16\xfe\xfd" + bytes(10), "dtls"),
+        (b"\x80\x60" + bytes(10), "rtp"),
+        (b"\x80\xe0" + bytes(10), "rtp"),  # marker + PT 96
+        (b"\x80\xc8\x00\x06" + bytes(4), "rtcp"),
+        (b"\x81\xc9\x00\x07" + bytes(4), "rtcp"),
+        (b"\x80\x60" + bytes(5), "other"),  # too short for RTP
+        (b"\x40\x60" + bytes(10), "other"),  # RTP version 1
+        (b"", "other"),
+    ],
+)
 def test_classify_datagram(data: bytes, kind: str) -> None:
     assert classify_datagram(data) == kind

@@ -45,8 +45,10 @@ def test_rf64_beyond_the_riff_limit(tmp_path, monkeypatch):
     assert (data, frames, riff) == (4800 * 2 * 2, 4800, path.stat().st_size - 8)
     with av.open(str(path)) as container:
         pcm = np.concatenate([f.to_ndarray().reshape(-1, 2) for f in container.decode(audio=0)])
-    assert len(pcm) == 4800 and pcm[-1].tolist() == [round((0.1 + 0.009) * 32767),
-                                                     round((0.2 + 0.009) * 32767)]
+    assert len(pcm) == 4800 and pcm[-1].tolist() == [
+        round((0.1 + 0.009) * 32767),
+        round((0.2 + 0.009) * 32767),
+    ]
 
 
 def test_abort_leaves_nothing(tmp_path):
@@ -60,8 +62,12 @@ def test_participant_files_get_a_name_each(tmp_path):
     from skymix.encode import EncodeSettings
     from skymix.sidecars import ParticipantFiles
 
-    files = ParticipantFiles(tmp_path, [("a/b", "A"), ("a:b", "B"), ("a_b", "C")],
-                             EncodeSettings(width=64, height=36, video=False), "mp4")
+    files = ParticipantFiles(
+        tmp_path,
+        [("a/b", "A"), ("a:b", "B"), ("a_b", "C")],
+        EncodeSettings(width=64, height=36, video=False),
+        "mp4",
+    )
     files.abort()
     assert len(set(files.paths.values())) == 3
     assert all(p.parent == tmp_path for p in files.paths.values())

@@ -191,8 +191,11 @@ def test_add_batch_is_add_per_packet(seed):
     rate=st.sampled_from([8000, 48000, 90000]),
     window=st.sampled_from([1.0, 0.25, 1e-4]),  # 1e-4 s at 8 kHz: a window of one tick
     start=st.integers(-(2**40), 2**40),
-    steps=st.lists(st.tuples(st.integers(-3000, 100_000), st.integers(-10**6, 10**8)),
-                   min_size=0, max_size=300),
+    steps=st.lists(
+        st.tuples(st.integers(-3000, 100_000), st.integers(-(10**6), 10**8)),
+        min_size=0,
+        max_size=300,
+    ),
     cuts=st.lists(st.integers(0, 300), max_size=12),
 )
 def test_add_batch_is_add_per_packet_hypothesis(rate, window, start, steps, cuts):
@@ -221,7 +224,7 @@ def test_hour_long_stream_in_batches_keeps_flat_memory():
     rtp, arrival, ideal = simulate(-120.0, 3600, burst_every=5000, seed=2)
     est = ClockEstimator(48000)
     for lo in range(0, len(rtp), 2500):
-        est.add_batch(rtp[lo:lo + 2500], arrival[lo:lo + 2500])
+        est.add_batch(rtp[lo : lo + 2500], arrival[lo : lo + 2500])
     assert est.points == 3600
     # the dict holds only the last minute or so; older window parts are 24-byte array rows
     assert len(est._minima) <= 1024 + 8 * 64

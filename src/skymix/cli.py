@@ -17,8 +17,13 @@ __all__ = ["build_parser", "main"]
 class _Version(argparse.Action):
     """argparse's version action with the version looked up only when asked for."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
         from . import __version__
 
         print(f"skymix {__version__}")
@@ -30,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="skymix",
         description="Composite and mix the RTP a WebRTC media relay captured into one recording.",
     )
-    parser.add_argument("--version", action=_Version, nargs=0,
-                        help="show the version and exit")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
@@ -39,10 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Synthesize a sample four-party relay capture (late joiner, leaver, camera "
         "off, loss, senders' clocks apart) and mix it into an MP4, like any capture.",
     )
-    demo.add_argument("-o", "--output", type=Path, default=Path("skymix-demo.mp4"),
-                      help="where to write the MP4 (default: %(default)s)")
-    demo.add_argument("--seconds", type=float, default=12.0,
-                      help="length (default: %(default)s)")
+    demo.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("skymix-demo.mp4"),
+        help="where to write the MP4 (default: %(default)s)",
+    )
+    demo.add_argument("--seconds", type=float, default=12.0, help="length (default: %(default)s)")
     inspect = sub.add_parser(
         "inspect",
         help="show who and what is in a capture",
@@ -58,10 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
         "audio in sync on the relay's clock and encode an MP4 (H.264 + AAC) or WebM.",
     )
     _capture_arguments(mixer)
-    mixer.add_argument("-o", "--output", type=Path, required=True,
-                       help="the recording (.mp4, or .webm for VP9 + Opus)")
-    mixer.add_argument("--layout", default="grid", metavar="grid|speaker|pip|FILE.json",
-                       help="tile layout, or a custom layout file (docs/layouts.md)")
+    mixer.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="the recording (.mp4, or .webm for VP9 + Opus)",
+    )
+    mixer.add_argument(
+        "--layout",
+        default="grid",
+        metavar="grid|speaker|pip|FILE.json",
+        help="tile layout, or a custom layout file (docs/layouts.md)",
+    )
     mixer.add_argument("--size", default="1280x720", metavar="WxH")
     mixer.add_argument("--fps", type=int, default=30)
     mixer.add_argument("--crf", type=int, default=23)
@@ -69,17 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
     mixer.add_argument("--threads", type=int, default=0, help="encoder threads (0: automatic)")
     mixer.add_argument("--fit", choices=["contain", "cover"], default="contain")
     mixer.add_argument("--gap", type=int, default=0, help="pixels between tiles (even)")
-    mixer.add_argument("--on-loss", choices=["freeze", "placeholder"], default="freeze",
-                       help="after video loss: hold the last picture or show the placeholder")
-    mixer.add_argument("--trim", action="store_true",
-                       help="leave out the stretches in which nobody is present")
+    mixer.add_argument(
+        "--on-loss",
+        choices=["freeze", "placeholder"],
+        default="freeze",
+        help="after video loss: hold the last picture or show the placeholder",
+    )
+    mixer.add_argument(
+        "--trim", action="store_true", help="leave out the stretches in which nobody is present"
+    )
     mixer.add_argument("--no-labels", action="store_true", help="no names on the tiles")
-    mixer.add_argument("--per-participant", type=Path, metavar="DIR",
-                       help="also write each participant on their own into DIR")
-    mixer.add_argument("--channels", type=Path, metavar="FILE.wav",
-                       help="also write a WAV with one channel per participant")
-    mixer.add_argument("--report", type=Path, metavar="FILE.json",
-                       help="write what was done (participants, tiles, sync, concealment)")
+    mixer.add_argument(
+        "--per-participant",
+        type=Path,
+        metavar="DIR",
+        help="also write each participant on their own into DIR",
+    )
+    mixer.add_argument(
+        "--channels",
+        type=Path,
+        metavar="FILE.wav",
+        help="also write a WAV with one channel per participant",
+    )
+    mixer.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.json",
+        help="write what was done (participants, tiles, sync, concealment)",
+    )
     synth = sub.add_parser(
         "synth",
         help="write a synthetic relay capture (pcap + SDPs + truth) with chosen impairments",
@@ -90,15 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--participants", type=int, default=3)
     synth.add_argument("--seconds", type=float, default=10.0)
     synth.add_argument("--loss", type=float, default=0.0, help="packet loss probability")
-    synth.add_argument("--burst", type=int, default=0,
-                       help="packets lost in a row once every --burst-every seconds")
+    synth.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        help="packets lost in a row once every --burst-every seconds",
+    )
     synth.add_argument("--burst-every", type=float, default=5.0)
     synth.add_argument("--reorder", type=float, default=0.0, help="probability of reordering")
     synth.add_argument("--duplicate", type=float, default=0.0, help="probability of duplicates")
     synth.add_argument("--jitter-ms", type=float, default=0.0, help="mean extra network delay")
     synth.add_argument("--drop-first-keyframe", action="store_true")
-    synth.add_argument("--rtx", action="store_true",
-                       help="retransmit lost video packets on RFC 4588 RTX streams")
+    synth.add_argument(
+        "--rtx", action="store_true", help="retransmit lost video packets on RFC 4588 RTX streams"
+    )
     synth.add_argument("--seed", type=int, default=1)
     return parser
 
@@ -106,8 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _capture_arguments(parser: argparse.ArgumentParser) -> None:
     """The captures and their session description, as inspect and mix take them."""
     parser.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
-    parser.add_argument("--sdp", action="append", default=[], metavar="[NAME=]FILE",
-                        help="one SDP per participant, in order (repeat)")
+    parser.add_argument(
+        "--sdp",
+        action="append",
+        default=[],
+        metavar="[NAME=]FILE",
+        help="one SDP per participant, in order (repeat)",
+    )
     parser.add_argument("--manifest", type=Path, help="JSON manifest (docs/manifest.schema.json)")
 
 
@@ -140,12 +184,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "synth":
             from .synth import Impairments, preset, synthesize
 
-            imp = Impairments(loss=args.loss, burst_every_s=args.burst_every if args.burst else None,
-                              burst_packets=args.burst, reorder=args.reorder,
-                              duplicate=args.duplicate, jitter_ms=args.jitter_ms,
-                              drop_first_keyframe=args.drop_first_keyframe, rtx=args.rtx)
-            made = synthesize(preset(args.participants, args.seconds), args.seconds, args.output,
-                              impairments=imp, seed=args.seed)
+            imp = Impairments(
+                loss=args.loss,
+                burst_every_s=args.burst_every if args.burst else None,
+                burst_packets=args.burst,
+                reorder=args.reorder,
+                duplicate=args.duplicate,
+                jitter_ms=args.jitter_ms,
+                drop_first_keyframe=args.drop_first_keyframe,
+                rtx=args.rtx,
+            )
+            made = synthesize(
+                preset(args.participants, args.seconds),
+                args.seconds,
+                args.output,
+                impairments=imp,
+                seed=args.seed,
+            )
             print(f"wrote {made.packets} packets to {made.pcap}")
             for sdp in made.sdps:
                 print(f"  --sdp {sdp}")
@@ -184,13 +239,29 @@ def _mix(args: argparse.Namespace) -> None:
     container: Container = "webm" if args.output.suffix.lower() == ".webm" else "mp4"
     options = MixOptions(
         layout=spec,
-        encode=EncodeSettings(width=width, height=height, fps=args.fps, crf=args.crf,
-                              preset=args.preset, threads=args.threads),
-        container=container, on_loss=args.on_loss, trim=args.trim, labels=not args.no_labels,
-        per_participant=args.per_participant, channels=args.channels)
+        encode=EncodeSettings(
+            width=width,
+            height=height,
+            fps=args.fps,
+            crf=args.crf,
+            preset=args.preset,
+            threads=args.threads,
+        ),
+        container=container,
+        on_loss=args.on_loss,
+        trim=args.trim,
+        labels=not args.no_labels,
+        per_participant=args.per_participant,
+        channels=args.channels,
+    )
     description = load_description(args.sdp, args.manifest)
-    report = mix(args.captures, args.output, description=description, options=options,
-                 progress=TerminalProgress())
+    report = mix(
+        args.captures,
+        args.output,
+        description=description,
+        options=options,
+        progress=TerminalProgress(),
+    )
     if args.report:
         report.write(args.report)
     print(report.summary())

@@ -29,7 +29,8 @@ use cores.
 Audio. ``decode`` returns float32 ``(samples, 2)`` at 48 kHz: exactly the frame's duration (at
 its RTP clock) times ``48000 / clock_rate`` samples, mono sources copied to both channels at
 full level. The first returned sample belongs at 48 kHz instant ``timestamp * 48000 /
-clock_rate - delay`` (``AudioDecoder.position(timestamp)``). ``delay`` is 0 for Opus (libopus decodes at 48 kHz; the sender's encoder
+clock_rate - delay`` (``AudioDecoder.position(timestamp)``). ``delay`` is 0 for Opus (libopus
+decodes at 48 kHz; the sender's encoder
 lookahead is in its RTP timestamps already, as every WebRTC receiver takes it). G.711 is
 resampled from 8 kHz by one ``av.AudioResampler`` kept across frames: swresample keeps its
 filter's half length back (96 output samples with FFmpeg 8.1's default 32-tap filter), and
@@ -69,12 +70,17 @@ import numpy.typing as npt
 from av.audio.codeccontext import AudioCodecContext
 from av.video.codeccontext import VideoCodecContext
 
-from .errors import CaptureError, SkymixError
+from .errors import CaptureError, DecodeError
 from .streams.assembler import EncodedFrame
 from .streams.codecs import codec_for, opus_packet_samples
 
-__all__ = ["OUTPUT_RATE", "VIDEO_TIME_BASE", "AudioDecoder", "DecodeError", "DecodeStats",
-           "VideoDecoder"]
+__all__ = [
+    "OUTPUT_RATE",
+    "VIDEO_TIME_BASE",
+    "AudioDecoder",
+    "DecodeStats",
+    "VideoDecoder",
+]
 
 OUTPUT_RATE = 48_000
 """The sample rate of every decoded audio block."""
@@ -88,10 +94,6 @@ _VIDEO_DECODERS = {"VP8": ("vp8",), "VP9": ("libvpx-vp9", "vp9"), "H264": ("h264
 _AUDIO_DECODERS = {"opus": ("libopus", "opus"), "PCMU": ("pcm_mulaw",), "PCMA": ("pcm_alaw",)}
 _OPUS_MAX_PACKET = 5760  # samples a packet may hold, RFC 6716 §3.4 R5
 _OPUS_FRAME_SAMPLES = (480, 960, 1920, 2880) * 3 + (480, 960) * 2 + (120, 240, 480, 960) * 4
-
-
-class DecodeError(SkymixError, ValueError):
-    """A decoder that cannot be made: unknown codec, wrong kind, unusable clock rate."""
 
 
 @dataclass(slots=True)
@@ -221,9 +223,11 @@ def _pcm(frames: list[av.AudioFrame]) -> Pcm:
     for frame in frames:
         if frame.format.name == "flt":  # libopus's output: read in place (to_ndarray copies)
             channels = frame.layout.nb_channels
-            blocks.append(np.frombuffer(memoryview(frame.planes[0]), np.float32,
-                                        frame.samples * channels)
-                          .reshape(-1, channels))
+            blocks.append(
+                np.frombuffer(
+                    memoryview(frame.planes[0]), np.float32, frame.samples * channels
+                ).reshape(-1, channels)
+            )
             continue
         data = frame.to_ndarray()
         block = data.T if frame.format.is_planar else data.reshape(-1, len(frame.layout.channels))
@@ -241,8 +245,9 @@ def _resampler_delay(clock_rate: int, channels: int) -> int:
     resampling 100 ms of silence once, as the value depends on FFmpeg's filter defaults."""
     resampler = av.AudioResampler(format="flt", layout=_layout(channels), rate=OUTPUT_RATE)
     n = clock_rate // 10
-    silence = av.AudioFrame.from_ndarray(np.zeros((1, n * channels), np.int16), format="s16",
-                                         layout=_layout(channels))
+    silence = av.AudioFrame.from_ndarray(
+        np.zeros((1, n * channels), np.int16), format="s16", layout=_layout(channels)
+    )
     silence.sample_rate = clock_rate
     got = sum(f.samples for f in resampler.resample(silence))
     return n * OUTPUT_RATE // clock_rate - got
@@ -270,7 +275,8 @@ class AudioDecoder:
         self.channels = channels if channels is not None else (2 if self._opus else 1)
         if self.channels not in (1, 2):
             raise DecodeError(
-                f"only mono and stereo audio is decoded, not {self.channels} channels")
+                f"only mono and stereo audio is decoded, not {self.channels} channels"
+            )
         self.clock_rate = clock_rate
         self.ratio = OUTPUT_RATE // clock_rate
         self.delay = 0 if clock_rate == OUTPUT_RATE else _resampler_delay(clock_rate, self.channels)
@@ -325,8 +331,11 @@ class AudioDecoder:
             return self._opus_plc(samples)
         if self._resampler is None or not samples:  # nothing to continue
             return np.zeros((n, 2), np.float32)
-        silence = av.AudioFrame.from_ndarray(np.zeros((1, samples * self.channels), np.int16),
-                                             format="s16", layout=_layout(self.channels))
+        silence = av.AudioFrame.from_ndarray(
+            np.zeros((1, samples * self.channels), np.int16),
+            format="s16",
+            layout=_layout(self.channels),
+        )
         silence.sample_rate = self.clock_rate
         return self._resample([silence])
 
@@ -395,8 +404,7 @@ class AudioDecoder:
 
     def _decode_g711(self, frame: EncodedFrame) -> Pcm:
         duration = len(frame.data) // self.channels
-        if (self._next is not None and frame.timestamp != self._next
-                and self._resampler is not None):
+        if self._next is not None and frame.timestamp != self._next and self._resampler is not None:
             self.stats.discontinuities += 1
             self._resampler = None
         try:
@@ -413,8 +421,9 @@ class AudioDecoder:
         silence before it, so that the run's output is as long as its input says."""
         first = self._resampler is None
         if self._resampler is None:
-            self._resampler = av.AudioResampler(format="flt", layout=_layout(self.channels),
-                                                rate=OUTPUT_RATE)
+            self._resampler = av.AudioResampler(
+                format="flt", layout=_layout(self.channels), rate=OUTPUT_RATE
+            )
         out = [f for frame in frames for f in self._resampler.resample(frame)]
         pcm = self._stereo(_pcm(out)) if out else np.zeros((0, 2), np.float32)
         if first:

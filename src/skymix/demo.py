@@ -20,8 +20,9 @@ from .synth import Impairments, preset, synthesize
 __all__ = ["run_demo"]
 
 
-def run_demo(output: str | Path, seconds: float = 12.0,
-             progress: ProgressCallback | None = None) -> MixReport:
+def run_demo(
+    output: str | Path, seconds: float = 12.0, progress: ProgressCallback | None = None
+) -> MixReport:
     """Synthesize the sample capture beside ``output``, mix it there, write the report
     (``<output>.json``) and return it."""
     output = Path(output)
@@ -30,7 +31,8 @@ def run_demo(output: str | Path, seconds: float = 12.0,
     people[1] = replace(people[1], camera_off=(seconds * 0.3, seconds * 0.55))
     made = synthesize(people, seconds, folder, seed=7, impairments=Impairments(loss=0.02))
     description = load_description([f"{p.name}={sdp}" for p, sdp in zip(people, made.sdps)])
-    report = mix([made.pcap], output, description=description, options=MixOptions(),
-                 progress=progress)
+    report = mix(
+        [made.pcap], output, description=description, options=MixOptions(), progress=progress
+    )
     report.write(output.with_suffix(".json"))
     return report

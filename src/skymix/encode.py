@@ -71,8 +71,9 @@ class EncodeSettings:
 class RecordingWriter:
     """Writes one recording; frames and audio blocks go in, in time order, then close()."""
 
-    def __init__(self, path: str | Path, settings: EncodeSettings | None = None,
-                 container: Container = "mp4") -> None:
+    def __init__(
+        self, path: str | Path, settings: EncodeSettings | None = None, container: Container = "mp4"
+    ) -> None:
         self.path = Path(path)
         self.settings = s = settings or EncodeSettings()
         options = {"movflags": "+faststart"} if container == "mp4" else {}
@@ -93,8 +94,12 @@ class RecordingWriter:
             # encode call returns while the picture is encoded, so compositing overlaps it
             v.codec_context.thread_type = "AUTO"
             if container == "mp4":
-                v.options = {"crf": str(s.crf), "preset": s.preset, "profile": "high",
-                             "x264-params": f"sync-lookahead={SYNC_LOOKAHEAD}"}
+                v.options = {
+                    "crf": str(s.crf),
+                    "preset": s.preset,
+                    "profile": "high",
+                    "x264-params": f"sync-lookahead={SYNC_LOOKAHEAD}",
+                }
             else:
                 v.options = {"crf": str(s.crf), "b": "0", "deadline": "realtime", "cpu-used": "8"}
             # opened here, not lazily by the first encode on the encoding thread (see audio)
@@ -109,10 +114,16 @@ class RecordingWriter:
             # race the first mux's opening of every stream on this thread
             a.codec_context.open()
             self._audio = a
-        self._video_queue = _EncodeQueue(self._video.encode, "skymix-x264", VIDEO_QUEUE,
-                                         self._out.mux) if self._video is not None else None
-        self._audio_queue = _EncodeQueue(self._audio.encode, "skymix-aac", AUDIO_QUEUE,
-                                         self._out.mux) if self._audio is not None else None
+        self._video_queue = (
+            _EncodeQueue(self._video.encode, "skymix-x264", VIDEO_QUEUE, self._out.mux)
+            if self._video is not None
+            else None
+        )
+        self._audio_queue = (
+            _EncodeQueue(self._audio.encode, "skymix-aac", AUDIO_QUEUE, self._out.mux)
+            if self._audio is not None
+            else None
+        )
         self._free: list[av.VideoFrame] = []  # frames of new_frame() the encoder is done with
 
     def new_frame(self) -> av.VideoFrame:
@@ -201,8 +212,13 @@ class _EncodeQueue:
     """One stream's encoder on a thread of its own: frames go in, their packets are muxed on the
     caller's thread in order (errors of the encoder raise there too)."""
 
-    def __init__(self, encode: Callable[[Any], list[av.Packet]], name: str, limit: int,
-                 mux: Callable[[list[av.Packet]], object]) -> None:
+    def __init__(
+        self,
+        encode: Callable[[Any], list[av.Packet]],
+        name: str,
+        limit: int,
+        mux: Callable[[list[av.Packet]], object],
+    ) -> None:
         self._encode = encode
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._limit = limit

@@ -1,16 +1,40 @@
 """The one error hierarchy of skymix: every failure a caller can act on is a SkymixError.
 
 Subclasses also derive from the builtin that fits, so ``except ValueError`` keeps working for
-callers that do not know skymix, and carry where the problem is (file, offset, stream, tile).
+callers that do not know skymix, and carry where the problem is (file, offset, stream, field).
+Each class has a stable ``code``: the reason a recording's ERROR state gives in webhooks and the
+error body of the REST API. Codes never change once published; a new failure gets a new class.
+``tests/test_errors.py`` pins every class, its bases and its code.
+
+Messages speak of the library's own terms (an option's field name, a file), never of a command
+line flag: the command line adds its hints itself.
 """
 
 from __future__ import annotations
 
-__all__ = ["CaptureError", "ComposeError", "DeliveryError", "DescriptionError", "SkymixError"]
+import concurrent.futures
+
+__all__ = [
+    "CancelledError",
+    "CaptureError",
+    "ComposeError",
+    "DamageError",
+    "DecodeError",
+    "DeliveryError",
+    "DescriptionError",
+    "JobTooLargeError",
+    "NothingToMixError",
+    "OptionsError",
+    "OutputConflictError",
+    "OutputError",
+    "SkymixError",
+]
 
 
 class SkymixError(Exception):
     """Base class of every error skymix raises on purpose."""
+
+    code: str = "skymix_error"
 
 
 def _located(message: str, where: list[str]) -> str:
@@ -21,9 +45,19 @@ def _located(message: str, where: list[str]) -> str:
 class ComposeError(SkymixError, ValueError):
     """A frame, plane, tile, mask or audio block that the compositor or mixer cannot use."""
 
+    code = "compose_invalid"
+
+
+class DecodeError(SkymixError, ValueError):
+    """A codec this build cannot decode, or decoder settings that cannot work."""
+
+    code = "decode_unsupported"
+
 
 class CaptureError(SkymixError, ValueError):
     """A capture file or packet that cannot be read; says where."""
+
+    code = "capture_invalid"
 
     def __init__(
         self,
@@ -51,8 +85,11 @@ class CaptureError(SkymixError, ValueError):
 
 
 class DescriptionError(SkymixError, ValueError):
-    """A session description (SDP or manifest) that cannot be used, or a stream whose codec
-    cannot be guessed; says where: file, line (SDP), JSON path (manifest), SSRC (guessing)."""
+    """A session description (SDP or manifest), a layout file or another JSON document that
+    cannot be used, or a stream whose codec cannot be guessed; says where: file, line (SDP), JSON
+    path (manifest), SSRC (guessing)."""
+
+    code = "description_invalid"
 
     def __init__(
         self,
@@ -79,8 +116,63 @@ class DescriptionError(SkymixError, ValueError):
         self.ssrc = ssrc
 
 
+class OptionsError(SkymixError, ValueError):
+    """An option out of its range or of the wrong kind; ``field`` names it (``encode.crf``)."""
+
+    code = "options_invalid"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(_located(message, [field] if field else []))
+        self.field = field
+
+
+class JobTooLargeError(OptionsError):
+    """A job whose memory estimate cannot fit on this machine: refused before any work."""
+
+    code = "job_too_large"
+
+
+class NothingToMixError(SkymixError, ValueError):
+    """The captures hold no decodable audio or video, or nobody is present in them."""
+
+    code = "nothing_to_mix"
+
+
+class DamageError(SkymixError, ValueError):
+    """Strict mode: the captures were damaged, streams were skipped or described participants
+    matched nothing. The recording was not written."""
+
+    code = "input_damaged"
+
+
+class OutputConflictError(SkymixError, ValueError):
+    """An output that would replace an input or another output, or that is not a regular file;
+    refused before any work, so nothing the caller has is touched."""
+
+    code = "output_conflict"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class OutputError(SkymixError, OSError):
+    """An output that could not be written (a full disk, no permission); what was there before
+    is intact and no temporary file is left."""
+
+    code = "output_failed"
+
+
+class CancelledError(SkymixError, concurrent.futures.CancelledError):
+    """The job was cancelled (by its caller or a signal) and cleaned up like an error."""
+
+    code = "cancelled"
+
+
 class DeliveryError(SkymixError, OSError):
     """Storing or announcing a recording failed; keeps the last underlying exception."""
+
+    code = "delivery_failed"
 
     def __init__(self, message: str, last_exception: BaseException | None = None) -> None:
         super().__init__(message)

@@ -19,25 +19,32 @@ def format_scan(scan: RoomScan) -> str:
     start = scan.start_ns
     lines = []
     if start is not None and scan.end_ns is not None:
-        lines.append(f"capture: {(scan.end_ns - start) / 1e9:.2f} s, "
-                     f"{sum(f.datagrams for f in scan.files.values())} datagrams in "
-                     f"{len(scan.files)} file(s)")
+        lines.append(
+            f"capture: {(scan.end_ns - start) / 1e9:.2f} s, "
+            f"{sum(f.datagrams for f in scan.files.values())} datagrams in "
+            f"{len(scan.files)} file(s)"
+        )
     for p in data["participants"]:
-        spans = ", ".join(f"{_seconds(a, start).strip()}-{_seconds(b, start).strip()} s"
-                          for a, b in p["presence"])
+        spans = ", ".join(
+            f"{_seconds(a, start).strip()}-{_seconds(b, start).strip()} s" for a, b in p["presence"]
+        )
         lines.append(f"\n{p['name']} (id {p['id']}): present {spans}")
-        lines.append(f"  {'stream':<7}{'codec':<7}{'ssrc':<12}{'resolution':<13}{'packets':>8}"
-                     f"{'loss %':>8}{'reord':>6}{'dup':>5}{'frames':>7}{'keyfr':>6}{'gaps':>5}"
-                     f"{'drift ppm':>10}{'SRs':>5}")
+        lines.append(
+            f"  {'stream':<7}{'codec':<7}{'ssrc':<12}{'resolution':<13}{'packets':>8}"
+            f"{'loss %':>8}{'reord':>6}{'dup':>5}{'frames':>7}{'keyfr':>6}{'gaps':>5}"
+            f"{'drift ppm':>10}{'SRs':>5}"
+        )
         for s in p["streams"]:
             res = ",".join(f"{w}x{h}" for w, h in s["resolutions"]) or "-"
             drift = ",".join(f"{c['drift_ppm']:+.0f}" for c in s["clock"].values()) or "-"
             ssrcs = ",".join(f"{x:08x}" for x in s["ssrcs"])
             keyframes = s["keyframes"] if s["kind"] == "video" else "-"
-            lines.append(f"  {s['kind']:<7}{s['codec']:<7}{ssrcs:<12}{res:<13}{s['packets']:>8}"
-                         f"{s['loss_percent']:>8.2f}{s['reordered']:>6}{s['duplicates']:>5}"
-                         f"{s['frames']:>7}{keyframes:>6}{s['gaps']:>5}{drift:>10}"
-                         f"{s['sender_reports']:>5}")
+            lines.append(
+                f"  {s['kind']:<7}{s['codec']:<7}{ssrcs:<12}{res:<13}{s['packets']:>8}"
+                f"{s['loss_percent']:>8.2f}{s['reordered']:>6}{s['duplicates']:>5}"
+                f"{s['frames']:>7}{keyframes:>6}{s['gaps']:>5}{drift:>10}"
+                f"{s['sender_reports']:>5}"
+            )
             if s["note"]:
                 lines.append(f"    {s['note']}")
     if data["skipped"]:

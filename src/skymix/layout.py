@@ -124,6 +124,7 @@ class Layout:
 
         A change of background alone changes no id (see changed()).
         """
+
         def by_id(layout: Layout | None) -> dict[str, list[tuple[int, Placement]]]:
             out: dict[str, list[tuple[int, Placement]]] = {}
             for index, p in enumerate(layout.placements if layout else ()):
@@ -145,25 +146,34 @@ class Layout:
 
 def _check_common(gap: int, aspect: tuple[int, int], fit: str, background: RGB) -> None:
     _check_even("gap", gap)
-    if (not isinstance(aspect, tuple) or len(aspect) != 2
-            or not all(_is_int(a) and a >= 1 for a in aspect)):
+    if (
+        not isinstance(aspect, tuple)
+        or len(aspect) != 2
+        or not all(_is_int(a) and a >= 1 for a in aspect)
+    ):
         raise ComposeError(f"aspect must be two positive integers (w, h), got {aspect!r}")
     if fit not in _FITS:
         raise ComposeError(f"fit must be 'contain' or 'cover', got {fit!r}")
-    if (not isinstance(background, tuple) or len(background) != 3
-            or not all(_is_int(c) and 0 <= c <= 255 for c in background)):
+    if (
+        not isinstance(background, tuple)
+        or len(background) != 3
+        or not all(_is_int(c) and 0 <= c <= 255 for c in background)
+    ):
         raise ComposeError(f"background must be three integers 0..255 (RGB), got {background!r}")
 
 
 def _check_even(name: str, value: int) -> None:
     if not _is_int(value) or value < 0 or value % 2:
-        raise ComposeError(
-            f"{name} must be an even number of pixels >= 0 (yuv420p), got {value!r}")
+        raise ComposeError(f"{name} must be an even number of pixels >= 0 (yuv420p), got {value!r}")
 
 
 def _check_fraction(name: str, value: float, low_open: bool, high: float) -> None:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not (0 < value if low_open else 0 <= value) or value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (0 < value if low_open else 0 <= value)
+        or value > high
+    ):
         bound = f"in (0, {high}]" if low_open else f"in [0, {high}]"
         raise ComposeError(f"{name} must be a fraction {bound}, got {value!r}")
 
@@ -278,10 +288,15 @@ class Region:
             raise ComposeError(f"{label} {problem[0]}: {problem[1]}")
         if isinstance(self.show, str):
             if self.show not in _SELECTORS:
-                raise ComposeError(f"show must be one of {', '.join(_SELECTORS)} or a tuple of "
-                                   f"participant ids, got {self.show!r}")
-        elif (not isinstance(self.show, tuple) or not self.show
-              or not all(isinstance(s, str) and s for s in self.show)):
+                raise ComposeError(
+                    f"show must be one of {', '.join(_SELECTORS)} or a tuple of "
+                    f"participant ids, got {self.show!r}"
+                )
+        elif (
+            not isinstance(self.show, tuple)
+            or not self.show
+            or not all(isinstance(s, str) and s for s in self.show)
+        ):
             raise ComposeError(f"show must be a non-empty tuple of ids, got {self.show!r}")
         if not _is_int(self.z):
             raise ComposeError(f"z must be an integer, got {self.z!r}")
@@ -289,16 +304,16 @@ class Region:
             if value is not None and (not _is_int(value) or value < 1):
                 raise ComposeError(f"{name} must be a positive integer or None, got {value!r}")
         if self.overflow not in _OVERFLOWS:
-            raise ComposeError(f"overflow must be one of {', '.join(_OVERFLOWS)}, "
-                               f"got {self.overflow!r}")
+            raise ComposeError(
+                f"overflow must be one of {', '.join(_OVERFLOWS)}, got {self.overflow!r}"
+            )
         if self.fit is not None and self.fit not in _FITS:
             raise ComposeError(f"fit must be 'contain', 'cover' or None, got {self.fit!r}")
         if self.gap is not None:
             _check_even("gap", self.gap)
 
 
-def _region_problem(x: Length, y: Length, width: Length,
-                    height: Length) -> tuple[str, str] | None:
+def _region_problem(x: Length, y: Length, width: Length, height: Length) -> tuple[str, str] | None:
     """(field, what is wrong) for the first bad coordinate of a region, or None.
 
     The one check behind both Region (ComposeError) and the JSON loader (DescriptionError with
@@ -308,22 +323,31 @@ def _region_problem(x: Length, y: Length, width: Length,
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return name, f"expected pixels (an integer) or a fraction (0.0..1.0), got {value!r}"
         if isinstance(value, float) and not 0.0 <= value <= 1.0:
-            return name, (f"a fraction of the canvas must be within 0.0..1.0, got {value!r} "
-                          "(write pixels as integers)")
+            return name, (
+                f"a fraction of the canvas must be within 0.0..1.0, got {value!r} "
+                "(write pixels as integers)"
+            )
         if value < 0:
             return name, f"expected pixels >= 0, got {value!r}"
     for name, value, axis in (("width", width, "width"), ("height", height, "height")):
         if isinstance(value, int) and value < 2:
-            return name, (f"{value} {'pixel is' if value == 1 else 'pixels are'} too small for "
-                          f"a tile; write 1.0 for the whole canvas {axis}")
+            return name, (
+                f"{value} {'pixel is' if value == 1 else 'pixels are'} too small for "
+                f"a tile; write 1.0 for the whole canvas {axis}"
+            )
         if isinstance(value, float) and value == 0.0:
             return name, "a region must not be empty"
     for name, start, size in (("width", x, width), ("height", y, height)):
-        if (isinstance(start, float) and isinstance(size, float)
-                and start + size > 1.0 + _FRACTION_SLACK):
+        if (
+            isinstance(start, float)
+            and isinstance(size, float)
+            and start + size > 1.0 + _FRACTION_SLACK
+        ):
             other = "x" if name == "width" else "y"
-            return name, (f"{other} + {name} = {start + size:g} reaches past the canvas "
-                          "(fractions must add up to at most 1.0)")
+            return name, (
+                f"{other} + {name} = {start + size:g} reaches past the canvas "
+                "(fractions must add up to at most 1.0)"
+            )
     return None
 
 
@@ -354,8 +378,10 @@ class CustomSpec:
                 raise ComposeError(f"regions[{i}]: expected a Region, got {type(region).__name__}")
             if isinstance(region.show, str):
                 if region.show in used:
-                    raise ComposeError(f"regions[{i}]: {region.show!r} is already shown by "
-                                       f"regions[{used[region.show]}]")
+                    raise ComposeError(
+                        f"regions[{i}]: {region.show!r} is already shown by "
+                        f"regions[{used[region.show]}]"
+                    )
                 used[region.show] = i
 
 
@@ -395,13 +421,20 @@ def _fit_rect(area: Rect, aspect: tuple[int, int], fit: Fit) -> Rect:
     if fit == "cover":
         return area
     w, h = _aspect_size(area.w, area.h, aspect)
-    return Rect(area.x + _floor_even((area.w - w) // 2), area.y + _floor_even((area.h - h) // 2),
-                w, h)
+    return Rect(
+        area.x + _floor_even((area.w - w) // 2), area.y + _floor_even((area.h - h) // 2), w, h
+    )
 
 
-def _grid_shape(n: int, w: int, h: int, gap: int, aspect: tuple[int, int],
-                max_rows: int | None = None,
-                max_cols: int | None = None) -> tuple[int, int, int, int] | None:
+def _grid_shape(
+    n: int,
+    w: int,
+    h: int,
+    gap: int,
+    aspect: tuple[int, int],
+    max_rows: int | None = None,
+    max_cols: int | None = None,
+) -> tuple[int, int, int, int] | None:
     """(rows, cols, cell_w, cell_h) of the grid of n tiles in w x h that shows them largest.
 
     Largest: the source-aspect tile that fits a cell, in whole even pixels, has the largest area.
@@ -422,8 +455,15 @@ def _grid_shape(n: int, w: int, h: int, gap: int, aspect: tuple[int, int],
     return None if best is None else best[1]
 
 
-def _grid(n: int, area: Rect, gap: int, aspect: tuple[int, int], fit: Fit,
-          max_rows: int | None = None, max_cols: int | None = None) -> list[Rect] | None:
+def _grid(
+    n: int,
+    area: Rect,
+    gap: int,
+    aspect: tuple[int, int],
+    fit: Fit,
+    max_rows: int | None = None,
+    max_cols: int | None = None,
+) -> list[Rect] | None:
     """n tile rectangles in area, row by row; the last row centred, the block centred.
 
     ``gap`` separates tiles from each other and from the area's edges. None if no grid within
@@ -484,8 +524,9 @@ def compute_layout(
     # A canvas too small for the gaps leaves no room: such a tile is not placed but hidden.
     placed = [item for item in placed if item[1].w > 0 and item[1].h > 0]
     placed.sort(key=lambda item: item[2])  # stable: ties keep layout order
-    placements = tuple(Placement(p.id, rect, z, fit, p.id == active, p.has_video)
-                       for p, rect, z, fit in placed)
+    placements = tuple(
+        Placement(p.id, rect, z, fit, p.id == active, p.has_video) for p, rect, z, fit in placed
+    )
     shown = {p.id for p in placements}
     return Layout(placements, tuple(p.id for p in people if p.id not in shown), spec.background)
 
@@ -495,8 +536,14 @@ def _check_canvas(canvas: tuple[int, int]) -> tuple[int, int]:
         width, height = canvas
     except (TypeError, ValueError):
         raise ComposeError(f"canvas must be (width, height), got {canvas!r}") from None
-    if not (_is_int(width) and _is_int(height) and width >= 2 and height >= 2
-            and width % 2 == 0 and height % 2 == 0):
+    if not (
+        _is_int(width)
+        and _is_int(height)
+        and width >= 2
+        and height >= 2
+        and width % 2 == 0
+        and height % 2 == 0
+    ):
         raise ComposeError(f"canvas must be even positive integers (yuv420p), got {canvas!r}")
     return width, height
 
@@ -505,8 +552,13 @@ def _participants(items: Iterable[Participant | tuple[str, bool]]) -> list[Parti
     people = []
     seen = set()
     for item in items:
-        p = (item if isinstance(item, Participant)
-             else Participant(*item) if isinstance(item, tuple) and len(item) == 2 else None)
+        p = (
+            item
+            if isinstance(item, Participant)
+            else Participant(*item)
+            if isinstance(item, tuple) and len(item) == 2
+            else None
+        )
         if p is None or not isinstance(p.id, str) or not isinstance(p.has_video, bool):
             raise ComposeError(f"participant must be (id: str, has_video: bool), got {item!r}")
         if p.id in seen:
@@ -520,8 +572,9 @@ def _main_participant(eligible: list[Participant], active: str | None) -> Partic
     return next((p for p in eligible if p.id == active), eligible[0])
 
 
-def _speaker_layout(full: Rect, eligible: list[Participant], active: str | None,
-                    spec: SpeakerSpec) -> list[tuple[Participant, Rect, int, Fit]]:
+def _speaker_layout(
+    full: Rect, eligible: list[Participant], active: str | None, spec: SpeakerSpec
+) -> list[tuple[Participant, Rect, int, Fit]]:
     if not eligible:
         return []
     g, fit, aspect = spec.gap, spec.fit, spec.aspect
@@ -545,7 +598,7 @@ def _speaker_layout(full: Rect, eligible: list[Participant], active: str | None,
             fitted = smallest
             count = max(0, (room + g) // (fitted + g))
         along = fitted
-    across = (_round_even(along * ah, aw) if bottom else _round_even(along * aw, ah))
+    across = _round_even(along * ah, aw) if bottom else _round_even(along * aw, ah)
     across = min(across, depth)
     start = g + _floor_even((room - (count * along + (count - 1) * g)) // 2)
     band = depth_total - g - depth  # where the strip begins across the canvas
@@ -553,16 +606,18 @@ def _speaker_layout(full: Rect, eligible: list[Participant], active: str | None,
     strip: list[tuple[Participant, Rect, int, Fit]] = []
     for i, p in enumerate(others[:count]):
         pos = start + i * (along + g)
-        rect = (Rect(pos, offset, along, across) if bottom else Rect(offset, pos, across, along))
+        rect = Rect(pos, offset, along, across) if bottom else Rect(offset, pos, across, along)
         strip.append((p, rect, 0, fit))
     main_depth = max(0, depth_total - depth - 3 * g)
-    area = (Rect(g, g, full.w - 2 * g, main_depth) if bottom
-            else Rect(g, g, main_depth, full.h - 2 * g))
+    area = (
+        Rect(g, g, full.w - 2 * g, main_depth) if bottom else Rect(g, g, main_depth, full.h - 2 * g)
+    )
     return [(main, _fit_rect(area, aspect, fit), 0, fit), *strip]
 
 
-def _pip_layout(full: Rect, eligible: list[Participant], active: str | None,
-                spec: PipSpec) -> list[tuple[Participant, Rect, int, Fit]]:
+def _pip_layout(
+    full: Rect, eligible: list[Participant], active: str | None, spec: PipSpec
+) -> list[tuple[Participant, Rect, int, Fit]]:
     if not eligible:
         return []
     main = _main_participant(eligible, active if spec.main == "speaker" else None)
@@ -591,9 +646,13 @@ def _even_edge(value: float, limit: int) -> int:
     return min(limit, max(0, 2 * math.floor(value / 2 + 0.5)))
 
 
-def _custom_layout(full: Rect, people: list[Participant], eligible: list[Participant],
-                   active: str | None,
-                   spec: CustomSpec) -> list[tuple[Participant, Rect, int, Fit]]:
+def _custom_layout(
+    full: Rect,
+    people: list[Participant],
+    eligible: list[Participant],
+    active: str | None,
+    spec: CustomSpec,
+) -> list[tuple[Participant, Rect, int, Fit]]:
     by_id = {p.id: p for p in eligible}
     join_index = {p.id: i for i, p in enumerate(people)}
     main = _main_participant(eligible, active) if eligible else None
@@ -625,8 +684,7 @@ def _custom_layout(full: Rect, people: list[Participant], eligible: list[Partici
             continue
         fit = region.fit or spec.fit
         gap = spec.gap if region.gap is None else region.gap
-        rects = _grid(len(selection), area, gap, spec.aspect, fit, region.max_rows,
-                      region.max_cols)
+        rects = _grid(len(selection), area, gap, spec.aspect, fit, region.max_rows, region.max_cols)
         if rects is None:  # more selected than max_rows x max_cols places
             if region.overflow == "shrink":
                 rects = _grid(len(selection), area, gap, spec.aspect, fit)
@@ -638,8 +696,9 @@ def _custom_layout(full: Rect, people: list[Participant], eligible: list[Partici
                     selection = [p for p in selection if p in latest]
                 else:
                     selection = selection[:places]
-                rects = _grid(len(selection), area, gap, spec.aspect, fit, region.max_rows,
-                              region.max_cols)
+                rects = _grid(
+                    len(selection), area, gap, spec.aspect, fit, region.max_rows, region.max_cols
+                )
         assert rects is not None
         placed.extend((p, r, region.z, fit) for p, r in zip(selection, rects))
     return placed
@@ -684,10 +743,21 @@ class SpeakerTracker:
     With no speaker yet, the first candidate held for ``hold`` seconds becomes the speaker.
     """
 
-    def __init__(self, *, switch_db: float = 6.0, hold: float = 1.0, quiet: float = 0.5,
-                 bridge: float = 0.3, speech_db: float = -50.0) -> None:
-        for name, value in (("switch_db", switch_db), ("hold", hold), ("quiet", quiet),
-                            ("bridge", bridge)):
+    def __init__(
+        self,
+        *,
+        switch_db: float = 6.0,
+        hold: float = 1.0,
+        quiet: float = 0.5,
+        bridge: float = 0.3,
+        speech_db: float = -50.0,
+    ) -> None:
+        for name, value in (
+            ("switch_db", switch_db),
+            ("hold", hold),
+            ("quiet", quiet),
+            ("bridge", bridge),
+        ):
             if not value >= 0:
                 raise ComposeError(f"{name} must be >= 0, got {value!r}")
         self.switch_db = switch_db
@@ -715,13 +785,16 @@ class SpeakerTracker:
         if self._now_ns is not None and now_ns < self._now_ns:
             raise ComposeError(f"time went backwards: {now_ns} ns after {self._now_ns} ns")
         self._now_ns = now_ns
-        current = (-math.inf if self._speaker is None
-                   else levels.get(self._speaker, -math.inf))
+        current = -math.inf if self._speaker is None else levels.get(self._speaker, -math.inf)
         if current >= self.speech_db:
             self._spoke_ns = now_ns
-        ahead = {who: level for who, level in levels.items()
-                 if who != self._speaker and level >= self.speech_db
-                 and level >= current + self.switch_db}
+        ahead = {
+            who: level
+            for who, level in levels.items()
+            if who != self._speaker
+            and level >= self.speech_db
+            and level >= current + self.switch_db
+        }
         if self._candidate in ahead:
             self._ahead_ns = now_ns
         elif self._candidate is None or now_ns - self._ahead_ns > self._bridge:
@@ -730,9 +803,12 @@ class SpeakerTracker:
                 self._since_ns = self._ahead_ns = now_ns
             else:
                 self._candidate = None
-        if (self._candidate is not None and self._ahead_ns == now_ns
-                and now_ns - self._since_ns >= self._hold
-                and (self._spoke_ns is None or now_ns - self._spoke_ns >= self._quiet)):
+        if (
+            self._candidate is not None
+            and self._ahead_ns == now_ns
+            and now_ns - self._since_ns >= self._hold
+            and (self._spoke_ns is None or now_ns - self._spoke_ns >= self._quiet)
+        ):
             self._speaker, self._spoke_ns, self._candidate = self._candidate, now_ns, None
         return self._speaker
 
@@ -837,14 +913,35 @@ LAYOUT_SCHEMA: dict[str, Any] = json.loads(r"""
 }
 """)
 
-_VALIDATED_KEYWORDS = frozenset({
-    "$ref", "type", "enum", "minimum", "maximum", "multipleOf", "minLength", "pattern",
-    "minItems", "maxItems", "uniqueItems", "items", "required", "properties",
-    "additionalProperties", "anyOf",
-})
-_ANNOTATION_KEYWORDS = frozenset({
-    "$schema", "$defs", "title", "description", "examples",
-})
+_VALIDATED_KEYWORDS = frozenset(
+    {
+        "$ref",
+        "type",
+        "enum",
+        "minimum",
+        "maximum",
+        "multipleOf",
+        "minLength",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "items",
+        "required",
+        "properties",
+        "additionalProperties",
+        "anyOf",
+    }
+)
+_ANNOTATION_KEYWORDS = frozenset(
+    {
+        "$schema",
+        "$defs",
+        "title",
+        "description",
+        "examples",
+    }
+)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -870,20 +967,37 @@ def parse_custom_layout(data: object, *, file: str = "<layout>") -> CustomSpec:
         show = r["show"]
         if isinstance(show, str):
             if show in used:
-                raise DescriptionError(f"{json.dumps(show)} is already shown by {used[show]}",
-                                       file=file, path=f"{where}.show")
+                raise DescriptionError(
+                    f"{json.dumps(show)} is already shown by {used[show]}",
+                    file=file,
+                    path=f"{where}.show",
+                )
             used[show] = where
-        regions.append(Region(
-            x=r["x"], y=r["y"], width=r["width"], height=r["height"],
-            show=cast(Selector, show) if isinstance(show, str) else tuple(show),
-            z=r.get("z", 0), max_rows=r.get("max_rows"), max_cols=r.get("max_cols"),
-            overflow=r.get("overflow", "shrink"), fit=r.get("fit"), gap=r.get("gap"),
-            name=r.get("name")))
+        regions.append(
+            Region(
+                x=r["x"],
+                y=r["y"],
+                width=r["width"],
+                height=r["height"],
+                show=cast(Selector, show) if isinstance(show, str) else tuple(show),
+                z=r.get("z", 0),
+                max_rows=r.get("max_rows"),
+                max_cols=r.get("max_cols"),
+                overflow=r.get("overflow", "shrink"),
+                fit=r.get("fit"),
+                gap=r.get("gap"),
+                name=r.get("name"),
+            )
+        )
     return CustomSpec(
-        regions=tuple(regions), gap=data.get("gap", 0),
+        regions=tuple(regions),
+        gap=data.get("gap", 0),
         aspect=cast(tuple[int, int], tuple(data.get("aspect", (16, 9)))),
-        fit=data.get("fit", "contain"), background=_color(data.get("background", (0, 0, 0))),
-        video_only=data.get("video_only", False), file=file)
+        fit=data.get("fit", "contain"),
+        background=_color(data.get("background", (0, 0, 0))),
+        video_only=data.get("video_only", False),
+        file=file,
+    )
 
 
 def _color(value: str | Sequence[int]) -> RGB:
@@ -925,12 +1039,16 @@ def _describe(schema: Mapping[str, Any]) -> str:
             if s.get("multipleOf") == 2:
                 text = "an even" + text.removeprefix("an")
         elif kind == "string":
-            text = "a string" + (f" like {json.dumps(s['examples'][0])}"
-                                 if "examples" in s else "")
+            text = "a string" + (f" like {json.dumps(s['examples'][0])}" if "examples" in s else "")
         elif kind == "array":
             n = s.get("minItems")
-            text = (f"an array of {n}" if n is not None and n == s.get("maxItems")
-                    else "a non-empty array" if n == 1 else "an array")
+            text = (
+                f"an array of {n}"
+                if n is not None and n == s.get("maxItems")
+                else "a non-empty array"
+                if n == 1
+                else "an array"
+            )
         elif kind == "boolean":
             text = "true or false"
         elif kind == "object":
@@ -1006,8 +1124,9 @@ def _validate(value: object, schema: Mapping[str, Any], file: str, path: str) ->
                 raise fail(f"missing required property {key!r}")
         properties = s.get("properties", {})
         for key, item in value.items():
-            where = (f"{path}.{key}" if _NAME.fullmatch(key) else
-                     f"{path}[{json.dumps(key)}]").removeprefix(".")
+            where = (
+                f"{path}.{key}" if _NAME.fullmatch(key) else f"{path}[{json.dumps(key)}]"
+            ).removeprefix(".")
             if key in properties:
                 _validate(item, properties[key], file, where)
             elif s.get("additionalProperties", True) is False:

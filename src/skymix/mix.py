@@ -27,9 +27,9 @@ import numpy as np
 
 from .compose import CompositeState, Overlay, Tile, composite, mix_audio
 from .compose.labels import name_label, placeholder
-from .decode import OUTPUT_RATE, AudioDecoder, DecodeError, VideoDecoder
+from .decode import OUTPUT_RATE, AudioDecoder, VideoDecoder
 from .encode import Container, EncodeSettings, RecordingWriter
-from .errors import SkymixError
+from .errors import DecodeError, SkymixError
 from .layout import (
     GridSpec,
     Layout,
@@ -116,19 +116,25 @@ class MixReport:
 
     def summary(self) -> str:
         """A few lines for a person: who, how synced, what was concealed, where the file is."""
-        lines = [f"skymix: {len(self.participants)} participants, {self.duration_s:.1f} s, "
-                 f"{self.frames} frames -> {Path(self.output).resolve()}"]
+        lines = [
+            f"skymix: {len(self.participants)} participants, {self.duration_s:.1f} s, "
+            f"{self.frames} frames -> {Path(self.output).resolve()}"
+        ]
         for p in self.participants:
             video, audio = p["video"], p["audio"]
             assert isinstance(video, dict) and isinstance(audio, dict)
             spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in p["presence_s"])  # type: ignore[attr-defined]
-            lines.append(f"  {p['name']}: present {spans}; video {video['decoded']} decoded, "
-                         f"{video['dropped']} dropped, {video['decode_errors']} errors; audio "
-                         f"{audio['decoded']} frames, {audio['concealed']} losses concealed, "
-                         f"{audio['gaps']} silent gaps")
+            lines.append(
+                f"  {p['name']}: present {spans}; video {video['decoded']} decoded, "
+                f"{video['dropped']} dropped, {video['decode_errors']} errors; audio "
+                f"{audio['decoded']} frames, {audio['concealed']} losses concealed, "
+                f"{audio['gaps']} silent gaps"
+            )
         for s in self.streams:
-            lines.append(f"  sync {s['participant']} {s['kind']} {s['ssrc']}: {s['sync']}, "
-                         f"drift {s['drift_ppm']} ppm")
+            lines.append(
+                f"  sync {s['participant']} {s['kind']} {s['ssrc']}: {s['sync']}, "
+                f"drift {s['drift_ppm']} ppm"
+            )
         return "\n".join(lines)
 
     def write(self, path: str | Path) -> None:
@@ -165,8 +171,14 @@ class _AudioBatch:
 class _Person:
     """One participant's queues, decoders, last picture and audio track."""
 
-    def __init__(self, pid: str, name: str, video_idle: list[list[int]],
-                 presence: list[list[int]], lost: dict[int, list[int]]) -> None:
+    def __init__(
+        self,
+        pid: str,
+        name: str,
+        video_idle: list[list[int]],
+        presence: list[list[int]],
+        lost: dict[int, list[int]],
+    ) -> None:
         self.id = pid
         self.name = name
         self.video_idle = video_idle
@@ -208,9 +220,14 @@ def _lost_after(person: _Person, ssrc: int, last_seq: int) -> bool:
 
 
 class _Mixer:
-    def __init__(self, captures: Sequence[str | Path], output: str | Path,
-                 description: SessionSpec | None, options: MixOptions,
-                 progress: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        captures: Sequence[str | Path],
+        output: str | Path,
+        description: SessionSpec | None,
+        options: MixOptions,
+        progress: ProgressCallback | None,
+    ) -> None:
         self.captures = list(captures)
         self.output = Path(output)
         self.description = description
@@ -223,8 +240,13 @@ class _Mixer:
         self.people: dict[str, _Person] = {}
         for p in self.scan.participants:
             idle = [span for s in p.streams if s.kind == "video" for span in s.idle]
-            lost = {ssrc: sorted(g.first_seq for g in st.gaps) for s in p.streams
-                    if s.kind == "video" for ssrc, st in s.stats.items() if st.gaps}
+            lost = {
+                ssrc: sorted(g.first_seq for g in st.gaps)
+                for s in p.streams
+                if s.kind == "video"
+                for ssrc, st in s.stats.items()
+                if st.gaps
+            }
             person = _Person(p.id, p.name, idle, p.presence, lost)
             person.has_video_stream = any(s.kind == "video" for s in p.streams)
             self.people[p.id] = person
@@ -232,16 +254,25 @@ class _Mixer:
                 for ssrc in s.ssrcs:
                     self.codecs[ssrc] = (s.kind, s.codec, s.clock_rate)
         self.has_video = options.encode.video and any(
-            person.has_video_stream for person in self.people.values())
+            person.has_video_stream for person in self.people.values()
+        )
         self.has_audio = options.encode.audio and any(
-            s.kind == "audio" for p in self.scan.participants for s in p.streams)
+            s.kind == "audio" for p in self.scan.participants for s in p.streams
+        )
         if self.has_audio and options.encode.audio_rate != OUTPUT_RATE:
-            raise SkymixError(f"the mix places audio at {OUTPUT_RATE} Hz (what every decoder "
-                              f"gives), not at audio_rate {options.encode.audio_rate}")
+            raise SkymixError(
+                f"the mix places audio at {OUTPUT_RATE} Hz (what every decoder "
+                f"gives), not at audio_rate {options.encode.audio_rate}"
+            )
         if not (self.has_video or self.has_audio):
-            raise SkymixError("nothing to mix: the captures hold no decodable audio or video"
-                              + (f" ({len(self.scan.problems)} problems, first: "
-                                 f"{self.scan.problems[0]})" if self.scan.problems else ""))
+            raise SkymixError(
+                "nothing to mix: the captures hold no decodable audio or video"
+                + (
+                    f" ({len(self.scan.problems)} problems, first: {self.scan.problems[0]})"
+                    if self.scan.problems
+                    else ""
+                )
+            )
         self.layouts: list[dict[str, object]] = []
         self._labels: dict[tuple[str, int, int], tuple[Overlay, ...]] = {}  # (id, w, h)
         self.samples_done = 0  # output audio samples mixed (on the decode thread)
@@ -273,17 +304,22 @@ class _Mixer:
         several SSRCs of one stream (a renegotiation), each in its own media order."""
         timed: dict[tuple[str, str], list[list[tuple[float, str, EncodedFrame]]]] = {}
         for pid, kind, frames in step.frames:
-            if pid not in self.people or not (self.has_video if kind == "video"
-                                              else self.has_audio):
+            if pid not in self.people or not (
+                self.has_video if kind == "video" else self.has_audio
+            ):
                 continue  # a kind the recording leaves out is not kept
-            run = [(timing.session_ns(frame.timestamp), kind, frame) for frame in frames
-                   if (timing := self.timing.get(frame.ssrc)) is not None]
+            run = [
+                (timing.session_ns(frame.timestamp), kind, frame)
+                for frame in frames
+                if (timing := self.timing.get(frame.ssrc)) is not None
+            ]
             timed.setdefault((pid, kind), []).append(run)
         for (pid, kind), runs in timed.items():
             person = self.people[pid]
             queue = person.video if kind == "video" else person.audio
-            queue.extend(runs[0] if len(runs) == 1 else
-                         heapq.merge(*runs, key=lambda item: item[0]))
+            queue.extend(
+                runs[0] if len(runs) == 1 else heapq.merge(*runs, key=lambda item: item[0])
+            )
 
     # -- video ----------------------------------------------------------------------------------
 
@@ -317,8 +353,12 @@ class _Mixer:
             return False
         if s - person.picture_ns > IDLE_NS["video"]:
             return False
-        if (self.options.on_loss == "placeholder" and s - person.picture_ns > 2 * period
-                and person.picture_key is not None and _lost_after(person, *person.picture_key)):
+        if (
+            self.options.on_loss == "placeholder"
+            and s - person.picture_ns > 2 * period
+            and person.picture_key is not None
+            and _lost_after(person, *person.picture_key)
+        ):
             return False
         return True
 
@@ -338,8 +378,9 @@ class _Mixer:
                 if decoder is None:
                     _, codec, clock_rate = self.codecs[frame.ssrc]
                     try:
-                        decoder = person.audio_decoders[frame.ssrc] = AudioDecoder(codec,
-                                                                                   clock_rate)
+                        decoder = person.audio_decoders[frame.ssrc] = AudioDecoder(
+                            codec, clock_rate
+                        )
                     except DecodeError:
                         person.audio_counts.undecodable += 1
                         continue
@@ -350,15 +391,15 @@ class _Mixer:
                     assert expected is not None
                     gap_out = self.output_ns(self.timing[frame.ssrc].session_ns(expected))
                     if gap_out is not None:
-                        person.pcm.append((gap_out * rate / NS - decoder.delay,
-                                           decoder.conceal(missing)))
+                        person.pcm.append(
+                            (gap_out * rate / NS - decoder.delay, decoder.conceal(missing))
+                        )
                         person.audio_counts.concealed += 1
                 samples = decoder.decode(frame)
                 if len(samples):
                     person.audio_counts.decoded += 1
                     person.pcm.append((out * rate / NS - decoder.delay, samples))
-                    person.audio_next[frame.ssrc] = (frame.timestamp
-                                                     + len(samples) // decoder.ratio)
+                    person.audio_next[frame.ssrc] = frame.timestamp + len(samples) // decoder.ratio
 
     @staticmethod
     def place_audio(person: _Person, until_sample: int) -> None:
@@ -367,8 +408,9 @@ class _Mixer:
             ideal, samples = person.pcm.popleft()
             person.track.place(ideal, samples)
 
-    def decode_batch(self, k: int, ticks: int, tick_ns: float,
-                     settings: EncodeSettings) -> _AudioBatch | None:
+    def decode_batch(
+        self, k: int, ticks: int, tick_ns: float, settings: EncodeSettings
+    ) -> _AudioBatch | None:
         """The decode thread's job for the batch of output frames (or blocks) from tick k:
         decode its video, decode and mix its audio. Limits go through the output clock, so a
         trimmed gap does not hide what follows it."""
@@ -378,8 +420,7 @@ class _Mixer:
         if not self.has_audio:
             return None
         rate = settings.audio_rate
-        self.decode_audio(
-            self.session_ns(start_out + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS), rate)
+        self.decode_audio(self.session_ns(start_out + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS), rate)
         ends = [round((j + 1) * tick_ns * rate / NS) for j in range(k, min(k + BATCH_TICKS, ticks))]
         return self.mix_batch(ends, rate, settings.audio_channels)
 
@@ -398,10 +439,15 @@ class _Mixer:
         # channels: a reduction along the last axis of 2 would be slow)
         starts = [0] + [(e - self.samples_done) * TRACK_CHANNELS for e in ends[:-1]]
         lengths = np.diff(starts + [count * TRACK_CHANNELS])
-        power = (np.add.reduceat(np.square(blocks.reshape(len(people), -1)), starts, axis=1)
-                 / lengths if count and people else np.zeros((len(people), len(ends))))
-        levels = [{person.id: dbov_from_rms(math.sqrt(p)) for person, p in zip(people, tick)}
-                  for tick in power.T.tolist()]
+        power = (
+            np.add.reduceat(np.square(blocks.reshape(len(people), -1)), starts, axis=1) / lengths
+            if count and people
+            else np.zeros((len(people), len(ends)))
+        )
+        levels = [
+            {person.id: dbov_from_rms(math.sqrt(p)) for person, p in zip(people, tick)}
+            for tick in power.T.tolist()
+        ]
         mixed = np.zeros((count, channels), np.float32)
         mix_audio(list(blocks), mixed)
         self.samples_done = end
@@ -411,8 +457,9 @@ class _Mixer:
 
     def run(self) -> MixReport:
         options = self.options
-        settings = EncodeSettings(**{**asdict(options.encode), "video": self.has_video,
-                                     "audio": self.has_audio})
+        settings = EncodeSettings(
+            **{**asdict(options.encode), "video": self.has_video, "audio": self.has_audio}
+        )
         rate = settings.audio_rate
         total_ns = sum(seg.end_ns - seg.start_ns for seg in self.segments)
         if self.has_video:
@@ -429,10 +476,12 @@ class _Mixer:
                 channels = ChannelsWav(options.channels, ids, rate)
             if options.per_participant is not None:
                 per_person = ParticipantFiles(
-                    options.per_participant, [(pid, self.people[pid].name) for pid in ids],
-                    participant_settings(settings), options.container)
-            frames, samples = self.record(partial, settings, ticks, tick_ns, channels,
-                                          per_person)
+                    options.per_participant,
+                    [(pid, self.people[pid].name) for pid in ids],
+                    participant_settings(settings),
+                    options.container,
+                )
+            frames, samples = self.record(partial, settings, ticks, tick_ns, channels, per_person)
         except BaseException:
             partial.unlink(missing_ok=True)
             for sidecar in (channels, per_person):
@@ -458,9 +507,15 @@ class _Mixer:
             self.route(step)
             self.read_to = math.inf if step.read_to_ns is None else step.read_to_ns
 
-    def record(self, path: Path, settings: EncodeSettings, ticks: int, tick_ns: float,
-               channels: ChannelsWav | None,
-               per_person: ParticipantFiles | None) -> tuple[int, int]:
+    def record(
+        self,
+        path: Path,
+        settings: EncodeSettings,
+        ticks: int,
+        tick_ns: float,
+        channels: ChannelsWav | None,
+        per_person: ParticipantFiles | None,
+    ) -> tuple[int, int]:
         """The second pass: every output frame (or audio block) in turn, decoded on a thread of
         its own a batch (BATCH_TICKS frames) at a time, DECODE_AHEAD frames ahead, so
         decoding overlaps compositing and the encoders (PyAV's decode and encode calls release
@@ -469,23 +524,30 @@ class _Mixer:
         self.read_to = -math.inf
         step = _Step(self, settings, tick_ns, channels, per_person)
         decoded: deque[Future[_AudioBatch | None]] = deque()
-        with RecordingWriter(path, settings, self.options.container) as writer, \
-                ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder:
+        with (
+            RecordingWriter(path, settings, self.options.container) as writer,
+            ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder,
+        ):
             batch = 0  # the first frame of the next batch to decode
             for k in range(ticks):
                 while batch < min(ticks, k + DECODE_AHEAD + 1):
-                    self.read_until(self.session_ns(
-                        (batch + BATCH_TICKS) * tick_ns + AUDIO_AHEAD_NS))
-                    decoded.append(decoder.submit(self.decode_batch, batch, ticks, tick_ns,
-                                                  settings))
+                    self.read_until(
+                        self.session_ns((batch + BATCH_TICKS) * tick_ns + AUDIO_AHEAD_NS)
+                    )
+                    decoded.append(
+                        decoder.submit(self.decode_batch, batch, ticks, tick_ns, settings)
+                    )
                     batch += BATCH_TICKS
                 s = self.session_ns(k * tick_ns)
                 self.read_until(s)
                 audio = decoded.popleft().result() if k % BATCH_TICKS == 0 else None
                 step.run(writer, k, s, audio)
                 if self.progress is not None:
-                    self.progress(ProgressEvent("mixing", k + 1, ticks,
-                                                "frames" if self.has_video else "blocks"))
+                    self.progress(
+                        ProgressEvent(
+                            "mixing", k + 1, ticks, "frames" if self.has_video else "blocks"
+                        )
+                    )
             return writer.frames_written, writer.samples_written
 
     def tiles(self, layout: Layout) -> list[Tile]:
@@ -495,60 +557,106 @@ class _Mixer:
             rect = placement.rect
             overlays = self._labels.get((person.id, rect.w, rect.h))
             if overlays is None:
-                overlays = self._labels[person.id, rect.w, rect.h] = tuple(
-                    name_label(person.name, rect.w, rect.h)) if self.options.labels else ()
+                overlays = self._labels[person.id, rect.w, rect.h] = (
+                    tuple(name_label(person.name, rect.w, rect.h)) if self.options.labels else ()
+                )
             if placement.has_video and person.picture is not None:
                 tiles.append(Tile(person.picture, rect, placement.fit, overlays=overlays))
             else:
                 person.video_counts.shown_placeholder += 1
-                tiles.append(Tile(placeholder(person.name, rect.w, rect.h), rect, "cover",
-                                  overlays=overlays))
+                tiles.append(
+                    Tile(placeholder(person.name, rect.w, rect.h), rect, "cover", overlays=overlays)
+                )
         return tiles
 
     def note_layout(self, t_out: float, layout: Layout) -> None:
-        self.layouts.append({
-            "at_s": round(t_out / NS, 4),
-            "tiles": [{"id": p.id, "x": p.rect.x, "y": p.rect.y, "w": p.rect.w, "h": p.rect.h,
-                       "video": p.has_video, "speaker": p.speaker} for p in layout.placements],
-            "hidden": list(layout.hidden),
-        })
+        self.layouts.append(
+            {
+                "at_s": round(t_out / NS, 4),
+                "tiles": [
+                    {
+                        "id": p.id,
+                        "x": p.rect.x,
+                        "y": p.rect.y,
+                        "w": p.rect.w,
+                        "h": p.rect.h,
+                        "video": p.has_video,
+                        "speaker": p.speaker,
+                    }
+                    for p in layout.placements
+                ],
+                "hidden": list(layout.hidden),
+            }
+        )
 
-    def report(self, frames: int, samples: int, duration_s: float,
-               per_person: ParticipantFiles | None,
-               channels: ChannelsWav | None) -> MixReport:
+    def report(
+        self,
+        frames: int,
+        samples: int,
+        duration_s: float,
+        per_person: ParticipantFiles | None,
+        channels: ChannelsWav | None,
+    ) -> MixReport:
         people: list[dict[str, object]] = []
         for p in self.scan.participants:
             person = self.people[p.id]
             person.video_counts.add_decoders(list(person.video_decoders.values()))
             # frames the ingest never handed over: waiting for a keyframe after a loss
             person.video_counts.dropped += sum(
-                st.frames_skipped_for_keyframe for s in p.streams if s.kind == "video"
-                for st in s.stats.values())
+                st.frames_skipped_for_keyframe
+                for s in p.streams
+                if s.kind == "video"
+                for st in s.stats.values()
+            )
             person.audio_counts.add_decoders(list(person.audio_decoders.values()))
-            people.append({
-                "id": p.id, "name": p.name,
-                "presence_s": [[round(self._rel(a), 4), round(self._rel(b), 4)]
-                               for a, b in p.presence],
-                "video": asdict(person.video_counts),
-                "audio": {**asdict(person.audio_counts), **asdict(person.track.stats)},
-            })
+            people.append(
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "presence_s": [
+                        [round(self._rel(a), 4), round(self._rel(b), 4)] for a, b in p.presence
+                    ],
+                    "video": asdict(person.video_counts),
+                    "audio": {**asdict(person.audio_counts), **asdict(person.track.stats)},
+                }
+            )
         streams: list[dict[str, object]] = []
         for ssrc, t in self.timing.items():
-            streams.append({"ssrc": f"{ssrc:#010x}", "participant": t.participant,
-                            "kind": t.kind, "sync": t.via, "drift_ppm": round(t.drift_ppm, 2),
-                            "starts_at_s": round(self._rel(t.session_ns(t.rtp_origin)), 4)})
+            streams.append(
+                {
+                    "ssrc": f"{ssrc:#010x}",
+                    "participant": t.participant,
+                    "kind": t.kind,
+                    "sync": t.via,
+                    "drift_ppm": round(t.drift_ppm, 2),
+                    "starts_at_s": round(self._rel(t.session_ns(t.rtp_origin)), 4),
+                }
+            )
         return MixReport(
-            output=str(self.output), session_start_ns=self.segments[0].start_ns,
-            duration_s=round(duration_s, 4), frames=frames,
-            samples=samples, participants=people, streams=streams, layouts=self.layouts,
-            segments=[{"from_s": round(self._rel(s.start_ns), 4),
-                       "to_s": round(self._rel(s.end_ns), 4),
-                       "output_s": round(s.output_ns / NS, 4)} for s in self.segments],
+            output=str(self.output),
+            session_start_ns=self.segments[0].start_ns,
+            duration_s=round(duration_s, 4),
+            frames=frames,
+            samples=samples,
+            participants=people,
+            streams=streams,
+            layouts=self.layouts,
+            segments=[
+                {
+                    "from_s": round(self._rel(s.start_ns), 4),
+                    "to_s": round(self._rel(s.end_ns), 4),
+                    "output_s": round(s.output_ns / NS, 4),
+                }
+                for s in self.segments
+            ],
             scan=self.scan.to_json(),
-            files={"participants": {pid: str(path) for pid, path in per_person.paths.items()}
-                   if per_person else {},
-                   "channels": {"path": str(channels.path), "order": channels.ids}
-                   if channels else {}})
+            files={
+                "participants": {pid: str(path) for pid, path in per_person.paths.items()}
+                if per_person
+                else {},
+                "channels": {"path": str(channels.path), "order": channels.ids} if channels else {},
+            },
+        )
 
     def _rel(self, session_ns: float) -> float:
         """Seconds of the session clock from the recording's start."""
@@ -558,8 +666,14 @@ class _Mixer:
 class _Step:
     """One output frame (or audio block): mix the audio, choose the layout, composite."""
 
-    def __init__(self, mixer: _Mixer, settings: EncodeSettings, tick_ns: float,
-                 channels: ChannelsWav | None, per_person: ParticipantFiles | None) -> None:
+    def __init__(
+        self,
+        mixer: _Mixer,
+        settings: EncodeSettings,
+        tick_ns: float,
+        channels: ChannelsWav | None,
+        per_person: ParticipantFiles | None,
+    ) -> None:
         self.mixer = mixer
         self.settings = settings
         self.tick_ns = tick_ns
@@ -590,21 +704,29 @@ class _Step:
         key = (tuple((p.id, video[p.id]) for p in present), speaker)
         if key != self.layout_key:
             self.layout_key = key
-            self.layout = compute_layout((self.settings.width, self.settings.height),
-                                         [Participant(p.id, video[p.id]) for p in present],
-                                         speaker, mixer.options.layout)
+            self.layout = compute_layout(
+                (self.settings.width, self.settings.height),
+                [Participant(p.id, video[p.id]) for p in present],
+                speaker,
+                mixer.options.layout,
+            )
             mixer.note_layout(k * self.tick_ns, self.layout)
         assert self.layout is not None
         out = writer.new_frame()
-        self.states[id(out)] = composite(mixer.tiles(self.layout), out,
-                                         background=self.layout.background,
-                                         previous=self.states.get(id(out)), threads=1)
+        self.states[id(out)] = composite(
+            mixer.tiles(self.layout),
+            out,
+            background=self.layout.background,
+            previous=self.states.get(id(out)),
+            threads=1,
+        )
         writer.write_video(out)
         if self.per_person is not None:
             for person in people:
                 self.per_person.write_video(
-                    person.id, person.picture if mixer.shows_video(person, s, self.tick_ns)
-                    else None)
+                    person.id,
+                    person.picture if mixer.shows_video(person, s, self.tick_ns) else None,
+                )
 
     def write_audio(self, writer: RecordingWriter, batch: _AudioBatch) -> None:
         """Encode the batch's mix, write the sidecars' audio, keep its frames' levels."""
@@ -617,17 +739,21 @@ class _Step:
                 self.per_person.write_audio(person.id, block)
 
 
-def mix(captures: Sequence[str | Path], output: str | Path, *,
-        description: SessionSpec | None = None, options: MixOptions | None = None,
-        progress: ProgressCallback | None = None) -> MixReport:
+def mix(
+    captures: Sequence[str | Path],
+    output: str | Path,
+    *,
+    description: SessionSpec | None = None,
+    options: MixOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> MixReport:
     """Mix a room's captures into one recording at ``output`` and say what was done.
 
     Raises SkymixError when the captures hold nothing to mix; damaged parts of the captures
     cost only those parts (see the report's ``scan.problems``).
     """
     if options is None:
-        options = MixOptions(container="webm" if Path(output).suffix.lower() == ".webm"
-                             else "mp4")
+        options = MixOptions(container="webm" if Path(output).suffix.lower() == ".webm" else "mp4")
     mixer = _Mixer(captures, output, description, options, progress)
     if not mixer.segments:
         raise SkymixError("nothing to mix: no participant is present in the captures")

@@ -62,8 +62,9 @@ class AudioTrack:
     def place(self, ideal: float, block: Samples) -> None:
         """Write block whose first sample belongs at output position ideal (fractional)."""
         if block.ndim != 2 or block.shape[1] != self._ring.shape[1]:
-            raise SkymixError(f"audio block of shape {block.shape}, expected (n, "
-                              f"{self._ring.shape[1]})")
+            raise SkymixError(
+                f"audio block of shape {block.shape}, expected (n, {self._ring.shape[1]})"
+            )
         stats = self.stats
         stats.blocks += 1
         at = self._cursor
@@ -91,14 +92,16 @@ class AudioTrack:
             block, at = block[cut:], at + cut
         end = at + len(block)
         if end - self._read > self._capacity:
-            raise SkymixError(f"audio placed {(end - self._read) / 48000:.1f} s ahead of the "
-                              "recording: more than the track holds")
+            raise SkymixError(
+                f"audio placed {(end - self._read) / 48000:.1f} s ahead of the "
+                "recording: more than the track holds"
+            )
         a = at % self._capacity
         if a + len(block) <= self._capacity:  # the usual case: no wrap around the ring
-            self._ring[a:a + len(block)] += block
+            self._ring[a : a + len(block)] += block
             return
         for start, stop, offset in self._spans(at, end):
-            self._ring[start:stop] += block[offset:offset + stop - start]
+            self._ring[start:stop] += block[offset : offset + stop - start]
 
     def read(self, start: int, count: int, out: Samples | None = None) -> Samples:
         """Samples [start, start + count) (silence where nothing was placed), into `out` when
@@ -106,14 +109,16 @@ class AudioTrack:
         if out is None:
             out = np.zeros((count, self._ring.shape[1]), np.float32)
         elif out.shape != (count, self._ring.shape[1]) or out.dtype != np.float32:
-            raise SkymixError(f"read into a {out.dtype} array of shape {out.shape}, expected "
-                              f"float32 ({count}, {self._ring.shape[1]})")
+            raise SkymixError(
+                f"read into a {out.dtype} array of shape {out.shape}, expected "
+                f"float32 ({count}, {self._ring.shape[1]})"
+            )
         else:
             out[:] = 0.0
         begin = max(start, self._read)
         if begin < start + count:
             for a, b, offset in self._spans(begin, start + count):
-                out[begin - start + offset: begin - start + offset + b - a] = self._ring[a:b]
+                out[begin - start + offset : begin - start + offset + b - a] = self._ring[a:b]
                 self._ring[a:b] = 0.0
         # anything placed before start and never read is dropped
         if start > self._read:
@@ -143,8 +148,9 @@ def _resample(block: Samples, length: int) -> Samples:
 
 
 @functools.lru_cache(maxsize=64)
-def _stretch(size: int, length: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp],
-                                              npt.NDArray[np.float32]]:
+def _stretch(
+    size: int, length: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float32]]:
     """Where each of `length` output samples falls between the samples of a `size`-sample block:
     its neighbours' indices and the weight of the right one (a column, for every channel).
     Blocks are a few sizes (20 ms frames and the like), so these are made once each."""

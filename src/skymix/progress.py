@@ -27,7 +27,9 @@ ProgressCallback = Callable[[ProgressEvent], None]
 class TerminalProgress:
     """A one-line progress bar redrawn in place on a terminal; silent when not a terminal."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30, interval: float = 0.1) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, width: int = 30, interval: float = 0.1
+    ) -> None:
         self._stream = stream or sys.stderr
         self._width = width
         self._interval = interval

@@ -43,10 +43,18 @@ class ChannelsWav:
         self.ids = list(ids)
         channels = len(self.ids)
         self._file = open(_partial(self.path), "wb")  # closed by finish() or abort()
-        self._file.write(b"RIFF" + bytes(4) + b"WAVE" + b"JUNK" + struct.pack("<I", 28)
-                         + bytes(28) + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate,
-                                                            rate * 2 * channels, 2 * channels, 16)
-                         + b"data" + bytes(4))
+        self._file.write(
+            b"RIFF"
+            + bytes(4)
+            + b"WAVE"
+            + b"JUNK"
+            + struct.pack("<I", 28)
+            + bytes(28)
+            + b"fmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * 2 * channels, 2 * channels, 16)
+            + b"data"
+            + bytes(4)
+        )
         self._frames = 0
 
     def write(self, blocks: Sequence[Block]) -> None:
@@ -67,8 +75,13 @@ class ChannelsWav:
             f.write(struct.pack("<I", data))
         else:
             f.seek(0)
-            f.write(b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"ds64"
-                    + struct.pack("<IQQQI", 28, riff, data, self._frames, 0))
+            f.write(
+                b"RF64"
+                + struct.pack("<I", 0xFFFFFFFF)
+                + b"WAVE"
+                + b"ds64"
+                + struct.pack("<IQQQI", 28, riff, data, self._frames, 0)
+            )
             f.seek(_HEADER - 4)
             f.write(struct.pack("<I", 0xFFFFFFFF))
         f.close()
@@ -83,8 +96,13 @@ class ParticipantFiles:
     """One recording per participant in a folder: their picture full frame (their placeholder
     when they have none), their audio; `<id>.mp4` (or .webm)."""
 
-    def __init__(self, folder: str | Path, people: Sequence[tuple[str, str]],
-                 settings: EncodeSettings, container: Container) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        people: Sequence[tuple[str, str]],
+        settings: EncodeSettings,
+        container: Container,
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.settings = settings
@@ -95,14 +113,19 @@ class ParticipantFiles:
             while self.folder / f"{name}.{container}" in self.paths.values():
                 name += "_"
             self.paths[pid] = self.folder / f"{name}.{container}"
-        self._writers = {pid: RecordingWriter(_partial(path), settings, container)
-                         for pid, path in self.paths.items()}
+        self._writers = {
+            pid: RecordingWriter(_partial(path), settings, container)
+            for pid, path in self.paths.items()
+        }
         self._rect = Rect(0, 0, settings.width, settings.height)
 
     def write_video(self, pid: str, picture: av.VideoFrame | None) -> None:
         out = self._writers[pid].new_frame()
-        source = picture if picture is not None else placeholder(
-            self.names[pid], self.settings.width, self.settings.height)
+        source = (
+            picture
+            if picture is not None
+            else placeholder(self.names[pid], self.settings.width, self.settings.height)
+        )
         composite([Tile(source, self._rect)], out)
         self._writers[pid].write_video(out)
 
@@ -124,11 +147,15 @@ class ParticipantFiles:
 
 def _safe(pid: str) -> str:
     """A participant id as a file name: path separators and control characters replaced."""
-    return "".join(c if c.isprintable() and c not in '/\\:' else "_" for c in pid) or "_"
+    return "".join(c if c.isprintable() and c not in "/\\:" else "_" for c in pid) or "_"
 
 
 def participant_settings(main: EncodeSettings) -> EncodeSettings:
     """The per-participant files' settings: the main ones at no more than 640x360."""
     scale = min(1.0, 640 / main.width, 360 / main.height)
-    return replace(main, width=max(2, int(main.width * scale) // 2 * 2),
-                   height=max(2, int(main.height * scale) // 2 * 2), threads=1)
+    return replace(
+        main,
+        width=max(2, int(main.width * scale) // 2 * 2),
+        height=max(2, int(main.height * scale) // 2 * 2),
+        threads=1,
+    )

@@ -144,8 +144,13 @@ class ClockEstimator:
         if not old:
             return
         rows = [self._minima.pop(k) for k in old]
-        self._sealed.append((np.array(old, np.int64), np.array([r[1] for r in rows], np.int64),
-                             np.array([r[2] for r in rows], np.int64)))
+        self._sealed.append(
+            (
+                np.array(old, np.int64),
+                np.array([r[1] for r in rows], np.int64),
+                np.array([r[2] for r in rows], np.int64),
+            )
+        )
         windows = {w for w in self._windows if w * self._parts < below}
         self._windows -= windows
         self._sealed_windows += len(windows)
@@ -161,8 +166,10 @@ class ClockEstimator:
         rtps = np.asarray(rtp, dtype=np.int64)
         arrivals = np.asarray(arrival_ns, dtype=np.int64)
         if rtps.ndim != 1 or rtps.shape != arrivals.shape:
-            raise SkymixError(f"add_batch needs two 1-d arrays of one length, got shapes "
-                              f"{rtps.shape} and {arrivals.shape}")
+            raise SkymixError(
+                f"add_batch needs two 1-d arrays of one length, got shapes "
+                f"{rtps.shape} and {arrivals.shape}"
+            )
         n = len(rtps)
         if n == 0:
             return
@@ -194,8 +201,11 @@ class ClockEstimator:
         entries = list(zip(least.tolist(), rtps[first].tolist(), arrivals[first].tolist()))
         minima = self._minima
         # parts after every part seen so far are new (the usual case: RTP time goes forward)
-        new_from = (0 if self._last_part is None
-                    else int(np.searchsorted(keys[starts], self._last_part, side="right")))
+        new_from = (
+            0
+            if self._last_part is None
+            else int(np.searchsorted(keys[starts], self._last_part, side="right"))
+        )
         for key, entry in zip(part_keys[:new_from], entries[:new_from]):
             best = minima.get(key)
             if best is None:
@@ -223,10 +233,12 @@ class ClockEstimator:
         recent = sorted(self._minima)  # canonical order, whatever order packets were added in
         rows = [self._minima[k] for k in recent]
         keys = np.concatenate([k for k, _, _ in self._sealed] + [np.array(recent, np.int64)])
-        rtps = np.concatenate([r for _, r, _ in self._sealed]
-                              + [np.array([r for _, r, _ in rows], np.int64)])
-        arrivals = np.concatenate([a for _, _, a in self._sealed]
-                                  + [np.array([a for _, _, a in rows], np.int64)])
+        rtps = np.concatenate(
+            [r for _, r, _ in self._sealed] + [np.array([r for _, r, _ in rows], np.int64)]
+        )
+        arrivals = np.concatenate(
+            [a for _, _, a in self._sealed] + [np.array([a for _, _, a in rows], np.int64)]
+        )
         parts = keys
         ticks = rtps - self._origin
         arrival = arrivals - self._origin_arrival
@@ -240,8 +252,11 @@ class ClockEstimator:
             # each window's point: its part of least arrival - line (first of equals)
             residual = y_all - slope * x_all
             least = np.minimum.reduceat(residual, starts)
-            hit = np.where(residual == np.repeat(least, np.diff(np.append(starts, len(parts)))),
-                           index, len(parts))
+            hit = np.where(
+                residual == np.repeat(least, np.diff(np.append(starts, len(parts)))),
+                index,
+                len(parts),
+            )
             pick = np.minimum.reduceat(hit, starts)
             if picked is not None and np.array_equal(pick, picked):
                 break

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .streams.room import ParticipantReport, RoomScan, StreamReport
-from .sync import ClockFit
+from .sync import ClockFit, SenderClock
 
 __all__ = ["Segment", "StreamTiming", "plan_segments", "plan_timing"]
 
@@ -48,8 +48,17 @@ class StreamTiming:
 
     @classmethod
     def of_fit(cls, ssrc: int, stream: StreamReport, fit: ClockFit) -> StreamTiming:
-        return cls(ssrc, stream.participant, stream.kind, fit.clock_rate, fit.rtp_origin,
-                   fit.offset_ns, fit.ns_per_tick, "arrival", fit.drift_ppm)
+        return cls(
+            ssrc,
+            stream.participant,
+            stream.kind,
+            fit.clock_rate,
+            fit.rtp_origin,
+            fit.offset_ns,
+            fit.ns_per_tick,
+            "arrival",
+            fit.drift_ppm,
+        )
 
 
 def _anchor(participant: ParticipantReport) -> tuple[int, StreamReport] | None:
@@ -82,10 +91,17 @@ def plan_timing(scan: RoomScan) -> dict[int, StreamTiming]:
                 audio_fit = audio_stream.clocks[audio_ssrc]
                 audio_sender = audio_stream.sender_clocks[audio_ssrc]
 
-                def lip(rtp: int) -> float:
+                def lip(
+                    rtp: int,
+                    sender: SenderClock = sender,
+                    fit: ClockFit = fit,
+                    audio_fit: ClockFit = audio_fit,
+                    audio_sender: SenderClock = audio_sender,
+                ) -> float:
                     ntp = sender.ntp_of(rtp, fit.clock_rate)
-                    return float(audio_fit.arrival_ns(
-                        audio_sender.rtp_of(ntp, audio_fit.clock_rate)))
+                    return float(
+                        audio_fit.arrival_ns(audio_sender.rtp_of(ntp, audio_fit.clock_rate))
+                    )
 
                 origin = fit.rtp_origin
                 step = 10 * fit.clock_rate  # the map is linear: two points define it
@@ -94,9 +110,17 @@ def plan_timing(scan: RoomScan) -> dict[int, StreamTiming]:
                 middle = origin + fit.points * fit.clock_rate // 2
                 synced = at_origin + (middle - origin) * per_tick
                 if per_tick > 0 and abs(synced - own.session_ns(middle)) < LIP_SYNC_LIMIT_NS:
-                    timing[ssrc] = StreamTiming(ssrc, stream.participant, "video",
-                                                fit.clock_rate, origin, at_origin, per_tick,
-                                                "sender reports", fit.drift_ppm)
+                    timing[ssrc] = StreamTiming(
+                        ssrc,
+                        stream.participant,
+                        "video",
+                        fit.clock_rate,
+                        origin,
+                        at_origin,
+                        per_tick,
+                        "sender reports",
+                        fit.drift_ppm,
+                    )
     return timing
 
 

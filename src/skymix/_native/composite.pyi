@@ -20,7 +20,8 @@ def set_simd(path: str) -> str:
     """
 
 def threaded() -> bool:
-    """True when built with the worker pool (C11 atomics, POSIX threads); else calls run serially."""
+    """True when built with the worker pool (C11 atomics, POSIX threads); else calls run
+    serially."""
 
 class TileTables:
     """Cached resampling tables of one tile geometry (built by composite_planes)."""

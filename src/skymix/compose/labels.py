@@ -84,8 +84,11 @@ def _clean(name: str) -> str:
     """The name as drawn: NFC, control characters dropped, whitespace runs as one space."""
     if not isinstance(name, str):
         raise ComposeError(f"name must be a str, got {type(name).__name__}")
-    kept = (c for c in unicodedata.normalize("NFC", name)
-            if c.isspace() or unicodedata.category(c) != "Cc")
+    kept = (
+        c
+        for c in unicodedata.normalize("NFC", name)
+        if c.isspace() or unicodedata.category(c) != "Cc"
+    )
     return " ".join("".join(kept).split())
 
 
@@ -197,8 +200,9 @@ def _layout(name: str, tile_width: int, tile_height: int, font_path: str | None)
     return _Layout(font, text, margin, pad_x, pad_y, box_w, box_h)
 
 
-def label_text(name: str, tile_width: int, tile_height: int, *,
-               font_path: str | None = None) -> str:
+def label_text(
+    name: str, tile_width: int, tile_height: int, *, font_path: str | None = None
+) -> str:
     """The text name_label() draws for `name` on such a tile: the name with control characters
     dropped and whitespace runs as one space, cut to fit and ending with "…" when it is too wide;
     "" when nothing is drawn (an empty name, or a tile too small for a legible label)."""
@@ -228,19 +232,34 @@ def name_label(
     _check_size(tile_width, tile_height, "tile")
     if not 0.0 <= box_opacity <= 1.0:
         raise ComposeError(f"box_opacity must be within 0..1, got {box_opacity}")
-    return _name_label(_clean(name), tile_width, tile_height, _rgb(text_color, "text_color"),
-                       _rgb(box_color, "box_color"), float(box_opacity), font_path)
+    return _name_label(
+        _clean(name),
+        tile_width,
+        tile_height,
+        _rgb(text_color, "text_color"),
+        _rgb(box_color, "box_color"),
+        float(box_opacity),
+        font_path,
+    )
 
 
 @lru_cache(maxsize=_LABEL_CACHE_SIZE)
-def _name_label(name: str, tile_width: int, tile_height: int, text_color: RGB, box_color: RGB,
-                box_opacity: float, font_path: str | None) -> NameLabel:
+def _name_label(
+    name: str,
+    tile_width: int,
+    tile_height: int,
+    text_color: RGB,
+    box_color: RGB,
+    box_opacity: float,
+    font_path: str | None,
+) -> NameLabel:
     with _render_lock:
         lay = _layout(name, tile_width, tile_height, font_path)
         if not lay.text:
             empty = _readonly(np.zeros((0, 0), np.uint8))
-            return NameLabel(Overlay(empty, 0, 0, box_color, box_opacity),
-                             Overlay(empty, 0, 0, text_color, 1.0))
+            return NameLabel(
+                Overlay(empty, 0, 0, box_color, box_opacity), Overlay(empty, 0, 0, text_color, 1.0)
+            )
         text_mask = _text_mask(lay.font, lay.text, lay.box_w, lay.box_h, lay.pad_x, lay.pad_y)
     box_w, box_h = lay.box_w, lay.box_h
     box_x, box_y = lay.margin, max(0, tile_height - lay.margin - box_h)
@@ -256,7 +275,7 @@ def _name_label(name: str, tile_width: int, tile_height: int, text_color: RGB, b
     rows = np.flatnonzero(text_mask.any(axis=1))
     cols = np.flatnonzero(text_mask.any(axis=0))
     if rows.size:
-        text_mask = text_mask[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1].copy()
+        text_mask = text_mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
         tx, ty = box_x + int(cols[0]), box_y + int(rows[0])
     else:
         text_mask, tx, ty = np.zeros((0, 0), np.uint8), box_x, box_y
@@ -312,8 +331,9 @@ def placeholder(
 
 
 @lru_cache(maxsize=_PLACEHOLDER_CACHE_SIZE)
-def _placeholder(name: str, width: int, height: int, matrix: Matrix,
-                 font_path: str | None) -> Planes:
+def _placeholder(
+    name: str, width: int, height: int, matrix: Matrix, font_path: str | None
+) -> Planes:
     circle_rgb = placeholder_color(name)
     background_rgb: RGB = (circle_rgb[0] * 3 // 5, circle_rgb[1] * 3 // 5, circle_rgb[2] * 3 // 5)
     diameter = max(2, round(min(width, height) * 0.6))
@@ -333,9 +353,10 @@ def _placeholder(name: str, width: int, height: int, matrix: Matrix,
         if isinstance(font, ImageFont.FreeTypeFont):
             ImageDraw.Draw(image).text((cx, cy), text, fill=255, font=font, anchor="mm")
         else:
-            l, t, r, b = font.getbbox(text)
-            ImageDraw.Draw(image).text((cx - (l + r) / 2, cy - (t + b) / 2), text, fill=255,
-                                       font=font)
+            left, top, right, bottom = font.getbbox(text)
+            ImageDraw.Draw(image).text(
+                (cx - (left + right) / 2, cy - (top + bottom) / 2), text, fill=255, font=font
+            )
     glyphs = np.asarray(image, dtype=np.float32) / 255
 
     background = rgb_to_yuv(background_rgb, matrix)

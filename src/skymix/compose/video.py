@@ -245,8 +245,12 @@ def composite(
         x, y, w, h = r.x, r.y, r.w, r.h
         if w < 0 or h < 0:
             raise ComposeError(f"tile {i}: negative size {w}x{h}")
-        if not (-_MAX_COORD <= x <= _MAX_COORD and -_MAX_COORD <= y <= _MAX_COORD
-                and w <= _MAX_COORD and h <= _MAX_COORD):
+        if not (
+            -_MAX_COORD <= x <= _MAX_COORD
+            and -_MAX_COORD <= y <= _MAX_COORD
+            and w <= _MAX_COORD
+            and h <= _MAX_COORD
+        ):
             raise ComposeError(f"tile {i}: rectangle {r} is out of range")
         fit = _FIT_CODES.get(tile.fit)
         if fit is None:
@@ -307,10 +311,9 @@ def composite(
     for i, tile in enumerate(tiles):
         if draw[i] and tile.overlays:
             yuv = [overlay_colors[i, j] for j in range(len(tile.overlays))]
-            _overlay_blends(tile, yuv, tiles[i + 1:], masks, params)
+            _overlay_blends(tile, yuv, tiles[i + 1 :], masks, params)
     if masks:
-        _kernel.blend_masks(frame_planes(target, "output frame"), masks,
-                            np.array(params, np.int32))
+        _kernel.blend_masks(frame_planes(target, "output frame"), masks, np.array(params, np.int32))
     return CompositeState(
         out_id=id(out),
         out_address=out_address,
@@ -330,8 +333,13 @@ def _check_mask(mask: npt.NDArray[np.uint8], opacity: float, what: str) -> None:
         raise ComposeError(f"{what}: opacity must be within 0..1, got {opacity}")
 
 
-def _overlay_blends(tile: Tile, colors: list[tuple[int, int, int]], above: Sequence[Tile],
-                    masks: list[npt.NDArray[np.uint8]], params: list[tuple[int, ...]]) -> None:
+def _overlay_blends(
+    tile: Tile,
+    colors: list[tuple[int, int, int]],
+    above: Sequence[Tile],
+    masks: list[npt.NDArray[np.uint8]],
+    params: list[tuple[int, ...]],
+) -> None:
     """The blends of a tile's overlays (appended to masks and params, as blend_masks takes
     them), clipped to its rectangle and to what later tiles leave visible."""
     r = tile.rect
@@ -343,14 +351,14 @@ def _overlay_blends(tile: Tile, colors: list[tuple[int, int, int]], above: Seque
         x1, y1 = min(x + mask.shape[1], r.x + r.w), min(y + mask.shape[0], r.y + r.h)
         if x0 >= x1 or y0 >= y1:
             continue
-        visible = mask[y0 - y: y1 - y, x0 - x: x1 - x]
+        visible = mask[y0 - y : y1 - y, x0 - x : x1 - x]
         for o in covering:
             ox0, oy0 = max(o.x, x0), max(o.y, y0)
             ox1, oy1 = min(o.x + o.w, x1), min(o.y + o.h, y1)
             if ox0 < ox1 and oy0 < oy1:
                 if visible.base is not None:
                     visible = visible.copy()
-                visible[oy0 - y0: oy1 - y0, ox0 - x0: ox1 - x0] = 0
+                visible[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = 0
         masks.append(np.ascontiguousarray(visible))
         params.append((x0, y0, *color, round(overlay.opacity * 255)))
 
@@ -374,5 +382,8 @@ def draw_mask(
     m = np.asarray(mask)
     _check_mask(m, opacity, "draw_mask")
     yuv = _color(color, matrix, "mask color")
-    _kernel.blend_masks(planes, [np.ascontiguousarray(m)],
-                        np.array([[int(x), int(y), *yuv, round(opacity * 255)]], np.int32))
+    _kernel.blend_masks(
+        planes,
+        [np.ascontiguousarray(m)],
+        np.array([[int(x), int(y), *yuv, round(opacity * 255)]], np.int32),
+    )

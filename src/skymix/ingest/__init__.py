@@ -41,7 +41,7 @@ __all__ = [
 
 
 def capture_format(path: str | os.PathLike[str]) -> str:
-    """"pcap", "pcapng", "rtpdump" or "mjr", by magic bytes; CaptureError (offset 0) otherwise."""
+    """ "pcap", "pcapng", "rtpdump" or "mjr", by magic bytes; CaptureError (offset 0) otherwise."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
@@ -56,12 +56,14 @@ def capture_format(path: str | os.PathLike[str]) -> str:
         return "rtpdump"
     if head[:8] in MJR_MAGICS:
         return "mjr"
-    raise CaptureError(f"not a capture file: pcap, pcapng, rtpdump or .mjr (starts {head!r})",
-                       file=name, offset=0)
+    raise CaptureError(
+        f"not a capture file: pcap, pcapng, rtpdump or .mjr (starts {head!r})", file=name, offset=0
+    )
 
 
-def read_capture(path: str | os.PathLike[str],
-                 stats: ReadStats | None = None) -> Iterator[Datagram]:
+def read_capture(
+    path: str | os.PathLike[str], stats: ReadStats | None = None
+) -> Iterator[Datagram]:
     """Every datagram of a capture file of any supported format, in file order.
 
     Raises CaptureError naming the file (offset 0) at once when it is not a capture or its header

@@ -53,12 +53,13 @@ class DatagramBatch:
         return len(self.start)
 
     def data(self, i: int) -> bytes:
-        return self.buf[self.start[i]:self.end[i]]
+        return self.buf[self.start[i] : self.end[i]]
 
     def datagram(self, i: int) -> Datagram:
         src, dst = self.pairs[self.pair[i]]
-        return Datagram(int(self.arrival_ns[i]), self.data(i), src, dst, self.file,
-                        int(self.offset[i]))
+        return Datagram(
+            int(self.arrival_ns[i]), self.data(i), src, dst, self.file, int(self.offset[i])
+        )
 
 
 class _PairTable:
@@ -82,8 +83,12 @@ INT64_LIMIT = 1 << 63
 SKIP_TIME = "arrival time out of range"
 
 
-def batches_of(datagrams: Iterable[Datagram], file: str, stats: ReadStats | None = None,
-               size: int = BATCH_DATAGRAMS) -> Iterator[DatagramBatch]:
+def batches_of(
+    datagrams: Iterable[Datagram],
+    file: str,
+    stats: ReadStats | None = None,
+    size: int = BATCH_DATAGRAMS,
+) -> Iterator[DatagramBatch]:
     """Group datagrams (of one file, in file order) into batches; those whose arrival time does
     not fit 64 bits are skipped (counted in stats)."""
     table = _PairTable()
@@ -93,11 +98,15 @@ def batches_of(datagrams: Iterable[Datagram], file: str, stats: ReadStats | None
         lengths = np.fromiter((len(d.data) for d in chunk), np.int64, len(chunk))
         end = np.cumsum(lengths)
         return DatagramBatch(
-            file, b"".join([d.data for d in chunk]), end - lengths, end,
+            file,
+            b"".join([d.data for d in chunk]),
+            end - lengths,
+            end,
             np.fromiter((d.arrival_ns for d in chunk), np.int64, len(chunk)),
             np.fromiter((d.offset for d in chunk), np.int64, len(chunk)),
             np.fromiter((table(d.src, d.dst) for d in chunk), np.int32, len(chunk)),
-            table.pairs)
+            table.pairs,
+        )
 
     for d in datagrams:
         if not -INT64_LIMIT <= d.arrival_ns < INT64_LIMIT:
@@ -112,8 +121,11 @@ def batches_of(datagrams: Iterable[Datagram], file: str, stats: ReadStats | None
         yield batch()
 
 
-def read_batches(path: str | os.PathLike[str], stats: ReadStats | None = None,
-                 datagrams: Iterable[Datagram] | None = None) -> Iterator[DatagramBatch]:
+def read_batches(
+    path: str | os.PathLike[str],
+    stats: ReadStats | None = None,
+    datagrams: Iterable[Datagram] | None = None,
+) -> Iterator[DatagramBatch]:
     """Every datagram of a capture file (any format) in batches, in file order.
 
     datagrams: the file's datagrams when the caller already opened it another way (.mjr).
@@ -167,8 +179,9 @@ def _u32(b: npt.NDArray[np.uint8], at: Ints, order: str) -> Ints:
     return parts[0] | parts[1] << 8 | parts[2] << 16 | parts[3] << 24
 
 
-def _pcap_batches(name: str, order: str, nanos: bool, max_caplen: int, linktype: int,
-                  stats: ReadStats) -> Iterator[DatagramBatch]:
+def _pcap_batches(
+    name: str, order: str, nanos: bool, max_caplen: int, linktype: int, stats: ReadStats
+) -> Iterator[DatagramBatch]:
     """Classic pcap, a chunk of the file at a time: the record walk in Python (each record's
     length says where the next begins), everything else over arrays."""
     caplen_at = _U32[order].unpack_from
@@ -205,32 +218,60 @@ def _pcap_batches(name: str, order: str, nanos: bool, max_caplen: int, linktype:
                 if len(bad):
                     pos = records[int(bad[0])]
                     damage = f"impossible captured length {int(lengths[bad[0]])}"
-                    del records[int(bad[0]):]
+                    del records[int(bad[0]) :]
             if not more and damage is None and pos < len(buf):
                 left = len(buf) - pos
-                damage = (f"truncated record header ({left} of 16 bytes)"
-                          if left < _pcap.PCAP_RECORD_LEN else
-                          f"truncated record ({left - 16} of {caplen_at(buf, pos + 8)[0]} bytes)")
+                damage = (
+                    f"truncated record header ({left} of 16 bytes)"
+                    if left < _pcap.PCAP_RECORD_LEN
+                    else f"truncated record ({left - 16} of {caplen_at(buf, pos + 8)[0]} bytes)"
+                )
             if records:
-                yield _cut(name, buf, np.array(records, np.int64), file_offset, order, frac_ns,
-                           link, fast, udp, table, v4_pairs, stats)
+                yield _cut(
+                    name,
+                    buf,
+                    np.array(records, np.int64),
+                    file_offset,
+                    order,
+                    frac_ns,
+                    link,
+                    fast,
+                    udp,
+                    table,
+                    v4_pairs,
+                    stats,
+                )
             if damage is not None:
                 stats.problems.append(CaptureError(damage, file=name, offset=file_offset + pos))
                 return
             if not more:
                 return
             if not records and pos == 0:  # one record larger than a chunk: impossible length
-                stats.problems.append(CaptureError(
-                    f"impossible captured length {caplen_at(buf, 8)[0]}", file=name,
-                    offset=file_offset))
+                stats.problems.append(
+                    CaptureError(
+                        f"impossible captured length {caplen_at(buf, 8)[0]}",
+                        file=name,
+                        offset=file_offset,
+                    )
+                )
                 return
             file_offset += pos
 
 
-def _cut(name: str, buf: bytes, rec: Ints, file_offset: int, order: str, frac_ns: int,
-         link: _pcap._LinkDecoder, fast: tuple[int, int | None] | None,
-         udp: _UdpDecode, table: _PairTable, v4_pairs: dict[bytes, int],
-         stats: ReadStats) -> DatagramBatch:
+def _cut(
+    name: str,
+    buf: bytes,
+    rec: Ints,
+    file_offset: int,
+    order: str,
+    frac_ns: int,
+    link: _pcap._LinkDecoder,
+    fast: tuple[int, int | None] | None,
+    udp: _UdpDecode,
+    table: _PairTable,
+    v4_pairs: dict[bytes, int],
+    stats: ReadStats,
+) -> DatagramBatch:
     """The UDP datagrams of the records starting at rec (record-header offsets in buf)."""
     b = np.frombuffer(buf, np.uint8)
     n = len(rec)
@@ -251,10 +292,16 @@ def _cut(name: str, buf: bytes, rec: Ints, file_offset: int, order: str, frac_ns
             ok &= b[ipc] == 0x45
         else:
             ok &= (_u16(b, np.where(ok, frame + type_at, 0)) == _pcap.ETHERTYPE_IPV4) & (
-                b[ipc] == 0x45)
+                b[ipc] == 0x45
+            )
         total = _u16(b, ipc + 2)
-        ok &= ((b[ipc + 9] == _pcap.IPPROTO_UDP) & ((_u16(b, ipc + 6) & 0x3FFF) == 0)
-               & (total >= 28) & (ip_at + total <= caplen) & (_u16(b, ipc + 24) == total - 20))
+        ok &= (
+            (b[ipc + 9] == _pcap.IPPROTO_UDP)
+            & ((_u16(b, ipc + 6) & 0x3FFF) == 0)
+            & (total >= 28)
+            & (ip_at + total <= caplen)
+            & (_u16(b, ipc + 24) == total - 20)
+        )
         simple = ok
         rows = np.flatnonzero(ok)
         if len(rows):
@@ -292,11 +339,21 @@ def _cut(name: str, buf: bytes, rec: Ints, file_offset: int, order: str, frac_ns
         simple[i] = True
     rows = np.flatnonzero(simple)
     stats.datagrams += len(rows)
-    return DatagramBatch(name, buf, start[rows], end[rows], arrival[rows],
-                         rec[rows] + file_offset, pair[rows], table.pairs)
+    return DatagramBatch(
+        name,
+        buf,
+        start[rows],
+        end[rows],
+        arrival[rows],
+        rec[rows] + file_offset,
+        pair[rows],
+        table.pairs,
+    )
 
 
 def _v4_pair(key: bytes) -> Pair:
     src_port, dst_port = struct.unpack_from("!HH", key, 8)
-    return (Endpoint(".".join(map(str, key[0:4])), src_port),
-            Endpoint(".".join(map(str, key[4:8])), dst_port))
+    return (
+        Endpoint(".".join(map(str, key[0:4])), src_port),
+        Endpoint(".".join(map(str, key[4:8])), dst_port),
+    )

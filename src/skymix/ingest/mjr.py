@@ -49,8 +49,16 @@ MJR_MAGICS = (MJR2, MJR1, LEGACY)
 FRAME2 = b"MEET"
 KINDS: dict[str, Literal["audio", "video", "data"]] = {"a": "audio", "v": "video", "d": "data"}
 #: RTP clock rates of Janus's codec names (janus_audiocodec_name / janus_videocodec_name).
-CLOCK_RATES = {"opus": 48000, "multiopus": 48000, "pcmu": 8000, "pcma": 8000, "g711": 8000,
-               "g722": 8000, "l16": 16000, "l16-48": 48000}
+CLOCK_RATES = {
+    "opus": 48000,
+    "multiopus": 48000,
+    "pcmu": 8000,
+    "pcma": 8000,
+    "g711": 8000,
+    "g722": 8000,
+    "l16": 16000,
+    "l16-48": 48000,
+}
 VIDEO_CLOCK = 90000
 RTP_HEADER_LEN = 12
 SKIP_DATA = "data frame"
@@ -100,7 +108,8 @@ class VideoroomName:
 
 _VIDEOROOM = re.compile(
     r"videoroom-(?P<room>.+?)-user-(?P<user>.+)-(?P<time>\d+)-(?P<kind>audio|video|data)"
-    r"(?:-(?P<mindex>\d+))?\.mjr")
+    r"(?:-(?P<mindex>\d+))?\.mjr"
+)
 
 
 def parse_videoroom_name(name: str | os.PathLike[str]) -> VideoroomName | None:
@@ -113,8 +122,13 @@ def parse_videoroom_name(name: str | os.PathLike[str]) -> VideoroomName | None:
     if match is None:
         return None
     mindex = match["mindex"]
-    return VideoroomName(match["room"], match["user"], int(match["time"]),
-                         KINDS[match["kind"][0]], None if mindex is None else int(mindex))
+    return VideoroomName(
+        match["room"],
+        match["user"],
+        int(match["time"]),
+        KINDS[match["kind"][0]],
+        None if mindex is None else int(mindex),
+    )
 
 
 def _info_from_json(name: str, text: bytes, version: bytes) -> MjrInfo:
@@ -139,9 +153,18 @@ def _info_from_json(name: str, text: bytes, version: bytes) -> MjrInfo:
             if isinstance(key, str) and key.isdigit() and isinstance(uri, str):
                 extmap[int(key)] = uri
     timed = version == MJR2
-    return MjrInfo(kind, codec, fmtp if isinstance(fmtp, str) else None, extmap, created, first,
-                   raw.get("e") is True, raw, "MJR00002" if timed else "MJR00001",
-                   "recorded" if timed else "rtp")
+    return MjrInfo(
+        kind,
+        codec,
+        fmtp if isinstance(fmtp, str) else None,
+        extmap,
+        created,
+        first,
+        raw.get("e") is True,
+        raw,
+        "MJR00002" if timed else "MJR00001",
+        "recorded" if timed else "rtp",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +202,9 @@ class MjrRecording:
                 head = read(header.size)
                 if len(head) < header.size:
                     if head:
-                        self._problem(f"truncated frame header ({len(head)} of {header.size} "
-                                      "bytes)", offset)
+                        self._problem(
+                            f"truncated frame header ({len(head)} of {header.size} bytes)", offset
+                        )
                     return
                 if timed:
                     magic, ms, length = unpack(head)
@@ -223,8 +247,9 @@ class MjrRecording:
             ticks += delta - (1 << 32) if delta >= 1 << 31 else delta
             last = ts
             self.stats.datagrams += 1
-            yield Datagram(base_ns + ticks * 1_000_000_000 // rate, data, None, None, self.path,
-                           offset)
+            yield Datagram(
+                base_ns + ticks * 1_000_000_000 // rate, data, None, None, self.path, offset
+            )
 
 
 def read_mjr(path: str | os.PathLike[str], stats: ReadStats | None = None) -> MjrRecording:
@@ -240,15 +265,17 @@ def read_mjr(path: str | os.PathLike[str], stats: ReadStats | None = None) -> Mj
             head = f.read(10)
             magic = head[:8]
             if len(head) < 10 or magic not in MJR_MAGICS:
-                raise CaptureError(f"not a Janus recording (starts {head[:8]!r})", file=name,
-                                   offset=0)
+                raise CaptureError(
+                    f"not a Janus recording (starts {head[:8]!r})", file=name, offset=0
+                )
             length = int.from_bytes(head[8:10], "big")
             body = f.read(length)
     except OSError as exc:
         raise CaptureError(f"cannot open: {exc.strerror}", file=name, offset=0) from exc
     if len(body) < length:
-        raise CaptureError(f"info header truncated ({len(body)} of {length} bytes)", file=name,
-                           offset=0)
+        raise CaptureError(
+            f"info header truncated ({len(body)} of {length} bytes)", file=name, offset=0
+        )
     if magic == LEGACY:
         kind = KINDS.get(body[:1].decode("latin-1"))
         if length != 5 or kind is None:

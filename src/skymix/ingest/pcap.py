@@ -54,10 +54,18 @@ LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_LINUX_SLL2 = 276
 #: The link types this module decodes.
-LINKTYPES = frozenset({
-    LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14,
-    LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2,
-})
+LINKTYPES = frozenset(
+    {
+        LINKTYPE_NULL,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_RAW,
+        LINKTYPE_RAW_12,
+        LINKTYPE_RAW_14,
+        LINKTYPE_LOOP,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_LINUX_SLL2,
+    }
+)
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
@@ -160,8 +168,9 @@ def _null(buf: bytes, pos: int, end: int) -> tuple[int, int] | str:
     """BSD NULL: 4-byte AF in the capturing host's byte order, which the file does not record."""
     if pos + 4 > end:
         return SKIP_TRUNCATED
-    version = (_address_family(int.from_bytes(buf[pos:pos + 4], "little"))
-               or _address_family(int.from_bytes(buf[pos:pos + 4], "big")))
+    version = _address_family(int.from_bytes(buf[pos : pos + 4], "little")) or _address_family(
+        int.from_bytes(buf[pos : pos + 4], "big")
+    )
     return (pos + 4, version) if version else SKIP_NOT_IP
 
 
@@ -169,7 +178,7 @@ def _loop(buf: bytes, pos: int, end: int) -> tuple[int, int] | str:
     """OpenBSD LOOP: 4-byte AF, big-endian."""
     if pos + 4 > end:
         return SKIP_TRUNCATED
-    version = _address_family(int.from_bytes(buf[pos:pos + 4], "big"))
+    version = _address_family(int.from_bytes(buf[pos : pos + 4], "big"))
     return (pos + 4, version) if version else SKIP_NOT_IP
 
 
@@ -227,7 +236,7 @@ class _UdpDecoder:
                 return SKIP_FRAGMENT
             udp = pos + ihl
             end = pos + total  # drops Ethernet trailer padding and FCS
-            key_addrs = buf[pos + 12:pos + 20]
+            key_addrs = buf[pos + 12 : pos + 20]
         elif version == 6:
             if pos + 40 > end:
                 return SKIP_TRUNCATED
@@ -254,14 +263,14 @@ class _UdpDecoder:
                     return SKIP_NOT_UDP
                 nxt = buf[udp]
                 udp += length
-            key_addrs = buf[pos + 8:pos + 40]
+            key_addrs = buf[pos + 8 : pos + 40]
         else:
             return SKIP_NOT_IP
         if udp + 8 > end:
             return SKIP_BAD_UDP
         if _U16.unpack_from(buf, udp + 4)[0] != end - udp:
             return SKIP_BAD_UDP
-        key = key_addrs + buf[udp:udp + 4]
+        key = key_addrs + buf[udp : udp + 4]
         pair = self._pairs.get(key)
         if pair is None:
             pair = self._endpoints(key)
@@ -272,8 +281,10 @@ class _UdpDecoder:
         half = (len(key) - 4) // 2
         family = socket.AF_INET if half == 4 else socket.AF_INET6
         src_port, dst_port = struct.unpack_from("!HH", key, 2 * half)
-        pair = (Endpoint(socket.inet_ntop(family, key[:half]), src_port),
-                Endpoint(socket.inet_ntop(family, key[half:2 * half]), dst_port))
+        pair = (
+            Endpoint(socket.inet_ntop(family, key[:half]), src_port),
+            Endpoint(socket.inet_ntop(family, key[half : 2 * half]), dst_port),
+        )
         if len(self._pairs) >= self.MAX_PAIRS:
             self._pairs.clear()
         self._pairs[key] = pair
@@ -288,8 +299,9 @@ def _read_exact(path: str, size: int) -> bytes:
     except OSError as exc:
         raise CaptureError(f"cannot open: {exc.strerror}", file=path, offset=0) from exc
     if len(head) < size:
-        raise CaptureError(f"file header truncated ({len(head)} of {size} bytes)",
-                           file=path, offset=0)
+        raise CaptureError(
+            f"file header truncated ({len(head)} of {size} bytes)", file=path, offset=0
+        )
     return head
 
 
@@ -314,8 +326,9 @@ def read_pcap(path: str | os.PathLike[str], stats: ReadStats | None = None) -> I
     return _pcap_records(name, order, nanos, max(snaplen, MAX_CAPLEN), linktype, stats)
 
 
-def _pcap_records(name: str, order: str, nanos: bool, max_caplen: int, linktype: int,
-                  stats: ReadStats) -> Iterator[Datagram]:
+def _pcap_records(
+    name: str, order: str, nanos: bool, max_caplen: int, linktype: int, stats: ReadStats
+) -> Iterator[Datagram]:
     """The record loop of read_pcap, after the global header was checked."""
     record = struct.Struct(order + "IIII")
     unpack = record.unpack
@@ -331,19 +344,29 @@ def _pcap_records(name: str, order: str, nanos: bool, max_caplen: int, linktype:
             head = read(PCAP_RECORD_LEN)
             if len(head) < PCAP_RECORD_LEN:
                 if head:
-                    stats.problems.append(CaptureError(
-                        f"truncated record header ({len(head)} of 16 bytes)",
-                        file=name, offset=offset))
+                    stats.problems.append(
+                        CaptureError(
+                            f"truncated record header ({len(head)} of 16 bytes)",
+                            file=name,
+                            offset=offset,
+                        )
+                    )
                 return
             sec, frac, caplen, _orig_len = unpack(head)
             if caplen > max_caplen:
-                stats.problems.append(CaptureError(
-                    f"impossible captured length {caplen}", file=name, offset=offset))
+                stats.problems.append(
+                    CaptureError(f"impossible captured length {caplen}", file=name, offset=offset)
+                )
                 return
             frame = read(caplen)
             if len(frame) < caplen:
-                stats.problems.append(CaptureError(
-                    f"truncated record ({len(frame)} of {caplen} bytes)", file=name, offset=offset))
+                stats.problems.append(
+                    CaptureError(
+                        f"truncated record ({len(frame)} of {caplen} bytes)",
+                        file=name,
+                        offset=offset,
+                    )
+                )
                 return
             stats.records += 1
             found = link(frame, 0, caplen)
@@ -356,8 +379,9 @@ def _pcap_records(name: str, order: str, nanos: bool, max_caplen: int, linktype:
                 else:
                     (src, dst), lo, hi = got
                     stats.datagrams += 1
-                    yield Datagram(sec * 1_000_000_000 + frac * frac_ns, frame[lo:hi], src,
-                                   dst, name, offset)
+                    yield Datagram(
+                        sec * 1_000_000_000 + frac * frac_ns, frame[lo:hi], src, dst, name, offset
+                    )
             offset += PCAP_RECORD_LEN + caplen
 
 
@@ -391,7 +415,7 @@ def _options(body: bytes, pos: int, order: str) -> Iterator[tuple[int, bytes]]:
         code, length = head.unpack_from(body, pos)
         if code == OPT_ENDOFOPT or pos + 4 + length > len(body):
             return
-        yield code, body[pos + 4:pos + 4 + length]
+        yield code, body[pos + 4 : pos + 4 + length]
         pos += 4 + (length + 3) // 4 * 4
 
 
@@ -416,8 +440,7 @@ def _section_order(bom: bytes) -> str | None:
     return None
 
 
-def read_pcapng(path: str | os.PathLike[str],
-                stats: ReadStats | None = None) -> Iterator[Datagram]:
+def read_pcapng(path: str | os.PathLike[str], stats: ReadStats | None = None) -> Iterator[Datagram]:
     """Every UDP datagram of a pcapng file (all sections and interfaces), in file order.
 
     Raises CaptureError (offset 0) at once when the file does not start with a valid Section
@@ -435,8 +458,9 @@ def read_pcapng(path: str | os.PathLike[str],
     length = struct.unpack_from(order + "I", head, 4)[0]
     major = struct.unpack_from(order + "H", head, 12)[0]
     if length < 28 or length % 4 or length > MAX_BLOCK_LEN or major != 1:
-        raise CaptureError(f"bad pcapng section header (length {length}, version {major})",
-                           file=name, offset=0)
+        raise CaptureError(
+            f"bad pcapng section header (length {length}, version {major})", file=name, offset=0
+        )
     return _pcapng_blocks(name, stats)
 
 

@@ -68,14 +68,18 @@ def read_rtpdump_header(path: str | os.PathLike[str]) -> RtpdumpHeader:
     end = head.find(b"\n", 0, MAX_LINE)
     if end < 0:
         raise bad("rtpdump text line has no end")
-    address, slash, port_text = head[len(RTPDUMP_MAGIC):end].rstrip(b"\r").rpartition(b"/")
-    if (not slash or not address or not port_text.isdigit()
-            or not all(0x21 <= c < 0x7F for c in address)):
+    address, slash, port_text = head[len(RTPDUMP_MAGIC) : end].rstrip(b"\r").rpartition(b"/")
+    if (
+        not slash
+        or not address
+        or not port_text.isdigit()
+        or not all(0x21 <= c < 0x7F for c in address)
+    ):
         raise bad(f"bad rtpdump address line {head[:end]!r}")
     port = int(port_text)
     if not 0 < port < 65536:
         raise bad(f"bad rtpdump port {port}")
-    fixed = head[end + 1:end + 1 + FILE_HEADER.size]
+    fixed = head[end + 1 : end + 1 + FILE_HEADER.size]
     if len(fixed) < FILE_HEADER.size:
         raise bad("rtpdump binary header truncated")
     sec, usec, source, src_port, _padding = FILE_HEADER.unpack(fixed)
@@ -85,12 +89,12 @@ def read_rtpdump_header(path: str | os.PathLike[str]) -> RtpdumpHeader:
     src: Endpoint | None = Endpoint(socket.inet_ntoa(source.to_bytes(4, "big")), src_port)
     if src == dst or source == 0:
         src = None
-    return RtpdumpHeader(sec * 1_000_000_000 + usec * 1000, dst, src,
-                         end + 1 + FILE_HEADER.size)
+    return RtpdumpHeader(sec * 1_000_000_000 + usec * 1000, dst, src, end + 1 + FILE_HEADER.size)
 
 
-def read_rtpdump(path: str | os.PathLike[str],
-                 stats: ReadStats | None = None) -> Iterator[Datagram]:
+def read_rtpdump(
+    path: str | os.PathLike[str], stats: ReadStats | None = None
+) -> Iterator[Datagram]:
     """Every RTP and RTCP packet of an rtpdump file, in file order.
 
     Raises CaptureError (offset 0) at once when the file header is damaged. A record whose length
@@ -116,21 +120,32 @@ def _records(name: str, header: RtpdumpHeader, stats: ReadStats) -> Iterator[Dat
             head = read(RECORD_HEADER.size)
             if len(head) < RECORD_HEADER.size:
                 if head:
-                    stats.problems.append(CaptureError(
-                        f"truncated record header ({len(head)} of 8 bytes)",
-                        file=name, offset=offset))
+                    stats.problems.append(
+                        CaptureError(
+                            f"truncated record header ({len(head)} of 8 bytes)",
+                            file=name,
+                            offset=offset,
+                        )
+                    )
                 return
             length, plen, ms = unpack(head)
             size = length - RECORD_HEADER.size
             if size < 0 or (plen and size > plen):
-                stats.problems.append(CaptureError(
-                    f"impossible record length {length} (packet length {plen})",
-                    file=name, offset=offset))
+                stats.problems.append(
+                    CaptureError(
+                        f"impossible record length {length} (packet length {plen})",
+                        file=name,
+                        offset=offset,
+                    )
+                )
                 return
             data = read(size)
             if len(data) < size:
-                stats.problems.append(CaptureError(
-                    f"truncated record ({len(data)} of {size} bytes)", file=name, offset=offset))
+                stats.problems.append(
+                    CaptureError(
+                        f"truncated record ({len(data)} of {size} bytes)", file=name, offset=offset
+                    )
+                )
                 return
             stats.records += 1
             if size == 0:
@@ -138,8 +153,9 @@ def _records(name: str, header: RtpdumpHeader, stats: ReadStats) -> Iterator[Dat
             else:
                 stats.datagrams += 1
                 if plen:
-                    yield Datagram(start_ns + ms * 1_000_000, data, header.src, rtp_dst, name,
-                                   offset)
+                    yield Datagram(
+                        start_ns + ms * 1_000_000, data, header.src, rtp_dst, name, offset
+                    )
                 else:
                     yield Datagram(start_ns + ms * 1_000_000, data, None, rtcp_dst, name, offset)
             offset += length

@@ -57,8 +57,9 @@ SdpSource = str | os.PathLike[str] | tuple[str, str | os.PathLike[str]]
 """An SDP for one participant: a path, "NAME=PATH", or (NAME, PATH)."""
 
 
-def load_description(sdp: Sequence[SdpSource] = (),
-                     manifest: str | os.PathLike[str] | None = None) -> SessionSpec:
+def load_description(
+    sdp: Sequence[SdpSource] = (), manifest: str | os.PathLike[str] | None = None
+) -> SessionSpec:
     """The session described by SDP files (one per participant, in order) and a manifest."""
     order: list[str] = []
     names: dict[str, str] = {}
@@ -77,8 +78,11 @@ def load_description(sdp: Sequence[SdpSource] = (),
     for entry in entries:
         if entry.id in streams:
             if entry.sdp is not None:
-                raise DescriptionError(f"participant {entry.id!r} already has an SDP from --sdp",
-                                       file=manifest_file, path=f"{entry.path}.sdp")
+                raise DescriptionError(
+                    f"participant {entry.id!r} already has an SDP from --sdp",
+                    file=manifest_file,
+                    path=f"{entry.path}.sdp",
+                )
             streams[entry.id] += entry.streams
         else:
             from_sdp = read_sdp(entry.sdp) if entry.sdp is not None else ()
@@ -86,7 +90,9 @@ def load_description(sdp: Sequence[SdpSource] = (),
                 raise DescriptionError(
                     f"participant {entry.id!r} has no streams: give 'streams' or 'sdp', or use "
                     f"the id of an --sdp participant ({', '.join(map(repr, order)) or 'none'})",
-                    file=manifest_file, path=entry.path)
+                    file=manifest_file,
+                    path=entry.path,
+                )
             order.append(entry.id)
             streams[entry.id] = from_sdp + entry.streams
         names[entry.id] = entry.name or names.get(entry.id, entry.id)
@@ -94,9 +100,12 @@ def load_description(sdp: Sequence[SdpSource] = (),
             joins[entry.id] = entry.joins
         if entry.leaves is not None:
             leaves[entry.id] = entry.leaves
-    return SessionSpec(tuple(
-        ParticipantSpec(pid, names[pid], streams[pid], joins.get(pid, ()), leaves.get(pid, ()))
-        for pid in order))
+    return SessionSpec(
+        tuple(
+            ParticipantSpec(pid, names[pid], streams[pid], joins.get(pid, ()), leaves.get(pid, ()))
+            for pid in order
+        )
+    )
 
 
 def _split_source(source: SdpSource, position: int) -> tuple[str, str]:

@@ -35,8 +35,9 @@ __all__ = ["Guess", "RtpSample", "classify_datagram", "guess_stream"]
 OPUS_MIN_PACKETS = 5
 _AGREEMENT = 0.8
 # profile_idc values of H.264 (ITU-T H.264 7.4.2.1.1)
-_H264_PROFILES = frozenset({44, 66, 77, 83, 86, 88, 100, 110, 118, 122, 128, 134, 135, 138,
-                            139, 144, 244})
+_H264_PROFILES = frozenset(
+    {44, 66, 77, 83, 86, 88, 100, 110, 118, 122, 128, 134, 135, 138, 139, 144, 244}
+)
 _STUN_COOKIE = b"\x21\x12\xa4\x42"
 
 _Evidence = tuple[str, dict[str, str]] | None
@@ -82,8 +83,9 @@ def classify_datagram(data: bytes) -> Literal["rtp", "rtcp", "stun", "dtls", "ot
     return "other"
 
 
-def guess_stream(samples: Sequence[tuple[int, bytes, bool, int]], *,
-                 ssrc: int | None = None) -> Guess:
+def guess_stream(
+    samples: Sequence[tuple[int, bytes, bool, int]], *, ssrc: int | None = None
+) -> Guess:
     """Guess the kind and codecs of one SSRC's packets; DescriptionError if any payload type
     cannot be recognised (or audio and video payload types are mixed)."""
     if not samples:
@@ -103,19 +105,27 @@ def guess_stream(samples: Sequence[tuple[int, bytes, bool, int]], *,
     if len(set(kinds.values())) > 1:
         raise DescriptionError(
             "payload types of both audio and video in one stream: "
-            + ", ".join(f"{pt} {kind}" for pt, kind in kinds.items()), ssrc=ssrc)
+            + ", ".join(f"{pt} {kind}" for pt, kind in kinds.items()),
+            ssrc=ssrc,
+        )
     kind = next(iter(kinds.values()))
     who = f"ssrc {ssrc:#010x}: " if ssrc is not None else ""
-    return Guess(StreamSpec(kind=kind, ssrcs=() if ssrc is None else (ssrc,), codecs=codecs),
-                 f"{who}guessed {kind}, " + "; ".join(notes))
+    return Guess(
+        StreamSpec(kind=kind, ssrcs=() if ssrc is None else (ssrc,), codecs=codecs),
+        f"{who}guessed {kind}, " + "; ".join(notes),
+    )
 
 
-def _guess_payload_type(pt: int, packets: list[RtpSample],
-                        ssrc: int | None) -> tuple[MediaKind, CodecSpec, str]:
+def _guess_payload_type(
+    pt: int, packets: list[RtpSample], ssrc: int | None
+) -> tuple[MediaKind, CodecSpec, str]:
     static = STATIC_PAYLOAD_TYPES.get(pt)
     if static is not None:
-        return (static.kind, CodecSpec(pt, static.name, static.clock_rate, static.channels),
-                f"static payload type {pt}, RFC 3551")
+        return (
+            static.kind,
+            CodecSpec(pt, static.name, static.clock_rate, static.channels),
+            f"static payload type {pt}, RFC 3551",
+        )
     checks: list[tuple[MediaKind, str, int, int, Callable[[list[RtpSample]], _Evidence]]] = [
         ("video", "vp8", 90000, 1, _vp8),
         ("video", "vp9", 90000, 1, _vp9),
@@ -129,7 +139,9 @@ def _guess_payload_type(pt: int, packets: list[RtpSample],
             return kind, CodecSpec(pt, name, rate, channels, fmtp), evidence
     raise DescriptionError(
         f"payload type {pt} ({len(packets)} packets) looks like none of VP8, VP9, H.264, Opus; "
-        "say what it is with --sdp or --manifest", ssrc=ssrc)
+        "say what it is with --sdp or --manifest",
+        ssrc=ssrc,
+    )
 
 
 def _vp8_descriptor_length(p: bytes) -> int | None:
@@ -172,8 +184,10 @@ def _vp8(packets: list[RtpSample]) -> _Evidence:
     if keyframe is None:
         return None
     i, width, height = keyframe
-    return (f"VP8 payload descriptor on all {len(packets)} packets, keyframe start code "
-            f"9d 01 2a in packet {i + 1}, {width}x{height}"), {}
+    return (
+        f"VP8 payload descriptor on all {len(packets)} packets, keyframe start code "
+        f"9d 01 2a in packet {i + 1}, {width}x{height}"
+    ), {}
 
 
 def _vp9_descriptor_length(p: bytes) -> int | None:
@@ -272,8 +286,10 @@ def _vp9(packets: list[RtpSample]) -> _Evidence:
     if keyframe is None:
         return None
     i, width, height = keyframe
-    return (f"VP9 payload descriptor on all {len(packets)} packets, keyframe sync code "
-            f"49 83 42 in packet {i + 1}, {width}x{height}"), {}
+    return (
+        f"VP9 payload descriptor on all {len(packets)} packets, keyframe sync code "
+        f"49 83 42 in packet {i + 1}, {width}x{height}"
+    ), {}
 
 
 def _h264_nal_units(p: bytes) -> list[bytes] | None:
@@ -289,8 +305,8 @@ def _h264_nal_units(p: bytes) -> list[bytes] | None:
         while pos < len(p):
             if pos + 2 > len(p):
                 return None
-            size = int.from_bytes(p[pos:pos + 2], "big")
-            unit = p[pos + 2:pos + 2 + size]
+            size = int.from_bytes(p[pos : pos + 2], "big")
+            unit = p[pos + 2 : pos + 2 + size]
             if size == 0 or len(unit) < size or unit[0] & 0x80 or not 1 <= unit[0] & 0x1F <= 23:
                 return None
             units.append(unit)
@@ -321,11 +337,13 @@ def _h264(packets: list[RtpSample]) -> _Evidence:
     fmtp = {"profile-level-id": sps[1:4].hex()}
     if any(packet.payload[0] & 0x1F in (24, 28) for packet in packets):
         fmtp["packetization-mode"] = "1"
-    return (f"H.264 NAL units on all {len(packets)} packets (types "
-            f"{', '.join(map(str, sorted(types)))}), SPS profile {sps[1]} level {sps[3]}"), fmtp
+    return (
+        f"H.264 NAL units on all {len(packets)} packets (types "
+        f"{', '.join(map(str, sorted(types)))}), SPS profile {sps[1]} level {sps[3]}"
+    ), fmtp
 
 
-_OPUS_FRAME = ([480, 960, 1920, 2880] * 3 + [480, 960] * 2 + [120, 240, 480, 960] * 4)
+_OPUS_FRAME = [480, 960, 1920, 2880] * 3 + [480, 960] * 2 + [120, 240, 480, 960] * 4
 """Samples at 48 kHz of one frame, by TOC config (RFC 6716 3.1, table 2)."""
 
 
@@ -378,11 +396,14 @@ def _opus(packets: list[RtpSample]) -> _Evidence:
     common, count = Counter(durations).most_common(1)[0]
     if count < _AGREEMENT * len(packets):
         return None
-    steps = [((b.timestamp - a.timestamp) % 2**32, d)
-             for a, b, d in zip(packets, packets[1:], durations)]
+    steps = [
+        ((b.timestamp - a.timestamp) % 2**32, d) for a, b, d in zip(packets, packets[1:], durations)
+    ]
     whole = sum(1 for step, d in steps if 0 < step < 2**31 and step % d == 0)
     if whole < _AGREEMENT * len(steps):
         return None
-    return (f"Opus TOC valid on all {len(packets)} packets, {common / 48:g} ms frames in "
-            f"{count} of them, timestamps step by whole frames at 48 kHz in {whole} of "
-            f"{len(steps)}"), {}
+    return (
+        f"Opus TOC valid on all {len(packets)} packets, {common / 48:g} ms frames in "
+        f"{count} of them, timestamps step by whole frames at 48 kHz in {whole} of "
+        f"{len(steps)}"
+    ), {}

@@ -146,8 +146,10 @@ MANIFEST_SCHEMA: dict[str, Any] = json.loads(r"""
 }
 """)
 
-_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-                   r"([Zz]|[+-]\d{2}:\d{2})")
+_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"([Zz]|[+-]\d{2}:\d{2})"
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _JSON_TYPES: dict[str, type] = {"string": str, "array": list, "object": dict}
@@ -183,8 +185,13 @@ def parse_time(text: str) -> int:
         raise ValueError(_TIME_HINT)
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
     zone = m.group(8)
-    offset = timedelta(0) if zone in "Zz" else (
-        (-1 if zone[0] == "-" else 1) * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    offset = (
+        timedelta(0)
+        if zone in "Zz"
+        else (
+            (-1 if zone[0] == "-" else 1) * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        )
+    )
     try:
         moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
     except ValueError as exc:
@@ -202,8 +209,9 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> tuple[str, object
         with open(name, encoding="utf-8") as f:
             return name, json.load(f)
     except json.JSONDecodeError as exc:
-        raise DescriptionError(f"not JSON: {exc.msg} (column {exc.colno})", file=name,
-                               line=exc.lineno) from exc
+        raise DescriptionError(
+            f"not JSON: {exc.msg} (column {exc.colno})", file=name, line=exc.lineno
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DescriptionError(f"cannot read {what}: {exc}", file=name) from exc
 
@@ -214,8 +222,9 @@ def load_manifest(path: str | os.PathLike[str]) -> tuple[ManifestParticipant, ..
     return parse_manifest(data, file=name, base_dir=os.path.dirname(name))
 
 
-def parse_manifest(data: object, *, file: str = "<manifest>",
-                   base_dir: str = "") -> tuple[ManifestParticipant, ...]:
+def parse_manifest(
+    data: object, *, file: str = "<manifest>", base_dir: str = ""
+) -> tuple[ManifestParticipant, ...]:
     """Validate already-decoded JSON and convert it; ``file`` only names it in errors."""
     validate(data, MANIFEST_SCHEMA, file=file)
     assert isinstance(data, dict)
@@ -224,8 +233,9 @@ def parse_manifest(data: object, *, file: str = "<manifest>",
     for i, p in enumerate(data["participants"]):
         where = f"participants[{i}]"
         if p["id"] in seen:
-            raise DescriptionError(f"id {p['id']!r} is already used by {seen[p['id']]}",
-                                   file=file, path=f"{where}.id")
+            raise DescriptionError(
+                f"id {p['id']!r} is already used by {seen[p['id']]}", file=file, path=f"{where}.id"
+            )
         seen[p["id"]] = where
         joins = _times(p, "joins")
         leaves = _times(p, "leaves")
@@ -233,11 +243,13 @@ def parse_manifest(data: object, *, file: str = "<manifest>",
             ParticipantSpec(p["id"], p["id"], (), joins or (), leaves or ())
         except DescriptionError as exc:
             raise DescriptionError(str(exc), file=file, path=where) from exc
-        streams = tuple(_stream(s, f"{where}.streams[{k}]", file)
-                        for k, s in enumerate(p.get("streams", [])))
+        streams = tuple(
+            _stream(s, f"{where}.streams[{k}]", file) for k, s in enumerate(p.get("streams", []))
+        )
         sdp = os.path.join(base_dir, p["sdp"]) if "sdp" in p else None
-        entries.append(ManifestParticipant(p["id"], p.get("name"), sdp, streams, joins, leaves,
-                                           where))
+        entries.append(
+            ManifestParticipant(p["id"], p.get("name"), sdp, streams, joins, leaves, where)
+        )
     return tuple(entries)
 
 
@@ -252,48 +264,81 @@ def _stream(s: Mapping[str, Any], where: str, file: str) -> StreamSpec:
     for m, c in enumerate(s["codecs"]):
         pt = c["payload_type"]
         if pt in codecs:
-            raise DescriptionError(f"payload type {pt} is declared twice", file=file,
-                                   path=f"{where}.codecs[{m}].payload_type")
-        codecs[pt] = CodecSpec(pt, c["name"], c["clock_rate"], c.get("channels", 1),
-                               c.get("fmtp", {}))
+            raise DescriptionError(
+                f"payload type {pt} is declared twice",
+                file=file,
+                path=f"{where}.codecs[{m}].payload_type",
+            )
+        codecs[pt] = CodecSpec(
+            pt, c["name"], c["clock_rate"], c.get("channels", 1), c.get("fmtp", {})
+        )
     rtx: dict[int, int] = {}
     for m, r in enumerate(s.get("rtx", [])):
         if r["payload_type"] in codecs or r["payload_type"] in rtx:
-            raise DescriptionError(f"payload type {r['payload_type']} is declared twice",
-                                   file=file, path=f"{where}.rtx[{m}].payload_type")
+            raise DescriptionError(
+                f"payload type {r['payload_type']} is declared twice",
+                file=file,
+                path=f"{where}.rtx[{m}].payload_type",
+            )
         if r["apt"] not in codecs:
-            raise DescriptionError(f"{r['apt']} is not a payload type of this stream's codecs",
-                                   file=file, path=f"{where}.rtx[{m}].apt")
+            raise DescriptionError(
+                f"{r['apt']} is not a payload type of this stream's codecs",
+                file=file,
+                path=f"{where}.rtx[{m}].apt",
+            )
         rtx[r["payload_type"]] = r["apt"]
     ssrcs = tuple(s.get("ssrcs", ()))
     rtx_ssrcs: dict[int, int] = {}
     for m, r in enumerate(s.get("rtx_ssrcs", [])):
         if r["ssrc"] in ssrcs or r["ssrc"] in rtx_ssrcs:
-            raise DescriptionError(f"ssrc {r['ssrc']} is declared twice", file=file,
-                                   path=f"{where}.rtx_ssrcs[{m}].ssrc")
+            raise DescriptionError(
+                f"ssrc {r['ssrc']} is declared twice",
+                file=file,
+                path=f"{where}.rtx_ssrcs[{m}].ssrc",
+            )
         if r["media_ssrc"] not in ssrcs:
-            raise DescriptionError(f"{r['media_ssrc']} is not one of this stream's ssrcs",
-                                   file=file, path=f"{where}.rtx_ssrcs[{m}].media_ssrc")
+            raise DescriptionError(
+                f"{r['media_ssrc']} is not one of this stream's ssrcs",
+                file=file,
+                path=f"{where}.rtx_ssrcs[{m}].media_ssrc",
+            )
         rtx_ssrcs[r["ssrc"]] = r["media_ssrc"]
     extmap: dict[int, str] = {}
     for m, e in enumerate(s.get("extmap", [])):
         if e["id"] == 15:
-            raise DescriptionError("id 15 is reserved (RFC 8285)", file=file,
-                                   path=f"{where}.extmap[{m}].id")
+            raise DescriptionError(
+                "id 15 is reserved (RFC 8285)", file=file, path=f"{where}.extmap[{m}].id"
+            )
         if e["id"] in extmap:
-            raise DescriptionError(f"id {e['id']} is declared twice", file=file,
-                                   path=f"{where}.extmap[{m}].id")
+            raise DescriptionError(
+                f"id {e['id']} is declared twice", file=file, path=f"{where}.extmap[{m}].id"
+            )
         extmap[e["id"]] = e["uri"]
     port = s.get("port")
     rtcp_mux = s.get("rtcp_mux", False)
     return StreamSpec(
-        kind=s["kind"], port=port, rtcp_port=resolve_rtcp_port(port, rtcp_mux, s.get("rtcp_port")),
-        rtcp_mux=rtcp_mux, ssrcs=ssrcs, codecs=codecs, rtx=rtx, rtx_ssrcs=rtx_ssrcs,
-        extmap=extmap, mid=s.get("mid"), host=s.get("host"))
+        kind=s["kind"],
+        port=port,
+        rtcp_port=resolve_rtcp_port(port, rtcp_mux, s.get("rtcp_port")),
+        rtcp_mux=rtcp_mux,
+        ssrcs=ssrcs,
+        codecs=codecs,
+        rtx=rtx,
+        rtx_ssrcs=rtx_ssrcs,
+        extmap=extmap,
+        mid=s.get("mid"),
+        host=s.get("host"),
+    )
 
 
-def validate(instance: object, schema: Mapping[str, Any], *, file: str | None = None,
-             root: Mapping[str, Any] | None = None, path: str = "") -> None:
+def validate(
+    instance: object,
+    schema: Mapping[str, Any],
+    *,
+    file: str | None = None,
+    root: Mapping[str, Any] | None = None,
+    path: str = "",
+) -> None:
     """Check ``instance`` against ``schema``; raise DescriptionError at the first violation.
 
     Supports the subset of JSON Schema 2020-12 that MANIFEST_SCHEMA uses: $ref (to #/$defs),
@@ -313,10 +358,17 @@ def validate(instance: object, schema: Mapping[str, Any], *, file: str | None = 
     kind = schema.get("type")
     if kind == "integer":
         lo, hi = schema.get("minimum"), schema.get("maximum")
-        if (not isinstance(instance, int) or isinstance(instance, bool)
-                or (lo is not None and instance < lo) or (hi is not None and instance > hi)):
-            bounds = f" {lo}..{hi}" if lo is not None and hi is not None else (
-                f" >= {lo}" if lo is not None else "")
+        if (
+            not isinstance(instance, int)
+            or isinstance(instance, bool)
+            or (lo is not None and instance < lo)
+            or (hi is not None and instance > hi)
+        ):
+            bounds = (
+                f" {lo}..{hi}"
+                if lo is not None and hi is not None
+                else (f" >= {lo}" if lo is not None else "")
+            )
             raise fail(f"expected an integer{bounds}, got {json.dumps(instance)}")
     elif kind == "boolean" and not isinstance(instance, bool):
         raise fail(f"expected true or false, got {json.dumps(instance)}")
@@ -354,8 +406,10 @@ def validate(instance: object, schema: Mapping[str, Any], *, file: str | None = 
             elif isinstance(extra, dict):
                 validate(value, extra, file=file, root=root, path=at)
     if "enum" in schema and instance not in schema["enum"]:
-        raise fail(f"expected one of {', '.join(json.dumps(v) for v in schema['enum'])}, "
-                   f"got {json.dumps(instance)}")
+        raise fail(
+            f"expected one of {', '.join(json.dumps(v) for v in schema['enum'])}, "
+            f"got {json.dumps(instance)}"
+        )
     if "anyOf" in schema:
         errors = []
         for branch in schema["anyOf"]:

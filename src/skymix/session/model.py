@@ -110,7 +110,8 @@ class CodecSpec:
             raise DescriptionError(f"payload type {self.payload_type} is not 0..127")
         if self.clock_rate <= 0 or self.channels <= 0:
             raise DescriptionError(
-                f"payload type {self.payload_type}: clock rate and channels must be positive")
+                f"payload type {self.payload_type}: clock rate and channels must be positive"
+            )
         object.__setattr__(self, "name", self.name.lower())
         object.__setattr__(self, "fmtp", _frozen_map(self.fmtp))
 
@@ -204,7 +205,8 @@ class ParticipantSpec:
             if t0 == t1 or kind0 == kind1:
                 raise DescriptionError(
                     f"participant {self.id!r}: joins and leaves must alternate in time, got "
-                    f"a {kind0} at {t0} ns then a {kind1} at {t1} ns")
+                    f"a {kind0} at {t0} ns then a {kind1} at {t1} ns"
+                )
 
     def presence(self) -> tuple[tuple[int | None, int | None], ...]:
         """Intervals (join, leave) in ns; None is the start or end of the capture."""
@@ -245,11 +247,14 @@ class SessionSpec:
 
     participants: tuple[ParticipantSpec, ...]
     _by_ssrc: dict[int, tuple[ParticipantSpec, StreamSpec]] = field(
-        init=False, repr=False, compare=False)
+        init=False, repr=False, compare=False
+    )
     _by_port: dict[int, list[tuple[ParticipantSpec, StreamSpec]]] = field(
-        init=False, repr=False, compare=False)
+        init=False, repr=False, compare=False
+    )
     _by_rtcp_port: dict[int, list[tuple[ParticipantSpec, StreamSpec]]] = field(
-        init=False, repr=False, compare=False)
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         by_ssrc: dict[int, tuple[ParticipantSpec, StreamSpec]] = {}
@@ -266,7 +271,8 @@ class SessionSpec:
                         other_p, other_s = by_ssrc[ssrc]
                         raise DescriptionError(
                             f"ssrc {ssrc} is declared by {other_p.id!r} {other_s.label()} and "
-                            f"{p.id!r} {s.label()}")
+                            f"{p.id!r} {s.label()}"
+                        )
                     by_ssrc[ssrc] = (p, s)
                 if s.port is not None:
                     for other_p, other_s in by_port.get(s.port, []):
@@ -285,8 +291,9 @@ class SessionSpec:
                 return p
         raise KeyError(participant_id)
 
-    def match_rtp(self, ssrc: int, payload_type: int, src: Address | None = None,
-                  dst: Address | None = None) -> StreamMatch | None:
+    def match_rtp(
+        self, ssrc: int, payload_type: int, src: Address | None = None, dst: Address | None = None
+    ) -> StreamMatch | None:
         """The stream an RTP packet belongs to (module docstring: SSRC, then port + PT)."""
         hit = self._by_ssrc.get(ssrc)
         if hit is not None:
@@ -304,8 +311,9 @@ class SessionSpec:
                 return None
         return None
 
-    def match_rtcp(self, ssrc: int, src: Address | None = None,
-                   dst: Address | None = None) -> StreamMatch | None:
+    def match_rtcp(
+        self, ssrc: int, src: Address | None = None, dst: Address | None = None
+    ) -> StreamMatch | None:
         """The stream an RTCP packet (sent by ``ssrc``) belongs to: by SSRC, else RTCP port."""
         hit = self._by_ssrc.get(ssrc)
         if hit is not None:
@@ -321,29 +329,41 @@ class SessionSpec:
         return None
 
 
-def _on_host(candidates: Sequence[tuple[ParticipantSpec, StreamSpec]],
-             host: str) -> list[tuple[ParticipantSpec, StreamSpec]]:
-    return [c for c in candidates
-            if c[1].host is None or c[1].host in _UNSPECIFIED_HOSTS or c[1].host == host]
+def _on_host(
+    candidates: Sequence[tuple[ParticipantSpec, StreamSpec]], host: str
+) -> list[tuple[ParticipantSpec, StreamSpec]]:
+    return [
+        c
+        for c in candidates
+        if c[1].host is None or c[1].host in _UNSPECIFIED_HOSTS or c[1].host == host
+    ]
 
 
-def _rtp_match(hit: tuple[ParticipantSpec, StreamSpec], payload_type: int,
-               by: Literal["ssrc", "port"]) -> StreamMatch:
+def _rtp_match(
+    hit: tuple[ParticipantSpec, StreamSpec], payload_type: int, by: Literal["ssrc", "port"]
+) -> StreamMatch:
     participant, stream = hit
     apt = stream.rtx.get(payload_type)
     codec = stream.codecs.get(payload_type if apt is None else apt)
     return StreamMatch(participant, stream, codec, apt is not None, by)
 
 
-def _check_port_sharing(p1: ParticipantSpec, s1: StreamSpec,
-                        p2: ParticipantSpec, s2: StreamSpec) -> None:
+def _check_port_sharing(
+    p1: ParticipantSpec, s1: StreamSpec, p2: ParticipantSpec, s2: StreamSpec
+) -> None:
     """Two streams on one port must differ by host, by payload types, or both declare SSRCs."""
-    hosts_overlap = (s1.host is None or s2.host is None or s1.host in _UNSPECIFIED_HOSTS
-                     or s2.host in _UNSPECIFIED_HOSTS or s1.host == s2.host)
+    hosts_overlap = (
+        s1.host is None
+        or s2.host is None
+        or s1.host in _UNSPECIFIED_HOSTS
+        or s2.host in _UNSPECIFIED_HOSTS
+        or s1.host == s2.host
+    )
     if not hosts_overlap or (s1.ssrcs and s2.ssrcs):
         return
     shared = sorted((set(s1.codecs) | set(s1.rtx)) & (set(s2.codecs) | set(s2.rtx)))
     if shared:
         raise DescriptionError(
             f"port {s1.port}: {p1.id!r} {s1.label()} and {p2.id!r} {s2.label()} both use "
-            f"payload type {shared[0]}, so packets cannot be told apart; declare their SSRCs")
+            f"payload type {shared[0]}, so packets cannot be told apart; declare their SSRCs"
+        )

@@ -154,8 +154,10 @@ class _Parser:
                 raise self.fail("a second v= line")
             elif key == "o":
                 if len(value.split()) != 6:
-                    raise self.fail("o= needs 6 fields: <username> <sess-id> <sess-version> "
-                                    f"<nettype> <addrtype> <address>, got {value!r}")
+                    raise self.fail(
+                        "o= needs 6 fields: <username> <sess-id> <sess-version> "
+                        f"<nettype> <addrtype> <address>, got {value!r}"
+                    )
             elif key == "t":
                 fields = value.split()
                 if len(fields) != 2:
@@ -186,8 +188,9 @@ class _Parser:
                     self.attribute(current, name, arg)
         if not seen_version:
             raise DescriptionError("empty SDP", file=self.file)
-        streams = [self.finish(s, session_host, session_direction, session_extmap)
-                   for s in sections]
+        streams = [
+            self.finish(s, session_host, session_direction, session_extmap) for s in sections
+        ]
         kept = tuple(s for s in streams if s is not None)
         if not kept:
             raise DescriptionError("no audio or video RTP m= line", file=self.file)
@@ -238,7 +241,8 @@ class _Parser:
             s.rtcp_port = self.int_in(fields[0], 1, 65535, "a=rtcp port")
             address = fields[3] if len(fields) == 4 else None
             s.rtcp_placeholder = s.rtcp_port == _JSEP_PORT and (
-                address is None or canonical_host(address) in _UNSPECIFIED)
+                address is None or canonical_host(address) in _UNSPECIFIED
+            )
         elif name == "rtcp-mux":
             s.rtcp_mux = True
         elif name == "bundle-only":
@@ -279,14 +283,21 @@ class _Parser:
         if ext_id == 15:
             raise self.fail("a=extmap id 15 is reserved (RFC 8285)")
         if direction and direction not in _DIRECTIONS:
-            raise self.fail(f"a=extmap direction must be one of sendrecv, sendonly, recvonly, "
-                            f"inactive, got {direction!r}")
+            raise self.fail(
+                f"a=extmap direction must be one of sendrecv, sendonly, recvonly, "
+                f"inactive, got {direction!r}"
+            )
         if ext_id in into:
             raise self.fail(f"a second a=extmap with id {ext_id}")
         into[ext_id] = fields[1]
 
-    def finish(self, s: _Section, session_host: str | None, session_direction: Direction | None,
-               session_extmap: dict[int, str]) -> StreamSpec | None:
+    def finish(
+        self,
+        s: _Section,
+        session_host: str | None,
+        session_direction: Direction | None,
+        session_extmap: dict[int, str],
+    ) -> StreamSpec | None:
         if s.port == 0 and not s.bundle_only:
             return None
         host = s.host if s.host is not None else session_host
@@ -311,22 +322,36 @@ class _Parser:
                 raise self.fail(f"payload type {pt} has no a=rtpmap", s.line)
         for pt, apt in rtx.items():
             if apt not in codecs:
-                raise self.fail(f"RTX payload type {pt} repairs {apt}, which is not a codec of "
-                                "this m= line", s.fmtp[pt][0])
+                raise self.fail(
+                    f"RTX payload type {pt} repairs {apt}, which is not a codec of this m= line",
+                    s.fmtp[pt][0],
+                )
         rtx_ssrcs = {secondary: primary for primary, secondary in s.fid}
         ordered = [*s.sim, *(p for p, _ in s.fid), *s.ssrc_attrs]
         ssrcs = tuple(dict.fromkeys(x for x in ordered if x not in rtx_ssrcs))
-        cname = next((s.ssrc_attrs[x]["cname"] for x in ssrcs
-                      if "cname" in s.ssrc_attrs.get(x, {})), None)
-        msid = s.msid or next((s.ssrc_attrs[x]["msid"] for x in ssrcs
-                               if "msid" in s.ssrc_attrs.get(x, {})), None)
-        rtcp_port = resolve_rtcp_port(port, s.rtcp_mux,
-                                      None if s.rtcp_placeholder else s.rtcp_port)
+        cname = next(
+            (s.ssrc_attrs[x]["cname"] for x in ssrcs if "cname" in s.ssrc_attrs.get(x, {})), None
+        )
+        msid = s.msid or next(
+            (s.ssrc_attrs[x]["msid"] for x in ssrcs if "msid" in s.ssrc_attrs.get(x, {})), None
+        )
+        rtcp_port = resolve_rtcp_port(port, s.rtcp_mux, None if s.rtcp_placeholder else s.rtcp_port)
         try:
             return StreamSpec(
-                kind=s.kind, port=port, rtcp_port=rtcp_port, rtcp_mux=s.rtcp_mux, ssrcs=ssrcs,
-                codecs=codecs, rtx=rtx, rtx_ssrcs=rtx_ssrcs,
-                extmap={**session_extmap, **s.extmap}, mid=s.mid, host=host,
-                direction=s.direction or session_direction or "sendrecv", cname=cname, msid=msid)
+                kind=s.kind,
+                port=port,
+                rtcp_port=rtcp_port,
+                rtcp_mux=s.rtcp_mux,
+                ssrcs=ssrcs,
+                codecs=codecs,
+                rtx=rtx,
+                rtx_ssrcs=rtx_ssrcs,
+                extmap={**session_extmap, **s.extmap},
+                mid=s.mid,
+                host=host,
+                direction=s.direction or session_direction or "sendrecv",
+                cname=cname,
+                msid=msid,
+            )
         except DescriptionError as exc:
             raise self.fail(str(exc), s.line) from exc

@@ -19,8 +19,8 @@ batch of one, so there is one set of rules.
 from __future__ import annotations
 
 from collections import deque
-from itertools import repeat
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -210,47 +210,83 @@ class _Rows:
         n = len(self.old)
         if i < n:
             return self.old[i]
-        return self.buf[self.start[i - n]:self.end[i - n]]
+        return self.buf[self.start[i - n] : self.end[i - n]]
 
     def take(self, index: npt.NDArray[np.intp]) -> _Rows:
         """The rows at index, in that order; payloads of the buffer stay where they are."""
         n = len(self.old)
         old = [self.payload(int(i)) for i in index[index < n]] if n else []
-        if n and len(old) and not np.all(index[:len(old)] < n):
+        if n and len(old) and not np.all(index[: len(old)] < n):
             # old rows are spread among new ones: give every taken row its own bytes
             old = [self.payload(int(i)) for i in index]
             empty = np.zeros(0, np.int64)
-            return _Rows(self.seq[index], self.timestamp[index], self.arrival[index],
-                         self.marker[index], self.level[index], old, b"", empty, empty)
-        new = index[len(old):] - n
-        return _Rows(self.seq[index], self.timestamp[index], self.arrival[index],
-                     self.marker[index], self.level[index], old, self.buf,
-                     self.start[new], self.end[new])
+            return _Rows(
+                self.seq[index],
+                self.timestamp[index],
+                self.arrival[index],
+                self.marker[index],
+                self.level[index],
+                old,
+                b"",
+                empty,
+                empty,
+            )
+        new = index[len(old) :] - n
+        return _Rows(
+            self.seq[index],
+            self.timestamp[index],
+            self.arrival[index],
+            self.marker[index],
+            self.level[index],
+            old,
+            self.buf,
+            self.start[new],
+            self.end[new],
+        )
 
     def packets(self) -> list[_Packet]:
-        return [_Packet(int(self.seq[i]), int(self.timestamp[i]), int(self.arrival[i]),
-                        bool(self.marker[i]), self.payload(i),
-                        None if self.level[i] < 0 else int(self.level[i]))
-                for i in range(len(self.seq))]
+        return [
+            _Packet(
+                int(self.seq[i]),
+                int(self.timestamp[i]),
+                int(self.arrival[i]),
+                bool(self.marker[i]),
+                self.payload(i),
+                None if self.level[i] < 0 else int(self.level[i]),
+            )
+            for i in range(len(self.seq))
+        ]
 
 
 def _rows_of(packets: list[_Packet]) -> _Rows:
     empty = np.zeros(0, np.int64)
-    return _Rows(np.array([p.seq for p in packets], np.int64),
-                 np.array([p.timestamp for p in packets], np.int64),
-                 np.array([p.arrival_ns for p in packets], np.int64),
-                 np.array([p.marker for p in packets], np.bool_),
-                 np.array([-1 if p.audio_level is None else p.audio_level for p in packets],
-                          np.int16),
-                 [p.payload for p in packets], b"", empty, empty)
+    return _Rows(
+        np.array([p.seq for p in packets], np.int64),
+        np.array([p.timestamp for p in packets], np.int64),
+        np.array([p.arrival_ns for p in packets], np.int64),
+        np.array([p.marker for p in packets], np.bool_),
+        np.array([-1 if p.audio_level is None else p.audio_level for p in packets], np.int16),
+        [p.payload for p in packets],
+        b"",
+        empty,
+        empty,
+    )
 
 
 def _concat(a: _Rows, b: _Rows) -> _Rows:
     """a's rows then b's; a must hold its payloads itself (no buffer rows)."""
     assert not len(a.start)
-    return _Rows(np.concatenate([a.seq, b.seq]), np.concatenate([a.timestamp, b.timestamp]),
-                 np.concatenate([a.arrival, b.arrival]), np.concatenate([a.marker, b.marker]),
-                 np.concatenate([a.level, b.level]), a.old + b.old, b.buf, b.start, b.end)
+    return _Rows(
+        np.concatenate([a.seq, b.seq]),
+        np.concatenate([a.timestamp, b.timestamp]),
+        np.concatenate([a.arrival, b.arrival]),
+        np.concatenate([a.marker, b.marker]),
+        np.concatenate([a.level, b.level]),
+        a.old + b.old,
+        b.buf,
+        b.start,
+        b.end,
+    )
 
 
 class StreamAssembler:
@@ -293,32 +329,63 @@ class StreamAssembler:
         self._last_timestamp: int | None = None
         self._size: tuple[int, int] | None = None
 
-    def push(self, arrival_ns: int, seq: int, timestamp: int, marker: bool,
-             payload: bytes, audio_level: int | None = None) -> list[EncodedFrame]:
+    def push(
+        self,
+        arrival_ns: int,
+        seq: int,
+        timestamp: int,
+        marker: bool,
+        payload: bytes,
+        audio_level: int | None = None,
+    ) -> list[EncodedFrame]:
         """Add one packet (its RTP header fields and payload, padding removed).
 
         audio_level: the RFC 6464 level of the packet in -dBov (0 loudest, 127 silence), if the
         sender sent one; it is carried to the frame.
         """
         one = np.zeros(1, np.int64)
-        return self.push_batch(one + arrival_ns, one + seq, one + timestamp,
-                               np.array([marker], np.bool_), payload, one,
-                               one + len(payload),
-                               None if audio_level is None else np.array([audio_level], np.int16))
+        return self.push_batch(
+            one + arrival_ns,
+            one + seq,
+            one + timestamp,
+            np.array([marker], np.bool_),
+            payload,
+            one,
+            one + len(payload),
+            None if audio_level is None else np.array([audio_level], np.int16),
+        )
 
-    def push_batch(self, arrival_ns: Ints, seq: npt.NDArray[np.integer],
-                   timestamp: npt.NDArray[np.integer], marker: npt.NDArray[np.bool_],
-                   buf: bytes, start: Ints, end: Ints,
-                   audio_level: npt.NDArray[np.int16] | None = None) -> list[EncodedFrame]:
+    def push_batch(
+        self,
+        arrival_ns: Ints,
+        seq: npt.NDArray[np.integer],
+        timestamp: npt.NDArray[np.integer],
+        marker: npt.NDArray[np.bool_],
+        buf: bytes,
+        start: Ints,
+        end: Ints,
+        audio_level: npt.NDArray[np.int16] | None = None,
+    ) -> list[EncodedFrame]:
         """Add packets in arrival order: header fields as arrays, payload i = buf[start[i]:end[i]]
         (padding removed); audio_level -1 where a packet has none."""
         n = len(arrival_ns)
         if not n:
             return []
         self.stats.packets += n
-        level = np.full(n, -1, np.int16) if audio_level is None else np.asarray(audio_level, np.int16)
-        rows = _Rows(self._seq.batch(seq), self._ts.batch(timestamp), np.asarray(arrival_ns, np.int64),
-                     np.asarray(marker, np.bool_), level, [], buf, start, end)
+        level = (
+            np.full(n, -1, np.int16) if audio_level is None else np.asarray(audio_level, np.int16)
+        )
+        rows = _Rows(
+            self._seq.batch(seq),
+            self._ts.batch(timestamp),
+            np.asarray(arrival_ns, np.int64),
+            np.asarray(marker, np.bool_),
+            level,
+            [],
+            buf,
+            start,
+            end,
+        )
         if self._first_arrival is None:
             self._first_arrival = int(rows.arrival[0])
         frames: list[EncodedFrame] = []
@@ -416,8 +483,9 @@ class StreamAssembler:
             self._newest_arrival = max(self._newest_arrival, int(rows.arrival[index].max()))
         self._release(rows.take(index), frames, final=False)
 
-    def _late(self, rows: _Rows, index: npt.NDArray[np.intp],
-              out_of_order: npt.NDArray[np.intp]) -> list[int]:
+    def _late(
+        self, rows: _Rows, index: npt.NDArray[np.intp], out_of_order: npt.NDArray[np.intp]
+    ) -> list[int]:
         """Which out-of-order rows (positions in index) came after the hole they fill was
         declared lost: later than the window after the nearest packet above them, or with more
         than window_packets waiting above them."""
@@ -436,8 +504,10 @@ class StreamAssembler:
             nearest = int(np.argmin(np.where(above, seq[:i], np.iinfo(np.int64).max)))
             newer = arrival[held:i][alive[held:i]]  # a late row does not move the clock
             newest = max(self._newest_arrival, int(newer.max()) if len(newer) else 0)
-            if (newest - int(arrival[nearest]) > self._window_ns
-                    or int(above.sum()) > self._window_packets):
+            if (
+                newest - int(arrival[nearest]) > self._window_ns
+                or int(above.sum()) > self._window_packets
+            ):
                 late.append(k)
                 alive[i] = False
         return late
@@ -460,8 +530,11 @@ class StreamAssembler:
         lost: list[tuple[int, int, int, int]] = []  # (position, first, last, arrival)
         for m in holes.tolist():
             waiting = len(seq) - m
-            if not (final or self._newest_arrival - int(arrival[m]) > self._window_ns
-                    or waiting > self._window_packets):
+            if not (
+                final
+                or self._newest_arrival - int(arrival[m]) > self._window_ns
+                or waiting > self._window_packets
+            ):
                 stop = m
                 break
             lost.append((m, int(expected[m]), int(seq[m]) - 1, int(arrival[m])))
@@ -475,13 +548,17 @@ class StreamAssembler:
     @staticmethod
     def _held_sorted(order: npt.NDArray[np.intp]) -> bool:
         """Whether the release order moves any row (the pool was not in sequence order)."""
-        return bool(len(order)) and int(order[-1]) != len(order) - 1 or bool(
-            len(order) > 1 and np.any(order[1:] < order[:-1]))
+        return (
+            bool(len(order))
+            and int(order[-1]) != len(order) - 1
+            or bool(len(order) > 1 and np.any(order[1:] < order[:-1]))
+        )
 
     # -- frames -----------------------------------------------------------------------------
 
-    def _assemble(self, rows: _Rows, lost: list[tuple[int, int, int, int]],
-                  frames: list[EncodedFrame]) -> None:
+    def _assemble(
+        self, rows: _Rows, lost: list[tuple[int, int, int, int]], frames: list[EncodedFrame]
+    ) -> None:
         """Cut released packets (in sequence order, after the open frame) into frames.
 
         A frame ends at its marker (video), at every packet (audio), before a packet of another
@@ -503,9 +580,16 @@ class StreamAssembler:
         hole_at = np.searchsorted(media, np.array([m for m, *_ in lost], np.int64))
         payloads = _Payloads(self.codec, rows, media)
         if self._audio and payloads.cut:
-            self._audio_frames(payloads, hole_at.tolist(), lost, rows.seq[media].tolist(),
-                               rows.timestamp[media].tolist(), rows.level[media].tolist(),
-                               rows.arrival[media].tolist(), frames)
+            self._audio_frames(
+                payloads,
+                hole_at.tolist(),
+                lost,
+                rows.seq[media].tolist(),
+                rows.timestamp[media].tolist(),
+                rows.level[media].tolist(),
+                rows.arrival[media].tolist(),
+                frames,
+            )
             return
         starts = np.zeros(count, np.bool_)
         whole = np.zeros(count, np.bool_)  # whole[k]: the frame ending at packet k is whole
@@ -531,8 +615,12 @@ class StreamAssembler:
         arrival = rows.arrival[media]
         first_arrival = np.minimum.reduceat(arrival, first).tolist() if count else []
         last_arrival = np.maximum.reduceat(arrival, first).tolist() if count else []
-        open_end = bool(count) and not self._audio and not whole[-1] and not (
-            len(hole_at) and int(hole_at[-1]) == count)
+        open_end = (
+            bool(count)
+            and not self._audio
+            and not whole[-1]
+            and not (len(hole_at) and int(hole_at[-1]) == count)
+        )
         seq = rows.seq[media].tolist()
         timestamps = rows.timestamp[media].tolist() if count else []
         levels = rows.level[media].tolist() if count else []
@@ -552,60 +640,124 @@ class StreamAssembler:
                 self._lose(*pending[1][1:])
                 pending = next(holes, None)
             if open_end and k == frames_cut - 1:
-                self._frame = [_Packet(seq[i], timestamps[i], int(arrival[i]),
-                                       bool(rows.marker[media[i]]), payloads.payload(i),
-                                       None if levels[i] < 0 else levels[i])
-                               for i in range(a, b + 1)]
+                self._frame = [
+                    _Packet(
+                        seq[i],
+                        timestamps[i],
+                        int(arrival[i]),
+                        bool(rows.marker[media[i]]),
+                        payloads.payload(i),
+                        None if levels[i] < 0 else levels[i],
+                    )
+                    for i in range(a, b + 1)
+                ]
                 break
             if quick and whole_list[b] and simple[a] and starts_list[a]:
                 # a delta frame cut by the batch layout: the common case, without _emit's checks
-                pieces = data[a] if a == b else data[a:b + 1]
+                pieces = data[a] if a == b else data[a : b + 1]
                 if pieces is not None and (a == b or None not in pieces):
                     if self._need_keyframe:
                         stats.frames_skipped_for_keyframe += 1
                         continue
                     stats.frames += 1
                     self._last_timestamp = timestamps[a]
-                    frames.append(_new_frame(EncodedFrame, (
-                        ssrc, timestamps[a], first_arrival[k], last_arrival[k],
-                        pieces if a == b else b"".join(pieces),  # type: ignore[arg-type]
-                        False, width, height, seq[a], seq[b],
-                        None if levels[a] < 0 else levels[a])))
+                    frames.append(
+                        _new_frame(
+                            EncodedFrame,
+                            (
+                                ssrc,
+                                timestamps[a],
+                                first_arrival[k],
+                                last_arrival[k],
+                                pieces if a == b else b"".join(pieces),  # type: ignore[arg-type]
+                                False,
+                                width,
+                                height,
+                                seq[a],
+                                seq[b],
+                                None if levels[a] < 0 else levels[a],
+                            ),
+                        )
+                    )
                     continue
-            self._emit(payloads, a, b, whole_list[b], seq, timestamps[a], levels[a],
-                       first_arrival[k], last_arrival[k], frames)
+            self._emit(
+                payloads,
+                a,
+                b,
+                whole_list[b],
+                seq,
+                timestamps[a],
+                levels[a],
+                first_arrival[k],
+                last_arrival[k],
+                frames,
+            )
             width, height = self._size if self._size else (None, None)
         while pending is not None:
             self._lose(*pending[1][1:])
             pending = next(holes, None)
 
-    def _audio_frames(self, payloads: _Payloads, hole_at: list[int],
-                      lost: list[tuple[int, int, int, int]], seq: list[int],
-                      timestamps: list[int], levels: list[int], arrival: list[int],
-                      frames: list[EncodedFrame]) -> None:
+    def _audio_frames(
+        self,
+        payloads: _Payloads,
+        hole_at: list[int],
+        lost: list[tuple[int, int, int, int]],
+        seq: list[int],
+        timestamps: list[int],
+        levels: list[int],
+        arrival: list[int],
+        frames: list[EncodedFrame],
+    ) -> None:
         """Audio of a codec with a batch layout: every packet is a frame; the common ones (a
         valid one-packet frame) are built without the per-frame checks of _emit."""
         data = payloads.data
         simple = payloads.simple
         stats = self.stats
-        level_of = [None] * len(levels) if max(levels, default=-1) < 0 else [
-            None if level < 0 else level for level in levels]
+        level_of = (
+            [None] * len(levels)
+            if max(levels, default=-1) < 0
+            else [None if level < 0 else level for level in levels]
+        )
         begin = 0
         for end, hole in [*zip(hole_at, lost), (len(seq), None)]:
             if end > begin and all(simple[begin:end]) and None not in data[begin:end]:
                 count = end - begin
                 part = slice(begin, end)
-                frames.extend([_new_frame(EncodedFrame, fields) for fields in zip(
-                    repeat(self.ssrc, count), timestamps[part], arrival[part], arrival[part],
-                    data[part], repeat(True), repeat(None), repeat(None), seq[part], seq[part],
-                    level_of[part])])
+                frames.extend(
+                    [
+                        _new_frame(EncodedFrame, fields)
+                        for fields in zip(
+                            repeat(self.ssrc, count),
+                            timestamps[part],
+                            arrival[part],
+                            arrival[part],
+                            data[part],
+                            repeat(True),
+                            repeat(None),
+                            repeat(None),
+                            seq[part],
+                            seq[part],
+                            level_of[part],
+                        )
+                    ]
+                )
                 stats.frames += count
                 stats.keyframes += count
                 self._last_timestamp = timestamps[end - 1]
             else:
                 for i in range(begin, end):
-                    self._emit(payloads, i, i, True, seq, timestamps[i], levels[i], arrival[i],
-                               arrival[i], frames)
+                    self._emit(
+                        payloads,
+                        i,
+                        i,
+                        True,
+                        seq,
+                        timestamps[i],
+                        levels[i],
+                        arrival[i],
+                        arrival[i],
+                        frames,
+                    )
             if hole is not None:
                 self._lose(*hole[1:])
             begin = end
@@ -627,13 +779,32 @@ class StreamAssembler:
         if packets:
             rows = _rows_of(packets)
             payloads = _Payloads(self.codec, rows, np.arange(len(packets)))
-            self._emit(payloads, 0, len(packets) - 1, whole, [p.seq for p in packets],
-                       packets[0].timestamp, int(rows.level[0]), int(rows.arrival.min()),
-                       int(rows.arrival.max()), frames)
+            self._emit(
+                payloads,
+                0,
+                len(packets) - 1,
+                whole,
+                [p.seq for p in packets],
+                packets[0].timestamp,
+                int(rows.level[0]),
+                int(rows.arrival.min()),
+                int(rows.arrival.max()),
+                frames,
+            )
 
-    def _emit(self, payloads: _Payloads, a: int, b: int, whole: bool, seq: list[int],
-              timestamp: int, level: int, first_arrival: int, last_arrival: int,
-              frames: list[EncodedFrame]) -> None:
+    def _emit(
+        self,
+        payloads: _Payloads,
+        a: int,
+        b: int,
+        whole: bool,
+        seq: list[int],
+        timestamp: int,
+        level: int,
+        first_arrival: int,
+        last_arrival: int,
+        frames: list[EncodedFrame],
+    ) -> None:
         """Emit packets a..b (media indices, in order) as a frame if they are all of one."""
         stats = self.stats
         if not (whole and payloads.starts(a)):
@@ -645,8 +816,9 @@ class StreamAssembler:
             data, info = payloads.frame(a, b)
         except CaptureError as exc:
             stats.malformed += 1
-            stats.problems.append(CaptureError(str(exc), file=self._file, ssrc=self.ssrc,
-                                               seq=seq[a] & 0xFFFF))
+            stats.problems.append(
+                CaptureError(str(exc), file=self._file, ssrc=self.ssrc, seq=seq[a] & 0xFFFF)
+            )
             if not self._audio:
                 self._wait_for_keyframe()
             return
@@ -663,11 +835,21 @@ class StreamAssembler:
         stats.frames += 1
         stats.keyframes += info.keyframe
         shown = self._size
-        frames.append(EncodedFrame(
-            self.ssrc, timestamp, first_arrival, last_arrival, data, info.keyframe,
-            shown[0] if shown else None, shown[1] if shown else None, seq[a], seq[b],
-            None if level < 0 else level,
-        ))
+        frames.append(
+            EncodedFrame(
+                self.ssrc,
+                timestamp,
+                first_arrival,
+                last_arrival,
+                data,
+                info.keyframe,
+                shown[0] if shown else None,
+                shown[1] if shown else None,
+                seq[a],
+                seq[b],
+                None if level < 0 else level,
+            )
+        )
 
 
 class _Payloads:
@@ -675,8 +857,7 @@ class _Payloads:
     operations where the codec has a batch layout (rtpbatch.payload_layout), else by the
     codec's per-packet depayload."""
 
-    __slots__ = ("codec", "_old", "_buf", "_start", "_end", "_data", "_starts", "_simple",
-                 "_info")
+    __slots__ = ("codec", "_old", "_buf", "_start", "_end", "_data", "_starts", "_simple", "_info")
 
     @property
     def cut(self) -> bool:
@@ -739,7 +920,7 @@ class _Payloads:
         n = len(self._old)
         if i < n:
             return self._old[i]
-        return self._buf[self._start[i - n]:self._end[i - n]]
+        return self._buf[self._start[i - n] : self._end[i - n]]
 
     def starts(self, i: int) -> bool:
         if self._data is not None:
@@ -754,7 +935,7 @@ class _Payloads:
         codec refuses it."""
         cut = self._data
         if cut is not None:
-            pieces = cut[a:b + 1]
+            pieces = cut[a : b + 1]
             if None not in pieces:
                 data = pieces[0] if a == b else b"".join(pieces)  # type: ignore[arg-type]
                 assert data is not None

@@ -549,14 +549,22 @@ def _vp9_frame_header(
 
 # --------------------------------------------------------------------------------------- H.264
 
-_H264_UNSUPPORTED = {0: "reserved", 25: "STAP-B", 26: "MTAP16", 27: "MTAP24", 29: "FU-B",
-                     30: "reserved", 31: "reserved"}
+_H264_UNSUPPORTED = {
+    0: "reserved",
+    25: "STAP-B",
+    26: "MTAP16",
+    27: "MTAP24",
+    29: "FU-B",
+    30: "reserved",
+    31: "reserved",
+}
 
 
 def _h264_unsupported(nal_type: int) -> CaptureError:
     return CaptureError(
         f"H.264 packet type {nal_type} ({_H264_UNSUPPORTED[nal_type]}) is not supported"
     )
+
 
 # profile_idc values whose SPS carries chroma_format_idc etc. (H.264 §7.3.2.1.1)
 _HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})

@@ -35,8 +35,16 @@ from .assembler import EncodedFrame, StreamAssembler, StreamStats, TimestampUnwr
 from .codecs import codec_for
 from .rtpbatch import RtpColumns, audio_levels, sender_reports, split_batch
 
-__all__ = ["FrameCallback", "FrameGroup", "ParticipantReport", "RoomReader", "RoomScan",
-           "RoomStep", "StreamReport", "scan_room"]
+__all__ = [
+    "FrameCallback",
+    "FrameGroup",
+    "ParticipantReport",
+    "RoomReader",
+    "RoomScan",
+    "RoomStep",
+    "StreamReport",
+    "scan_room",
+]
 
 FrameCallback = Callable[[str, str, EncodedFrame], None]
 FrameGroup = tuple[str, str, list[EncodedFrame]]
@@ -96,27 +104,39 @@ class RoomScan:
         """The scan as plain data (for `skymix inspect --json` and reports)."""
 
         def stream(s: StreamReport) -> dict[str, object]:
-            resolutions = sorted({(w, h) for st in s.stats.values()
-                                  for _, w, h in st.resolutions})
+            resolutions = sorted({(w, h) for st in s.stats.values() for _, w, h in st.resolutions})
             return {
-                "kind": s.kind, "codec": s.codec, "ssrcs": s.ssrcs,
-                "first_arrival_ns": s.first_arrival_ns, "last_arrival_ns": s.last_arrival_ns,
-                "packets": s.total("packets"), "lost": s.total("lost"),
-                "loss_percent": round(100.0 * s.total("lost")
-                                      / max(1, s.total("packets") - s.total("duplicates")
-                                            + s.total("lost")), 3),
-                "reordered": s.total("reordered"), "duplicates": s.total("duplicates"),
-                "late": s.total("late"), "frames": s.total("frames"),
+                "kind": s.kind,
+                "codec": s.codec,
+                "ssrcs": s.ssrcs,
+                "first_arrival_ns": s.first_arrival_ns,
+                "last_arrival_ns": s.last_arrival_ns,
+                "packets": s.total("packets"),
+                "lost": s.total("lost"),
+                "loss_percent": round(
+                    100.0
+                    * s.total("lost")
+                    / max(1, s.total("packets") - s.total("duplicates") + s.total("lost")),
+                    3,
+                ),
+                "reordered": s.total("reordered"),
+                "duplicates": s.total("duplicates"),
+                "late": s.total("late"),
+                "frames": s.total("frames"),
                 "keyframes": s.total("keyframes"),
                 "incomplete_frames": s.total("incomplete_frames"),
                 "frames_skipped_for_keyframe": s.total("frames_skipped_for_keyframe"),
                 "gaps": sum(len(st.gaps) for st in s.stats.values()),
                 "resolutions": [list(r) for r in resolutions],
-                "clock": {f"{ssrc:#010x}": {"drift_ppm": round(c.drift_ppm, 2),
-                                             "offset_ns": round(c.offset_ns),
-                                             "jitter_ms": round(c.jitter_ns / 1e6, 3),
-                                             "windows": c.points}
-                          for ssrc, c in s.clocks.items()},
+                "clock": {
+                    f"{ssrc:#010x}": {
+                        "drift_ppm": round(c.drift_ppm, 2),
+                        "offset_ns": round(c.offset_ns),
+                        "jitter_ms": round(c.jitter_ns / 1e6, 3),
+                        "windows": c.points,
+                    }
+                    for ssrc, c in s.clocks.items()
+                },
                 "sender_reports": sum(c.reports for c in s.sender_clocks.values()),
                 "idle": s.idle,
                 "audio_levels": s.audio_levels,
@@ -124,13 +144,22 @@ class RoomScan:
             }
 
         return {
-            "start_ns": self.start_ns, "end_ns": self.end_ns,
-            "participants": [{"id": p.id, "name": p.name, "presence": p.presence,
-                              "streams": [stream(s) for s in p.streams]}
-                             for p in self.participants],
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "participants": [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "presence": p.presence,
+                    "streams": [stream(s) for s in p.streams],
+                }
+                for p in self.participants
+            ],
             "skipped": dict(self.skipped),
-            "files": {f: {"records": st.records, "datagrams": st.datagrams,
-                          "skipped": dict(st.skipped)} for f, st in self.files.items()},
+            "files": {
+                f: {"records": st.records, "datagrams": st.datagrams, "skipped": dict(st.skipped)}
+                for f, st in self.files.items()
+            },
             "problems": [str(p) for p in self.problems],
         }
 
@@ -168,8 +197,9 @@ class _Room:
             self.participants[pid] = ParticipantReport(pid, name)
         return self.participants[pid]
 
-    def stream(self, pid: str, name: str, label: str, kind: str, codec: str,
-               clock_rate: int) -> StreamReport:
+    def stream(
+        self, pid: str, name: str, label: str, kind: str, codec: str, clock_rate: int
+    ) -> StreamReport:
         key = (pid, label)
         if key not in self.streams:
             report = StreamReport(pid, kind, codec, clock_rate)
@@ -178,12 +208,18 @@ class _Room:
         return self.streams[key]
 
     def bind(self, ssrc: int, report: StreamReport, file: str) -> _Ssrc:
-        state = _Ssrc(report, StreamAssembler(codec_for(report.codec), ssrc, file=file),
-                      ClockEstimator(report.clock_rate), TimestampUnwrapper())
+        state = _Ssrc(
+            report,
+            StreamAssembler(codec_for(report.codec), ssrc, file=file),
+            ClockEstimator(report.clock_rate),
+            TimestampUnwrapper(),
+        )
         report.ssrcs.append(ssrc)
         report.stats[ssrc] = state.assembler.stats
         self.ssrcs[ssrc] = state
-        state.reports.extend((ntp, state.unwrap(rtp)) for ntp, rtp in self.early_reports.pop(ssrc, ()))
+        state.reports.extend(
+            (ntp, state.unwrap(rtp)) for ntp, rtp in self.early_reports.pop(ssrc, ())
+        )
         return state
 
     def process(self, batch: DatagramBatch) -> None:
@@ -194,8 +230,11 @@ class _Room:
             self.skipped[f"not RTP ({kind})"] += 1
         for row, message in split.malformed:
             self.skipped["malformed RTP"] += 1
-            self.problems.append(CaptureError(f"malformed RTP: {message}", file=batch.file,
-                                              offset=int(batch.offset[row])))
+            self.problems.append(
+                CaptureError(
+                    f"malformed RTP: {message}", file=batch.file, offset=int(batch.offset[row])
+                )
+            )
         if self.fit_clocks:  # sender reports feed the clocks only
             for row in split.rtcp:
                 _rtcp(self, batch.data(row))
@@ -209,7 +248,9 @@ class _Room:
         groups, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
         rtx_groups: list[tuple[npt.NDArray[np.intp], int, int]] = []
-        for g in np.argsort(first).tolist():  # in order of first arrival: SSRC changes bind in order
+        for g in np.argsort(
+            first
+        ).tolist():  # in order of first arrival: SSRC changes bind in order
             k, i = int(groups[g]), int(first[g])
             ssrc = k >> 7
             rows = np.flatnonzero(inverse == g)
@@ -222,18 +263,25 @@ class _Room:
                 self.wait(batch, rtp, rows, ssrc)
             if state is not None:
                 target[rows] = state.assembler.ssrc
-        for rows, repaired, i in rtx_groups:
+        for rows, repaired, _ in rtx_groups:
             self.repair(batch, rtp, rows, repaired, target, seq, start)
         routed = np.flatnonzero(target >= 0)
         order = routed[np.argsort(target[routed], kind="stable")]
         cuts = np.flatnonzero(np.diff(target[order])) + 1
         for index in np.split(order, cuts):
             if len(index):
-                self.feed(self.ssrcs[int(target[index[0]])], batch, rtp, index, seq[index],
-                          start[index])
+                self.feed(
+                    self.ssrcs[int(target[index[0]])], batch, rtp, index, seq[index], start[index]
+                )
 
-    def match(self, batch: DatagramBatch, rtp: RtpColumns, i: int, rows: npt.NDArray[np.intp],
-              rtx_groups: list[tuple[npt.NDArray[np.intp], int, int]]) -> _Ssrc | None:
+    def match(
+        self,
+        batch: DatagramBatch,
+        rtp: RtpColumns,
+        i: int,
+        rows: npt.NDArray[np.intp],
+        rtx_groups: list[tuple[npt.NDArray[np.intp], int, int]],
+    ) -> _Ssrc | None:
         """Bind an SSRC new to the room by the description (its first packet's PT and ports);
         RTX groups are set aside to be unwrapped once the streams they repair are bound."""
         ssrc, pt = int(rtp.ssrc[i]), int(rtp.payload_type[i])
@@ -248,22 +296,34 @@ class _Room:
             # the SSRC it repairs: declared (ssrc-group FID), else the stream's current one
             media = self.streams.get((p.id, stream.label()))
             repaired = stream.rtx_ssrcs.get(ssrc) or (media.ssrcs[-1] if media else None)
-            rtx_groups.append((rows, -1 if repaired is None else repaired, match.codec.payload_type))
+            rtx_groups.append(
+                (rows, -1 if repaired is None else repaired, match.codec.payload_type)
+            )
             return None
         try:
             codec_for(match.codec.name)
         except CaptureError:
             self.skipped[f"unsupported codec {match.codec.name}"] += len(rows)
             return None
-        report = self.stream(p.id, p.name, stream.label(), stream.kind, match.codec.name,
-                             match.codec.clock_rate)
+        report = self.stream(
+            p.id, p.name, stream.label(), stream.kind, match.codec.name, match.codec.clock_rate
+        )
         if report.audio_level_id is None:
-            report.audio_level_id = next((i for i, uri in stream.extmap.items()
-                                          if uri == AUDIO_LEVEL_URI), None)
+            report.audio_level_id = next(
+                (i for i, uri in stream.extmap.items() if uri == AUDIO_LEVEL_URI), None
+            )
         return self.bind(ssrc, report, batch.file)
 
-    def repair(self, batch: DatagramBatch, rtp: RtpColumns, rows: npt.NDArray[np.intp],
-               repaired: int, target: Ints, seq: Ints, start: Ints) -> None:
+    def repair(
+        self,
+        batch: DatagramBatch,
+        rtp: RtpColumns,
+        rows: npt.NDArray[np.intp],
+        repaired: int,
+        target: Ints,
+        seq: Ints,
+        start: Ints,
+    ) -> None:
         """RFC 4588: an RTX payload is the original sequence number, then the original payload."""
         if repaired not in self.ssrcs:
             self.skipped["RTX before its stream"] += len(rows)
@@ -278,24 +338,33 @@ class _Room:
         start[rows] = at + 2
         target[rows] = repaired
 
-    def wait(self, batch: DatagramBatch, rtp: RtpColumns, rows: npt.NDArray[np.intp],
-             ssrc: int) -> None:
+    def wait(
+        self, batch: DatagramBatch, rtp: RtpColumns, rows: npt.NDArray[np.intp], ssrc: int
+    ) -> None:
         """Without a description, an SSRC's first packets wait until its codec can be guessed."""
         waiting = self.pending.setdefault(ssrc, [])
         waiting.extend(batch.datagram(int(rtp.rows[i])) for i in rows.tolist())
         if len(waiting) >= GUESS_PACKETS:
             _guess(self, ssrc, self.pending.pop(ssrc))
 
-    def feed(self, state: _Ssrc, batch: DatagramBatch, rtp: RtpColumns,
-             index: npt.NDArray[np.intp], seq: Ints, start: Ints) -> None:
+    def feed(
+        self,
+        state: _Ssrc,
+        batch: DatagramBatch,
+        rtp: RtpColumns,
+        index: npt.NDArray[np.intp],
+        seq: Ints,
+        start: Ints,
+    ) -> None:
         """One stream's packets of a batch, in arrival order."""
         report = state.report
         arrival = batch.arrival_ns[rtp.rows[index]]
         previous = report.last_arrival_ns
         if report.first_arrival_ns is None:
             report.first_arrival_ns = int(arrival[0])
-        reach = np.maximum.accumulate(arrival if previous is None else
-                                      np.concatenate([[previous], arrival]))
+        reach = np.maximum.accumulate(
+            arrival if previous is None else np.concatenate([[previous], arrival])
+        )
         before = reach[:-1] if previous is not None else np.concatenate([[arrival[0]], reach[:-1]])
         gap = arrival - before
         for k in np.flatnonzero(gap > IDLE_NS.get(report.kind, IDLE_NS["video"])).tolist():
@@ -315,9 +384,19 @@ class _Room:
         timestamp = rtp.timestamp[index]
         if self.fit_clocks:
             state.clock.add_batch(state.unwrap.batch(timestamp), arrival)
-        self.deliver(state, state.assembler.push_batch(
-            arrival, seq, timestamp, rtp.marker[index], batch.buf, start,
-            rtp.payload_end[index], levels))
+        self.deliver(
+            state,
+            state.assembler.push_batch(
+                arrival,
+                seq,
+                timestamp,
+                rtp.marker[index],
+                batch.buf,
+                start,
+                rtp.payload_end[index],
+                levels,
+            ),
+        )
 
     def deliver(self, state: _Ssrc, frames: list[EncodedFrame]) -> None:
         if self.collect and frames:
@@ -356,8 +435,9 @@ def _mjr_batches(path: Path, room: _Room, stats: ReadStats) -> Iterator[Datagram
     pid = parsed.user if parsed else path.stem
     name = f"user {parsed.user}" if parsed else path.stem
     room.participant(pid, name)
-    report = room.stream(pid, name, f"{info.kind}-{path.name}", info.kind, info.codec,
-                         info.clock_rate)
+    report = room.stream(
+        pid, name, f"{info.kind}-{path.name}", info.kind, info.codec, info.clock_rate
+    )
     report.note = f"Janus recording ({info.format}, times {info.timing})"
     room.mjr_streams[str(path)] = report
     return read_batches(path, stats, datagrams=recording)
@@ -377,9 +457,15 @@ class RoomReader:
     """Reads a room's captures once, a batch at a time: iterate for the frames as they become
     final (the mix decodes them while reading); ``scan`` holds the RoomScan afterwards."""
 
-    def __init__(self, captures: Sequence[str | Path], description: SessionSpec | None = None,
-                 *, progress: ProgressCallback | None = None, collect: bool = True,
-                 fit_clocks: bool = True) -> None:
+    def __init__(
+        self,
+        captures: Sequence[str | Path],
+        description: SessionSpec | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        collect: bool = True,
+        fit_clocks: bool = True,
+    ) -> None:
         self.captures = [Path(c) for c in captures]
         self.collect = collect  # False: only the scan is wanted, frames are not handed out
         self.fit_clocks = fit_clocks  # False: a second pass that has the clocks already
@@ -400,8 +486,10 @@ class RoomReader:
         start: int | None = None
         end: int | None = None
         count = 0
-        for batch in heapq.merge(*((b for b in source if len(b)) for source in sources),
-                                 key=lambda b: int(b.arrival_ns[0])):
+        for batch in heapq.merge(
+            *((b for b in source if len(b)) for source in sources),
+            key=lambda b: int(b.arrival_ns[0]),
+        ):
             low, high = int(batch.arrival_ns.min()), int(batch.arrival_ns.max())
             start = low if start is None else min(start, low)
             end = high if end is None else max(end, high)
@@ -428,29 +516,34 @@ class RoomReader:
             spec = declared.get(participant.id)
             if spec is not None and start is not None and end is not None:
                 # the description's join and leave times, where it gives them, over the media's
-                participant.presence = [[start if a is None else a, end if b is None else b]
-                                        for a, b in spec.presence()]
+                participant.presence = [
+                    [start if a is None else a, end if b is None else b] for a, b in spec.presence()
+                ]
             else:
                 participant.presence = _presence(spans.get(participant.id, []))
         for stats in files.values():
             room.problems.extend(stats.problems)
         if self.progress is not None:
             self.progress(ProgressEvent("reading", count, count, "packets"))
-        self.scan = RoomScan(list(room.participants.values()), files, room.skipped,
-                             room.problems, start, end)
+        self.scan = RoomScan(
+            list(room.participants.values()), files, room.skipped, room.problems, start, end
+        )
         yield RoomStep(room.out, None)
 
 
-def scan_room(captures: Sequence[str | Path], description: SessionSpec | None = None, *,
-              progress: ProgressCallback | None = None,
-              on_frame: FrameCallback | None = None) -> RoomScan:
+def scan_room(
+    captures: Sequence[str | Path],
+    description: SessionSpec | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    on_frame: FrameCallback | None = None,
+) -> RoomScan:
     """Read every capture once and report participants, streams, sync and damage.
 
     on_frame receives every assembled frame as soon as it is final: each stream's frames in
     media order; frames of different streams come a batch (a few seconds) at a time.
     """
-    reader = RoomReader(captures, description, progress=progress,
-                        collect=on_frame is not None)
+    reader = RoomReader(captures, description, progress=progress, collect=on_frame is not None)
     for step in reader:
         if on_frame is not None:
             for pid, kind, frames in step.frames:
@@ -473,8 +566,9 @@ def _guess(room: _Room, ssrc: int, waiting: list[Datagram]) -> None:
         return
     codec = next(iter(guess.stream.codecs.values()))
     name = f"ssrc {ssrc:#010x}"
-    report = room.stream(name, name, guess.stream.kind, guess.stream.kind, codec.name,
-                         codec.clock_rate)
+    report = room.stream(
+        name, name, guess.stream.kind, guess.stream.kind, codec.name, codec.clock_rate
+    )
     report.note = guess.note
     room.bind(ssrc, report, waiting[0].file)
     for batch in batches_of(waiting, waiting[0].file):

@@ -19,8 +19,15 @@ from ..ingest.batch import DatagramBatch
 from ..session.detect import classify_datagram
 from .codecs import ANNEXB_START, H264, FrameInfo, Opus, Pcma, Pcmu, Vp8
 
-__all__ = ["PayloadLayout", "RtpColumns", "SplitBatch", "audio_levels", "payload_layout",
-           "sender_reports", "split_batch"]
+__all__ = [
+    "PayloadLayout",
+    "RtpColumns",
+    "SplitBatch",
+    "audio_levels",
+    "payload_layout",
+    "sender_reports",
+    "split_batch",
+]
 
 Ints = npt.NDArray[np.int64]
 ONE_BYTE_PROFILE = 0xBEDE
@@ -117,8 +124,9 @@ def split_batch(batch: DatagramBatch, rtp_only: bool = False) -> SplitBatch:
     walk = np.flatnonzero(~bad & _known_profile(profile))
     ids = values = np.full((0, len(rows)), -1, np.int16)
     if len(walk):
-        walked_ids, walked_values, broken = _walk_extensions(b, profile[walk], ext_start[walk],
-                                                             ext_end[walk])
+        walked_ids, walked_values, broken = _walk_extensions(
+            b, profile[walk], ext_start[walk], ext_end[walk]
+        )
         ids = np.full((len(walked_ids), len(rows)), -1, np.int16)
         values = ids.copy()
         ids[:, walk] = walked_ids
@@ -135,9 +143,20 @@ def split_batch(batch: DatagramBatch, rtp_only: bool = False) -> SplitBatch:
             malformed.append((i, str(exc)))
     good = ~bad
     columns = RtpColumns(
-        rows[good], (second[good] & 0x80) != 0, second[good] & 0x7F, _u16(b, s[good] + 2),
-        _u32(b, s[good] + 4), _u32(b, s[good] + 8), payload_start[good], (e - pad)[good],
-        profile[good], ext_start[good], ext_end[good], ids[:, good], values[:, good])
+        rows[good],
+        (second[good] & 0x80) != 0,
+        second[good] & 0x7F,
+        _u16(b, s[good] + 2),
+        _u32(b, s[good] + 4),
+        _u32(b, s[good] + 8),
+        payload_start[good],
+        (e - pad)[good],
+        profile[good],
+        ext_start[good],
+        ext_end[good],
+        ids[:, good],
+        values[:, good],
+    )
     return SplitBatch(columns, np.flatnonzero(rtcp).tolist(), other, malformed)
 
 
@@ -154,9 +173,9 @@ def audio_levels(rtp: RtpColumns, ext_id: int) -> npt.NDArray[np.int16]:
     return levels
 
 
-def _walk_extensions(b: npt.NDArray[np.uint8], profile: Ints, start: Ints,
-                     end: Ints) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16],
-                                         npt.NDArray[np.bool_]]:
+def _walk_extensions(
+    b: npt.NDArray[np.uint8], profile: Ints, start: Ints, end: Ints
+) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16], npt.NDArray[np.bool_]]:
     """Walk RFC 8285 element lists: the ids and first value bytes of the first VECTOR_ELEMENTS
     elements (-1: none; value -1: empty) and whether the list is truncated, per block. Padding
     bytes (0) are skipped; a one-byte element with the reserved id 15 ends the list (§4.2).
@@ -192,14 +211,22 @@ def _walk_extensions(b: npt.NDArray[np.uint8], profile: Ints, start: Ints,
         pos[live] = np.where(padding, p + 1, p + head + size)
         live = live[~over & ~stop & (pos[live] < end[live])]
     for i in live.tolist():
-        broken[i] = _walk_one(b, bool(two[i]), int(pos[i]), int(end[i]), ids[:, i], values[:, i],
-                              int(slot[i]))
+        broken[i] = _walk_one(
+            b, bool(two[i]), int(pos[i]), int(end[i]), ids[:, i], values[:, i], int(slot[i])
+        )
     used = int((ids >= 0).any(axis=1).sum())  # slots fill in order: the used ones come first
     return ids[:used], values[:used], broken
 
 
-def _walk_one(b: npt.NDArray[np.uint8], two: bool, pos: int, end: int,
-              ids: npt.NDArray[np.int16], values: npt.NDArray[np.int16], slot: int) -> bool:
+def _walk_one(
+    b: npt.NDArray[np.uint8],
+    two: bool,
+    pos: int,
+    end: int,
+    ids: npt.NDArray[np.int16],
+    values: npt.NDArray[np.int16],
+    slot: int,
+) -> bool:
     """The rest of one element list, byte by byte, filling the free slots; truncated?"""
     while pos < end:
         byte = int(b[pos])
@@ -249,8 +276,9 @@ _DELTA_INFO = FrameInfo(keyframe=False)
 OPUS_MAX_FRAME = 1275  # bytes, RFC 6716 §3.4 R2
 
 
-def payload_layout(codec: object, b: npt.NDArray[np.uint8], start: Ints,
-                   end: Ints) -> PayloadLayout | None:
+def payload_layout(
+    codec: object, b: npt.NDArray[np.uint8], start: Ints, end: Ints
+) -> PayloadLayout | None:
     """The layout of the payloads b[start:end] for VP8, H.264, Opus and G.711; None for the
     codecs depayloaded packet by packet (VP9)."""
     b = b if len(b) else np.zeros(1, np.uint8)  # every payload empty: nothing to index
@@ -259,13 +287,15 @@ def payload_layout(codec: object, b: npt.NDArray[np.uint8], start: Ints,
     if isinstance(codec, Opus):
         toc = b[np.where(n > 0, start, 0)]
         code = toc & 0x03
-        ok = (n > 0) & (((code == 0) & (n - 1 <= OPUS_MAX_FRAME))
-                        | ((code == 1) & ((n - 1) % 2 == 0) & ((n - 1) // 2 <= OPUS_MAX_FRAME)))
-        return PayloadLayout(np.where(n > 0, zero, -1), np.ones(len(n), np.bool_), ok,
-                             _AUDIO_INFO)
+        ok = (n > 0) & (
+            ((code == 0) & (n - 1 <= OPUS_MAX_FRAME))
+            | ((code == 1) & ((n - 1) % 2 == 0) & ((n - 1) // 2 <= OPUS_MAX_FRAME))
+        )
+        return PayloadLayout(np.where(n > 0, zero, -1), np.ones(len(n), np.bool_), ok, _AUDIO_INFO)
     if isinstance(codec, (Pcmu, Pcma)):
-        return PayloadLayout(np.where(n > 0, zero, -1), np.ones(len(n), np.bool_), n > 0,
-                             _AUDIO_INFO)
+        return PayloadLayout(
+            np.where(n > 0, zero, -1), np.ones(len(n), np.bool_), n > 0, _AUDIO_INFO
+        )
     if isinstance(codec, H264):
         return _h264_layout(b, start, n)
     if not isinstance(codec, Vp8):
@@ -300,16 +330,18 @@ def _h264_layout(b: npt.NDArray[np.uint8], start: Ints, n: Ints) -> PayloadLayou
     fu = b[np.minimum(start + 1, last)].astype(np.int64)
     inner = fu & 0x1F
     single = (n > 0) & (nal > 0) & (nal < 24)
-    fu_a = ((n >= 3) & (nal == 28) & (inner > 0) & (inner < 24) & ((fu & 0xC0) != 0xC0))
+    fu_a = (n >= 3) & (nal == 28) & (inner > 0) & (inner < 24) & ((fu & 0xC0) != 0xC0)
     first_fragment = fu_a & ((fu & 0x80) != 0)
     data_start = np.where(single, 0, np.where(fu_a, 2, -1))
     # starts_frame: an FU-A with its S bit (whatever the depayloader then says), a STAP-A, a
     # single NAL unit; types it does not support do not start a frame
     starts = single | ((n >= 2) & (nal == 28) & ((fu & 0x80) != 0)) | ((n > 0) & (nal == 24))
-    prefix = [ANNEXB_START if one else
-              ANNEXB_START + bytes(((h & 0xE0) | i,)) if begins else b""
-              for one, begins, h, i in zip(single.tolist(), first_fragment.tolist(),
-                                           head.tolist(), inner.tolist())]
+    prefix = [
+        ANNEXB_START if one else ANNEXB_START + bytes(((h & 0xE0) | i,)) if begins else b""
+        for one, begins, h, i in zip(
+            single.tolist(), first_fragment.tolist(), head.tolist(), inner.tolist()
+        )
+    ]
     slice_type = np.where(single, nal, inner)
     simple = (single | first_fragment) & (slice_type == 1)
     return PayloadLayout(data_start, starts, simple, _DELTA_INFO, prefix)

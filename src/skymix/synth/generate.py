@@ -114,14 +114,48 @@ class _Sender:
 
 
 _PRESET = [
-    SynthParticipant("ada", (640, 480), 30, "vp8", tone_hz=220, color=(190, 60, 60),
-                     clock_offset=2.5, drift_ppm=180),
-    SynthParticipant("grace", (1280, 720), 30, "h264", tone_hz=330, color=(60, 160, 60),
-                     clock_offset=-4.0, drift_ppm=-250),
-    SynthParticipant("linus", (320, 240), 15, "vp8", tone_hz=440, color=(60, 80, 200),
-                     clock_offset=0.7, drift_ppm=300, joins_at=1.5),
-    SynthParticipant("margaret", (480, 640), 30, "vp8", tone_hz=550, color=(190, 150, 40),
-                     clock_offset=-1.2, drift_ppm=-120, leaves_at=None),
+    SynthParticipant(
+        "ada",
+        (640, 480),
+        30,
+        "vp8",
+        tone_hz=220,
+        color=(190, 60, 60),
+        clock_offset=2.5,
+        drift_ppm=180,
+    ),
+    SynthParticipant(
+        "grace",
+        (1280, 720),
+        30,
+        "h264",
+        tone_hz=330,
+        color=(60, 160, 60),
+        clock_offset=-4.0,
+        drift_ppm=-250,
+    ),
+    SynthParticipant(
+        "linus",
+        (320, 240),
+        15,
+        "vp8",
+        tone_hz=440,
+        color=(60, 80, 200),
+        clock_offset=0.7,
+        drift_ppm=300,
+        joins_at=1.5,
+    ),
+    SynthParticipant(
+        "margaret",
+        (480, 640),
+        30,
+        "vp8",
+        tone_hz=550,
+        color=(190, 150, 40),
+        clock_offset=-1.2,
+        drift_ppm=-120,
+        leaves_at=None,
+    ),
 ]
 
 
@@ -150,12 +184,22 @@ class _Link:
     imp: Impairments
     sent: Sent
 
-    def deliver(self, send_relay: float, packet: bytes, lost: bool = False,
-                rtcp: bool = False) -> bool:
+    def deliver(
+        self, send_relay: float, packet: bytes, lost: bool = False, rtcp: bool = False
+    ) -> bool:
         """Send RTP (or, with rtcp, RTCP from port + 1) to the relay; False when it was lost."""
         port = self.port + rtcp
-        return _network(self.sender, self.imp, send_relay, int(rtcp), packet, (self.host, port),
-                        ("127.0.0.1", port), self.sent, lost)
+        return _network(
+            self.sender,
+            self.imp,
+            send_relay,
+            int(rtcp),
+            packet,
+            (self.host, port),
+            ("127.0.0.1", port),
+            self.sent,
+            lost,
+        )
 
 
 def _during(span: tuple[float, float] | None, relay: float) -> bool:
@@ -164,8 +208,13 @@ def _during(span: tuple[float, float] | None, relay: float) -> bool:
 
 def _audio_extensions() -> HeaderExtensionsMap:
     extensions = HeaderExtensionsMap()
-    extensions.configure(RTCRtpParameters(headerExtensions=[
-        RTCRtpHeaderExtensionParameters(id=AUDIO_LEVEL_ID, uri=AUDIO_LEVEL_URI)]))
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=AUDIO_LEVEL_ID, uri=AUDIO_LEVEL_URI)
+            ]
+        )
+    )
     return extensions
 
 
@@ -195,7 +244,7 @@ def _picture(p: SynthParticipant, size: tuple[int, int], n: int, flash: bool) ->
     rgb = np.empty((h, w, 3), np.uint8)
     rgb[:] = (255, 255, 255) if flash else p.color
     bar = (n * 4) % max(h - h // 10, 1)
-    rgb[bar: bar + h // 10, :, :] = 20 if flash else 230
+    rgb[bar : bar + h // 10, :, :] = 20 if flash else 230
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
     return frame
 
@@ -217,26 +266,37 @@ def synthesize(
     rng = random.Random(seed)
     sent: Sent = []
     records: list[dict[str, object]] = []
-    truth: dict[str, object] = {"duration": duration, "start_unix": START_UNIX,
-                                "impairments": asdict(impairments), "participants": records}
+    truth: dict[str, object] = {
+        "duration": duration,
+        "start_unix": START_UNIX,
+        "impairments": asdict(impairments),
+        "participants": records,
+    }
     sdps = []
     for index, p in enumerate(participants):
         sender = _Sender(p, index, random.Random(rng.random()))
         host = f"127.0.0.{10 + index}"
         vport, aport = 20000 + 10 * index, 20002 + 10 * index
         leaves = p.leaves_at if p.leaves_at is not None else duration
-        record: dict[str, object] = {"name": p.name, "joins_at": p.joins_at, "leaves_at": leaves,
-                                     "clock_offset": p.clock_offset, "drift_ppm": p.drift_ppm}
+        record: dict[str, object] = {
+            "name": p.name,
+            "joins_at": p.joins_at,
+            "leaves_at": leaves,
+            "clock_offset": p.clock_offset,
+            "drift_ppm": p.drift_ppm,
+        }
         start_s = sender.sender_time(p.joins_at)
         end_s = sender.sender_time(leaves)
         events = [e for e in _events(p, index, end_s - start_s) if e < end_s - start_s]
         record["events_relay"] = [sender.relay_time(start_s + e) for e in events]
         if p.video_codec is not None:
-            record["video"] = _send_video(_Link(sender, host, vport, start_s, end_s, events,
-                                                impairments, sent))
+            record["video"] = _send_video(
+                _Link(sender, host, vport, start_s, end_s, events, impairments, sent)
+            )
         if p.audio:
-            record["audio"] = _send_audio(_Link(sender, host, aport, start_s, end_s, events,
-                                                impairments, sent))
+            record["audio"] = _send_audio(
+                _Link(sender, host, aport, start_s, end_s, events, impairments, sent)
+            )
         sdp = out / f"{name}-{p.name}.sdp"
         sdp.write_text(_sdp(p, host, vport, aport, record))
         sdps.append(sdp)
@@ -251,16 +311,24 @@ def synthesize(
     return SynthResult(pcap, sdps, truth_path, len(sent), truth)
 
 
-def _network(sender: _Sender, imp: Impairments, send_relay: float, order: int,
-             packet: bytes, src: tuple[str, int], dst: tuple[str, int],
-             sent: Sent,
-             lost: bool = False) -> bool:
+def _network(
+    sender: _Sender,
+    imp: Impairments,
+    send_relay: float,
+    order: int,
+    packet: bytes,
+    src: tuple[str, int],
+    dst: tuple[str, int],
+    sent: Sent,
+    lost: bool = False,
+) -> bool:
     """Deliver one packet through the impaired network; False when it was lost."""
     rng = sender.rng
     if lost or rng.random() < imp.loss:
         return False
-    delay = imp.base_delay_ms / 1000 + (rng.expovariate(1000 / imp.jitter_ms)
-                                        if imp.jitter_ms > 0 else 0.0)
+    delay = imp.base_delay_ms / 1000 + (
+        rng.expovariate(1000 / imp.jitter_ms) if imp.jitter_ms > 0 else 0.0
+    )
     if rng.random() < imp.reorder:
         delay += 0.03 + rng.random() * 0.05
     arrival = send_relay + delay
@@ -291,13 +359,27 @@ def _new_stream(rng: random.Random) -> tuple[int, int, int]:
 def _sender_report(ssrc: int, sender_s: float, rtp: int, packets: int, octets: int) -> bytes:
     ntp_seconds = NTP_EPOCH_OFFSET + START_UNIX + sender_s
     ntp = int(ntp_seconds) << 32 | int((ntp_seconds % 1) * (1 << 32))
-    return bytes(RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
-        ntp_timestamp=ntp, rtp_timestamp=rtp & 0xFFFFFFFF, packet_count=packets,
-        octet_count=octets)))
+    return bytes(
+        RtcpSrPacket(
+            ssrc=ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=rtp & 0xFFFFFFFF,
+                packet_count=packets,
+                octet_count=octets,
+            ),
+        )
+    )
 
 
 def _send_video(link: _Link) -> dict[str, object]:
-    sender, imp, start_s, end_s, events = link.sender, link.imp, link.start_s, link.end_s, link.events
+    sender, imp, start_s, end_s, events = (
+        link.sender,
+        link.imp,
+        link.start_s,
+        link.end_s,
+        link.events,
+    )
     p, rng = sender.p, sender.rng
     ssrc, seq, base = _new_stream(rng)
     rtx_ssrc, rtx_seq, _ = _new_stream(rng) if imp.rtx else (0, 0, 0)
@@ -340,9 +422,14 @@ def _send_video(link: _Link) -> dict[str, object]:
             rtp_ts = (base + round(media * 90000)) & 0xFFFFFFFF
             delivered = 0
             for k, payload in enumerate(payloads):
-                rtp = RtpPacket(payload_type=VIDEO_PT, marker=int(k == len(payloads) - 1),
-                                sequence_number=seq & 0xFFFF, timestamp=rtp_ts, ssrc=ssrc,
-                                payload=payload)
+                rtp = RtpPacket(
+                    payload_type=VIDEO_PT,
+                    marker=int(k == len(payloads) - 1),
+                    sequence_number=seq & 0xFFFF,
+                    timestamp=rtp_ts,
+                    ssrc=ssrc,
+                    payload=payload,
+                )
                 seq += 1
                 packets += 1
                 octets += len(payload)
@@ -355,22 +442,46 @@ def _send_video(link: _Link) -> dict[str, object]:
                     ok = link.deliver(relay + RTX_DELAY, repair.serialize())
                 unrecovered += not ok
                 delivered += ok
-            frames.append({"n": n, "relay": relay, "rtp": rtp_ts, "ssrc": ssrc,
-                           "keyframe": packet.is_keyframe, "flash": flash, "size": list(size),
-                           "packets": len(payloads), "delivered": delivered})
+            frames.append(
+                {
+                    "n": n,
+                    "relay": relay,
+                    "rtp": rtp_ts,
+                    "ssrc": ssrc,
+                    "keyframe": packet.is_keyframe,
+                    "flash": flash,
+                    "size": list(size),
+                    "packets": len(payloads),
+                    "delivered": delivered,
+                }
+            )
         if media >= next_report:
-            report = _sender_report(ssrc, start_s + media, base + round(media * 90000), packets,
-                                    octets)
+            report = _sender_report(
+                ssrc, start_s + media, base + round(media * 90000), packets, octets
+            )
             link.deliver(relay, report, rtcp=True)
             next_report += 1.0
         n += 1
-    return {"ssrcs": ssrcs, "codec": p.video_codec, "port": link.port, "frames": frames,
-            "clock_rate": 90000, "rtx_ssrcs": rtx_ssrcs if imp.rtx else [],
-            "retransmitted": retransmitted, "lost": unrecovered}
+    return {
+        "ssrcs": ssrcs,
+        "codec": p.video_codec,
+        "port": link.port,
+        "frames": frames,
+        "clock_rate": 90000,
+        "rtx_ssrcs": rtx_ssrcs if imp.rtx else [],
+        "retransmitted": retransmitted,
+        "lost": unrecovered,
+    }
 
 
 def _send_audio(link: _Link) -> dict[str, object]:
-    sender, imp, start_s, end_s, events = link.sender, link.imp, link.start_s, link.end_s, link.events
+    sender, imp, start_s, end_s, events = (
+        link.sender,
+        link.imp,
+        link.start_s,
+        link.end_s,
+        link.events,
+    )
     p, rng = sender.p, sender.rng
     ssrc, seq, base = _new_stream(rng)
     cc = av.CodecContext.create("libopus", "w")
@@ -405,8 +516,14 @@ def _send_audio(link: _Link) -> dict[str, object]:
             pts = packet.pts if packet.pts is not None else b * 960
             rtp_ts = (base + pts) & 0xFFFFFFFF
             for payload in payloads:
-                rtp = RtpPacket(payload_type=AUDIO_PT, marker=0, sequence_number=seq & 0xFFFF,
-                                timestamp=rtp_ts, ssrc=ssrc, payload=payload)
+                rtp = RtpPacket(
+                    payload_type=AUDIO_PT,
+                    marker=0,
+                    sequence_number=seq & 0xFFFF,
+                    timestamp=rtp_ts,
+                    ssrc=ssrc,
+                    payload=payload,
+                )
                 rtp.extensions.audio_level = (level < 40, level)
                 data = rtp.serialize(extensions)
                 seq += 1
@@ -418,13 +535,18 @@ def _send_audio(link: _Link) -> dict[str, object]:
             report = _sender_report(ssrc, start_s + media, base + b * 960, packets, octets)
             link.deliver(relay, report, rtcp=True)
             next_report += 1.0
-    return {"ssrcs": [ssrc], "codec": "opus", "port": link.port, "clock_rate": 48000,
-            "rtp_base": base, "packets": len(delivered_blocks),
-            "lost": sum(1 for _, ok in delivered_blocks if not ok)}
+    return {
+        "ssrcs": [ssrc],
+        "codec": "opus",
+        "port": link.port,
+        "clock_rate": 48000,
+        "rtp_base": base,
+        "packets": len(delivered_blocks),
+        "lost": sum(1 for _, ok in delivered_blocks if not ok),
+    }
 
 
-def _sdp(p: SynthParticipant, host: str, vport: int, aport: int,
-         record: dict[str, object]) -> str:
+def _sdp(p: SynthParticipant, host: str, vport: int, aport: int, record: dict[str, object]) -> str:
     lines = ["v=0", f"o=- 0 0 IN IP4 {host}", f"s={p.name}", "c=IN IP4 127.0.0.1", "t=0 0"]
     video = record.get("video")
     if isinstance(video, dict):
@@ -440,7 +562,10 @@ def _sdp(p: SynthParticipant, host: str, vport: int, aport: int,
                 lines += [f"a=ssrc-group:FID {media} {rtx}", f"a=ssrc:{rtx} cname:{p.name}"]
     audio = record.get("audio")
     if isinstance(audio, dict):
-        lines += [f"m=audio {aport} RTP/AVP {AUDIO_PT}", f"a=rtpmap:{AUDIO_PT} opus/48000/2",
-                  f"a=extmap:{AUDIO_LEVEL_ID} {AUDIO_LEVEL_URI}"]
+        lines += [
+            f"m=audio {aport} RTP/AVP {AUDIO_PT}",
+            f"a=rtpmap:{AUDIO_PT} opus/48000/2",
+            f"a=extmap:{AUDIO_LEVEL_ID} {AUDIO_LEVEL_URI}",
+        ]
         lines += [f"a=ssrc:{s} cname:{p.name}" for s in audio["ssrcs"]]
     return "\r\n".join(lines) + "\r\n"

@@ -26,17 +26,28 @@ class PcapWriter:
 
     def __init__(self, path: str | Path) -> None:
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self._file.write(struct.pack("<IHHiIII", _MAGIC_NS, 2, 4, 0, 0, 262144,
-                                     _LINKTYPE_ETHERNET))
+        self._file.write(struct.pack("<IHHiIII", _MAGIC_NS, 2, 4, 0, 0, 262144, _LINKTYPE_ETHERNET))
         self._ident = 0
 
-    def write(self, arrival_ns: int, src: tuple[str, int], dst: tuple[str, int],
-              payload: bytes) -> None:
+    def write(
+        self, arrival_ns: int, src: tuple[str, int], dst: tuple[str, int], payload: bytes
+    ) -> None:
         """One UDP datagram from src to dst, captured at arrival_ns (ns since the epoch)."""
         udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
         self._ident = (self._ident + 1) & 0xFFFF
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), self._ident, 0x4000, 64, 17, 0,
-                         socket.inet_aton(src[0]), socket.inet_aton(dst[0]))
+        ip = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            self._ident,
+            0x4000,
+            64,
+            17,
+            0,
+            socket.inet_aton(src[0]),
+            socket.inet_aton(dst[0]),
+        )
         ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
         frame = bytes(12) + b"\x08\x00" + ip + udp
         seconds, nanos = divmod(arrival_ns, 1_000_000_000)
@@ -48,6 +59,10 @@ class PcapWriter:
     def __enter__(self) -> PcapWriter:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
