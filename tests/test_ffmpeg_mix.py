@@ -49,7 +49,7 @@ from ingest_tools import FakeClock, Receiver, Tcpdump, wait_senders
 from mix_tools import Recording, beep_onsets, flashes, read_recording
 from skymix.encode import EncodeSettings
 from skymix.ingest import read_pcap
-from skymix.mix import MixOptions, mix
+from skymix import MixOptions, mix
 from skymix.session import load_description
 from test_ffmpeg_capture import FFMPEG, LOCAL, free_port_block
 

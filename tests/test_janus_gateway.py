@@ -30,7 +30,7 @@ from mix_tools import read_recording, tile_chroma
 from skymix.encode import EncodeSettings
 from skymix.ingest import read_mjr
 from skymix.ingest.mjr import parse_videoroom_name
-from skymix.mix import MixOptions, mix
+from skymix import MixOptions, mix
 from skymix.streams.assembler import StreamAssembler
 from skymix.streams.codecs import codec_for
 from skymix.streams.room import scan_room

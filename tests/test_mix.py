@@ -28,7 +28,7 @@ from skymix.compose.color import rgb_to_yuv
 from skymix.compose.labels import placeholder_color
 from skymix.encode import EncodeSettings
 from skymix.layout import SpeakerSpec
-from skymix.mix import MixOptions, mix
+from skymix import MixOptions, mix
 from skymix.session import load_description
 from skymix.synth import Impairments, SynthParticipant, preset, synthesize
 
@@ -107,7 +107,7 @@ def test_lip_sync_and_drift_are_reported_per_stream(synced):
     (8-10 windows of 15-30 frames) only shows."""
     _, report, _, truth = synced
     by_name = {p["name"]: p for p in truth["participants"]}
-    for stream in report.streams:
+    for stream in report.to_json()["streams"]:
         assert stream["sync"] == ("sender reports" if stream["kind"] == "video" else "arrival")
         tolerance = 20 if stream["kind"] == "audio" else 60
         assert stream["drift_ppm"] == pytest.approx(
@@ -149,8 +149,8 @@ def test_audio_is_continuous_and_nothing_concealed_without_loss(synced):
     _, report, rec, _ = synced
     assert rec.audio.shape[1] == pytest.approx(report.duration_s * 48000, abs=2048)
     for person in report.participants:
-        assert person["video"]["decode_errors"] == 0
-        assert person["audio"]["jumps_back"] == 0
+        assert person.video.decode_errors == 0
+        assert person.audio.jumps_back == 0
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +191,8 @@ def test_loss_is_reported_and_concealed(lossy):
     scan = report.scan
     lost = sum(s["lost"] for p in scan["participants"] for s in p["streams"])
     assert lost > 0
-    assert any(p["video"]["shown_placeholder"] > 0 for p in report.participants)
-    assert any(p["audio"]["concealed"] > 0 for p in report.participants)  # Opus PLC
+    assert any(p.video.shown_placeholder > 0 for p in report.participants)
+    assert any(p.audio.concealed > 0 for p in report.participants)  # Opus PLC
 
 
 def test_trim_leaves_out_the_empty_room(tmp_path):
@@ -215,7 +215,7 @@ def test_trim_leaves_out_the_empty_room(tmp_path):
     )
     assert full.duration_s == pytest.approx(11.0, abs=0.3)
     assert trimmed.duration_s == pytest.approx(4.0, abs=0.3)
-    assert [s["output_s"] for s in trimmed.segments] == pytest.approx([0.0, 2.0], abs=0.1)
+    assert [s.output_s for s in trimmed.segments] == pytest.approx([0.0, 2.0], abs=0.1)
 
 
 def test_audio_only_sessions_give_an_audio_only_file(tmp_path):
@@ -246,7 +246,7 @@ def test_speaker_layout_gives_one_large_tile(tmp_path):
         description=description(made, people),
         options=MixOptions(layout=SpeakerSpec(), encode=SMALL),
     )
-    last = report.layouts[-1]["tiles"]
+    last = report.to_json()["layouts"][-1]["tiles"]
     areas = sorted((t["w"] * t["h"] for t in last), reverse=True)
     assert len(areas) == 3 and areas[0] > 3 * areas[1]
 
@@ -352,7 +352,7 @@ def test_each_participant_alone_and_a_channel_each_from_the_same_decode(tmp_path
     with wave.open(str(tmp_path / "channels.wav")) as wav:
         assert wav.getnchannels() == 3 and wav.getframerate() == 48000
         pcm = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 3) / 32768
-    assert report.files["channels"]["order"] == [p.name for p in people]
+    assert report.file("channels").channel_order == [p.name for p in people]
     assert abs(len(pcm) - report.samples) <= 1
     for i, person in enumerate(people):
         part = pcm[int(3.0 * 48000) : int(3.4 * 48000), i]  # no beep here, everyone present
@@ -360,7 +360,7 @@ def test_each_participant_alone_and_a_channel_each_from_the_same_decode(tmp_path
         assert peak == pytest.approx(person.tone_hz, abs=5), person.name
     assert np.abs(pcm[: int(1.0 * 48000), 2]).max() < 1e-3  # linus before he joins: silence
     for person in people:
-        path = Path(report.files["participants"][person.name])
+        path = Path(report.file("participant", person.name).path)
         alone = read_recording(path, {"layouts": []})
         assert len(alone.frames) == report.frames
         _, u, v = rgb_to_yuv(person.color)
@@ -395,7 +395,7 @@ def test_a_renegotiated_stream_goes_on_in_its_tile(tmp_path):
         if 0.1 < expected < report.duration_s - 0.1:
             assert np.min(np.abs(seen - expected)) <= 0.5 / SMALL.fps + 0.002
             checked += 1
-    assert checked >= 2 and report.participants[0]["video"]["decode_errors"] == 0
+    assert checked >= 2 and report.participants[0].video.decode_errors == 0
 
 
 def test_the_api_writes_webm_for_a_webm_name(tmp_path):
@@ -414,7 +414,7 @@ def test_someone_heard_for_under_a_second_is_in_the_mix(tmp_path):
         SynthParticipant("bob", video_codec=None, tone_hz=440, joins_at=2.0, leaves_at=2.6),
     ]
     made, report, rec, truth = run(tmp_path, people, Impairments(), seed=3, seconds=4.0)
-    bob = next(s for s in report.streams if s["participant"] == "bob")
+    bob = next(s for s in report.to_json()["streams"] if s["participant"] == "bob")
     assert bob["sync"] == "arrival"
     start = expected_output_time(truth, report.to_json(), 2.0)
     part = rec.audio[0][int((start + 0.1) * 48000) : int((start + 0.45) * 48000)]

@@ -13,7 +13,9 @@ from .compose import (
 from .encode import EncodeSettings
 from .errors import CaptureError, ComposeError, DeliveryError, DescriptionError, SkymixError
 from .layout import CustomSpec, GridSpec, PipSpec, SpeakerSpec, load_custom_layout
-from .mix import MixOptions, MixReport, mix
+from .job import MixJob, mix
+from .mix import MixOptions
+from .report import MixReport
 from .progress import ProgressEvent
 from .session import load_description
 from .streams.room import scan_room

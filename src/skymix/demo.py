@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .mix import MixOptions, MixReport, mix
+from .job import mix
+from .mix import MixOptions
+from .report import MixReport
 from .progress import ProgressCallback
 from .session import load_description
 from .synth import Impairments, preset, synthesize

@@ -28,10 +28,17 @@ def _layout() -> dict[str, Any]:
     return layout_json_schema()
 
 
+def _report() -> dict[str, Any]:
+    from .report import report_json_schema
+
+    return report_json_schema()
+
+
 #: file name in docs/ -> the function that generates it from its model
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "manifest.schema.json": _manifest,
     "layout.schema.json": _layout,
+    "report.schema.json": _report,
 }
 
 

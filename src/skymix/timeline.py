@@ -1,5 +1,5 @@
 """The session clock: where each stream's media time lands, who is present, and which stretch of
-the session the recording shows.
+the session the recording shows (and where each of its instants lands in the recording).
 
 The session clock is the relay's (capture arrival times). Each SSRC's RTP time is mapped onto it
 by its clock fit (offset and drift against the relay, from the first pass over the captures).
@@ -13,16 +13,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .streams.room import ParticipantReport, RoomScan, StreamReport
+from .streams.room import IDLE_NS, ParticipantReport, RoomScan, StreamReport
 from .sync import ClockFit, SenderClock
 
-__all__ = ["Segment", "StreamTiming", "plan_segments", "plan_timing"]
+__all__ = [
+    "OutputClock",
+    "Presence",
+    "Segment",
+    "StreamTiming",
+    "plan_segments",
+    "plan_timing",
+]
 
 #: Lip sync through sender reports is refused when it moves video this far from its own fit:
 #: the reports' NTP or RTP times are then not to be trusted.
 LIP_SYNC_LIMIT_NS = 1_000_000_000
 #: With trimming, absences shorter than this stay in the recording (a dropped connection).
 TRIM_GAP_NS = 2_000_000_000
+#: A frame this close outside a stretch of the session still belongs to it.
+EDGE_NS = 100_000_000
+#: Presence outlasts the last packet by this much (the tail of a participant's last audio frame).
+PRESENCE_TAIL_NS = IDLE_NS["audio"] // 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +165,65 @@ def plan_segments(scan: RoomScan, trim: bool) -> list[Segment]:
         segments.append(Segment(a, b, out))
         out += b - a
     return segments
+
+
+class OutputClock:
+    """Maps the session clock to the recording's and back, across the segments it shows."""
+
+    def __init__(self, segments: list[Segment]) -> None:
+        if not segments:
+            raise ValueError("an output clock needs at least one segment")
+        self.segments = segments
+
+    @property
+    def start_ns(self) -> int:
+        """The session instant the recording starts at."""
+        return self.segments[0].start_ns
+
+    @property
+    def duration_ns(self) -> int:
+        return sum(seg.end_ns - seg.start_ns for seg in self.segments)
+
+    def output_ns(self, session_ns: float) -> float | None:
+        """Where a session instant lands in the recording (None: trimmed out)."""
+        for seg in self.segments:
+            # a first packet that waited in the network maps a little before its own arrival
+            if seg.start_ns - EDGE_NS <= session_ns < seg.end_ns + EDGE_NS:
+                return seg.output_ns + session_ns - seg.start_ns
+        return None
+
+    def session_ns(self, output_ns: float) -> int:
+        """The session instant shown at output_ns (integer ns: a float has too few digits for
+        ns since 1970, and the first frame must fall exactly on the first arrival)."""
+        for seg in reversed(self.segments):
+            if output_ns >= seg.output_ns:
+                return seg.start_ns + round(output_ns - seg.output_ns)
+        return self.segments[0].start_ns
+
+    def seconds(self, session_ns: float) -> float:
+        """Seconds of the session clock from the recording's start, rounded to 0.1 ms."""
+        return round((session_ns - self.segments[0].start_ns) / 1e9, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """When one participant is in the room and when their camera is off, on the session clock
+    (from the first pass: media spans, or the description's join and leave times)."""
+
+    spans: tuple[tuple[int, int], ...]
+    camera_off_spans: tuple[tuple[int, int], ...]
+    has_video: bool
+
+    @classmethod
+    def of(cls, participant: ParticipantReport) -> Presence:
+        return cls(
+            tuple((a, b) for a, b in participant.presence),
+            tuple((a, b) for s in participant.streams if s.kind == "video" for a, b in s.idle),
+            any(s.kind == "video" for s in participant.streams),
+        )
+
+    def present(self, session_ns: float) -> bool:
+        return any(a <= session_ns <= b + PRESENCE_TAIL_NS for a, b in self.spans)
+
+    def camera_off(self, session_ns: float) -> bool:
+        return any(a < session_ns < b for a, b in self.camera_off_spans)

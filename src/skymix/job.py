@@ -1,0 +1,440 @@
+"""The main job: a room's captures in, one composited and mixed recording out.
+
+This module keeps the orchestration only; each stage lives in its own module (see
+docs/architecture.md). Two passes over the captures. The first (``scan_room``) learns who is
+there when, every stream's clock and what was lost or damaged. The second reads them again a
+batch at a time and walks the recording's clock (``timeline.OutputClock``) frame by frame: each
+participant's encoded frames wait in their ``sources.Source`` until their session time comes,
+are decoded then on a decode thread a few frames ahead (so decoded pictures never pile up:
+memory does not grow with the session), audio is placed sample-exactly on the recording's sample
+clock and mixed (``scene.mix_sources``), and each frame is composited straight into the encoder's
+frame (``scene.Scene``). The report is built from the sources and the scan (``report``).
+
+A job has an id, subscribers that hear its states and progress, and can be cancelled from any
+thread (``events.JobControl``); cancellation, like any error, leaves no output half-written.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+from .decode import OUTPUT_RATE
+from .encode import EncodeSettings, RecordingWriter
+from .errors import CancelledError, NothingToMixError, OptionsError
+from .events import JobControl, JobState, JobSubscriber
+from .mix import MixOptions
+from .progress import ProgressCallback, ProgressEvent
+from .report import (
+    LayoutChange,
+    MixReport,
+    OutputFile,
+    ParticipantResult,
+    SegmentSpan,
+    StreamSync,
+)
+from .scene import AudioBatch, Scene, mix_sources
+from .session import SessionSpec
+from .sidecars import ChannelsWav, ParticipantFiles, participant_settings
+from .sources import Source, Timed
+from .streams.room import RoomReader, RoomScan, RoomStep, scan_room
+from .timeline import OutputClock, StreamTiming, plan_segments, plan_timing
+
+__all__ = ["MixJob", "mix"]
+
+logger = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+#: The second pass reads this far (session ns) ahead of the frame being made: frames are final
+#: once the assembler's reorder window has passed them.
+LOOKAHEAD_NS = 3 * NS
+#: Output frames (or audio blocks) are made in batches of this many: the decode thread decodes
+#: a batch's frames in one job (each stream's frames back to back, while its decoder's pictures
+#: are in the cache) and the batch's audio is placed, mixed and encoded at once, a quarter of the
+#: per-call costs of frame by frame; the speaker tracker still sees every frame's levels.
+BATCH_TICKS = 4
+#: The decode thread starts on a batch when the compositor is this many frames before it (the
+#: decoded pictures waiting are at most a batch and this many frames per participant, ~1 MB
+#: each); audio is decoded up to AUDIO_AHEAD_NS beyond the frames it is mixed with, as a block
+#: may start before their end.
+DECODE_AHEAD = 4
+AUDIO_AHEAD_NS = 40_000_000
+#: Audio-only recordings advance in blocks of this many samples.
+AUDIO_BLOCK = 960
+
+
+class MixJob:
+    """One mix: ``run()`` it on the calling thread, ``cancel()`` it from any other.
+
+    ``job_id`` names it in events and the report (a random id when not given); subscribers
+    hear its states (STARTED, READING, MIXING, then DONE, FAILED or CANCELLED) and progress.
+    """
+
+    def __init__(
+        self,
+        captures: Sequence[str | Path],
+        output: str | Path,
+        *,
+        description: SessionSpec | None = None,
+        options: MixOptions | None = None,
+        job_id: str | None = None,
+        subscribers: Iterable[JobSubscriber] = (),
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.captures = [Path(c) for c in captures]
+        self.output = Path(output)
+        self.description = description
+        if options is None:
+            options = MixOptions(
+                container="webm" if self.output.suffix.lower() == ".webm" else "mp4"
+            )
+        self.options = options
+        self.control = JobControl(job_id, subscribers, progress)
+
+    @property
+    def id(self) -> str:
+        return self.control.id
+
+    def __repr__(self) -> str:
+        return f"MixJob(id={self.id!r}, output={str(self.output)!r}, state={self.control.state})"
+
+    def cancel(self) -> None:
+        """Stop the job at its next check (within a batch of packets or a frame); it raises
+        CancelledError and leaves no output behind."""
+        self.control.cancel()
+
+    def run(self) -> MixReport:
+        """Mix; returns what was done. Raises a SkymixError subclass on failure."""
+        control = self.control
+        control.enter(JobState.STARTED)
+        try:
+            control.check()
+            control.enter(JobState.READING)
+            scan = scan_room(self.captures, self.description, progress=control.progress)
+            plan = _Plan(scan, self.options)
+            control.enter(JobState.MIXING)
+            report = _Mix(self, plan).run()
+        except CancelledError as exc:
+            control.enter(JobState.CANCELLED, exc)
+            raise
+        except BaseException as exc:
+            control.enter(JobState.FAILED, exc)
+            raise
+        control.enter(JobState.DONE)
+        return report
+
+
+class _Plan:
+    """What the first pass decided: the sources, their clocks, the stretches recorded, which
+    kinds the recording has, and the encoder's settings."""
+
+    def __init__(self, scan: RoomScan, options: MixOptions) -> None:
+        self.scan = scan
+        self.timing: dict[int, StreamTiming] = plan_timing(scan)
+        segments = plan_segments(scan, options.trim)
+        if not segments:
+            raise NothingToMixError("nothing to mix: no participant is present in the captures")
+        self.clock = OutputClock(segments)
+        self.sources = {p.id: Source(p) for p in scan.participants}
+        self.has_video = options.encode.video and any(
+            s.presence.has_video for s in self.sources.values()
+        )
+        self.has_audio = options.encode.audio and any(
+            s.kind == "audio" for p in scan.participants for s in p.streams
+        )
+        if self.has_audio and options.encode.audio_rate != OUTPUT_RATE:
+            raise OptionsError(
+                f"the mix places audio at {OUTPUT_RATE} Hz (what every decoder gives), "
+                f"not at {options.encode.audio_rate}",
+                field="encode.audio_rate",
+            )
+        if not (self.has_video or self.has_audio):
+            raise NothingToMixError(
+                "nothing to mix: the captures hold no decodable audio or video"
+                + (
+                    f" ({len(scan.problems)} problems, first: {scan.problems[0]})"
+                    if scan.problems
+                    else ""
+                )
+            )
+        self.settings = EncodeSettings(
+            **{**asdict(options.encode), "video": self.has_video, "audio": self.has_audio}
+        )
+        rate = self.settings.audio_rate
+        if self.has_video:
+            self.ticks = max(1, math.ceil(self.clock.duration_ns * self.settings.fps / NS))
+            self.tick_ns = NS / self.settings.fps
+        else:
+            self.ticks = max(1, math.ceil(self.clock.duration_ns * rate / NS / AUDIO_BLOCK))
+            self.tick_ns = AUDIO_BLOCK * NS / rate
+
+
+class _Mix:
+    """The second pass of one job."""
+
+    def __init__(self, job: MixJob, plan: _Plan) -> None:
+        self.job = job
+        self.plan = plan
+        self.options = job.options
+        self.sources = list(plan.sources.values())
+        self.reader: Iterator[RoomStep] = iter(())
+        self.read_to = -math.inf
+        self.samples_done = 0  # output audio samples mixed (on the decode thread)
+
+    def run(self) -> MixReport:
+        plan, options = self.plan, self.options
+        output = self.job.output
+        partial = output.with_name(f".{output.name}.partial")
+        ids = list(plan.sources)
+        channels = per_person = None
+        try:
+            if options.channels is not None and plan.has_audio:
+                channels = ChannelsWav(options.channels, ids, plan.settings.audio_rate)
+            if options.per_participant is not None:
+                per_person = ParticipantFiles(
+                    options.per_participant,
+                    [(pid, plan.sources[pid].name) for pid in ids],
+                    participant_settings(plan.settings),
+                    options.container,
+                )
+            frames, samples, layouts = self.record(partial, channels, per_person)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            for sidecar in (channels, per_person):
+                if sidecar is not None:
+                    try:
+                        sidecar.abort()
+                    except Exception:  # noqa: BLE001 - the original error is the one raised
+                        logger.exception("aborting a sidecar failed")
+            raise
+        partial.replace(output)  # the recording is complete or absent, never half
+        for sidecar in (channels, per_person):
+            if sidecar is not None:
+                sidecar.finish()
+        files = [OutputFile(role="recording", path=str(output))]
+        if per_person is not None:
+            files += [
+                OutputFile(role="participant", path=str(path), participant=pid)
+                for pid, path in per_person.paths.items()
+            ]
+        if channels is not None:
+            files.append(
+                OutputFile(role="channels", path=str(channels.path), channel_order=channels.ids)
+            )
+        return self.report(frames, samples, layouts, files)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def read_until(self, session_ns: float) -> None:
+        """Read batches of the second pass until every frame due by session_ns is queued."""
+        while self.read_to < session_ns + LOOKAHEAD_NS:
+            step = next(self.reader, None)
+            if step is None:
+                self.read_to = math.inf
+                return
+            self.route(step)
+            self.read_to = math.inf if step.read_to_ns is None else step.read_to_ns
+
+    def route(self, step: RoomStep) -> None:
+        """Queue a batch's frames by source and kind, in session-time order: a batch may hold
+        several SSRCs of one stream (a renegotiation), each in its own media order."""
+        plan = self.plan
+        timed: dict[tuple[str, str], list[list[Timed]]] = {}
+        for pid, kind, frames in step.frames:
+            if pid not in plan.sources or not (
+                plan.has_video if kind == "video" else plan.has_audio
+            ):
+                continue  # a kind the recording leaves out is not kept
+            run = [
+                (timing.session_ns(frame.timestamp), frame)
+                for frame in frames
+                if (timing := plan.timing.get(frame.ssrc)) is not None
+            ]
+            timed.setdefault((pid, kind), []).append(run)
+        for (pid, kind), runs in timed.items():
+            source = plan.sources[pid]
+            queue = source.video if kind == "video" else source.audio
+            queue.extend(
+                runs[0] if len(runs) == 1 else heapq.merge(*runs, key=lambda item: item[0])
+            )
+
+    # -- the decode thread ----------------------------------------------------------------------
+
+    def decode_batch(self, k: int) -> AudioBatch | None:
+        """The decode thread's job for the batch of output frames (or blocks) from tick k:
+        decode its video, decode and mix its audio. Limits go through the output clock, so a
+        trimmed gap does not hide what follows it."""
+        plan = self.plan
+        clock, tick_ns = plan.clock, plan.tick_ns
+        start_out = k * tick_ns
+        if plan.has_video:
+            until = clock.session_ns(start_out + (BATCH_TICKS - 0.5) * tick_ns)
+            for source in self.sources:
+                source.decode_video(until)
+        if not plan.has_audio:
+            return None
+        rate = plan.settings.audio_rate
+        until = clock.session_ns(start_out + BATCH_TICKS * tick_ns + AUDIO_AHEAD_NS)
+        for source in self.sources:
+            source.decode_audio(until, clock, plan.timing, rate)
+        ends = [
+            round((j + 1) * tick_ns * rate / NS) for j in range(k, min(k + BATCH_TICKS, plan.ticks))
+        ]
+        batch = mix_sources(
+            self.sources, self.samples_done, ends, rate, plan.settings.audio_channels
+        )
+        self.samples_done = ends[-1]
+        return batch
+
+    # -- the recording --------------------------------------------------------------------------
+
+    def record(
+        self, path: Path, channels: ChannelsWav | None, per_person: ParticipantFiles | None
+    ) -> tuple[int, int, list[LayoutChange]]:
+        """Every output frame (or audio block) in turn, decoded on a thread of its own a batch
+        (BATCH_TICKS frames) at a time, DECODE_AHEAD frames ahead, so decoding overlaps
+        compositing and the encoders (PyAV's decode and encode calls release the GIL)."""
+        plan, options, control = self.plan, self.options, self.job.control
+        ticks, tick_ns, clock = plan.ticks, plan.tick_ns, plan.clock
+        self.reader = iter(RoomReader(self.job.captures, self.job.description, fit_clocks=False))
+        self.read_to = -math.inf
+        scene = Scene(
+            self.sources,
+            (plan.settings.width, plan.settings.height),
+            options.layout,
+            tick_ns,
+            on_loss=options.on_loss,
+            labels=options.labels,
+        )
+        unit = "frames" if plan.has_video else "blocks"
+        levels: list[dict[str, float]] = []
+        decoded: deque[Future[AudioBatch | None]] = deque()
+        with (
+            RecordingWriter(path, plan.settings, options.container) as writer,
+            ThreadPoolExecutor(1, thread_name_prefix="skymix-decode") as decoder,
+        ):
+            try:
+                batch = 0  # the first frame of the next batch to decode
+                for k in range(ticks):
+                    while batch < min(ticks, k + DECODE_AHEAD + 1):
+                        self.read_until(
+                            clock.session_ns((batch + BATCH_TICKS) * tick_ns + AUDIO_AHEAD_NS)
+                        )
+                        decoded.append(decoder.submit(self.decode_batch, batch))
+                        batch += BATCH_TICKS
+                    s = clock.session_ns(k * tick_ns)
+                    self.read_until(s)
+                    if k % BATCH_TICKS == 0:
+                        audio = decoded.popleft().result()
+                        if audio is not None:
+                            levels = audio.levels
+                            self.write_audio(writer, audio, channels, per_person)
+                    if plan.has_video:
+                        scene.frame(writer, k, s, levels[k % BATCH_TICKS] if levels else {})
+                        if per_person is not None:
+                            for source in self.sources:
+                                per_person.write_video(
+                                    source.id,
+                                    source.picture if scene.shows_video(source, s) else None,
+                                )
+                    control.progress(ProgressEvent("mixing", k + 1, ticks, unit))
+            finally:
+                for pending in decoded:  # a cancelled or failed job does not wait for them
+                    pending.cancel()
+            return writer.frames_written, writer.samples_written, scene.changes
+
+    def write_audio(
+        self,
+        writer: RecordingWriter,
+        batch: AudioBatch,
+        channels: ChannelsWav | None,
+        per_person: ParticipantFiles | None,
+    ) -> None:
+        """Encode the batch's mix and write the sidecars' audio."""
+        writer.write_audio(batch.mixed)
+        if channels is not None:
+            channels.write(list(batch.blocks))
+        if per_person is not None:
+            for source, block in zip(self.sources, batch.blocks):
+                per_person.write_audio(source.id, block)
+
+    def report(
+        self, frames: int, samples: int, layouts: list[LayoutChange], files: list[OutputFile]
+    ) -> MixReport:
+        plan = self.plan
+        clock = plan.clock
+        participants = [
+            ParticipantResult(
+                id=p.id,
+                name=p.name,
+                presence_s=[(clock.seconds(a), clock.seconds(b)) for a, b in p.presence],
+                video=plan.sources[p.id].video_result(),
+                audio=plan.sources[p.id].audio_result(),
+            )
+            for p in plan.scan.participants
+        ]
+        streams = [
+            StreamSync(
+                ssrc=f"{ssrc:#010x}",
+                participant=t.participant,
+                kind=t.kind,  # type: ignore[arg-type]
+                sync=t.via,
+                drift_ppm=round(t.drift_ppm, 2),
+                starts_at_s=clock.seconds(t.session_ns(t.rtp_origin)),
+            )
+            for ssrc, t in plan.timing.items()
+        ]
+        return MixReport(
+            job_id=self.job.id,
+            output=str(self.job.output),
+            session_start_ns=clock.start_ns,
+            duration_s=round(plan.ticks * plan.tick_ns / NS, 4),
+            frames=frames,
+            samples=samples,
+            participants=participants,
+            streams=streams,
+            layouts=layouts,
+            segments=[
+                SegmentSpan(
+                    from_s=clock.seconds(s.start_ns),
+                    to_s=clock.seconds(s.end_ns),
+                    output_s=round(s.output_ns / NS, 4),
+                )
+                for s in clock.segments
+            ],
+            files=files,
+            scan=plan.scan.to_json(),
+        )
+
+
+def mix(
+    captures: Sequence[str | Path],
+    output: str | Path,
+    *,
+    description: SessionSpec | None = None,
+    options: MixOptions | None = None,
+    progress: ProgressCallback | None = None,
+    job_id: str | None = None,
+    subscribers: Iterable[JobSubscriber] = (),
+) -> MixReport:
+    """Mix a room's captures into one recording at ``output`` and say what was done.
+
+    Raises NothingToMixError when the captures hold nothing to mix; damaged parts of the
+    captures cost only those parts (see the report's ``damage``). ``MixJob`` is the same with a
+    handle to cancel it.
+    """
+    return MixJob(
+        captures,
+        output,
+        description=description,
+        options=options,
+        job_id=job_id,
+        subscribers=subscribers,
+        progress=progress,
+    ).run()
