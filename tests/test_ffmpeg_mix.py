@@ -47,9 +47,9 @@ from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 
 from ingest_tools import FakeClock, Receiver, Tcpdump, wait_senders
 from mix_tools import Recording, beep_onsets, flashes, read_recording
+from skymix import MixOptions, mix
 from skymix.encode import EncodeSettings
 from skymix.ingest import read_pcap
-from skymix import MixOptions, mix
 from skymix.session import load_description
 from test_ffmpeg_capture import FFMPEG, LOCAL, free_port_block
 

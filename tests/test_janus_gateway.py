@@ -27,10 +27,10 @@ from janus_tools import (
     record_room,
 )
 from mix_tools import read_recording, tile_chroma
+from skymix import MixOptions, mix
 from skymix.encode import EncodeSettings
 from skymix.ingest import read_mjr
 from skymix.ingest.mjr import parse_videoroom_name
-from skymix import MixOptions, mix
 from skymix.streams.assembler import StreamAssembler
 from skymix.streams.codecs import codec_for
 from skymix.streams.room import scan_room

@@ -23,12 +23,11 @@ from mix_tools import (
     read_recording,
     tile_chroma,
 )
-from skymix import SkymixError
+from skymix import MixOptions, SkymixError, mix
 from skymix.compose.color import rgb_to_yuv
 from skymix.compose.labels import placeholder_color
 from skymix.encode import EncodeSettings
 from skymix.layout import SpeakerSpec
-from skymix import MixOptions, mix
 from skymix.session import load_description
 from skymix.synth import Impairments, SynthParticipant, preset, synthesize
 

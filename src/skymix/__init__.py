@@ -11,7 +11,22 @@ from .compose import (
     rgb_to_yuv,
 )
 from .encode import EncodeSettings
-from .errors import CaptureError, ComposeError, DeliveryError, DescriptionError, SkymixError
+from .errors import (
+    CancelledError,
+    CaptureError,
+    ComposeError,
+    DamageError,
+    DecodeError,
+    DeliveryError,
+    DescriptionError,
+    JobTooLargeError,
+    NothingToMixError,
+    OptionsError,
+    OutputConflictError,
+    OutputError,
+    SkymixError,
+)
+from .events import JobControl, JobState, JobSubscriber, StateEvent
 from .layout import CustomSpec, GridSpec, PipSpec, SpeakerSpec, load_custom_layout
 from .job import MixJob, mix
 from .mix import MixOptions
@@ -35,22 +50,35 @@ def __getattr__(name: str) -> str:
 
 
 __all__ = [
+    "CancelledError",
     "CaptureError",
     "ComposeError",
     "CompositeState",
     "CustomSpec",
+    "DamageError",
+    "DecodeError",
     "DeliveryError",
     "DescriptionError",
     "EncodeSettings",
     "GridSpec",
+    "JobControl",
+    "JobState",
+    "JobSubscriber",
+    "JobTooLargeError",
+    "MixJob",
     "MixOptions",
     "MixReport",
+    "NothingToMixError",
+    "OptionsError",
+    "OutputConflictError",
+    "OutputError",
     "Overlay",
     "PipSpec",
     "ProgressEvent",
     "Rect",
     "SkymixError",
     "SpeakerSpec",
+    "StateEvent",
     "Tile",
     "__version__",
     "composite",
