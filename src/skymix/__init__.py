@@ -27,11 +27,11 @@ from .errors import (
     SkymixError,
 )
 from .events import JobControl, JobState, JobSubscriber, StateEvent
-from .layout import CustomSpec, GridSpec, PipSpec, SpeakerSpec, load_custom_layout
 from .job import MixJob, mix
+from .layout import CustomSpec, GridSpec, PipSpec, SpeakerSpec, load_custom_layout
 from .mix import MixOptions
-from .report import MixReport
 from .progress import ProgressEvent
+from .report import MixReport
 from .session import load_description
 from .streams.room import scan_room
 

@@ -220,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _mix(args: argparse.Namespace) -> None:
     from . import layout as layouts
     from .encode import Container, EncodeSettings
-    from .mix import MixOptions, mix
+    from .job import mix
+    from .mix import MixOptions
     from .session import load_description
 
     try:

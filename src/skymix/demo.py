@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .job import mix
 from .mix import MixOptions
-from .report import MixReport
 from .progress import ProgressCallback
+from .report import MixReport
 from .session import load_description
 from .synth import Impairments, preset, synthesize
 
