@@ -156,55 +156,81 @@ def _capture_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
+    """Run a command. Exit codes: 0 done, 1 failed, 2 usage; SIGINT and SIGTERM clean up like a
+    failure and end with 128 + the signal's number (130, 143)."""
+    from .errors import CancelledError
+    from .outputs import cancel_on_signals, check_job
+
     try:
-        if args.command == "demo":
-            from .demo import run_demo
+        with cancel_on_signals() as cancellation:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help()
+                return 2
+            if args.command == "demo":
+                from .demo import run_demo
 
-            report = run_demo(args.output, seconds=args.seconds, progress=TerminalProgress())
-            print(report.summary())
-            print(f"  report: {args.output.with_suffix('.json').resolve()}")
-        elif args.command == "inspect":
-            from .inspect import format_scan
-            from .session import load_description
-            from .streams.room import scan_room
+                check_job([], args.output, report=args.output.with_suffix(".json"))
+                report = run_demo(args.output, seconds=args.seconds, progress=TerminalProgress())
+                print(report.summary())
+                print(f"  report: {args.output.with_suffix('.json').resolve()}")
+            elif args.command == "inspect":
+                from .inspect import format_scan
+                from .session import load_description
+                from .streams.room import scan_room
 
-            description = load_description(args.sdp, args.manifest)
-            scan = scan_room(args.captures, description, progress=TerminalProgress())
-            if args.json:
-                print(json.dumps(scan.to_json(), indent=2))
-            else:
-                print(format_scan(scan))
-        elif args.command == "mix":
-            _mix(args)
-        elif args.command == "synth":
-            from .synth import Impairments, preset, synthesize
+                description = load_description(args.sdp, args.manifest)
+                scan = scan_room(args.captures, description, progress=TerminalProgress())
+                if args.json:
+                    print(json.dumps(scan.to_json(), indent=2))
+                else:
+                    print(format_scan(scan))
+            elif args.command == "mix":
+                check_job(  # every input and output the command line names, before any work
+                    args.captures,
+                    args.output,
+                    report=args.report,
+                    channels=args.channels,
+                    per_participant=args.per_participant,
+                    sdps=[  # "NAME=FILE" unless the whole argument is a file (load_description)
+                        sdp if "=" not in sdp or Path(sdp).exists() else sdp.partition("=")[2]
+                        for sdp in args.sdp
+                    ],
+                    manifest=args.manifest,
+                    layout=None if args.layout in ("grid", "speaker", "pip") else args.layout,
+                )
+                _mix(args)
+            elif args.command == "synth":
+                from .synth import Impairments, preset, synthesize
 
-            imp = Impairments(
-                loss=args.loss,
-                burst_every_s=args.burst_every if args.burst else None,
-                burst_packets=args.burst,
-                reorder=args.reorder,
-                duplicate=args.duplicate,
-                jitter_ms=args.jitter_ms,
-                drop_first_keyframe=args.drop_first_keyframe,
-                rtx=args.rtx,
-            )
-            made = synthesize(
-                preset(args.participants, args.seconds),
-                args.seconds,
-                args.output,
-                impairments=imp,
-                seed=args.seed,
-            )
-            print(f"wrote {made.packets} packets to {made.pcap}")
-            for sdp in made.sdps:
-                print(f"  --sdp {sdp}")
-            print(f"truth: {made.truth}")
+                imp = Impairments(
+                    loss=args.loss,
+                    burst_every_s=args.burst_every if args.burst else None,
+                    burst_packets=args.burst,
+                    reorder=args.reorder,
+                    duplicate=args.duplicate,
+                    jitter_ms=args.jitter_ms,
+                    drop_first_keyframe=args.drop_first_keyframe,
+                    rtx=args.rtx,
+                )
+                made = synthesize(
+                    preset(args.participants, args.seconds),
+                    args.seconds,
+                    args.output,
+                    impairments=imp,
+                    seed=args.seed,
+                )
+                print(f"wrote {made.packets} packets to {made.pcap}")
+                for sdp in made.sdps:
+                    print(f"  --sdp {sdp}")
+                print(f"truth: {made.truth}")
+    except KeyboardInterrupt:  # SIGINT just before its handler was installed or after
+        print("skymix: cancelled by SIGINT", file=sys.stderr)
+        return 130
+    except CancelledError as exc:
+        print(f"skymix: {exc}", file=sys.stderr)
+        return cancellation.exit_code if cancellation.signal is not None else 1
     except SkymixError as exc:
         print(f"skymix: error: {exc}", file=sys.stderr)
         return 1

@@ -30,6 +30,7 @@ from .encode import EncodeSettings, RecordingWriter
 from .errors import CancelledError, NothingToMixError, OptionsError
 from .events import JobControl, JobState, JobSubscriber
 from .mix import MixOptions
+from .outputs import PendingOutputs, check_job
 from .progress import ProgressCallback, ProgressEvent
 from .report import (
     LayoutChange,
@@ -41,7 +42,7 @@ from .report import (
 )
 from .scene import AudioBatch, Scene, mix_sources
 from .session import SessionSpec
-from .sidecars import ChannelsWav, ParticipantFiles, participant_settings
+from .sidecars import ChannelsWav, ParticipantFiles, participant_paths, participant_settings
 from .sources import Source, Timed
 from .streams.room import RoomReader, RoomScan, RoomStep, scan_room
 from .timeline import OutputClock, StreamTiming, plan_segments, plan_timing
@@ -114,6 +115,13 @@ class MixJob:
         control = self.control
         control.enter(JobState.STARTED)
         try:
+            check_job(  # before any work: nothing the caller has is ever replaced
+                self.captures,
+                self.output,
+                channels=self.options.channels,
+                per_participant=self.options.per_participant,
+                clean=True,
+            )
             control.check()
             control.enter(JobState.READING)
             scan = scan_room(self.captures, self.description, progress=control.progress)
@@ -190,33 +198,35 @@ class _Mix:
     def run(self) -> MixReport:
         plan, options = self.plan, self.options
         output = self.job.output
-        partial = output.with_name(f".{output.name}.partial")
         ids = list(plan.sources)
+        folder = options.per_participant
+        check_job(  # the participants' files are named now that the participants are known
+            self.job.captures,
+            output,
+            channels=options.channels,
+            per_participant=folder,
+            participant_files=participant_paths(folder, ids, options.container) if folder else None,
+        )
         channels = per_person = None
-        try:
+        # every file under a temporary name, all renamed once all are complete: the recording
+        # and its sidecars are all new, or all as they were (after an error or a cancel)
+        with PendingOutputs() as pending:
+            recording = pending.add(output, "the recording")
             if options.channels is not None and plan.has_audio:
-                channels = ChannelsWav(options.channels, ids, plan.settings.audio_rate)
-            if options.per_participant is not None:
+                channels = ChannelsWav(options.channels, ids, plan.settings.audio_rate, pending)
+            if folder is not None:
                 per_person = ParticipantFiles(
-                    options.per_participant,
+                    folder,
                     [(pid, plan.sources[pid].name) for pid in ids],
                     participant_settings(plan.settings),
                     options.container,
+                    pending,
                 )
-            frames, samples, layouts = self.record(partial, channels, per_person)
-        except BaseException:
-            partial.unlink(missing_ok=True)
+            frames, samples, layouts = self.record(recording, channels, per_person)
             for sidecar in (channels, per_person):
                 if sidecar is not None:
-                    try:
-                        sidecar.abort()
-                    except Exception:  # noqa: BLE001 - the original error is the one raised
-                        logger.exception("aborting a sidecar failed")
-            raise
-        partial.replace(output)  # the recording is complete or absent, never half
-        for sidecar in (channels, per_person):
-            if sidecar is not None:
-                sidecar.finish()
+                    sidecar.finish()
+            pending.commit()
         files = [OutputFile(role="recording", path=str(output))]
         if per_person is not None:
             files += [

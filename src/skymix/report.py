@@ -196,7 +196,7 @@ class MixReport(_Model):
         """Write the report file: complete or not at all, an earlier report intact until then."""
         from .outputs import write_atomic
 
-        write_atomic(Path(path), self.to_bytes())
+        write_atomic(Path(path), self.to_bytes(), "the report")
 
 
 def report_json_schema() -> dict[str, Any]:
