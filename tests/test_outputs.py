@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -243,7 +244,7 @@ def test_only_dead_runs_leftovers_are_removed(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str, int], Path]]:
     """A factory of small tmpfs mounts (root only: skipped where mounting is refused)."""
     mounted: list[Path] = []
 
@@ -270,7 +271,7 @@ def test_a_full_disk_fails_cleanly_for_every_output(
     room: SynthResult,
     earlier: Path,
     tmp_path: Path,
-    small_disk,  # type: ignore[no-untyped-def]
+    small_disk: Callable[[str, int], Path],
     capsys: pytest.CaptureFixture[str],
     kind: str,
 ) -> None:
