@@ -7,6 +7,7 @@ import wave
 
 import av
 import numpy as np
+import pytest
 
 from skymix import sidecars
 from skymix.sidecars import ChannelsWav
@@ -71,3 +72,50 @@ def test_participant_files_get_a_name_each(tmp_path):
     files.abort()
     assert len(set(files.paths.values())) == 3
     assert all(p.parent == tmp_path for p in files.paths.values())
+
+
+def test_given_the_jobs_outputs_nothing_is_renamed_before_the_job_commits(tmp_path):
+    """A finished sidecar waits for the recording: renamed by the job's commit, or removed
+    with everything else when the job fails."""
+    from skymix.encode import EncodeSettings
+    from skymix.outputs import PendingOutputs
+    from skymix.sidecars import ParticipantFiles
+
+    (tmp_path / "ch.wav").write_bytes(b"earlier")
+    settings = EncodeSettings(width=64, height=36, video=False)
+    with PendingOutputs() as pending:
+        wav = ChannelsWav(tmp_path / "ch.wav", ["a"], 48000, pending)
+        files = ParticipantFiles(tmp_path / "each", [("a", "A")], settings, "mp4", pending)
+        wav.write(blocks(0, 1))
+        files.write_audio("a", blocks(0, 1)[0])
+        wav.finish()
+        files.finish()
+        assert (tmp_path / "ch.wav").read_bytes() == b"earlier"
+        assert not (tmp_path / "each" / "a.mp4").exists()
+        pending.commit()
+    with wave.open(str(tmp_path / "ch.wav")) as w:
+        assert w.getnframes() == 480
+    with av.open(str(tmp_path / "each" / "a.mp4")) as container:
+        assert container.streams.audio
+    assert not list(tmp_path.rglob(".*"))
+
+    with pytest.raises(RuntimeError), PendingOutputs() as pending:
+        wav = ChannelsWav(tmp_path / "ch.wav", ["a", "b"], 48000, pending)
+        files = ParticipantFiles(tmp_path / "each", [("a", "A")], settings, "mp4", pending)
+        wav.write(blocks(0, 2))
+        raise RuntimeError("the recording failed")
+    with wave.open(str(tmp_path / "ch.wav")) as w:
+        assert w.getnchannels() == 1
+    assert not list(tmp_path.rglob(".*"))
+
+
+def test_participant_paths_are_known_before_any_file_is_made(tmp_path):
+    from skymix.sidecars import participant_paths
+
+    paths = participant_paths(tmp_path, ["a/b", "a:b", "c"], "webm")
+    assert paths == {
+        "a/b": tmp_path / "a_b.webm",
+        "a:b": tmp_path / "a_b_.webm",
+        "c": tmp_path / "c.webm",
+    }
+    assert not list(tmp_path.iterdir())
