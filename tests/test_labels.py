@@ -205,7 +205,8 @@ def test_bad_arguments_are_rejected():
 
 
 def test_labels_render_the_same_from_several_threads():
-    names = [f"thread name {i}" for i in range(40)]
+    scripts = list(SCRIPTS.values())
+    names = [f"thread name {i} {scripts[i % len(scripts)]}" for i in range(40)]
     with ThreadPoolExecutor(4) as pool:
         masks = list(pool.map(lambda n: name_label(n, 321, 181).text.mask, names))
     for n, m in zip(names, masks):
@@ -631,3 +632,14 @@ def test_labels_of_mixed_scripts_take_a_few_milliseconds():
     for i in range(40):
         name_label(f"李小龙 {i} عمر خالد 🎉 Zoë", 640, 360)
     assert (time.perf_counter() - start) / 40 < 0.025
+
+
+def test_a_huge_name_is_cut_quickly():
+    import time
+
+    start = time.perf_counter()
+    drawn = label_text("ab" * 200_000, 3840, 2160)
+    assert drawn.endswith("…") and len(drawn) <= 1025
+    assert time.perf_counter() - start < 1.0
+    assert label_text("i" * 1024, 8000, 90) == "i" * 1024
+    assert label_text("i" * 1025, 8000, 90) == "i" * 1024 + "…"

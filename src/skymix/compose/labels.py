@@ -85,6 +85,9 @@ _PLACEHOLDER_CACHE_SIZE = 32  # a 1080p placeholder holds 3 MB of planes
 _SUPERSAMPLE = 4  # anti-aliasing factor for the box's rounded corners and the circle
 _EMOJI_STRIKE = 109  # the one bitmap size Noto Color Emoji has
 _EMOJI_FLOOR = 0.4  # in a one-colour label, an emoji's silhouette shows at least this much
+# Longer names are cut whatever the tile (at 2.5 pixels a cluster, wider than 2560 pixels), so
+# a pasted megabyte is not laid out for every tile size.
+_MAX_CLUSTERS = 1024
 
 # FreeType faces are not safe to use from two threads at once; compositing runs in a pool.
 _render_lock = threading.Lock()
@@ -760,12 +763,17 @@ def _check_size(width: int, height: int, what: str) -> None:
 
 def _ellipsize(text: str, size: int, font_path: str | None, limit: float) -> _Line:
     """`text` laid out, or its longest prefix of whole grapheme clusters followed by "…" that is
-    at most `limit` pixels wide (an empty line if not even "…" fits)."""
-    line = _line(text, size, font_path)
-    if line.width <= limit:
-        return line
+    at most `limit` pixels wide (an empty line if not even "…" fits). A name of more than
+    _MAX_CLUSTERS clusters is cut at the last of them at least, however wide the tile."""
     clusters = _graphemes(text)
-    lo, hi = 0, len(clusters)  # clusters[:lo] + "…" fits; clusters[:hi] + "…" does not
+    cut = len(clusters) > _MAX_CLUSTERS
+    if not cut:
+        line = _line(text, size, font_path)
+        if line.width <= limit:
+            return line
+    del clusters[_MAX_CLUSTERS:]
+    # clusters[:lo] + "…" fits; clusters[:hi] + "…" does not, or hi is past the cut
+    lo, hi = 0, len(clusters) + cut
     best = _line(ELLIPSIS, size, font_path)
     if best.width > limit:
         return _line("", size, font_path)
