@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
 from skymix.compose import Rect, Tile, composite, rgb_to_yuv
@@ -643,3 +645,23 @@ def test_a_huge_name_is_cut_quickly():
     assert time.perf_counter() - start < 1.0
     assert label_text("i" * 1024, 8000, 90) == "i" * 1024
     assert label_text("i" * 1025, 8000, 90) == "i" * 1024 + "…"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.text(st.characters(codec="utf-8"), max_size=40)
+    | st.text(
+        st.sampled_from(list("aيא李😀\u200d\u202e\u0301\u094d\ufe0f\U0001f1eb ")), max_size=30
+    ),
+    w=st.integers(1, 700),
+    h=st.integers(1, 200),
+)
+def test_any_name_gives_a_label_inside_the_tile_and_a_placeholder(name, w, h):
+    label = name_label(name, w, h)
+    for overlay in label:
+        mh, mw = overlay.mask.shape
+        assert overlay.x >= 0 and overlay.y >= 0 and overlay.x + mw <= w and overlay.y + mh <= h
+    drawn = label_text(name, w, h)
+    assert not any(unicodedata.category(c) in ("Cc", "Cs") for c in drawn)
+    assert not any("\u202a" <= c <= "\u202e" or "\u2066" <= c <= "\u2069" for c in drawn)
+    placeholder(name, 2 * (w // 4 + 1), 2 * (h // 4 + 1))
