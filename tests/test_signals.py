@@ -6,6 +6,7 @@ temporary file the dead one left."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -95,3 +96,20 @@ def test_a_signal_mid_mix_leaves_the_earlier_recording_intact(
         assert not temporaries(tmp_path, sidecars)
         assert not (tmp_path / "channels.wav").exists()
         assert not any(sidecars.iterdir())
+
+
+def test_cancel_on_signals_raises_once_then_restores_the_handlers() -> None:
+    from skymix.errors import CancelledError
+    from skymix.outputs import cancel_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(CancelledError, match="cancelled by SIGTERM"):
+        with cancel_on_signals() as cancellation:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # the handler raises here
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)  # a second one, during the clean-up: ignored
+                time.sleep(0.01)
+    assert (cancellation.signal, cancellation.exit_code) == (signal.SIGTERM, 143)
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -62,8 +62,8 @@ TEMPORARY = re.compile(
     r"^\.(?P<name>.+)\.skymix-(?P<pid>\d+)-(?P<start>\d+)-(?P<boot>[0-9a-f]{8})-[0-9a-f]{8}"
     r"\.partial$"
 )
-#: Destination names are shortened to this many characters in a temporary name, which stays
-#: under the 255 bytes a file name may have.
+#: Destination names are shortened to this many bytes in a temporary name, which stays under
+#: the 255 bytes a file name may have.
 NAME_KEEP = 160
 #: Errors of a write that say the output, not an input, is at fault.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -99,9 +99,9 @@ def temporary_name(path: PathArg) -> Path:
     """A temporary name for `path` in its folder, unique to this run and telling whose it is."""
     dest = Path(path)
     start = _process_start(os.getpid()) or "0"
+    name = os.fsencode(dest.name)[:NAME_KEEP].decode(errors="ignore")  # whole characters only
     return dest.with_name(
-        f".{dest.name[:NAME_KEEP]}.skymix-{os.getpid()}-{start}-{_BOOT}-"
-        f"{secrets.token_hex(4)}.partial"
+        f".{name}.skymix-{os.getpid()}-{start}-{_BOOT}-{secrets.token_hex(4)}.partial"
     )
 
 
@@ -330,11 +330,12 @@ class PendingOutputs:
                 _fsync(f.temporary)
             except OSError as exc:
                 raise _output_error(f"{f.role} {f.path}", exc) from exc
-        for f in self._files:
-            try:
-                os.replace(f.temporary, f.path)
-            except OSError as exc:
-                raise _output_error(f"{f.role} {f.path}", exc) from exc
+        with _signals_held():  # a cancel now would leave some outputs new and some old
+            for f in self._files:
+                try:
+                    os.replace(f.temporary, f.path)
+                except OSError as exc:
+                    raise _output_error(f"{f.role} {f.path}", exc) from exc
         folders = {f.path.parent for f in self._files}
         self._files.clear()
         self._stops.clear()
@@ -374,6 +375,20 @@ class PendingOutputs:
         self.discard()
         if error is not None:
             raise error from exc
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (delivered when the block ends), where the system can."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _output_error(what: str, exc: OSError) -> OutputError:
