@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .compose import CompositeState, Overlay, Tile, composite, mix_audio
-from .compose.labels import name_label, placeholder
+from .compose.labels import label_text, name_label, placeholder
 from .encode import RecordingWriter
 from .layout import Layout, LayoutSpec, Participant, SpeakerTracker, compute_layout, dbov_from_rms
 from .placement import TRACK_CHANNELS
@@ -92,6 +92,8 @@ class Scene:
         self.changes: list[LayoutChange] = []
         self._labels: dict[tuple[str, int, int], tuple[Overlay, ...]] = {}  # (id, w, h)
         self.states: dict[int, CompositeState] = {}  # by id of the writer's frame drawn into
+        # a display name with nothing to draw (control characters only) is labelled by its id
+        self.names = {s.id: s.name if label_text(s.name, 1920, 1080) else s.id for s in sources}
 
     def shows_video(self, source: Source, s: int) -> bool:
         return source.shows_video(s, self.tick_ns, self.on_loss)
@@ -130,14 +132,19 @@ class Scene:
             overlays = self._labels.get((source.id, rect.w, rect.h))
             if overlays is None:
                 overlays = self._labels[source.id, rect.w, rect.h] = (
-                    tuple(name_label(source.name, rect.w, rect.h)) if self.labels else ()
+                    tuple(name_label(self.names[source.id], rect.w, rect.h)) if self.labels else ()
                 )
             if placement.has_video and source.picture is not None:
                 tiles.append(Tile(source.picture, rect, placement.fit, overlays=overlays))
             else:
                 source.video_counts.shown_placeholder += 1
                 tiles.append(
-                    Tile(placeholder(source.name, rect.w, rect.h), rect, "cover", overlays=overlays)
+                    Tile(
+                        placeholder(self.names[source.id], rect.w, rect.h),
+                        rect,
+                        "cover",
+                        overlays=overlays,
+                    )
                 )
         return tiles
 
