@@ -310,3 +310,19 @@ def test_a_full_disk_fails_cleanly_for_every_output(
     assert report.read_text() == '{"earlier": true}\n'
     assert not temporaries(folder, disk)
     assert {p.name for p in disk.iterdir()} <= {"room.mp4", "room.json"}
+
+
+def test_a_report_naming_a_participants_file_is_refused_and_the_file_kept(
+    room: SynthResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Participants' file names are known once the mix has read the captures; the report,
+    written last, is checked against every file the mix wrote."""
+    each = tmp_path / "each"
+    mine = each / "participant 1.mp4"
+    args = mix_args(room, "-o", str(tmp_path / "room.mp4"), "--per-participant", str(each))
+    code, err = run_cli([*args, "--report", str(mine)], capsys)
+    assert code == 1
+    assert err.strip() == (
+        f"skymix: error: the report {mine} is also the recording of participant 'participant 1'"
+    )
+    assert video_frames(mine) == SECONDS * FPS
