@@ -8,7 +8,8 @@ import pytest
 
 from skymix import SkymixError
 from skymix.compose import frame_planes
-from skymix.encode import SYNC_LOOKAHEAD, EncodeSettings, RecordingWriter
+from skymix.encode import SYNC_LOOKAHEAD, X264_PRESETS, EncodeSettings, RecordingWriter
+from skymix.errors import OptionsError
 
 
 def write_sample(path, container, settings=None):
@@ -60,13 +61,61 @@ def test_mp4_is_faststart(tmp_path):
     assert 0 < data.find(b"moov") < data.find(b"mdat")
 
 
-def test_bad_settings_are_refused():
-    with pytest.raises(SkymixError, match="even size"):
-        EncodeSettings(width=641)
-    with pytest.raises(SkymixError, match="fps must be positive"):
-        EncodeSettings(fps=0)
-    with pytest.raises(SkymixError, match="video, audio or both"):
-        EncodeSettings(video=False, audio=False)
+BAD_SETTINGS = [
+    ({"width": 641}, "size", "size must be even in both directions (yuv420p), got 641x720"),
+    ({"width": 0, "height": 0}, "size", "size must be at least 16x16, got 0x0"),
+    ({"width": 16000, "height": 16000}, "size", "at most 7680x4320 (H.264 level 6.2"),
+    ({"width": 1280.0}, "size", "two whole numbers of pixels"),
+    ({"fps": 0}, "fps", "fps must be 1-120, got 0"),
+    ({"fps": 1000}, "fps", "fps must be 1-120, got 1000"),
+    ({"crf": 1000}, "crf", "crf must be 1-51 (lower is better; 0, lossless, needs a profile"),
+    ({"crf": -1}, "crf", "crf must be 1-51 (lower is better; 0, lossless, needs a profile"),
+    ({"crf": 0}, "crf", "got 0"),
+    ({"threads": -1}, "threads", "threads must be 0-128"),
+    ({"audio_channels": 6}, "audio_channels", "audio_channels must be 1-2 (mono or stereo)"),
+    ({"audio_bitrate": 0}, "audio_bitrate", "audio_bitrate must be 16000-512000"),
+    ({"preset": "veryfst"}, "preset", "preset must be one of ultrafast, superfast, veryfast"),
+    ({"video": False, "audio": False}, "video", "a recording needs video, audio or both"),
+]
+
+
+@pytest.mark.parametrize(("changes", "field", "message"), BAD_SETTINGS)
+def test_bad_settings_are_refused_naming_the_field_and_range(changes, field, message):
+    """Nothing out of range reaches the encoders (which would replace it or fail mid-job)."""
+    with pytest.raises(OptionsError) as info:
+        EncodeSettings(**changes)
+    assert info.value.field == field and message in str(info.value)
+    assert isinstance(info.value, SkymixError) and isinstance(info.value, ValueError)
+
+
+def test_a_preset_typo_lists_every_preset():
+    with pytest.raises(OptionsError) as info:
+        EncodeSettings(preset="medum")
+    assert all(p in str(info.value) for p in X264_PRESETS) and "'medum'" in str(info.value)
+
+
+def test_the_limits_are_accepted():
+    """The ends of every range are settings: the smallest picture at 1 fps, the largest at 120."""
+    EncodeSettings(width=16, height=16, fps=1, crf=1, threads=128, audio_channels=1)
+    EncodeSettings(width=7680, height=4320, fps=120, crf=51, preset="placebo", audio=False)
+
+
+def test_crf_at_the_ends_of_its_range_is_what_x264_gets(tmp_path):
+    """crf 1 and 51 are passed on as given (not replaced): 1 is near lossless, 51 smaller."""
+    sizes = {}
+    for crf in (1, 51):
+        path = tmp_path / f"crf{crf}.mp4"
+        write_sample(path, "mp4", EncodeSettings(width=32, height=16, crf=crf, preset="ultrafast"))
+        with av.open(str(path)) as f:
+            frames = [fr.to_ndarray()[:16] for fr in f.decode(video=0)]
+        with av.open(str(path)) as f:
+            sizes[crf] = sum(p.size for p in f.demux(video=0) if p.size)
+        assert len(frames) == 60 and frames[0].shape == (16, 32)
+        if crf == 1:
+            assert np.allclose(
+                [int(fr[0, 0]) for fr in frames], [40 + 3 * n for n in range(60)], atol=1
+            )
+    assert sizes[51] < sizes[1]
 
 
 def test_frames_are_recycled_only_once_encoded(tmp_path):

@@ -24,9 +24,19 @@ import numpy.typing as npt
 from av.audio.stream import AudioStream
 from av.video.stream import VideoStream
 
-from .errors import SkymixError
+from .errors import OptionsError, SkymixError
 
-__all__ = ["EncodeSettings", "RecordingWriter"]
+__all__ = [
+    "LIMITS",
+    "MAX_HEIGHT",
+    "MAX_WIDTH",
+    "MIN_SIDE",
+    "X264_PRESETS",
+    "EncodeSettings",
+    "RecordingWriter",
+    "range_problem",
+    "size_problem",
+]
 
 Container = Literal["mp4", "webm"]
 #: Audio blocks queued for the encoding thread before the writer waits for it.
@@ -42,9 +52,74 @@ VIDEO_QUEUE = 3
 SYNC_LOOKAHEAD = 8
 
 
+#: x264's presets, fastest first; the VP9 encoder of WebM recordings ignores the preset.
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+#: The largest picture: 7680x4320 (8K UHD, 129,600 macroblocks), within H.264 level 6.2's largest
+#: frame (139,264); each frame in flight is ~50 MB and x264 holds dozens (skymix.options).
+MAX_WIDTH = 7680
+MAX_HEIGHT = 4320
+#: Each side of the picture at least this (x264's smallest useful picture is one macroblock).
+MIN_SIDE = 16
+#: name -> (lowest, highest, why) of the settings that are whole numbers in a range.
+LIMITS: dict[str, tuple[int, int, str]] = {
+    "fps": (1, 120, ""),
+    # x264's 0 is lossless, which the High profile (what browsers play) cannot carry
+    "crf": (1, 51, "lower is better; 0, lossless, needs a profile browsers do not play"),
+    "threads": (0, 128, "0: automatic; x264 runs at most 128"),
+    "audio_rate": (8000, 192_000, ""),
+    "audio_channels": (1, 2, "mono or stereo"),
+    "audio_bitrate": (16_000, 512_000, "bits per second"),
+}
+
+
+def range_problem(name: str, value: object) -> str | None:
+    """What is wrong with ``value`` for the ranged setting ``name`` (LIMITS), or None.
+
+    One wording for EncodeSettings and skymix.options: "crf must be 0-51, got 1000".
+    """
+    low, high, why = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{name} must be {low}-{high}{f' ({why})' if why else ''}, got {value!r}"
+    return None
+
+
+def size_problem(width: object, height: object) -> str | None:
+    """What is wrong with a picture size (even sides, MIN_SIDE..MAX_WIDTH x MAX_HEIGHT), or None."""
+    size = f"{width!r}x{height!r}"
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height)):
+        return f"size must be two whole numbers of pixels, got {size}"
+    assert isinstance(width, int) and isinstance(height, int)
+    if width < MIN_SIDE or height < MIN_SIDE:
+        return f"size must be at least {MIN_SIDE}x{MIN_SIDE}, got {size}"
+    if width > MAX_WIDTH or height > MAX_HEIGHT:
+        return (
+            f"size must be at most {MAX_WIDTH}x{MAX_HEIGHT} (H.264 level 6.2's largest picture; "
+            f"the memory x264 holds grows with it), got {size}"
+        )
+    if width % 2 or height % 2:
+        return f"size must be even in both directions (yuv420p), got {size}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class EncodeSettings:
-    """Output size, rate and quality; the defaults are the product's reference job."""
+    """Output size, rate and quality; the defaults are the product's reference job.
+
+    Every value is checked when the settings are made (OptionsError naming the field): nothing
+    out of range is passed on to the encoders or replaced by a value of their choosing.
+    threads: the video encoder's threads (0: x264 decides, about 1.5 per core).
+    """
 
     width: int = 1280
     height: int = 720
@@ -59,13 +134,23 @@ class EncodeSettings:
     audio: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("width", "height", "fps", "audio_rate", "audio_channels", "audio_bitrate"):
-            if getattr(self, name) <= 0:
-                raise SkymixError(f"encode setting {name} must be positive")
-        if self.width % 2 or self.height % 2:
-            raise SkymixError(f"yuv420p needs an even size, got {self.width}x{self.height}")
+        problem = size_problem(self.width, self.height)
+        if problem is not None:
+            raise OptionsError(problem, field="size")
+        for name in LIMITS:
+            problem = range_problem(name, getattr(self, name))
+            if problem is not None:
+                raise OptionsError(problem, field=name)
+        if self.preset not in X264_PRESETS:
+            raise OptionsError(
+                f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}",
+                field="preset",
+            )
+        for name in ("video", "audio"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionsError(f"{name} must be true or false", field=name)
         if not self.video and not self.audio:
-            raise SkymixError("a recording needs video, audio or both")
+            raise OptionsError("a recording needs video, audio or both", field="video")
 
 
 class RecordingWriter:

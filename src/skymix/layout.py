@@ -12,32 +12,53 @@ samples. Rules, rounding and tie-breaks are in docs/layouts.md.
 SpeakerTracker picks the active speaker from per-participant audio levels with hysteresis, so
 that a cough does not move the picture; time is given by the caller, never read from a clock.
 
-A custom layout file is checked against its JSON Schema (docs/layout.schema.json; the same text
-is LAYOUT_SCHEMA here, a test keeps the two identical) by a small validator for the keywords that
-schema uses, since skymix does not depend on ``jsonschema``. Errors name the file and the JSON path
-of the bad value, e.g. ``layout.json, regions[1].show: expected ...``.
+A custom layout file is validated by pydantic models (LayoutDocument) whose JSON Schema is
+generated from them (layout_json_schema(), published as docs/layout.schema.json by
+skymix.schemas). Errors name the file and the JSON path of the bad value, e.g. ``layout.json,
+regions[1].show: expected ...``. check_on_canvas() refuses, before any work, a layout that can
+show nobody on the recording's canvas (every region off it, or too small once clipped).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, cast, get_args
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypeAlias, cast, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .compose.video import Fit, Rect
-from .errors import ComposeError, DescriptionError
+from .errors import ComposeError, DescriptionError, OptionsError, SkymixError
 from .session.manifest import read_json_file
 
 __all__ = [
-    "LAYOUT_SCHEMA",
+    "GAP_ROOM_TILES",
+    "MIN_TILE",
+    "Color",
     "Corner",
     "CustomSpec",
     "GridSpec",
+    "JsonDocument",
+    "JsonLength",
     "Layout",
+    "LayoutDocument",
+    "LayoutDocumentError",
     "LayoutSpec",
     "Length",
     "Overflow",
@@ -45,15 +66,27 @@ __all__ = [
     "PipSpec",
     "Placement",
     "Region",
+    "RegionDocument",
     "Selector",
+    "Show",
     "SpeakerSpec",
     "SpeakerTracker",
     "StripSide",
+    "check_on_canvas",
     "compute_layout",
+    "custom_document",
+    "custom_spec",
     "dbov_from_rfc6464",
     "dbov_from_rms",
+    "json_enum",
+    "json_fraction",
+    "json_int",
+    "layout_json_schema",
     "load_custom_layout",
     "parse_custom_layout",
+    "problem",
+    "shown",
+    "validation_problems",
 ]
 
 RGB: TypeAlias = tuple[int, int, int]
@@ -72,6 +105,7 @@ _SELECTORS: tuple[str, ...] = get_args(Selector)
 _NS = 1_000_000_000
 _SILENT_DBOV = -127.0
 _FRACTION_SLACK = 1e-9
+_log = logging.getLogger(__name__)
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -366,7 +400,7 @@ class CustomSpec:
     fit: Fit = "contain"
     background: RGB = (0, 0, 0)
     video_only: bool = False
-    file: str | None = None
+    file: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         _check_common(self.gap, self.aspect, self.fit, self.background)
@@ -821,128 +855,300 @@ class SpeakerTracker:
             self._candidate = None
 
 
-# --- custom layout files ---------------------------------------------------------------------
+# --- JSON documents ----------------------------------------------------------------------------
+#
+# Layout files (and the layouts inside skymix.options documents) are pydantic models whose fields
+# check themselves with the small checkers below, so that every message says what is expected and
+# what was found ("expected an even integer >= 0, got 3") and the JSON Schema is generated from
+# the same declarations (json_schema_input_type). validation_problems() turns pydantic's errors
+# into (JSON path, message) pairs for DescriptionError and OptionsError.
 
-LAYOUT_SCHEMA: dict[str, Any] = json.loads(r"""
-{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "title": "skymix custom layout",
-  "description": "Regions of the output frame and who is shown in each (layouts.md).",
-  "type": "object",
-  "required": ["regions"],
-  "additionalProperties": false,
-  "properties": {
-    "$schema": {"type": "string"},
-    "background": {"$ref": "#/$defs/color"},
-    "gap": {"$ref": "#/$defs/gap"},
-    "aspect": {
-      "description": "The source aspect tiles are sized for, [width, height]; default [16, 9].",
-      "type": "array",
-      "minItems": 2,
-      "maxItems": 2,
-      "items": {"type": "integer", "minimum": 1}
-    },
-    "fit": {"$ref": "#/$defs/fit"},
-    "video_only": {
-      "description": "Leave out participants without video (default false: placeholder tile).",
-      "type": "boolean"
-    },
-    "regions": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/region"}}
-  },
-  "$defs": {
-    "length": {
-      "description": "Pixels (an integer) or a fraction of the canvas (0.5, 1.0; layouts.md).",
-      "anyOf": [
-        {"title": "pixels", "type": "integer", "minimum": 0},
-        {"title": "a fraction of the canvas", "type": "number", "minimum": 0, "maximum": 1}
-      ]
-    },
-    "gap": {
-      "description": "Pixels between tiles and between tiles and the region's edges; even.",
-      "type": "integer",
-      "minimum": 0,
-      "multipleOf": 2
-    },
-    "fit": {"enum": ["contain", "cover"]},
-    "color": {
-      "anyOf": [
-        {"type": "string", "pattern": "^#[0-9A-Fa-f]{6}$", "examples": ["#202020"]},
-        {
-          "type": "array",
-          "minItems": 3,
-          "maxItems": 3,
-          "items": {"type": "integer", "minimum": 0, "maximum": 255}
-        }
-      ]
-    },
-    "region": {
-      "type": "object",
-      "required": ["x", "y", "width", "height", "show"],
-      "additionalProperties": false,
-      "properties": {
-        "name": {"description": "For messages only.", "type": "string"},
-        "x": {"$ref": "#/$defs/length"},
-        "y": {"$ref": "#/$defs/length"},
-        "width": {"$ref": "#/$defs/length"},
-        "height": {"$ref": "#/$defs/length"},
-        "z": {"description": "Higher regions are drawn on top; default 0.", "type": "integer"},
-        "show": {
-          "description": "Participant ids, or speaker, others, rest, * (layouts.md).",
-          "anyOf": [
-            {"enum": ["speaker", "others", "rest", "*"]},
-            {
-              "title": "participant ids",
-              "type": "array",
-              "minItems": 1,
-              "uniqueItems": true,
-              "items": {"type": "string", "minLength": 1}
-            }
-          ]
-        },
-        "max_rows": {"type": "integer", "minimum": 1},
-        "max_cols": {"type": "integer", "minimum": 1},
-        "overflow": {
-          "description": "More than max_rows x max_cols: show the first, the last joined, or all.",
-          "enum": ["hide", "shrink", "last"]
-        },
-        "fit": {"$ref": "#/$defs/fit"},
-        "gap": {"$ref": "#/$defs/gap"}
-      }
-    }
-  }
+
+def problem(message: str, at: str = "") -> PydanticCustomError:
+    """A validation error with skymix's own message; ``at`` extends the JSON path below the
+    field being checked ("[2]" for an array item)."""
+    return PydanticCustomError("skymix", "{message}", {"message": message, "at": at})
+
+
+def shown(value: object) -> str:
+    """A value as JSON, shortened for a message."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _int_text(low: int | None, high: int | None, even: bool) -> str:
+    text = "an even integer" if even else "an integer"
+    if low is not None and high is not None:
+        return f"{text} {low}..{high}"
+    return f"{text} >= {low}" if low is not None else text
+
+
+def json_int(low: int | None = None, high: int | None = None, *, even: bool = False) -> Any:
+    """An integer field (never a bool or a float) within low..high, even if asked."""
+    expected = _int_text(low, high, even)
+
+    def check(value: object) -> int:
+        if (
+            not _is_int(value)
+            or (low is not None and value < low)  # type: ignore[operator]
+            or (high is not None and value > high)  # type: ignore[operator]
+            or (even and value % 2)  # type: ignore[operator]
+        ):
+            raise problem(f"expected {expected}, got {shown(value)}")
+        return cast(int, value)
+
+    schema = Annotated[int, Field(ge=low, le=high, multiple_of=2 if even else None)]
+    return Annotated[int, PlainValidator(check, json_schema_input_type=schema)]
+
+
+def json_fraction(low_open: bool, high: float) -> Any:
+    """A number (int or float, never a bool) in [0, high], or (0, high] if low_open."""
+    expected = f"a number in {'(' if low_open else '['}0, {high:g}]"
+
+    def check(value: object) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (0 < value if low_open else 0 <= value)
+            or value > high
+        ):
+            raise problem(f"expected {expected}, got {shown(value)}")
+        return float(value)
+
+    schema = Annotated[
+        float, Field(gt=0 if low_open else None, ge=None if low_open else 0, le=high)
+    ]
+    return Annotated[float, PlainValidator(check, json_schema_input_type=schema)]
+
+
+def json_enum(*values: str) -> Any:
+    """One of the given strings."""
+    expected = "one of " + ", ".join(json.dumps(v) for v in values)
+
+    def check(value: object) -> str:
+        if not isinstance(value, str) or value not in values:
+            raise problem(f"expected {expected}, got {shown(value)}")
+        return value
+
+    schema = Literal[values]  # type: ignore[valid-type]
+    return Annotated[str, PlainValidator(check, json_schema_input_type=schema)]
+
+
+def _check_color(value: object) -> RGB:
+    if isinstance(value, str) and re.fullmatch(r"#[0-9A-Fa-f]{6}", value):
+        return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
+    if isinstance(value, (list, tuple)) and len(value) == 3:
+        for i, c in enumerate(value):
+            if not _is_int(c) or not 0 <= c <= 255:
+                raise problem(f"expected an integer 0..255, got {shown(c)}", f"[{i}]")
+        return value[0], value[1], value[2]
+    raise problem(f'expected a string like "#202020" or an array of 3, got {shown(value)}')
+
+
+_ColorSchema = (
+    Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}$", examples=["#202020"])]
+    | Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]
+)
+Color = Annotated[
+    RGB, PlainValidator(_check_color, json_schema_input_type=_ColorSchema), PlainSerializer(list)
+]
+
+
+def _check_aspect(value: object) -> tuple[int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise problem(f"expected an array of 2, got {shown(value)}")
+    for i, a in enumerate(value):
+        if not _is_int(a) or a < 1:
+            raise problem(f"expected an integer >= 1, got {shown(a)}", f"[{i}]")
+    return value[0], value[1]
+
+
+Aspect = Annotated[
+    tuple[int, int],
+    PlainValidator(
+        _check_aspect,
+        json_schema_input_type=Annotated[
+            list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)
+        ],
+    ),
+    PlainSerializer(list),
+]
+
+_LENGTH = "an integer >= 0 (pixels) or a number 0..1 (a fraction of the canvas)"
+
+
+def _check_length(value: object) -> Length:
+    if (_is_int(value) and value >= 0) or (  # type: ignore[operator]
+        isinstance(value, float) and 0.0 <= value <= 1.0
+    ):
+        return cast(Length, value)
+    raise problem(f"expected {_LENGTH}, got {shown(value)}")
+
+
+JsonLength = Annotated[
+    Length,
+    PlainValidator(
+        _check_length,
+        json_schema_input_type=Annotated[int, Field(ge=0, title="pixels")]
+        | Annotated[float, Field(ge=0, le=1, title="a fraction of the canvas")],
+    ),
+]
+
+
+def _check_show(value: object) -> Selector | tuple[str, ...]:
+    if isinstance(value, str) and value in _SELECTORS:
+        return cast(Selector, value)
+    if not isinstance(value, list) or not value:
+        raise problem(
+            "expected one of "
+            + ", ".join(json.dumps(v) for v in _SELECTORS)
+            + f" or a non-empty array (participant ids), got {shown(value)}"
+        )
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise problem(f"expected a string, got {shown(item)}", f"[{i}]")
+        if not item:
+            raise problem("expected a non-empty string", f"[{i}]")
+        if item in value[:i]:
+            raise problem(f"repeats {shown(item)} (item {value.index(item)})", f"[{i}]")
+    return tuple(value)
+
+
+Show = Annotated[
+    Selector | tuple[str, ...],
+    PlainValidator(
+        _check_show,
+        json_schema_input_type=Literal["speaker", "others", "rest", "*"]
+        | Annotated[
+            list[Annotated[str, Field(min_length=1)]],
+            Field(min_length=1, json_schema_extra={"uniqueItems": True}, title="participant ids"),
+        ],
+    ),
+]
+_Fit = json_enum(*_FITS)
+_Gap = json_int(0, even=True)
+
+
+def _json_key(key: str) -> str:
+    return f".{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"[{json.dumps(key)}]"
+
+
+class JsonDocument(BaseModel):
+    """A JSON object with known properties only: an unknown one is refused, naming what is
+    allowed (a misspelt property would otherwise be a setting silently not taken)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_properties(cls, data: object) -> object:
+        if isinstance(data, dict):
+            names = [info.alias or name for name, info in cls.model_fields.items()]
+            for key in data:
+                if key not in names:
+                    raise problem(
+                        f"unknown property (expected one of {', '.join(names)})",
+                        _json_key(str(key)),
+                    )
+        return data
+
+
+_TYPE_WORDS = {
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "dict_type": "an object",
+    "dataclass_type": "an object",
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "literal_error": "one of {expected}",
 }
-""")
 
-_VALIDATED_KEYWORDS = frozenset(
-    {
-        "$ref",
-        "type",
-        "enum",
-        "minimum",
-        "maximum",
-        "multipleOf",
-        "minLength",
-        "pattern",
-        "minItems",
-        "maxItems",
-        "uniqueItems",
-        "items",
-        "required",
-        "properties",
-        "additionalProperties",
-        "anyOf",
-    }
-)
-_ANNOTATION_KEYWORDS = frozenset(
-    {
-        "$schema",
-        "$defs",
-        "title",
-        "description",
-        "examples",
-    }
-)
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(JSON path, message) of each error of a pydantic validation, paths as
+    ``regions[1].show[0]`` ("" for the document itself), messages in skymix's words."""
+    out = []
+    for error in exc.errors(include_url=False):
+        loc = list(error["loc"])
+        kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+        at = ""
+        if kind == "skymix":
+            message, at = str(ctx["message"]), str(ctx["at"])
+        elif kind == "missing":
+            message = f"missing required property {loc.pop()!r}"
+        elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
+            message = "unknown property"
+        elif kind == "too_short" and value in ([], ()):
+            message = "expected at least one item"
+        elif kind in _TYPE_WORDS:
+            message = f"expected {_TYPE_WORDS[kind].format(**ctx)}, got {shown(value)}"
+        elif kind == "value_error" and isinstance(ctx.get("error"), SkymixError):
+            cause = ctx["error"]
+            message = str(cause)
+            if isinstance(cause, OptionsError) and cause.field:
+                message = message.removeprefix(f"{cause.field}: ")
+                at = f".{cause.field}"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+        path = "".join(f"[{part}]" if isinstance(part, int) else _json_key(part) for part in loc)
+        out.append(((path + at).removeprefix("."), message))
+    return out
+
+
+class RegionDocument(JsonDocument):
+    """A region of a custom layout file (see Region)."""
+
+    name: StrictStr | None = Field(None, description="For messages only.")
+    x: JsonLength
+    y: JsonLength
+    width: JsonLength
+    height: JsonLength
+    z: json_int() = Field(0, description="Higher regions are drawn on top; default 0.")  # type: ignore[valid-type]
+    show: Show = Field(description="Participant ids, or speaker, others, rest, * (layouts.md).")
+    max_rows: json_int(1) | None = None  # type: ignore[valid-type]
+    max_cols: json_int(1) | None = None  # type: ignore[valid-type]
+    overflow: json_enum(*_OVERFLOWS) = Field(  # type: ignore[valid-type]
+        "shrink",
+        description="More than max_rows x max_cols: show the first, the last joined, or all.",
+    )
+    fit: _Fit | None = None  # type: ignore[valid-type]
+    gap: _Gap | None = Field(  # type: ignore[valid-type]
+        None, description="Pixels between tiles and between tiles and the region's edges; even."
+    )
+
+
+class LayoutDocument(JsonDocument):
+    """A custom layout file: regions of the output frame and who is shown in each
+    (docs/layouts.md)."""
+
+    model_config = ConfigDict(title="skymix custom layout")
+
+    schema_: StrictStr = Field("", alias="$schema", description="The schema, for editors.")
+    background: Color = (0, 0, 0)
+    gap: _Gap = Field(  # type: ignore[valid-type]
+        0, description="Pixels between tiles and between tiles and the region's edges; even."
+    )
+    aspect: Aspect = Field(
+        (16, 9), description="The source aspect tiles are sized for, [width, height]."
+    )
+    fit: _Fit = "contain"  # type: ignore[valid-type]
+    video_only: StrictBool = Field(
+        False, description="Leave out participants without video (default: placeholder tile)."
+    )
+    regions: list[RegionDocument] = Field(min_length=1)
+
+
+def layout_json_schema() -> dict[str, Any]:
+    """The JSON Schema of custom layout files (docs/layout.schema.json), from LayoutDocument."""
+    schema = LayoutDocument.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def load_custom_layout(path: str | os.PathLike[str]) -> CustomSpec:
@@ -952,182 +1158,173 @@ def load_custom_layout(path: str | os.PathLike[str]) -> CustomSpec:
 
 
 def parse_custom_layout(data: object, *, file: str = "<layout>") -> CustomSpec:
-    """Validate already-decoded JSON against LAYOUT_SCHEMA and the rules a schema cannot say
-    (fractions that add up past the canvas, sizes under 2 pixels, a selector used twice), and
+    """Validate already-decoded JSON (LayoutDocument and the rules a schema cannot say:
+    fractions that add up past the canvas, sizes under 2 pixels, a selector used twice) and
     convert it. Errors are DescriptionErrors naming ``file`` and the JSON path."""
-    _validate(data, LAYOUT_SCHEMA, file, "")
-    assert isinstance(data, dict)
+    try:
+        return custom_spec(data, file)
+    except LayoutDocumentError as exc:
+        raise DescriptionError(exc.message, file=file, path=exc.path or "(top level)") from None
+
+
+class LayoutDocumentError(ValueError):
+    """What is wrong with a layout document and where (JSON path, "" for the document); the
+    caller says which document (a file: DescriptionError; an options field: OptionsError)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.message = message
+        self.path = path
+
+
+def custom_spec(data: object, file: str | None = None) -> CustomSpec:
+    """The CustomSpec of a layout document; LayoutDocumentError at the first problem."""
+    try:
+        doc = LayoutDocument.model_validate(data)
+    except ValidationError as exc:
+        path, message = validation_problems(exc)[0]
+        raise LayoutDocumentError(message, path) from None
     regions = []
     used: dict[str, str] = {}
-    for i, r in enumerate(data["regions"]):
+    for i, r in enumerate(doc.regions):
         where = f"regions[{i}]"
-        problem = _region_problem(r["x"], r["y"], r["width"], r["height"])
-        if problem is not None:
-            raise DescriptionError(problem[1], file=file, path=f"{where}.{problem[0]}")
-        show = r["show"]
-        if isinstance(show, str):
-            if show in used:
-                raise DescriptionError(
-                    f"{json.dumps(show)} is already shown by {used[show]}",
-                    file=file,
-                    path=f"{where}.show",
+        bad = _region_problem(r.x, r.y, r.width, r.height)
+        if bad is not None:
+            raise LayoutDocumentError(bad[1], f"{where}.{bad[0]}")
+        if isinstance(r.show, str):
+            if r.show in used:
+                raise LayoutDocumentError(
+                    f"{json.dumps(r.show)} is already shown by {used[r.show]}", f"{where}.show"
                 )
-            used[show] = where
+            used[r.show] = where
         regions.append(
             Region(
-                x=r["x"],
-                y=r["y"],
-                width=r["width"],
-                height=r["height"],
-                show=cast(Selector, show) if isinstance(show, str) else tuple(show),
-                z=r.get("z", 0),
-                max_rows=r.get("max_rows"),
-                max_cols=r.get("max_cols"),
-                overflow=r.get("overflow", "shrink"),
-                fit=r.get("fit"),
-                gap=r.get("gap"),
-                name=r.get("name"),
+                x=r.x,
+                y=r.y,
+                width=r.width,
+                height=r.height,
+                show=r.show,
+                z=r.z,
+                max_rows=r.max_rows,
+                max_cols=r.max_cols,
+                overflow=cast(Overflow, r.overflow),
+                fit=cast(Fit | None, r.fit),
+                gap=r.gap,
+                name=r.name,
             )
         )
     return CustomSpec(
         regions=tuple(regions),
-        gap=data.get("gap", 0),
-        aspect=cast(tuple[int, int], tuple(data.get("aspect", (16, 9)))),
-        fit=data.get("fit", "contain"),
-        background=_color(data.get("background", (0, 0, 0))),
-        video_only=data.get("video_only", False),
+        gap=doc.gap,
+        aspect=doc.aspect,
+        fit=cast(Fit, doc.fit),
+        background=doc.background,
+        video_only=doc.video_only,
         file=file,
     )
 
 
-def _color(value: str | Sequence[int]) -> RGB:
-    if isinstance(value, str):
-        return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
-    return value[0], value[1], value[2]
+def custom_document(spec: CustomSpec) -> dict[str, Any]:
+    """The layout document of a CustomSpec (what custom_spec() turns back into an equal spec);
+    properties at their defaults are left out."""
+    regions = []
+    for r in spec.regions:
+        region: dict[str, Any] = {"x": r.x, "y": r.y, "width": r.width, "height": r.height}
+        region["show"] = r.show if isinstance(r.show, str) else list(r.show)
+        for key, value, default in (
+            ("name", r.name, None),
+            ("z", r.z, 0),
+            ("max_rows", r.max_rows, None),
+            ("max_cols", r.max_cols, None),
+            ("overflow", r.overflow, "shrink"),
+            ("fit", r.fit, None),
+            ("gap", r.gap, None),
+        ):
+            if value != default:
+                region[key] = value
+        regions.append(region)
+    doc: dict[str, Any] = {}
+    settings: tuple[tuple[str, object, object], ...] = (
+        ("background", spec.background, (0, 0, 0)),
+        ("gap", spec.gap, 0),
+        ("aspect", spec.aspect, (16, 9)),
+        ("fit", spec.fit, "contain"),
+        ("video_only", spec.video_only, False),
+    )
+    for name, setting, unset in settings:
+        if setting != unset:
+            doc[name] = list(setting) if isinstance(setting, tuple) else setting
+    return doc | {"regions": regions}
 
 
-def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    while "$ref" in schema:
-        target: Any = LAYOUT_SCHEMA
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        schema = target
-    return schema
+# --- a layout on a canvas -----------------------------------------------------------------------
+
+#: Tiles smaller than this (pixels, either side) show nobody recognisably.
+MIN_TILE = 16
+#: A grid or speaker gap must leave room for this many tiles of MIN_TILE across the shorter
+#: side (gaps between and around them): a 4x4 grid of the smallest tiles.
+GAP_ROOM_TILES = 4
 
 
-def _shown(value: object) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _region_area(region: Region, spec: CustomSpec, width: int, height: int) -> Rect:
+    """The rectangle a region covers on the canvas, clipped and rounded as compute_layout does,
+    less its gap around the tiles."""
+    left, top = _pixels(region.x, width), _pixels(region.y, height)
+    x0, y0 = _even_edge(left, width), _even_edge(top, height)
+    x1 = _even_edge(left + _pixels(region.width, width), width)
+    y1 = _even_edge(top + _pixels(region.height, height), height)
+    gap = spec.gap if region.gap is None else region.gap
+    return Rect(x0 + gap, y0 + gap, max(0, x1 - x0 - 2 * gap), max(0, y1 - y0 - 2 * gap))
 
 
-def _describe(schema: Mapping[str, Any]) -> str:
-    """What a schema expects, in words: "an integer >= 0 (pixels)"."""
-    s = _resolve(schema)
-    if "anyOf" in s:
-        return " or ".join(_describe(branch) for branch in s["anyOf"])
-    if "enum" in s:
-        text = "one of " + ", ".join(json.dumps(v) for v in s["enum"])
-    else:
-        kind = s.get("type")
-        if kind in ("integer", "number"):
-            text = "an integer" if kind == "integer" else "a number"
-            lo, hi = s.get("minimum"), s.get("maximum")
-            if lo is not None and hi is not None:
-                text += f" {lo}..{hi}"
-            elif lo is not None:
-                text += f" >= {lo}"
-            if s.get("multipleOf") == 2:
-                text = "an even" + text.removeprefix("an")
-        elif kind == "string":
-            text = "a string" + (f" like {json.dumps(s['examples'][0])}" if "examples" in s else "")
-        elif kind == "array":
-            n = s.get("minItems")
-            text = (
-                f"an array of {n}"
-                if n is not None and n == s.get("maxItems")
-                else "a non-empty array"
-                if n == 1
-                else "an array"
-            )
-        elif kind == "boolean":
-            text = "true or false"
-        elif kind == "object":
-            text = "an object"
-        else:
-            text = "a value"
-    return f"{text} ({s['title']})" if "title" in s else text
+def check_on_canvas(spec: LayoutSpec, canvas: tuple[int, int]) -> None:
+    """Refuse a layout that can show nobody on a canvas of (width, height), before any work.
 
-
-def _type_ok(value: object, kind: str) -> bool:
-    if kind == "integer":
-        return _is_int(value)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    return isinstance(value, {"string": str, "array": list, "object": dict}[kind])
-
-
-def _validate(value: object, schema: Mapping[str, Any], file: str, path: str) -> None:
-    """Check ``value`` against ``schema`` (a part of LAYOUT_SCHEMA); raise DescriptionError at
-    the first violation, naming its JSON path.
-
-    Supports the keywords in _VALIDATED_KEYWORDS; a test keeps LAYOUT_SCHEMA within them.
+    A custom layout needs a region that, clipped to the canvas and less its gap, leaves room for
+    a tile of MIN_TILE pixels (regions that do not are named; if only some do, a warning names
+    the others); a grid or speaker gap must leave room for GAP_ROOM_TILES tiles across the
+    shorter side, a picture-in-picture margin for the inset. Raises DescriptionError naming the
+    layout file and "regions" for a layout read from a file, else OptionsError (field
+    "layout.regions", "layout.gap", "layout.margin").
     """
-    s = _resolve(schema)
-    at = path or "(top level)"
-
-    def fail(message: str, where: str = at) -> DescriptionError:
-        return DescriptionError(message, file=file, path=where)
-
-    def expected() -> DescriptionError:
-        return fail(f"expected {_describe(s)}, got {_shown(value)}")
-
-    if "anyOf" in s:
-        errors = []
-        for branch in s["anyOf"]:
-            try:
-                _validate(value, branch, file, path)
-                break
-            except DescriptionError as exc:
-                errors.append(exc)
-        else:
-            deeper = [e for e in errors if e.path != at]  # a branch of the right type
-            raise deeper[0] if deeper else expected()
-    if "type" in s and not _type_ok(value, s["type"]):
-        raise expected()
-    if "enum" in s and not any(type(value) is type(v) and value == v for v in s["enum"]):
-        raise expected()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if ("minimum" in s and value < s["minimum"]) or ("maximum" in s and value > s["maximum"]):
-            raise expected()
-        if "multipleOf" in s and value % s["multipleOf"]:
-            raise expected()
-    if isinstance(value, str):
-        if len(value) < s.get("minLength", 0):
-            raise fail("expected a non-empty string")
-        if "pattern" in s and not re.search(s["pattern"], value):
-            raise expected()
-    if isinstance(value, list):
-        if len(value) < s.get("minItems", 0) or len(value) > s.get("maxItems", len(value)):
-            if s.get("minItems") == 1 and not value:
-                raise fail("expected at least one item")
-            raise expected()
-        for i, item in enumerate(value):
-            if s.get("uniqueItems") and item in value[:i]:
-                raise fail(f"repeats {path}[{value.index(item)}]", f"{path}[{i}]")
-            if "items" in s:
-                _validate(item, s["items"], file, f"{path}[{i}]")
-    if isinstance(value, dict):
-        for key in s.get("required", []):
-            if key not in value:
-                raise fail(f"missing required property {key!r}")
-        properties = s.get("properties", {})
-        for key, item in value.items():
-            where = (
-                f"{path}.{key}" if _NAME.fullmatch(key) else f"{path}[{json.dumps(key)}]"
-            ).removeprefix(".")
-            if key in properties:
-                _validate(item, properties[key], file, where)
-            elif s.get("additionalProperties", True) is False:
-                raise fail(f"unknown property (expected one of {', '.join(properties)})", where)
+    width, height = _check_canvas(canvas)
+    short = min(width, height)
+    if isinstance(spec, (GridSpec, SpeakerSpec)):
+        most = _floor_even(max(0, short - GAP_ROOM_TILES * MIN_TILE) // (GAP_ROOM_TILES + 1))
+        if spec.gap > most:
+            raise OptionsError(
+                f"gap must be at most {most} on a {width}x{height} canvas (room for "
+                f"{GAP_ROOM_TILES} tiles of {MIN_TILE} pixels across), got {spec.gap}",
+                field="layout.gap",
+            )
+    elif isinstance(spec, PipSpec):
+        most = _floor_even(max(0, short - MIN_TILE) // 2)
+        if spec.margin > most:
+            raise OptionsError(
+                f"margin must be at most {most} on a {width}x{height} canvas (room for the "
+                f"inset), got {spec.margin}",
+                field="layout.margin",
+            )
+    elif isinstance(spec, CustomSpec):
+        off = []
+        for i, region in enumerate(spec.regions):
+            area = _region_area(region, spec, width, height)
+            if area.w < MIN_TILE or area.h < MIN_TILE:
+                label = f"regions[{i}]" + (f" ({region.name})" if region.name else "")
+                off.append(f"{label} has {area.w}x{area.h} pixels")
+        if len(off) == len(spec.regions):
+            message = (
+                f"no region shows anyone on the {width}x{height} canvas: once clipped to it and "
+                f"less their gaps, {'; '.join(off)} (a tile needs at least {MIN_TILE}x{MIN_TILE})"
+            )
+            if spec.file is None:
+                raise OptionsError(message, field="layout.regions")
+            raise DescriptionError(message, file=spec.file, path="regions")
+        if off:
+            _log.warning(
+                "%s: regions too small on the %dx%d canvas, they show nobody: %s",
+                spec.file or "custom layout",
+                width,
+                height,
+                "; ".join(off),
+            )

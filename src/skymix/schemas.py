@@ -34,10 +34,17 @@ def _report() -> dict[str, Any]:
     return report_json_schema()
 
 
+def _options() -> dict[str, Any]:
+    from .options import options_json_schema
+
+    return options_json_schema()
+
+
 #: file name in docs/ -> the function that generates it from its model
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "manifest.schema.json": _manifest,
     "layout.schema.json": _layout,
+    "options.schema.json": _options,
     "report.schema.json": _report,
 }
 
