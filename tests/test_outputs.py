@@ -326,3 +326,12 @@ def test_a_report_naming_a_participants_file_is_refused_and_the_file_kept(
         f"skymix: error: the report {mine} is also the recording of participant 'participant 1'"
     )
     assert video_frames(mine) == SECONDS * FPS
+
+
+def test_the_demo_refuses_a_recording_named_like_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo.json"
+    code, err = run_cli(["demo", "-o", str(out)], capsys)
+    assert (code, err.strip()) == (1, f"skymix: error: the report {out} is also the recording")
+    assert list(tmp_path.iterdir()) == []
