@@ -46,6 +46,7 @@ __all__ = [
     "cancel_on_signals",
     "check_job",
     "check_outputs",
+    "output_error",
     "participant_role",
     "prepare_outputs",
     "remove_stale",
@@ -318,7 +319,7 @@ class PendingOutputs:
             for f in self._files
             if (str(f.path) == str(path) if path is not None else _names(exc, f))
         ]
-        return _output_error(
+        return output_error(
             ", ".join(f"{f.role} {f.path}" for f in named or self._files) or "an output", exc
         )
 
@@ -329,13 +330,13 @@ class PendingOutputs:
             try:
                 _fsync(f.temporary)
             except OSError as exc:
-                raise _output_error(f"{f.role} {f.path}", exc) from exc
+                raise output_error(f"{f.role} {f.path}", exc) from exc
         with _signals_held():  # a cancel now would leave some outputs new and some old
             for f in self._files:
                 try:
                     os.replace(f.temporary, f.path)
                 except OSError as exc:
-                    raise _output_error(f"{f.role} {f.path}", exc) from exc
+                    raise output_error(f"{f.role} {f.path}", exc) from exc
         folders = {f.path.parent for f in self._files}
         self._files.clear()
         self._stops.clear()
@@ -391,7 +392,8 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _output_error(what: str, exc: OSError) -> OutputError:
+def output_error(what: str, exc: OSError) -> OutputError:
+    """The OutputError for `exc`, naming what could not be written ("the report r.json")."""
     error = OutputError(f"{what} could not be written: {exc.strerror or exc}")
     error.errno = exc.errno
     return error

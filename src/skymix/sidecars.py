@@ -20,7 +20,7 @@ from .compose import Rect, Tile, composite
 from .compose.labels import placeholder
 from .encode import Container, EncodeSettings, RecordingWriter
 from .errors import SkymixError
-from .outputs import PendingOutputs, participant_role
+from .outputs import PendingOutputs, output_error, participant_role
 
 __all__ = ["ChannelsWav", "ParticipantFiles", "participant_paths", "participant_settings"]
 
@@ -148,12 +148,19 @@ class ParticipantFiles:
         self._pending = pending = pending or PendingOutputs()
         self._writers: dict[str, RecordingWriter] = {}
         pending.on_discard(self._stop)
-        with _writing(pending, self.folder):
+        try:
             self.folder.mkdir(parents=True, exist_ok=True)
-        for pid, path in self.paths.items():
-            temporary = pending.add(path, participant_role(pid))
-            with _writing(pending, path):
-                self._writers[pid] = RecordingWriter(temporary, settings, container)
+        except OSError as exc:
+            raise output_error(f"the per-participant folder {self.folder}", exc) from exc
+        try:
+            for pid, path in self.paths.items():
+                temporary = pending.add(path, participant_role(pid))
+                with _writing(pending, path):
+                    self._writers[pid] = RecordingWriter(temporary, settings, container)
+        except BaseException:
+            if self._own:  # no one else has the files' names to remove them
+                pending.discard()
+            raise
         self._rect = Rect(0, 0, settings.width, settings.height)
 
     def write_video(self, pid: str, picture: av.VideoFrame | None) -> None:
