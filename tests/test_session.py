@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 
 from skymix.errors import DescriptionError, SkymixError
 from skymix.session import (
-    MANIFEST_SCHEMA,
     CodecSpec,
     ParticipantSpec,
     SessionSpec,
@@ -33,11 +32,12 @@ from skymix.session import (
     classify_datagram,
     guess_stream,
     load_description,
+    manifest_json_schema,
     parse_manifest,
     parse_sdp,
     read_sdp,
 )
-from skymix.session.manifest import parse_time, validate
+from skymix.session.manifest import parse_time
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -407,24 +407,24 @@ def _with(line: int, text: str | None, insert: bool = False) -> str:
 
 
 MALFORMED = [
-    (_with(3, "hello"), 3, "expected '<type>=<value>', got 'hello'"),
-    (_with(1, "v=1"), 1, "an SDP starts with 'v=0', got 'v=1'"),
+    (_with(3, "hello"), 3, "expected '<type>=<value>'"),
+    (_with(1, "v=1"), 1, "an SDP starts with 'v=0'"),
     (_with(1, "o=- 0 0 IN IP4 127.0.0.1"), 1, "an SDP starts with 'v=0'"),
     (_with(3, "v=0"), 3, "a second v= line"),
     (_with(2, "o=- 0 0 IN IP4"), 2, "o= needs 6 fields"),
-    (_with(5, "t=0"), 5, "t= needs '<start> <stop>', got '0'"),
+    (_with(5, "t=0"), 5, "t= needs '<start> <stop>'"),
     (_with(5, "t=now 0"), 5, "t= time must be an integer"),
-    (_with(4, "c=IN IPX 1.2.3.4"), 4, "c= needs 'IN IP4|IP6 <address>', got 'IN IPX 1.2.3.4'"),
+    (_with(4, "c=IN IPX 1.2.3.4"), 4, "c= needs 'IN IP4|IP6 <address>'"),
     (_with(6, "m=video 5004 RTP/AVP"), 6, "m= needs '<media> <port> <proto> <format>...'"),
     (
         _with(6, "m=video 70000 RTP/AVP 96 97"),
         6,
-        "m= port must be an integer 0..65535, got '70000'",
+        "m= port must be an integer 0..65535",
     ),
     (
         _with(6, "m=video 5004 RTP/AVP 96 vp8"),
         6,
-        "m= payload type must be an integer 0..127, got 'vp8'",
+        "m= payload type must be an integer 0..127",
     ),
     (_with(6, "m=video 5004 RTP/AVP 96 97 128"), 6, "m= payload type must be an integer 0..127"),
     (_with(7, "a=rtpmap:96 VP8"), 7, "a=rtpmap needs '<pt> <name>/<rate>[/<channels>]'"),
@@ -432,20 +432,20 @@ MALFORMED = [
     (_with(7, "a=rtpmap:x VP8/90000"), 7, "a=rtpmap payload type must be an integer 0..127"),
     (_with(7, "a=rtpmap:96 opus/48000/0"), 7, "a=rtpmap channels must be an integer 1..255"),
     (_with(8, "a=rtpmap:96 VP9/90000", insert=True), 8, "a second a=rtpmap for payload type 96"),
-    (_with(9, "a=fmtp:z apt=96"), 9, "a=fmtp payload type must be an integer 0..127, got 'z'"),
+    (_with(9, "a=fmtp:z apt=96"), 9, "a=fmtp payload type must be an integer 0..127"),
     (_with(9, "a=fmtp:97 apt=ninety"), 9, "a=fmtp apt must be an integer 0..127"),
     (_with(9, "a=fmtp:97 apt=98"), 9, "RTX payload type 97 repairs 98, which is not a codec"),
     (_with(9, None), 8, "RTX payload type 97 has no a=fmtp apt="),
     (_with(7, None), 6, "payload type 96 has no a=rtpmap"),
     (_with(10, "a=ssrc:4294967296 cname:x"), 10, "a=ssrc SSRC must be an integer 0..4294967295"),
-    (_with(10, "a=ssrc:5"), 10, "a=ssrc needs '<ssrc> <attribute>[:<value>]', got '5'"),
+    (_with(10, "a=ssrc:5"), 10, "a=ssrc needs '<ssrc> <attribute>[:<value>]'"),
     (_with(10, "a=ssrc-group:FID 5"), 10, "a=ssrc-group:FID needs 2 SSRCs, got 1"),
     (_with(10, "a=ssrc-group:SIM"), 10, "a=ssrc-group:SIM needs at least one SSRC"),
     (_with(10, "a=ssrc-group:FID 5 x"), 10, "a=ssrc-group SSRC must be an integer"),
-    (_with(10, "a=rtcp:port"), 10, "a=rtcp port must be an integer 1..65535, got 'port'"),
+    (_with(10, "a=rtcp:port"), 10, "a=rtcp port must be an integer 1..65535"),
     (_with(10, "a=rtcp:"), 10, "a=rtcp needs a port"),
-    (_with(10, "a=extmap:1"), 10, "a=extmap needs '<id>[/<direction>] <uri>', got '1'"),
-    (_with(10, "a=extmap:0 urn:x"), 10, "a=extmap id must be an integer 1..255, got '0'"),
+    (_with(10, "a=extmap:1"), 10, "a=extmap needs '<id>[/<direction>] <uri>'"),
+    (_with(10, "a=extmap:0 urn:x"), 10, "a=extmap id must be an integer 1..255"),
     (_with(10, "a=extmap:15 urn:x"), 10, "a=extmap id 15 is reserved (RFC 8285)"),
     (_with(10, "a=extmap:2/both urn:x"), 10, "a=extmap direction must be one of"),
     (_with(10, "a=extmap:2 urn:x\na=extmap:2 urn:y"), 11, "a second a=extmap with id 2"),
@@ -536,10 +536,6 @@ def _example_manifest() -> dict[str, Any]:
     return json.loads(block.group(1))
 
 
-def test_schema_file_is_the_schema_the_loader_uses() -> None:
-    assert json.loads((DOCS / "manifest.schema.json").read_text()) == MANIFEST_SCHEMA
-
-
 # Draft 2020-12 vocabularies (core, applicator, validation, meta-data, format-annotation)
 DRAFT_2020_12_KEYWORDS = {
     "$schema",
@@ -597,38 +593,16 @@ DRAFT_2020_12_KEYWORDS = {
     "unevaluatedItems",
     "unevaluatedProperties",
 }
-SUPPORTED = {
-    "$schema",
-    "$id",
-    "$ref",
-    "$defs",
-    "title",
-    "description",
-    "type",
-    "enum",
-    "minLength",
-    "minimum",
-    "maximum",
-    "format",
-    "required",
-    "properties",
-    "additionalProperties",
-    "anyOf",
-    "items",
-    "minItems",
-    "uniqueItems",
-}
 TYPES = {"null", "boolean", "object", "array", "number", "string", "integer"}
 
 
 def test_schema_is_well_formed_draft_2020_12() -> None:
-    schema = MANIFEST_SCHEMA
+    schema = manifest_json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
     def walk(node: Any, where: str) -> None:
         assert isinstance(node, dict), where
         assert set(node) <= DRAFT_2020_12_KEYWORDS, (where, set(node) - DRAFT_2020_12_KEYWORDS)
-        assert set(node) <= SUPPORTED, (where, set(node) - SUPPORTED)  # the validator's subset
         if "type" in node:
             assert node["type"] in TYPES, where
         if "$ref" in node:
@@ -851,18 +825,6 @@ def test_bad_manifest_top_level_and_json_syntax(tmp_path: Path) -> None:
         load_description([], bad)
 
 
-def test_validator_anyof_reports_the_first_failing_branch() -> None:
-    schema = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}
-    validate(3, schema)
-    validate("x", schema)
-    with pytest.raises(
-        DescriptionError,
-        match=r"^\(top level\): expected an integer >= 0, "
-        r"got -1$",
-    ):
-        validate(-1, schema)
-
-
 def test_parse_time_is_exact_to_the_nanosecond() -> None:
     assert parse_time("1970-01-01T00:00:00Z") == 0
     assert parse_time("2024-05-01T10:00:00.123456789Z") == 1714557600_123456789
@@ -965,14 +927,14 @@ def test_combination_errors(tmp_path: Path, ffmpeg_sdps: dict[str, tuple[Path, l
     with pytest.raises(
         DescriptionError,
         match=r"m\.json, participants\[0\]\.sdp: participant "
-        r"'alice' already has an SDP from --sdp",
+        r"'alice' already has an SDP \(.*vp8\.sdp\)$",
     ):
         load_description([f"alice={vp8}"], manifest)
     manifest.write_text(json.dumps({"participants": [{"id": "bob", "name": "Bob"}]}))
     with pytest.raises(
         DescriptionError,
         match=r"m\.json, participants\[0\]: participant 'bob' "
-        r"has no streams: give 'streams' or 'sdp', or use the id of an --sdp "
+        r"has no streams: give 'streams' or 'sdp', or use the id of an SDP "
         r"participant \('participant 1'\)",
     ):
         load_description([vp8], manifest)

@@ -2,11 +2,12 @@
 
 ``load_description`` combines the two routes (docs/session-description.md):
 
-- ``--sdp FILE`` / ``--sdp NAME=FILE``, repeated, one SDP per participant in order. A participant
-  from an SDP has the id and display name NAME, or "participant N" (1-based position).
-- ``--manifest FILE``: an entry whose id is that of an SDP participant adds to it (its name,
-  joins and leaves replace; its streams are added after the SDP's); any other entry is a new
-  participant after the SDP ones, with streams from its own ``sdp`` reference and/or ``streams``.
+- ``sdp``: SDP files ("FILE" or "NAME=FILE"), one per participant in order. A participant from
+  an SDP has the id and display name NAME, or "participant N" (1-based position).
+- ``manifest``: a JSON manifest. An entry whose id is that of an SDP participant adds to it (its
+  name, joins and leaves replace; its streams are added after the SDP's); any other entry is a
+  new participant after the SDP ones, with streams from its own ``sdp`` reference and/or
+  ``streams``. SDP files a manifest names must be in its folder unless ``allow_outside``.
 
 With neither, the description is empty and every stream is guessed (session.detect).
 """
@@ -19,9 +20,10 @@ from collections.abc import Sequence
 from ..errors import DescriptionError
 from .detect import Guess, RtpSample, classify_datagram, guess_stream
 from .manifest import (
-    MANIFEST_SCHEMA,
+    ManifestDocument,
     ManifestParticipant,
     load_manifest,
+    manifest_json_schema,
     parse_manifest,
 )
 from .model import (
@@ -34,9 +36,9 @@ from .model import (
 from .sdp import parse_sdp, read_sdp
 
 __all__ = [
-    "MANIFEST_SCHEMA",
     "CodecSpec",
     "Guess",
+    "ManifestDocument",
     "ManifestParticipant",
     "ParticipantSpec",
     "RtpSample",
@@ -48,6 +50,7 @@ __all__ = [
     "guess_stream",
     "load_description",
     "load_manifest",
+    "manifest_json_schema",
     "parse_manifest",
     "parse_sdp",
     "read_sdp",
@@ -58,11 +61,20 @@ SdpSource = str | os.PathLike[str] | tuple[str, str | os.PathLike[str]]
 
 
 def load_description(
-    sdp: Sequence[SdpSource] = (), manifest: str | os.PathLike[str] | None = None
+    sdp: Sequence[SdpSource] = (),
+    manifest: str | os.PathLike[str] | None = None,
+    *,
+    allow_outside: bool = False,
 ) -> SessionSpec:
-    """The session described by SDP files (one per participant, in order) and a manifest."""
+    """The session described by SDP files (one per participant, in order) and a manifest.
+
+    SDP files the manifest names resolve against its folder and may not leave it (after ``..``
+    and symbolic links) unless ``allow_outside``: a manifest from elsewhere cannot make skymix
+    read any file it likes. The SDP files given here directly are the caller's own choice.
+    """
     order: list[str] = []
     names: dict[str, str] = {}
+    sources: dict[str, str] = {}
     streams: dict[str, tuple[StreamSpec, ...]] = {}
     joins: dict[str, tuple[int, ...]] = {}
     leaves: dict[str, tuple[int, ...]] = {}
@@ -72,14 +84,17 @@ def load_description(
             raise DescriptionError(f"participant name {name!r} is given to two SDPs", file=path)
         order.append(name)
         names[name] = name
+        sources[name] = path
         streams[name] = read_sdp(path)
     manifest_file = os.fspath(manifest) if manifest is not None else ""
-    entries: tuple[ManifestParticipant, ...] = load_manifest(manifest_file) if manifest_file else ()
+    entries: tuple[ManifestParticipant, ...] = (
+        load_manifest(manifest_file, allow_outside=allow_outside) if manifest_file else ()
+    )
     for entry in entries:
         if entry.id in streams:
             if entry.sdp is not None:
                 raise DescriptionError(
-                    f"participant {entry.id!r} already has an SDP from --sdp",
+                    f"participant {entry.id!r} already has an SDP ({sources[entry.id]})",
                     file=manifest_file,
                     path=f"{entry.path}.sdp",
                 )
@@ -89,11 +104,12 @@ def load_description(
             if not from_sdp and not entry.streams:
                 raise DescriptionError(
                     f"participant {entry.id!r} has no streams: give 'streams' or 'sdp', or use "
-                    f"the id of an --sdp participant ({', '.join(map(repr, order)) or 'none'})",
+                    f"the id of an SDP participant ({', '.join(map(repr, order)) or 'none'})",
                     file=manifest_file,
                     path=entry.path,
                 )
             order.append(entry.id)
+            sources[entry.id] = entry.sdp or f"{manifest_file} {entry.path}"
             streams[entry.id] = from_sdp + entry.streams
         names[entry.id] = entry.name or names.get(entry.id, entry.id)
         if entry.joins is not None:
@@ -102,14 +118,21 @@ def load_description(
             leaves[entry.id] = entry.leaves
     return SessionSpec(
         tuple(
-            ParticipantSpec(pid, names[pid], streams[pid], joins.get(pid, ()), leaves.get(pid, ()))
+            ParticipantSpec(
+                pid,
+                names[pid],
+                streams[pid],
+                joins.get(pid, ()),
+                leaves.get(pid, ()),
+                described_by=sources[pid],
+            )
             for pid in order
         )
     )
 
 
 def _split_source(source: SdpSource, position: int) -> tuple[str, str]:
-    """(participant name, path) of one --sdp argument.
+    """(participant name, path) of one SDP source.
 
     "NAME=FILE" is split at the first "=", unless the whole argument names an existing file.
     """
@@ -121,5 +144,5 @@ def _split_source(source: SdpSource, position: int) -> tuple[str, str]:
         if not sep or isinstance(source, os.PathLike) or os.path.exists(text):
             name, path = "", text
     if not path:
-        raise DescriptionError(f"--sdp {source!r}: no file given")
+        raise DescriptionError(f"SDP {source!r}: no file given")
     return name or f"participant {position}", path

@@ -1,11 +1,17 @@
 """The JSON session manifest: participants, their streams, codecs and presence, validated.
 
-The manifest is checked against its JSON Schema (draft 2020-12, docs/manifest.schema.json; the
-same text is MANIFEST_SCHEMA here, a test keeps the two identical) by a small validator for the
-keywords that schema uses, since skymix does not depend on ``jsonschema``. Errors name the file
-and the JSON path, e.g. ``participants[2].streams[0].ssrcs[1]: expected an integer
-0..4294967295``. What a schema cannot say (unique ids, an RTX apt that names a codec of the
-stream, joins and leaves alternating) is checked after it, with the same kind of path.
+The manifest is validated by pydantic models (ManifestDocument and the entries it holds); its
+JSON Schema (draft 2020-12, docs/manifest.schema.json) is generated from the same models by
+``manifest_json_schema()``, so the published schema and the validator cannot disagree. Each field
+checks itself with a small checker that says what it expected and what it found, and errors name
+the file and the JSON path, e.g. ``participants[2].streams[0].ssrcs[1]: expected an integer
+0..4294967295, got -1``. What a schema cannot say (unique ids, an RTX apt that names a codec of
+the stream, joins and leaves alternating) is checked after it, with the same kind of path.
+
+Files named inside a manifest (``sdp``) resolve against the manifest's folder and may not leave
+it, after ``..`` and symbolic links are resolved, unless the caller allows it
+(``allow_outside=True``): a manifest handed to a service must not read /etc/passwd. Messages
+never quote a file that is not the description itself.
 """
 
 from __future__ import annotations
@@ -13,138 +19,39 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any, Literal, TypeAlias, cast
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import DescriptionError
-from .model import CodecSpec, ParticipantSpec, StreamSpec, resolve_rtcp_port
+from .model import CodecSpec, MediaKind, ParticipantSpec, StreamSpec, resolve_rtcp_port
 
 __all__ = [
-    "MANIFEST_SCHEMA",
+    "MAX_DESCRIPTION_BYTES",
+    "CodecEntry",
+    "ExtmapEntry",
+    "ManifestDocument",
     "ManifestParticipant",
+    "ParticipantEntry",
+    "RtxEntry",
+    "RtxSsrcEntry",
+    "StreamEntry",
     "load_manifest",
+    "manifest_json_schema",
     "parse_manifest",
     "parse_time",
-    "validate",
+    "read_description_text",
+    "read_json_file",
+    "resolve_inside",
 ]
 
-MANIFEST_SCHEMA: dict[str, Any] = json.loads(r"""
-{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "title": "skymix session manifest",
-  "description": "Who is in a capture and which RTP streams are theirs (session-description.md).",
-  "type": "object",
-  "required": ["participants"],
-  "additionalProperties": false,
-  "properties": {
-    "$schema": {"type": "string"},
-    "participants": {
-      "description": "An entry whose id is an --sdp participant's adds to it; others are new.",
-      "type": "array",
-      "items": {"$ref": "#/$defs/participant"}
-    }
-  },
-  "$defs": {
-    "uint32": {"type": "integer", "minimum": 0, "maximum": 4294967295},
-    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-    "payloadType": {"type": "integer", "minimum": 0, "maximum": 127},
-    "time": {
-      "description": "ISO 8601 with a UTC offset (Z, +hh:mm) on the relay's clock, to the ns.",
-      "type": "string",
-      "format": "date-time"
-    },
-    "participant": {
-      "type": "object",
-      "required": ["id"],
-      "additionalProperties": false,
-      "properties": {
-        "id": {"type": "string", "minLength": 1},
-        "name": {"description": "Shown name; default: the id", "type": "string", "minLength": 1},
-        "sdp": {
-          "description": "An SDP file with this participant's streams, beside the manifest.",
-          "type": "string",
-          "minLength": 1
-        },
-        "joins": {"type": "array", "items": {"$ref": "#/$defs/time"}},
-        "leaves": {"type": "array", "items": {"$ref": "#/$defs/time"}},
-        "streams": {"type": "array", "items": {"$ref": "#/$defs/stream"}}
-      }
-    },
-    "stream": {
-      "type": "object",
-      "required": ["kind", "codecs"],
-      "anyOf": [{"required": ["ssrcs"]}, {"required": ["port"]}],
-      "additionalProperties": false,
-      "properties": {
-        "kind": {"enum": ["audio", "video"]},
-        "ssrcs": {
-          "type": "array",
-          "minItems": 1,
-          "uniqueItems": true,
-          "items": {"$ref": "#/$defs/uint32"}
-        },
-        "port": {"$ref": "#/$defs/port"},
-        "host": {"type": "string", "minLength": 1},
-        "rtcp_port": {"$ref": "#/$defs/port"},
-        "rtcp_mux": {"type": "boolean"},
-        "mid": {"type": "string"},
-        "codecs": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/codec"}},
-        "rtx": {"type": "array", "items": {"$ref": "#/$defs/rtx"}},
-        "rtx_ssrcs": {"type": "array", "items": {"$ref": "#/$defs/rtxSsrc"}},
-        "extmap": {"type": "array", "items": {"$ref": "#/$defs/extmap"}}
-      }
-    },
-    "codec": {
-      "type": "object",
-      "required": ["payload_type", "name", "clock_rate"],
-      "additionalProperties": false,
-      "properties": {
-        "payload_type": {"$ref": "#/$defs/payloadType"},
-        "name": {
-          "description": "Encoding name as in a=rtpmap, any case: VP8, VP9, H264, opus, PCMU.",
-          "type": "string",
-          "minLength": 1
-        },
-        "clock_rate": {"type": "integer", "minimum": 1, "maximum": 4294967295},
-        "channels": {"type": "integer", "minimum": 1, "maximum": 255},
-        "fmtp": {"type": "object", "additionalProperties": {"type": "string"}}
-      }
-    },
-    "rtx": {
-      "description": "An RFC 4588 retransmission payload type and the payload type it repairs.",
-      "type": "object",
-      "required": ["payload_type", "apt"],
-      "additionalProperties": false,
-      "properties": {
-        "payload_type": {"$ref": "#/$defs/payloadType"},
-        "apt": {"$ref": "#/$defs/payloadType"}
-      }
-    },
-    "rtxSsrc": {
-      "description": "An RTX SSRC and the media SSRC it repairs (a=ssrc-group:FID).",
-      "type": "object",
-      "required": ["ssrc", "media_ssrc"],
-      "additionalProperties": false,
-      "properties": {
-        "ssrc": {"$ref": "#/$defs/uint32"},
-        "media_ssrc": {"$ref": "#/$defs/uint32"}
-      }
-    },
-    "extmap": {
-      "description": "An RFC 8285 header extension id and its URI.",
-      "type": "object",
-      "required": ["id", "uri"],
-      "additionalProperties": false,
-      "properties": {
-        "id": {"type": "integer", "minimum": 1, "maximum": 255},
-        "uri": {"type": "string", "minLength": 1}
-      }
-    }
-  }
-}
-""")
+#: Larger description files (SDP, manifest, layout) are refused unread: they are a few kB.
+MAX_DESCRIPTION_BYTES = 4 * 1024 * 1024
 
 _TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
@@ -152,27 +59,7 @@ _TIME = re.compile(
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_JSON_TYPES: dict[str, type] = {"string": str, "array": list, "object": dict}
-_TYPE_NAMES = {"string": "a string", "array": "an array", "object": "an object"}
 _TIME_HINT = "expected an ISO 8601 date-time with a UTC offset, e.g. 2024-05-01T10:00:00.250Z"
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestParticipant:
-    """One manifest entry as written: None (or no streams) where the manifest is silent, so
-    load_description can tell "adds to an --sdp participant" from "replaces".
-
-    sdp: the referenced SDP file, resolved against the manifest's folder. joins/leaves: ns since
-    the Unix epoch. path: "participants[i]", for messages about the entry as a whole.
-    """
-
-    id: str
-    name: str | None
-    sdp: str | None
-    streams: tuple[StreamSpec, ...]
-    joins: tuple[int, ...] | None
-    leaves: tuple[int, ...] | None
-    path: str
 
 
 def parse_time(text: str) -> int:
@@ -201,225 +88,427 @@ def parse_time(text: str) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + int(fraction)
 
 
+# --- reading description files ------------------------------------------------------------------
+
+
+def read_description_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
+    """(file name, text) of a description file: a regular file of at most
+    MAX_DESCRIPTION_BYTES of UTF-8. DescriptionError naming the file otherwise; the message never
+    quotes the file's contents (a misdirected path must not disclose what it points at)."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise DescriptionError(f"cannot read {what}: not a regular file", file=name)
+            data = f.read(MAX_DESCRIPTION_BYTES + 1)
+    except OSError as exc:
+        raise DescriptionError(f"cannot read {what}: {exc.strerror or exc}", file=name) from None
+    if len(data) > MAX_DESCRIPTION_BYTES:
+        raise DescriptionError(
+            f"cannot read {what}: larger than {MAX_DESCRIPTION_BYTES // 1024 // 1024} MiB",
+            file=name,
+        )
+    try:
+        return name, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DescriptionError(
+            f"cannot read {what}: not UTF-8 text", file=name, line=line
+        ) from None
+
+
 def read_json_file(path: str | os.PathLike[str], what: str) -> tuple[str, object]:
     """(file name, parsed JSON) of a description file; DescriptionError naming the file (and
     the line, for bad JSON) when it cannot be read."""
-    name = os.fspath(path)
+    name, text = read_description_text(path, what)
     try:
-        with open(name, encoding="utf-8") as f:
-            return name, json.load(f)
+        return name, json.loads(text)
     except json.JSONDecodeError as exc:
         raise DescriptionError(
             f"not JSON: {exc.msg} (column {exc.colno})", file=name, line=exc.lineno
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DescriptionError(f"cannot read {what}: {exc}", file=name) from exc
+        ) from None
 
 
-def load_manifest(path: str | os.PathLike[str]) -> tuple[ManifestParticipant, ...]:
-    """Read, validate and convert the manifest at ``path``; SDP references resolve beside it."""
-    name, data = read_json_file(path, "manifest")
-    return parse_manifest(data, file=name, base_dir=os.path.dirname(name))
+def resolve_inside(folder: str, name: str, *, allow_outside: bool = False) -> str:
+    """The real path of ``name`` (relative to ``folder``, or absolute), refused with ValueError
+    when it leaves ``folder`` once ``..`` and symbolic links are resolved (unless allowed).
+
+    The file need not exist: the check is on names, so its answer says nothing of what is there.
+    """
+    base = os.path.realpath(folder or os.curdir)
+    target = os.path.realpath(os.path.join(base, name))
+    if not allow_outside and os.path.commonpath([base, target]) != base:
+        raise ValueError(f"{json.dumps(name)} is outside the manifest's folder")
+    return target
 
 
-def parse_manifest(
-    data: object, *, file: str = "<manifest>", base_dir: str = ""
-) -> tuple[ManifestParticipant, ...]:
-    """Validate already-decoded JSON and convert it; ``file`` only names it in errors."""
-    validate(data, MANIFEST_SCHEMA, file=file)
-    assert isinstance(data, dict)
-    entries: list[ManifestParticipant] = []
-    seen: dict[str, str] = {}
-    for i, p in enumerate(data["participants"]):
-        where = f"participants[{i}]"
-        if p["id"] in seen:
-            raise DescriptionError(
-                f"id {p['id']!r} is already used by {seen[p['id']]}", file=file, path=f"{where}.id"
-            )
-        seen[p["id"]] = where
-        joins = _times(p, "joins")
-        leaves = _times(p, "leaves")
-        try:
-            ParticipantSpec(p["id"], p["id"], (), joins or (), leaves or ())
-        except DescriptionError as exc:
-            raise DescriptionError(str(exc), file=file, path=where) from exc
-        streams = tuple(
-            _stream(s, f"{where}.streams[{k}]", file) for k, s in enumerate(p.get("streams", []))
-        )
-        sdp = os.path.join(base_dir, p["sdp"]) if "sdp" in p else None
-        entries.append(
-            ManifestParticipant(p["id"], p.get("name"), sdp, streams, joins, leaves, where)
-        )
-    return tuple(entries)
+# --- the document -------------------------------------------------------------------------------
 
 
-def _times(p: Mapping[str, Any], key: str) -> tuple[int, ...] | None:
-    if key not in p:
-        return None
-    return tuple(parse_time(t) for t in p[key])  # format-checked by validate()
+def _problem(message: str) -> PydanticCustomError:
+    """A validation error carrying skymix's own message."""
+    return PydanticCustomError("skymix", "{message}", {"message": message})
 
 
-def _stream(s: Mapping[str, Any], where: str, file: str) -> StreamSpec:
-    codecs: dict[int, CodecSpec] = {}
-    for m, c in enumerate(s["codecs"]):
-        pt = c["payload_type"]
-        if pt in codecs:
-            raise DescriptionError(
-                f"payload type {pt} is declared twice",
-                file=file,
-                path=f"{where}.codecs[{m}].payload_type",
-            )
-        codecs[pt] = CodecSpec(
-            pt, c["name"], c["clock_rate"], c.get("channels", 1), c.get("fmtp", {})
-        )
-    rtx: dict[int, int] = {}
-    for m, r in enumerate(s.get("rtx", [])):
-        if r["payload_type"] in codecs or r["payload_type"] in rtx:
-            raise DescriptionError(
-                f"payload type {r['payload_type']} is declared twice",
-                file=file,
-                path=f"{where}.rtx[{m}].payload_type",
-            )
-        if r["apt"] not in codecs:
-            raise DescriptionError(
-                f"{r['apt']} is not a payload type of this stream's codecs",
-                file=file,
-                path=f"{where}.rtx[{m}].apt",
-            )
-        rtx[r["payload_type"]] = r["apt"]
-    ssrcs = tuple(s.get("ssrcs", ()))
-    rtx_ssrcs: dict[int, int] = {}
-    for m, r in enumerate(s.get("rtx_ssrcs", [])):
-        if r["ssrc"] in ssrcs or r["ssrc"] in rtx_ssrcs:
-            raise DescriptionError(
-                f"ssrc {r['ssrc']} is declared twice",
-                file=file,
-                path=f"{where}.rtx_ssrcs[{m}].ssrc",
-            )
-        if r["media_ssrc"] not in ssrcs:
-            raise DescriptionError(
-                f"{r['media_ssrc']} is not one of this stream's ssrcs",
-                file=file,
-                path=f"{where}.rtx_ssrcs[{m}].media_ssrc",
-            )
-        rtx_ssrcs[r["ssrc"]] = r["media_ssrc"]
-    extmap: dict[int, str] = {}
-    for m, e in enumerate(s.get("extmap", [])):
-        if e["id"] == 15:
-            raise DescriptionError(
-                "id 15 is reserved (RFC 8285)", file=file, path=f"{where}.extmap[{m}].id"
-            )
-        if e["id"] in extmap:
-            raise DescriptionError(
-                f"id {e['id']} is declared twice", file=file, path=f"{where}.extmap[{m}].id"
-            )
-        extmap[e["id"]] = e["uri"]
-    port = s.get("port")
-    rtcp_mux = s.get("rtcp_mux", False)
-    return StreamSpec(
-        kind=s["kind"],
-        port=port,
-        rtcp_port=resolve_rtcp_port(port, rtcp_mux, s.get("rtcp_port")),
-        rtcp_mux=rtcp_mux,
-        ssrcs=ssrcs,
-        codecs=codecs,
-        rtx=rtx,
-        rtx_ssrcs=rtx_ssrcs,
-        extmap=extmap,
-        mid=s.get("mid"),
-        host=s.get("host"),
+def _shown(value: object) -> str:
+    """A JSON value of the manifest, shortened for a message."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _ranged(low: int, high: int) -> PlainValidator:
+    """The validator of an integer field (never a bool or a float) within low..high."""
+
+    def check(value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _problem(f"expected an integer {low}..{high}, got {_shown(value)}")
+        return value
+
+    return PlainValidator(check, json_schema_input_type=Annotated[int, Field(ge=low, le=high)])
+
+
+def _one_of(*values: str) -> PlainValidator:
+    """The validator of a string field that takes one of the given values."""
+    expected = ", ".join(json.dumps(v) for v in values)
+
+    def check(value: object) -> str:
+        if not isinstance(value, str) or value not in values:
+            raise _problem(f"expected one of {expected}, got {_shown(value)}")
+        return value
+
+    return PlainValidator(check, json_schema_input_type=Literal[values])
+
+
+def _check_time(value: object) -> int:
+    if not isinstance(value, str):
+        raise _problem(f"{_TIME_HINT}, got {_shown(value)}")
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise _problem(f"{exc}, got {_shown(value)}") from None
+
+
+Uint32: TypeAlias = Annotated[int, _ranged(0, 2**32 - 1)]
+Port: TypeAlias = Annotated[int, _ranged(1, 65535)]
+PayloadType: TypeAlias = Annotated[int, _ranged(0, 127)]
+Time: TypeAlias = Annotated[
+    int,
+    PlainValidator(
+        _check_time,
+        json_schema_input_type=Annotated[
+            str,
+            Field(
+                json_schema_extra={"format": "date-time"},
+                description="ISO 8601 with a UTC offset (Z, +hh:mm) on the relay's clock, "
+                "to the ns.",
+            ),
+        ],
+    ),
+]
+NonEmpty: TypeAlias = Annotated[str, Field(min_length=1)]
+
+
+class _Entry(BaseModel):
+    """A JSON object with known properties only (an unknown one is refused, naming those that
+    are allowed: a misspelt property would otherwise be a setting silently not taken)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_properties(cls, data: object) -> object:
+        if isinstance(data, dict):
+            names = [info.alias or name for name, info in cls.model_fields.items()]
+            unknown = [key for key in data if key not in names]
+            if unknown:
+                raise PydanticCustomError(
+                    "skymix",
+                    "{message}",
+                    {
+                        "message": f"unknown property (expected one of {', '.join(names)})",
+                        "at": _json_key(str(unknown[0])),
+                    },
+                )
+        return data
+
+
+class CodecEntry(_Entry):
+    """One payload type of a stream, as a=rtpmap (+ a=fmtp) would give it."""
+
+    payload_type: PayloadType
+    name: NonEmpty = Field(
+        description="Encoding name as in a=rtpmap, any case: VP8, VP9, H264, opus, PCMU."
+    )
+    clock_rate: Annotated[int, _ranged(1, 2**32 - 1)]
+    channels: Annotated[int, _ranged(1, 255)] = 1
+    fmtp: dict[str, str] = Field(default_factory=dict, description="a=fmtp parameters")
+
+
+class RtxEntry(_Entry):
+    """An RFC 4588 retransmission payload type and the payload type it repairs."""
+
+    payload_type: PayloadType
+    apt: PayloadType
+
+
+class RtxSsrcEntry(_Entry):
+    """An RTX SSRC and the media SSRC it repairs (a=ssrc-group:FID)."""
+
+    ssrc: Uint32
+    media_ssrc: Uint32
+
+
+class ExtmapEntry(_Entry):
+    """An RFC 8285 header extension id and its URI."""
+
+    id: Annotated[int, _ranged(1, 255)]
+    uri: NonEmpty
+
+
+class StreamEntry(_Entry):
+    """One RTP stream of a participant, matched by its SSRCs or its port."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["ssrcs"]}, {"required": ["port"]}]}
+    )
+
+    kind: Annotated[str, _one_of("audio", "video")]
+    ssrcs: (
+        Annotated[list[Uint32], Field(min_length=1, json_schema_extra={"uniqueItems": True})] | None
+    ) = None
+    port: Port | None = None
+    host: NonEmpty | None = Field(None, description="Only packets of this address match the port.")
+    rtcp_port: Port | None = None
+    rtcp_mux: bool = False
+    mid: str | None = None
+    codecs: Annotated[list[CodecEntry], Field(min_length=1)]
+    rtx: list[RtxEntry] = Field(default_factory=list)
+    rtx_ssrcs: list[RtxSsrcEntry] = Field(default_factory=list)
+    extmap: list[ExtmapEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _matchable(self) -> StreamEntry:
+        if self.ssrcs is None and self.port is None:
+            raise _problem("needs 'ssrcs' or 'port'")
+        return self
+
+
+class ParticipantEntry(_Entry):
+    """A participant: an id, a shown name, streams (its own or an SDP's) and presence times."""
+
+    id: NonEmpty
+    name: NonEmpty | None = Field(None, description="Shown name; default: the id.")
+    sdp: NonEmpty | None = Field(
+        None,
+        description="An SDP file with this participant's streams, in the manifest's folder.",
+    )
+    joins: list[Time] | None = None
+    leaves: list[Time] | None = None
+    streams: list[StreamEntry] | None = None
+
+
+class ManifestDocument(_Entry):
+    """Who is in a capture and which RTP streams are theirs (docs/session-description.md)."""
+
+    model_config = ConfigDict(title="skymix session manifest")
+
+    schema_: str | None = Field(None, alias="$schema", description="The schema, for editors.")
+    participants: list[ParticipantEntry] = Field(
+        description="An entry whose id is an SDP participant's adds to it; others are new."
     )
 
 
-def validate(
-    instance: object,
-    schema: Mapping[str, Any],
-    *,
-    file: str | None = None,
-    root: Mapping[str, Any] | None = None,
-    path: str = "",
-) -> None:
-    """Check ``instance`` against ``schema``; raise DescriptionError at the first violation.
+def manifest_json_schema() -> dict[str, Any]:
+    """The JSON Schema of manifests (docs/manifest.schema.json), generated from the models."""
+    schema = ManifestDocument.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
-    Supports the subset of JSON Schema 2020-12 that MANIFEST_SCHEMA uses: $ref (to #/$defs),
-    type, enum, minLength, minimum, maximum, format "date-time", required, properties,
-    additionalProperties, anyOf, items, minItems, uniqueItems. Annotations are ignored.
+
+_TYPE_WORDS = {
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "dict_type": "an object",
+    "list_type": "an array",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "int_type": "an integer",
+}
+
+
+def _json_key(key: str) -> str:
+    return f".{key}" if _NAME.fullmatch(key) else f"[{json.dumps(key)}]"
+
+
+def _first_problem(exc: ValidationError) -> tuple[str, str]:
+    """(JSON path, message) of the first error of a validation, in skymix's words."""
+    error = exc.errors(include_url=False)[0]
+    loc = list(error["loc"])
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    at = ""
+    if kind == "skymix":
+        message, at = str(ctx["message"]), str(ctx.get("at", ""))
+    elif kind == "missing":
+        message = f"missing required property {loc.pop()!r}"
+    elif kind == "extra_forbidden":
+        message = "unknown property"
+    elif kind == "string_too_short":
+        message = "expected a non-empty string"
+    elif kind == "too_short":
+        message = f"expected at least {ctx['min_length']} item(s)"
+    elif kind in _TYPE_WORDS:
+        message = f"expected {_TYPE_WORDS[kind]}, got {_shown(value)}"
+    else:
+        message = str(error["msg"])
+    path = "".join(f"[{part}]" if isinstance(part, int) else _json_key(part) for part in loc)
+    return (path + at).removeprefix(".") or "(top level)", message
+
+
+# --- conversion ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestParticipant:
+    """One manifest entry as written: None (or no streams) where the manifest is silent, so
+    load_description can tell "adds to an SDP participant" from "replaces".
+
+    sdp: the referenced SDP file, resolved against the manifest's folder (its real path).
+    joins/leaves: ns since the Unix epoch. path: "participants[i]", for messages about the entry
+    as a whole.
     """
-    root = schema if root is None else root
 
-    def fail(message: str, at: str = path) -> DescriptionError:
-        return DescriptionError(message, file=file, path=at or "(top level)")
+    id: str
+    name: str | None
+    sdp: str | None
+    streams: tuple[StreamSpec, ...]
+    joins: tuple[int, ...] | None
+    leaves: tuple[int, ...] | None
+    path: str
 
-    if "$ref" in schema:
-        target: Any = root
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        validate(instance, target, file=file, root=root, path=path)
-    kind = schema.get("type")
-    if kind == "integer":
-        lo, hi = schema.get("minimum"), schema.get("maximum")
-        if (
-            not isinstance(instance, int)
-            or isinstance(instance, bool)
-            or (lo is not None and instance < lo)
-            or (hi is not None and instance > hi)
-        ):
-            bounds = (
-                f" {lo}..{hi}"
-                if lo is not None and hi is not None
-                else (f" >= {lo}" if lo is not None else "")
+
+def load_manifest(
+    path: str | os.PathLike[str], *, allow_outside: bool = False
+) -> tuple[ManifestParticipant, ...]:
+    """Read, validate and convert the manifest at ``path``; SDP references resolve beside it
+    and may not leave its folder unless ``allow_outside``."""
+    name, data = read_json_file(path, "manifest")
+    return parse_manifest(
+        data, file=name, base_dir=os.path.dirname(name), allow_outside=allow_outside
+    )
+
+
+def parse_manifest(
+    data: object, *, file: str = "<manifest>", base_dir: str = "", allow_outside: bool = False
+) -> tuple[ManifestParticipant, ...]:
+    """Validate already-decoded JSON and convert it; ``file`` only names it in errors. SDP
+    references resolve against ``base_dir`` (the current folder if empty) and may not leave it
+    unless ``allow_outside``."""
+    try:
+        document = ManifestDocument.model_validate(data)
+    except ValidationError as exc:
+        where, message = _first_problem(exc)
+        raise DescriptionError(message, file=file, path=where) from None
+    entries: list[ManifestParticipant] = []
+    seen: dict[str, str] = {}
+    for i, p in enumerate(document.participants):
+        where = f"participants[{i}]"
+        if p.id in seen:
+            raise DescriptionError(
+                f"id {p.id!r} is already used by {seen[p.id]}", file=file, path=f"{where}.id"
             )
-            raise fail(f"expected an integer{bounds}, got {json.dumps(instance)}")
-    elif kind == "boolean" and not isinstance(instance, bool):
-        raise fail(f"expected true or false, got {json.dumps(instance)}")
-    elif kind in _JSON_TYPES and not isinstance(instance, _JSON_TYPES[kind]):
-        raise fail(f"expected {_TYPE_NAMES[kind]}, got {json.dumps(instance)}")
-    if isinstance(instance, str):
-        if len(instance) < schema.get("minLength", 0):
-            raise fail("expected a non-empty string")
-        if schema.get("format") == "date-time":
-            try:
-                parse_time(instance)
-            except ValueError as exc:
-                raise fail(f"{exc}, got {instance!r}") from exc
-    if isinstance(instance, list):
-        if len(instance) < schema.get("minItems", 0):
-            raise fail(f"expected at least {schema['minItems']} item(s)")
-        for i, item in enumerate(instance):
-            if schema.get("uniqueItems") and item in instance[:i]:
-                raise fail(f"repeats {path}[{instance.index(item)}]", f"{path}[{i}]")
-            if "items" in schema:
-                validate(item, schema["items"], file=file, root=root, path=f"{path}[{i}]")
-    if isinstance(instance, dict):
-        for key in schema.get("required", []):
-            if key not in instance:
-                raise fail(f"missing required property {key!r}")
-        properties = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, value in instance.items():
-            at = f"{path}.{key}" if _NAME.fullmatch(key) else f"{path}[{json.dumps(key)}]"
-            at = at.removeprefix(".")
-            if key in properties:
-                validate(value, properties[key], file=file, root=root, path=at)
-            elif extra is False:
-                raise fail("unknown property", at)
-            elif isinstance(extra, dict):
-                validate(value, extra, file=file, root=root, path=at)
-    if "enum" in schema and instance not in schema["enum"]:
-        raise fail(
-            f"expected one of {', '.join(json.dumps(v) for v in schema['enum'])}, "
-            f"got {json.dumps(instance)}"
+        seen[p.id] = where
+        joins = None if p.joins is None else tuple(p.joins)
+        leaves = None if p.leaves is None else tuple(p.leaves)
+        try:
+            ParticipantSpec(p.id, p.id, (), joins or (), leaves or ())
+        except DescriptionError as exc:
+            raise DescriptionError(str(exc), file=file, path=where) from None
+        streams = tuple(
+            _stream(s, f"{where}.streams[{k}]", file) for k, s in enumerate(p.streams or ())
         )
-    if "anyOf" in schema:
-        errors = []
-        for branch in schema["anyOf"]:
+        sdp = None
+        if p.sdp is not None:
             try:
-                validate(instance, branch, file=file, root=root, path=path)
-                break
-            except DescriptionError as exc:
-                errors.append(exc)
-        else:
-            if all(set(b) == {"required"} for b in schema["anyOf"]):
-                names = " or ".join(repr(k) for b in schema["anyOf"] for k in b["required"])
-                raise fail(f"needs {names}")
-            raise errors[0]
+                sdp = resolve_inside(base_dir, p.sdp, allow_outside=allow_outside)
+            except ValueError as exc:
+                raise DescriptionError(str(exc), file=file, path=f"{where}.sdp") from None
+        entries.append(ManifestParticipant(p.id, p.name, sdp, streams, joins, leaves, where))
+    return tuple(entries)
+
+
+def _once(
+    values: list[int], what: Callable[[int], str], where: Callable[[int], str], file: str
+) -> None:
+    """DescriptionError at the first value that repeats an earlier one."""
+    for m, value in enumerate(values):
+        if value in values[:m]:
+            raise DescriptionError(what(value), file=file, path=where(m))
+
+
+def _stream(s: StreamEntry, where: str, file: str) -> StreamSpec:
+    ssrcs = tuple(s.ssrcs or ())
+    for m, ssrc in enumerate(ssrcs):
+        if ssrc in ssrcs[:m]:
+            raise DescriptionError(
+                f"repeats {where}.ssrcs[{ssrcs.index(ssrc)}]", file=file, path=f"{where}.ssrcs[{m}]"
+            )
+    _once(
+        [c.payload_type for c in s.codecs],
+        lambda pt: f"payload type {pt} is declared twice",
+        lambda m: f"{where}.codecs[{m}].payload_type",
+        file,
+    )
+    codecs = {
+        c.payload_type: CodecSpec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp)
+        for c in s.codecs
+    }
+    _once(
+        [*codecs, *(r.payload_type for r in s.rtx)],
+        lambda pt: f"payload type {pt} is declared twice",
+        lambda m: f"{where}.rtx[{m - len(codecs)}].payload_type",
+        file,
+    )
+    for m, r in enumerate(s.rtx):
+        if r.apt not in codecs:
+            raise DescriptionError(
+                f"{r.apt} is not a payload type of this stream's codecs",
+                file=file,
+                path=f"{where}.rtx[{m}].apt",
+            )
+    _once(
+        [*ssrcs, *(pair.ssrc for pair in s.rtx_ssrcs)],
+        lambda ssrc: f"ssrc {ssrc} is declared twice",
+        lambda m: f"{where}.rtx_ssrcs[{m - len(ssrcs)}].ssrc",
+        file,
+    )
+    for m, pair in enumerate(s.rtx_ssrcs):
+        if pair.media_ssrc not in ssrcs:
+            raise DescriptionError(
+                f"{pair.media_ssrc} is not one of this stream's ssrcs",
+                file=file,
+                path=f"{where}.rtx_ssrcs[{m}].media_ssrc",
+            )
+    for m, e in enumerate(s.extmap):
+        if e.id == 15:
+            raise DescriptionError(
+                "id 15 is reserved (RFC 8285)", file=file, path=f"{where}.extmap[{m}].id"
+            )
+    _once(
+        [e.id for e in s.extmap],
+        lambda ext_id: f"id {ext_id} is declared twice",
+        lambda m: f"{where}.extmap[{m}].id",
+        file,
+    )
+    return StreamSpec(
+        kind=cast(MediaKind, s.kind),
+        port=s.port,
+        rtcp_port=resolve_rtcp_port(s.port, s.rtcp_mux, s.rtcp_port),
+        rtcp_mux=s.rtcp_mux,
+        ssrcs=ssrcs,
+        codecs=codecs,
+        rtx={r.payload_type: r.apt for r in s.rtx},
+        rtx_ssrcs={pair.ssrc: pair.media_ssrc for pair in s.rtx_ssrcs},
+        extmap={e.id: e.uri for e in s.extmap},
+        mid=s.mid,
+        host=s.host,
+    )

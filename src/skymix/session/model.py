@@ -189,6 +189,8 @@ class ParticipantSpec:
     joins/leaves: ns since the Unix epoch on the relay's clock (sorted here), alternating in
     time. A leave before the first join means present from the start of the capture; a
     join after the last leave, present to its end. Both empty: presence comes from the media.
+    described_by: where the description came from, for messages ("alice.sdp", "room.json
+    participants[1]"); not part of the value.
     """
 
     id: str
@@ -196,6 +198,7 @@ class ParticipantSpec:
     streams: tuple[StreamSpec, ...]
     joins: tuple[int, ...] = ()
     leaves: tuple[int, ...] = ()
+    described_by: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joins", tuple(sorted(self.joins)))

@@ -6,7 +6,9 @@ a=rtcp-mux, a=ssrc (cname, msid), a=ssrc-group (FID pairs an RTX SSRC with its m
 orders simulcast layers), a=extmap (RFC 8285, with direction), a=mid, a=msid, a=bundle-only and
 the direction attributes. Static payload types (RFC 3551: 0 PCMU, 8 PCMA, 9 G722, ...) need no
 a=rtpmap. Every other line is ignored, as RFC 8866 asks of unknown attributes. A line that is
-there but malformed raises DescriptionError naming the file and the 1-based line number.
+there but malformed raises DescriptionError naming the file, the 1-based line number and the
+form expected there. Messages never quote the line: a path that points at some other file (a
+manifest's ``sdp`` is someone else's input) must not disclose what that file holds.
 
 JSEP placeholders: an m= port of 9 (or a=rtcp:9) with an unspecified address (0.0.0.0, ::)
 means ICE chose the address, so the stream has no port and is matched by SSRC. A port of 0 is
@@ -19,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import DescriptionError
+from .manifest import read_description_text
 from .model import (
     CodecSpec,
     Direction,
@@ -73,13 +76,9 @@ _JSEP_PORT = 9
 
 
 def read_sdp(path: str | os.PathLike[str]) -> tuple[StreamSpec, ...]:
-    """Parse the SDP file at ``path`` (UTF-8); errors name the file."""
-    name = os.fspath(path)
-    try:
-        with open(name, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DescriptionError(f"cannot read SDP: {exc}", file=name) from exc
+    """Parse the SDP file at ``path`` (UTF-8, a regular file of a few kB); errors name the file
+    and the line, never what it holds."""
+    name, text = read_description_text(path, "SDP")
     return parse_sdp(text, file=name)
 
 
@@ -127,7 +126,7 @@ class _Parser:
 
     def int_in(self, token: str, lo: int, hi: int, what: str, line: int | None = None) -> int:
         if not (token.isascii() and token.isdigit()) or not lo <= int(token) <= hi:
-            raise self.fail(f"{what} must be an integer {lo}..{hi}, got {token!r}", line)
+            raise self.fail(f"{what} must be an integer {lo}..{hi}", line)
         return int(token)
 
     def parse(self, text: str) -> tuple[StreamSpec, ...]:
@@ -144,11 +143,11 @@ class _Parser:
             if not line.strip():
                 continue
             if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
-                raise self.fail(f"expected '<type>=<value>', got {line!r}")
+                raise self.fail("expected '<type>=<value>'")
             key, value = line[0], line[2:]
             if not seen_version:
                 if key != "v" or value.strip() != "0":
-                    raise self.fail(f"an SDP starts with 'v=0', got {line!r}")
+                    raise self.fail("an SDP starts with 'v=0'")
                 seen_version = True
             elif key == "v":
                 raise self.fail("a second v= line")
@@ -156,12 +155,12 @@ class _Parser:
                 if len(value.split()) != 6:
                     raise self.fail(
                         "o= needs 6 fields: <username> <sess-id> <sess-version> "
-                        f"<nettype> <addrtype> <address>, got {value!r}"
+                        "<nettype> <addrtype> <address>"
                     )
             elif key == "t":
                 fields = value.split()
                 if len(fields) != 2:
-                    raise self.fail(f"t= needs '<start> <stop>', got {value!r}")
+                    raise self.fail("t= needs '<start> <stop>'")
                 for token in fields:
                     self.int_in(token, 0, 2**64 - 1, "t= time")
             elif key == "c":
@@ -199,13 +198,13 @@ class _Parser:
     def connection(self, value: str) -> str:
         fields = value.split()
         if len(fields) != 3 or fields[0] != "IN" or fields[1] not in ("IP4", "IP6"):
-            raise self.fail(f"c= needs 'IN IP4|IP6 <address>', got {value!r}")
+            raise self.fail("c= needs 'IN IP4|IP6 <address>'")
         return canonical_host(fields[2].split("/")[0])  # drop a multicast /ttl
 
     def media(self, value: str) -> _Section | None:
         fields = value.split()
         if len(fields) < 4:
-            raise self.fail(f"m= needs '<media> <port> <proto> <format>...', got {value!r}")
+            raise self.fail("m= needs '<media> <port> <proto> <format>...'")
         media, port_token, proto = fields[0], fields[1], fields[2]
         port = self.int_in(port_token.split("/")[0], 0, 65535, "m= port")
         if media not in ("audio", "video") or "RTP" not in proto.upper():
@@ -219,7 +218,7 @@ class _Parser:
             pt = self.int_in(pt_token, 0, 127, "a=rtpmap payload type")
             parts = encoding.strip().split("/")
             if len(parts) not in (2, 3) or not parts[0]:
-                raise self.fail(f"a=rtpmap needs '<pt> <name>/<rate>[/<channels>]', got {arg!r}")
+                raise self.fail("a=rtpmap needs '<pt> <name>/<rate>[/<channels>]'")
             rate = self.int_in(parts[1], 1, 2**32 - 1, "a=rtpmap clock rate")
             channels = self.int_in(parts[2], 1, 255, "a=rtpmap channels") if len(parts) == 3 else 1
             if pt in s.rtpmap:
@@ -260,7 +259,7 @@ class _Parser:
             ssrc = self.int_in(ssrc_token, 0, 2**32 - 1, "a=ssrc SSRC")
             attr_name, _, attr_value = attr.strip().partition(":")
             if not attr_name:
-                raise self.fail(f"a=ssrc needs '<ssrc> <attribute>[:<value>]', got {arg!r}")
+                raise self.fail("a=ssrc needs '<ssrc> <attribute>[:<value>]'")
             s.ssrc_attrs.setdefault(ssrc, {}).setdefault(attr_name, attr_value)
         elif name == "ssrc-group":
             semantics, _, members = arg.partition(" ")
@@ -277,15 +276,14 @@ class _Parser:
     def extmap(self, arg: str, into: dict[int, str]) -> None:
         fields = arg.split()
         if len(fields) < 2:
-            raise self.fail(f"a=extmap needs '<id>[/<direction>] <uri>', got {arg!r}")
+            raise self.fail("a=extmap needs '<id>[/<direction>] <uri>'")
         id_token, _, direction = fields[0].partition("/")
         ext_id = self.int_in(id_token, 1, 255, "a=extmap id")
         if ext_id == 15:
             raise self.fail("a=extmap id 15 is reserved (RFC 8285)")
         if direction and direction not in _DIRECTIONS:
             raise self.fail(
-                f"a=extmap direction must be one of sendrecv, sendonly, recvonly, "
-                f"inactive, got {direction!r}"
+                "a=extmap direction must be one of sendrecv, sendonly, recvonly, inactive"
             )
         if ext_id in into:
             raise self.fail(f"a second a=extmap with id {ext_id}")
