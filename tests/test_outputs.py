@@ -5,6 +5,7 @@ runs overlap) and, for full disks, small tmpfs mounts."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -335,3 +336,19 @@ def test_the_demo_refuses_a_recording_named_like_its_report(
     code, err = run_cli(["demo", "-o", str(out)], capsys)
     assert (code, err.strip()) == (1, f"skymix: error: the report {out} is also the recording")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sdp_files_a_manifest_names_are_inputs_too(
+    room: SynthResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = room.pcap.parent / "manifest.json"
+    manifest.write_text(json.dumps({"participants": [{"id": "a", "sdp": room.sdps[0].name}]}))
+    before = digest(room.sdps[0])
+    args = ["mix", str(room.pcap), "--manifest", str(manifest), "-o", str(tmp_path / "x.mp4")]
+    code, err = run_cli([*args, "--report", str(room.sdps[0])], capsys)
+    assert code == 1
+    assert err.startswith(f"skymix: error: the report {room.sdps[0]} is also the SDP file of 'a'")
+    assert digest(room.sdps[0]) == before
+    code, err = run_cli([*args, "--report", str(manifest)], capsys)
+    assert (code, err.strip()) == (1, f"skymix: error: the report {manifest} is also the manifest")
+    manifest.unlink()

@@ -74,28 +74,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="the recording (.mp4, or .webm for VP9 + Opus)",
     )
     mixer.add_argument(
-        "--layout",
-        default="grid",
-        metavar="grid|speaker|pip|FILE.json",
-        help="tile layout, or a custom layout file (docs/layouts.md)",
+        "--options",
+        type=Path,
+        metavar="FILE.json",
+        help="the options as JSON (docs/options.schema.json); flags given as well win",
     )
-    mixer.add_argument("--size", default="1280x720", metavar="WxH")
-    mixer.add_argument("--fps", type=int, default=30)
-    mixer.add_argument("--crf", type=int, default=23)
-    mixer.add_argument("--preset", default="veryfast", help="x264 preset")
-    mixer.add_argument("--threads", type=int, default=0, help="encoder threads (0: automatic)")
-    mixer.add_argument("--fit", choices=["contain", "cover"], default="contain")
-    mixer.add_argument("--gap", type=int, default=0, help="pixels between tiles (even)")
+    mixer.add_argument(
+        "--layout",
+        metavar="grid|speaker|pip|FILE.json",
+        help="tile layout, or a custom layout file (docs/layouts.md; default grid)",
+    )
+    mixer.add_argument("--size", metavar="WxH", help="even, 16x16 to 7680x4320 (default 1280x720)")
+    mixer.add_argument("--fps", type=int, help="1-120 (default 30)")
+    mixer.add_argument("--crf", type=int, help="x264 quality 1-51, lower is better (default 23)")
+    mixer.add_argument("--preset", help="x264 preset, ultrafast to placebo (default veryfast)")
+    mixer.add_argument(
+        "--threads",
+        type=int,
+        help="threads for the whole job: decoders, compositor, encoder (default 0: automatic)",
+    )
+    mixer.add_argument("--fit", choices=["contain", "cover"], help="grid and speaker tiles")
+    mixer.add_argument("--gap", type=int, help="pixels between tiles, even (grid and speaker)")
     mixer.add_argument(
         "--on-loss",
         choices=["freeze", "placeholder"],
-        default="freeze",
-        help="after video loss: hold the last picture or show the placeholder",
+        help="after video loss: hold the last picture (default) or show the placeholder",
     )
     mixer.add_argument(
-        "--trim", action="store_true", help="leave out the stretches in which nobody is present"
+        "--trim",
+        action="store_true",
+        default=None,
+        help="leave out the stretches in which nobody is present",
     )
-    mixer.add_argument("--no-labels", action="store_true", help="no names on the tiles")
+    mixer.add_argument(
+        "--no-labels",
+        dest="labels",
+        action="store_false",
+        default=None,
+        help="no names on the tiles",
+    )
     mixer.add_argument(
         "--per-participant",
         type=Path,
@@ -187,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     print(format_scan(scan))
             elif args.command == "mix":
+                from .session import load_manifest
+
+                named = load_manifest(args.manifest) if args.manifest else ()
                 check_job(  # every input and output the command line names, before any work
                     args.captures,
                     args.output,
@@ -199,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ],
                     manifest=args.manifest,
                     layout=None if args.layout in ("grid", "speaker", "pip") else args.layout,
+                    other_inputs={f"the SDP file of {e.id!r}": e.sdp for e in named if e.sdp},
                 )
                 _mix(args)
             elif args.command == "synth":
@@ -243,44 +264,111 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+#: options field -> (the flag that sets it, its attribute), for messages about a flag's value
+_FLAGS = {
+    "size": ("--size", "size"),
+    "fps": ("--fps", "fps"),
+    "encode.crf": ("--crf", "crf"),
+    "encode.preset": ("--preset", "preset"),
+    "threads": ("--threads", "threads"),
+    "per_participant": ("--per-participant", "per_participant"),
+    "channels": ("--channels", "channels"),
+}
+_NAMED_LAYOUTS = ("grid", "speaker", "pip")
+
+
+class _FlagError(Exception):
+    """A flag whose value cannot be used: reported as argparse does (exit 2), in one line."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f"argument {flag}: {message}")
+
+
+def _mix_options(args: argparse.Namespace) -> dict[str, object]:
+    """The options document the flags say (over the --options file's): skymix.options does all
+    the checking, so the command line and the REST API accept exactly the same."""
+    data: dict[str, object] = {}
+    if args.options is not None:
+        from .session.manifest import read_json_file
+
+        file_name, loaded = read_json_file(args.options, "options")
+        if not isinstance(loaded, dict):
+            raise _FlagError("--options", f"{file_name} is not a JSON object")
+        data = loaded
+    given = {
+        "size": args.size,
+        "fps": args.fps,
+        "threads": args.threads,
+        "on_loss": args.on_loss,
+        "trim": args.trim,
+        "labels": args.labels,
+        "per_participant": None if args.per_participant is None else str(args.per_participant),
+        "channels": None if args.channels is None else str(args.channels),
+    }
+    data |= {key: value for key, value in given.items() if value is not None}
+    encode = {
+        key: value
+        for key, value in (("crf", args.crf), ("preset", args.preset))
+        if value is not None
+    }
+    if encode:
+        section = data.get("encode")
+        data["encode"] = (section if isinstance(section, dict) else {}) | encode
+    tiles = {
+        key: value for key, value in (("gap", args.gap), ("fit", args.fit)) if value is not None
+    }
+    layout = args.layout if args.layout is not None else data.get("layout", "grid")
+    if tiles:
+        name: object = layout
+        settings: object = {}
+        if isinstance(layout, dict) and len(layout) == 1:
+            ((name, settings),) = layout.items()
+        if name not in _NAMED_LAYOUTS or not isinstance(settings, dict):
+            raise _FlagError(
+                f"--{next(iter(tiles))}" if len(tiles) == 1 else "--gap/--fit",
+                "applies to the grid, speaker and pip layouts; a custom layout sets its own",
+            )
+        if name == "pip" and "gap" in tiles:
+            raise _FlagError("--gap", "the pip layout has no gap (its inset has a margin)")
+        layout = {name: settings | tiles}
+    data["layout"] = layout
+    if args.output.suffix.lower() in (".mp4", ".webm"):
+        data["container"] = args.output.suffix.lower()[1:]
+    return data
+
+
+def _flag_of(field: str, args: argparse.Namespace) -> str | None:
+    """The flag given on this command line that set an options field, if one did."""
+    if field.startswith("layout"):
+        last = field.rsplit(".", 1)[-1]
+        if last in ("gap", "fit") and getattr(args, last) is not None:
+            return f"--{last}"
+        return "--layout" if args.layout is not None else None
+    if field in _FLAGS and getattr(args, _FLAGS[field][1]) is not None:
+        return _FLAGS[field][0]
+    return None
+
+
 def _mix(args: argparse.Namespace) -> None:
-    from . import layout as layouts
-    from .encode import Container, EncodeSettings
+    from .errors import OptionsError
     from .job import mix
-    from .mix import MixOptions
+    from .options import MixOptions
     from .session import load_description
 
     try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise SkymixError(f"--size must be WxH, got {args.size!r}") from None
-    spec: layouts.LayoutSpec
-    if args.layout == "grid":
-        spec = layouts.GridSpec(gap=args.gap, fit=args.fit)
-    elif args.layout == "speaker":
-        spec = layouts.SpeakerSpec(gap=args.gap, fit=args.fit)
-    elif args.layout == "pip":
-        spec = layouts.PipSpec(fit=args.fit)
-    else:
-        spec = layouts.load_custom_layout(args.layout)
-    container: Container = "webm" if args.output.suffix.lower() == ".webm" else "mp4"
-    options = MixOptions(
-        layout=spec,
-        encode=EncodeSettings(
-            width=width,
-            height=height,
-            fps=args.fps,
-            crf=args.crf,
-            preset=args.preset,
-            threads=args.threads,
-        ),
-        container=container,
-        on_loss=args.on_loss,
-        trim=args.trim,
-        labels=not args.no_labels,
-        per_participant=args.per_participant,
-        channels=args.channels,
-    )
+        options = MixOptions.from_json(_mix_options(args))
+    except OptionsError as exc:
+        field = exc.field or ""
+        flag = _flag_of(field, args)
+        if flag is not None:
+            error = f"argument {flag}: {str(exc).removeprefix(f'{field}: ')}"
+        else:
+            error = f"{args.options}, {exc}" if args.options else str(exc)
+        print(f"skymix mix: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except _FlagError as exc:
+        print(f"skymix mix: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     description = load_description(args.sdp, args.manifest)
     report = mix(
         args.captures,
