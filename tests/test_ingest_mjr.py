@@ -178,7 +178,7 @@ def test_data_frames_and_short_frames_are_skipped_and_counted(tmp_path):
     assert stats.skipped == {"frame shorter than an RTP header": 1}
 
 
-def test_damage_stops_with_a_problem(tmp_path):
+def test_truncation_ends_and_damage_is_skipped_to_the_next_frame(tmp_path):
     path = tmp_path / "t.mjr"
     frames = [(i, rtp(i, i, 1, b"x" * 20)) for i in range(3)]
     mjr_file(path, frames, {"t": "v", "c": "vp8", "s": 1, "u": 2})
@@ -192,8 +192,19 @@ def test_damage_stops_with_a_problem(tmp_path):
     )
     path.write_bytes(whole[: header + 42] + b"XEET" + whole[header + 46 :])
     stats = ReadStats()
-    assert len(list(read_mjr(path, stats))) == 1
-    assert "bad frame prefix b'XEET'" in str(stats.problems[0])
+    assert [d.data for d in read_mjr(path, stats)] == [frames[0][1], frames[2][1]]
+    assert str(stats.problems[0]) == (
+        f"{path}, offset {header + 42}: skipped bytes {header + 42}-{header + 84}: "
+        "bad frame prefix b'XEET'"
+    )
+    assert [(s.start, s.end) for s in stats.spans] == [(header + 42, header + 84)]
+    # a length running over the next frame: the frame is cut at the next marker
+    longer = bytearray(whole)
+    longer[header + 8 : header + 10] = (32 + 10 + 5).to_bytes(2, "big")
+    path.write_bytes(bytes(longer))
+    stats = ReadStats()
+    assert [d.data for d in read_mjr(path, stats)] == [f[1] for f in frames]
+    assert [(s.start, s.end) for s in stats.spans] == [(header + 42, header + 57)]
 
 
 @pytest.mark.parametrize(

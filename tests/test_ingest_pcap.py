@@ -268,7 +268,10 @@ def test_snaplen_cut_and_unknown_link_type_are_counted(tmp_path):
 
 
 def test_damage_keeps_what_came_before(tmp_path):
-    frames = [(SEC * (i + 1), ipv4(LOCAL, LOCAL, udp(1, 2, bytes([i]) * 8))) for i in range(3)]
+    # 20 ms apart: a last packet a second after the one before would be a jump nothing confirms
+    frames = [
+        (SEC + i * SEC // 50, ipv4(LOCAL, LOCAL, udp(1, 2, bytes([i]) * 8))) for i in range(3)
+    ]
     path = tmp_path / "f.pcap"
     pcap_file(path, frames, linktype=101)
     whole = path.read_bytes()
@@ -282,8 +285,11 @@ def test_damage_keeps_what_came_before(tmp_path):
     bad[24 + 52 + 8 : 24 + 52 + 12] = struct.pack("<I", 10**7)  # impossible captured length
     path.write_bytes(bytes(bad))
     stats = ReadStats()
-    assert [d.data[0] for d in read_pcap(path, stats)] == [0]
-    assert str(stats.problems[0]).endswith("offset 76: impossible captured length 10000000")
+    assert [d.data[0] for d in read_pcap(path, stats)] == [0, 2]  # resynchronised after it
+    assert str(stats.problems[0]).endswith(
+        "offset 76: skipped bytes 76-128: impossible captured length 10000000"
+    )
+    assert [(s.start, s.end) for s in stats.spans] == [(76, 128)]
 
     ng = (
         pcapng_shb("<")

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from ..errors import CaptureError
 from . import pcap as _pcap
-from .records import Datagram, Endpoint, ReadStats
+from .records import OUT_OF_LINE_NS, ArrivalGuard, Datagram, Endpoint, ReadStats, set_aside
 
 __all__ = ["DatagramBatch", "batches_of", "read_batches"]
 
@@ -145,7 +145,65 @@ def read_batches(
     major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack(order + "HHiIII", head[4:])
     if major != 2:
         raise CaptureError(f"unsupported pcap version {major}", file=name, offset=0)
-    return _pcap_batches(name, order, nanos, max(snaplen, _pcap.MAX_CAPLEN), linktype, stats)
+    return _guard_batches(
+        _pcap_batches(name, order, nanos, max(snaplen, _pcap.MAX_CAPLEN), linktype, stats), stats
+    )
+
+
+def _select(batch: DatagramBatch, rows: npt.NDArray[np.intp]) -> DatagramBatch:
+    """The datagrams of a batch at rows."""
+    return DatagramBatch(
+        batch.file,
+        batch.buf,
+        batch.start[rows],
+        batch.end[rows],
+        batch.arrival_ns[rows],
+        batch.offset[rows],
+        batch.pair[rows],
+        batch.pairs,
+    )
+
+
+def _guard_batches(batches: Iterable[DatagramBatch], stats: ReadStats) -> Iterator[DatagramBatch]:
+    """records.guard_times over batches: the same datagrams set aside. A batch whose last times
+    need the next batch's to be decided is held until it arrives (rare: only after a jump)."""
+    guard = ArrivalGuard()
+    held: list[tuple[DatagramBatch, npt.NDArray[np.bool_]]] = []  # batches and rows kept
+    undecided: list[tuple[int, int]] = []  # (index in held, row), in file order
+    limit = OUT_OF_LINE_NS
+
+    def decide(times: list[int], final: bool) -> None:
+        nonlocal undecided
+        aside, decided = guard.settle(times, final)
+        for i in aside:
+            h, row = undecided[i]
+            held[h][1][row] = False
+        set_aside(stats, len(aside))
+        undecided = undecided[decided:]
+
+    def ready() -> Iterator[DatagramBatch]:
+        """The held batches before the first one with an undecided row."""
+        nonlocal held, undecided
+        stop = undecided[0][0] if undecided else len(held)
+        for batch, keep in held[:stop]:
+            yield batch if keep.all() else _select(batch, np.flatnonzero(keep))
+        held = held[stop:]
+        undecided = [(h - stop, row) for h, row in undecided]
+
+    for batch in batches:
+        times = batch.arrival_ns
+        if not held and guard.last is not None and len(times):
+            steps = np.abs(np.diff(times, prepend=guard.last))
+            if int(steps.max()) <= limit:
+                guard.gap, guard.last = int(steps[-1]), int(times[-1])
+                yield batch
+                continue
+        held.append((batch, np.ones(len(batch), np.bool_)))
+        undecided += [(len(held) - 1, row) for row in range(len(batch))]
+        decide([int(held[h][0].arrival_ns[row]) for h, row in undecided], False)
+        yield from ready()
+    decide([int(held[h][0].arrival_ns[row]) for h, row in undecided], True)
+    yield from ready()
 
 
 def _is_pcap(name: str) -> bool:
@@ -183,54 +241,68 @@ def _pcap_batches(
     name: str, order: str, nanos: bool, max_caplen: int, linktype: int, stats: ReadStats
 ) -> Iterator[DatagramBatch]:
     """Classic pcap, a chunk of the file at a time: the record walk in Python (each record's
-    length says where the next begins), everything else over arrays."""
+    length says where the next begins), everything else over arrays. Suspect records go to the
+    same PcapSync as in the record reader, in the same order, so both skip the same damage."""
     caplen_at = _U32[order].unpack_from
     link = _pcap._link_decoder(linktype)
     fast = _FAST_LINKS.get(linktype & 0xFFFF)
     udp = _pcap._UdpDecoder().decode
+    sync = _pcap.PcapSync(name, order, nanos, max_caplen, linktype, stats)
     table = _PairTable()
     v4_pairs: dict[bytes, int] = {}
     frac_ns = 1 if nanos else 1000
+    head_len = _pcap.PCAP_RECORD_LEN
+    jump = _pcap.JUMP_NS
+    prev_offset: int | None = None
+    prev_ns: int | None = None
     file_offset = _pcap.PCAP_HEADER_LEN  # of the chunk's first byte
+    chunk = CHUNK_BYTES
     with open(name, "rb", buffering=0) as f:
         while True:
             f.seek(file_offset)  # a record cut by the last chunk is read again whole
-            buf = f.read(CHUNK_BYTES)
-            more = len(buf) == CHUNK_BYTES
+            buf = f.read(chunk)
+            eof = len(buf) < chunk
+            chunk = CHUNK_BYTES
             records: list[int] = []
             append = records.append
             pos = 0
-            damage = None
             size = len(buf)
-            limit = size - _pcap.PCAP_RECORD_LEN
+            limit = size - head_len
             while pos <= limit:
-                after = pos + _pcap.PCAP_RECORD_LEN + caplen_at(buf, pos + 8)[0]
+                after = pos + head_len + caplen_at(buf, pos + 8)[0]
                 if after > size:
                     break
                 append(pos)
                 pos = after
-            if pos <= limit and caplen_at(buf, pos + 8)[0] > max_caplen:
-                damage = f"impossible captured length {caplen_at(buf, pos + 8)[0]}"
-            if records:
-                # a corrupt length may still fit in the chunk: stop at the first impossible one
-                lengths = np.diff(np.append(np.array(records, np.int64), pos)) - 16
-                bad = np.flatnonzero(lengths > max_caplen)
-                if len(bad):
-                    pos = records[int(bad[0])]
-                    damage = f"impossible captured length {int(lengths[bad[0]])}"
-                    del records[int(bad[0]) :]
-            if not more and damage is None and pos < len(buf):
-                left = len(buf) - pos
-                damage = (
-                    f"truncated record header ({left} of 16 bytes)"
-                    if left < _pcap.PCAP_RECORD_LEN
-                    else f"truncated record ({left - 16} of {caplen_at(buf, pos + 8)[0]} bytes)"
-                )
-            if records:
+            # the walked records and a whole header after them, checked as the record reader does
+            heads = np.array(records + ([pos] if pos <= limit else []), np.int64)
+            b = np.frombuffer(buf, np.uint8)
+            arrival = _u32(b, heads, order) * 1_000_000_000 + _u32(b, heads + 4, order) * frac_ns
+            before = np.empty_like(arrival)
+            before[1:] = arrival[:-1]
+            suspect = _u32(b, heads + 8, order) > max_caplen
+            if len(heads) and prev_ns is not None:
+                before[0] = prev_ns
+                suspect |= np.abs(arrival - before) > jump
+            elif len(heads) > 1:
+                suspect[1:] |= np.abs(arrival[1:] - before[1:]) > jump
+            good = len(heads)
+            resume: int | None = None
+            for k in np.flatnonzero(suspect).tolist():
+                at = file_offset + int(heads[k])
+                if k:
+                    found = sync.check(f, at, file_offset + int(heads[k - 1]), int(arrival[k - 1]))
+                else:
+                    found = sync.check(f, at, prev_offset, prev_ns)
+                if found != at:
+                    good, resume = k, found
+                    break
+            walked = min(good, len(records))
+            if walked:
                 yield _cut(
                     name,
                     buf,
-                    np.array(records, np.int64),
+                    np.array(records[:walked], np.int64),
                     file_offset,
                     order,
                     frac_ns,
@@ -241,20 +313,35 @@ def _pcap_batches(
                     v4_pairs,
                     stats,
                 )
-            if damage is not None:
-                stats.problems.append(CaptureError(damage, file=name, offset=file_offset + pos))
-                return
-            if not more:
-                return
-            if not records and pos == 0:  # one record larger than a chunk: impossible length
-                stats.problems.append(
-                    CaptureError(
-                        f"impossible captured length {caplen_at(buf, 8)[0]}",
-                        file=name,
-                        offset=file_offset,
-                    )
-                )
-                return
+                prev_offset = file_offset + records[walked - 1]
+                prev_ns = int(arrival[walked - 1])
+            if good < len(heads):  # damage: skipped to resume, or nothing plausible after it
+                if resume is None:
+                    return
+                file_offset = resume
+                continue
+            if pos > limit:  # the chunk ends at a record boundary or inside a record header
+                if eof:
+                    if pos < size:
+                        stats.problems.append(
+                            CaptureError(
+                                f"truncated record header ({size - pos} of 16 bytes)",
+                                file=name,
+                                offset=file_offset + pos,
+                            )
+                        )
+                    return
+                file_offset += pos
+                continue
+            caplen = caplen_at(buf, pos + 8)[0]  # a record the chunk does not hold whole
+            if eof:
+                resume = sync.overrun(f, file_offset + pos, caplen, size - pos - head_len, prev_ns)
+                if resume is None:
+                    return
+                file_offset = resume
+                continue
+            if pos == 0:  # a record larger than a chunk: read it whole
+                chunk = max(CHUNK_BYTES, head_len + caplen)
             file_offset += pos
 
 

@@ -17,6 +17,12 @@ was no anchor. Janus rewrites RTP timestamps to run on across pauses, so the der
 the recording, not packet jitter.
 
 Data-channel recordings (``t = "d"``) hold no RTP: their frames are skipped and counted.
+
+Damage. A corrupt frame length or marker does not end the recording: the reader resumes at the
+next frame marker whose frame fits the file and is followed by another marker (or the end), and
+reports the bytes skipped in ``ReadStats.spans``; a frame whose length runs over the next marker
+is cut there. Frames whose time is out of line (a corrupt ``ms`` or RTP timestamp) are set aside
+(see ``records.ArrivalGuard``). A truncated last frame is the end of the recording, as before.
 """
 
 from __future__ import annotations
@@ -27,10 +33,10 @@ import re
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from ..errors import CaptureError
-from .records import Datagram, ReadStats
+from .records import OUT_OF_LINE_NS, ArrivalGuard, Datagram, ReadStats, guard_times, set_aside
 
 __all__ = [
     "MJR_MAGICS",
@@ -64,6 +70,8 @@ RTP_HEADER_LEN = 12
 SKIP_DATA = "data frame"
 SKIP_SHORT = "frame shorter than an RTP header"
 BUFFER_SIZE = 1 << 20
+#: Bytes examined per read while searching for the next frame marker after damage.
+SEARCH_CHUNK = 1 << 20
 _FRAME2 = struct.Struct("!4sIH")
 _FRAME1 = struct.Struct("!8sH")
 
@@ -180,9 +188,10 @@ class MjrRecording:
     stats: ReadStats = field(default_factory=ReadStats)
 
     def __iter__(self) -> Iterator[Datagram]:
-        """The RTP packets in file order; damage ends the iteration with a problem in stats."""
+        """The RTP packets in file order; damage is skipped to the next frame marker and
+        reported in stats; packets whose arrival time is out of line are set aside."""
         if self.info.format == "MJR00002":
-            return self._frames_timed()
+            return guard_times(self._frames_timed(), self.stats)
         return self._frames_untimed()
 
     def _problem(self, message: str, offset: int) -> None:
@@ -190,41 +199,109 @@ class MjrRecording:
         self.stats.problems.append(CaptureError(message, file=self.path, offset=offset))
 
     def _frames(self, timed: bool) -> Iterator[tuple[int, int, bytes]]:
-        """(offset, ms or 0, frame bytes) of every well-framed frame; stops at damage."""
+        """(offset, ms or 0, frame bytes) of every frame; damage is skipped to the next marker.
+
+        A frame is only trusted once the header after it is where its length says (or the
+        file ends): when it is not, the frame ends at the next marker if that lies inside it
+        (its length was corrupt), else the bytes up to the marker are skipped.
+        """
         prefix, header = (FRAME2, _FRAME2) if timed else (LEGACY, _FRAME1)
         unpack = header.unpack
+        size = header.size
         stats = self.stats
         offset = self.data_offset
+        floor = offset  # searches start after the last place they resumed
         with open(self.path, "rb", buffering=BUFFER_SIZE) as f:
             f.seek(offset)
             read = f.read
+            head = read(size)
             while True:
-                head = read(header.size)
-                if len(head) < header.size:
+                if len(head) < size:
                     if head:
                         self._problem(
-                            f"truncated frame header ({len(head)} of {header.size} bytes)", offset
+                            f"truncated frame header ({len(head)} of {size} bytes)", offset
                         )
                     return
                 if timed:
                     magic, ms, length = unpack(head)
                 else:
                     (magic, length), ms = unpack(head), 0
+                resume: int | None = None
                 if magic != prefix:
-                    self._problem(f"bad frame prefix {magic!r}", offset)
-                    return
-                data = read(length)
-                if len(data) < length:
-                    self._problem(f"truncated frame ({len(data)} of {length} bytes)", offset)
-                    return
-                stats.records += 1
-                if self.info.kind == "data":
-                    stats.skip(SKIP_DATA)
-                elif length < RTP_HEADER_LEN:
-                    stats.skip(SKIP_SHORT)
+                    resume = self._search(f, max(floor, offset + 1), prefix, header)
+                    if resume is None:
+                        self._problem(f"bad frame prefix {magic!r}", offset)
+                        return
+                    stats.skip_span(self.path, offset, resume, f"bad frame prefix {magic!r}")
                 else:
-                    yield offset, ms, data
-                offset += header.size + length
+                    data = read(length)
+                    if len(data) < length:
+                        resume = self._search(f, max(floor, offset + size), prefix, header)
+                        if resume is None:
+                            self._problem(
+                                f"truncated frame ({len(data)} of {length} bytes)", offset
+                            )
+                            return
+                        reason = f"frame length {length} runs past the end of the file"
+                        stats.skip_span(self.path, offset, resume, reason)
+                    else:
+                        head = read(size)
+                        end = offset + size + length
+                        if len(head) == size and head[: len(prefix)] != prefix:
+                            resume = self._search(f, max(floor, offset + size), prefix, header)
+                            if resume is not None and resume < end:  # the length was corrupt
+                                data = data[: resume - offset - size]
+                                reason = f"frame length {length} runs past the next frame"
+                                stats.skip_span(self.path, resume, end, reason)
+                            elif resume is not None:
+                                reason = f"bad frame prefix {head[: len(prefix)]!r}"
+                                stats.skip_span(self.path, end, resume, reason)
+                        stats.records += 1
+                        if self.info.kind == "data":
+                            stats.skip(SKIP_DATA)
+                        elif len(data) < RTP_HEADER_LEN:
+                            stats.skip(SKIP_SHORT)
+                        else:
+                            yield offset, ms, data
+                        if resume is None:
+                            offset = end
+                            continue
+                floor = resume + 1
+                f.seek(resume)
+                offset = resume
+                head = read(size)
+
+    def _search(self, f: BinaryIO, start: int, prefix: bytes, header: struct.Struct) -> int | None:
+        """The offset of the first plausible frame at or after start: its marker, a length that
+        fits an RTP packet (any, in a data recording) inside the file, and after it another
+        marker or the end of the file."""
+        rtp = self.info.kind != "data"
+        size = header.size
+        pos = start
+        want = SEARCH_CHUNK + 2 * size + 0xFFFF
+        while True:
+            f.seek(pos)
+            buf = f.read(want)
+            eof = len(buf) < want
+            count = len(buf) if eof else SEARCH_CHUNK
+            q = buf.find(prefix, 0, count + len(prefix) - 1)
+            while 0 <= q < count:
+                if q + size <= len(buf):
+                    length = struct.unpack_from("!H", buf, q + size - 2)[0]
+                    end = q + size + length
+                    if (
+                        end <= len(buf)
+                        and (not rtp or (length >= RTP_HEADER_LEN and buf[q + size] >> 6 == 2))
+                        and (
+                            (eof and len(buf) - end < size)
+                            or buf[end : end + len(prefix)] == prefix
+                        )
+                    ):
+                        return pos + q
+                q = buf.find(prefix, q + 1, count + len(prefix) - 1)
+            if eof:
+                return None
+            pos += SEARCH_CHUNK
 
     def _frames_timed(self) -> Iterator[Datagram]:
         """MJR00002: arrival = header u + the frame's ms offset."""
@@ -234,22 +311,47 @@ class MjrRecording:
             yield Datagram((base_us + ms * 1000) * 1000, data, None, None, self.path, offset)
 
     def _frames_untimed(self) -> Iterator[Datagram]:
-        """MJR00001 and legacy: arrival derived from unwrapped RTP timestamps after the first."""
+        """MJR00001 and legacy: arrival derived from unwrapped RTP timestamps after the first.
+
+        Each timestamp is unwrapped against the last packet kept, so a corrupt one (set aside as
+        out of line, see records.ArrivalGuard) does not shift the packets after it.
+        """
         base_ns = (self.info.first_us or 0) * 1000
         rate = self.info.clock_rate
-        first: int | None = None
-        last = ticks = 0
+        stats = self.stats
+        limit = OUT_OF_LINE_NS
+        ref_ts: int | None = None
+        ref_ticks = 0
+        guard = ArrivalGuard()
+        pending: list[tuple[Datagram, int, int]] = []  # (datagram, ticks, RTP timestamp)
         for offset, _ms, data in self._frames(False):
             ts = int.from_bytes(data[4:8], "big")
-            if first is None:
-                first = last = ts
-            delta = (ts - last) & 0xFFFFFFFF
-            ticks += delta - (1 << 32) if delta >= 1 << 31 else delta
-            last = ts
-            self.stats.datagrams += 1
-            yield Datagram(
-                base_ns + ticks * 1_000_000_000 // rate, data, None, None, self.path, offset
-            )
+            if ref_ts is None:
+                ref_ts = ts
+            delta = (ts - ref_ts) & 0xFFFFFFFF
+            ticks = ref_ticks + (delta - (1 << 32) if delta >= 1 << 31 else delta)
+            arrival = base_ns + ticks * 1_000_000_000 // rate
+            stats.datagrams += 1
+            d = Datagram(arrival, data, None, None, self.path, offset)
+            last = guard.last
+            if not pending and last is not None and -limit <= arrival - last <= limit:
+                guard.gap, guard.last = abs(arrival - last), arrival
+                ref_ticks, ref_ts = ticks, ts
+                yield d
+                continue
+            pending.append((d, ticks, ts))
+            aside, decided = guard.settle([p[0].arrival_ns for p in pending], False)
+            set_aside(stats, len(aside))
+            for i in range(decided):
+                if i not in aside:
+                    d, ref_ticks, ref_ts = pending[i]
+                    yield d
+            del pending[:decided]
+        aside, _ = guard.settle([p[0].arrival_ns for p in pending], True)
+        set_aside(stats, len(aside))
+        for i, (d, _, _) in enumerate(pending):
+            if i not in aside:
+                yield d
 
 
 def read_mjr(path: str | os.PathLike[str], stats: ReadStats | None = None) -> MjrRecording:

@@ -14,6 +14,17 @@ a relay's capture is rare and never media we could use half of. Non-first fragme
 fragments with more to come are skipped and counted as ``"ip fragment"``.
 
 Files are read sequentially through a buffered file; nothing but the current record is held.
+
+Damage. A corrupt record length must not cost the rest of the file. Classic pcap has no record
+marker, so a record is suspect when its captured length is impossible or its time jumps more than
+``JUMP_NS`` from the record before; a suspect whose length leads to a plausible next record is
+kept (a real pause; ``records.guard_times`` then decides about its time), otherwise the reader
+searches forward, from the frame of the record before (whose own length may be the corrupt one),
+for a plausible record: a sane header, a frame that parses as IP/UDP, and a record after it that
+is sane too and close in time. pcapng blocks carry their length twice: after damage the reader
+resumes at the next block whose type is known and whose two lengths agree (and the next block's
+too). The bytes skipped are reported (``ReadStats.spans``); a truncated last record is the end of
+the capture, as before. All of this runs only on a suspect record: undamaged files cost nothing.
 """
 
 from __future__ import annotations
@@ -23,12 +34,17 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
 
 from ..errors import CaptureError
-from .records import Datagram, Endpoint, ReadStats
+from .records import Datagram, Endpoint, ReadStats, guard_times
 
 __all__ = [
     "LINKTYPES",
+    "PcapSync",
     "PCAPNG_MAGIC",
     "PCAP_MAGICS",
     "read_pcap",
@@ -96,6 +112,16 @@ MAX_CAPLEN = 262144
 #: Larger pcapng blocks are corrupt lengths (Wireshark refuses blocks over 16 MiB).
 MAX_BLOCK_LEN = 16 * 1024 * 1024
 BUFFER_SIZE = 1 << 20
+#: Records further apart in time than this are suspect until the record after them agrees.
+JUMP_NS = 3600 * 1_000_000_000
+#: The longest record or block a search after damage accepts: a UDP datagram and its headers.
+CANDIDATE_MAX = 65535 + 40 + 128
+#: The shortest frame holding a UDP datagram (IPv4 + UDP headers).
+MIN_UDP_FRAME = 28
+#: Bytes examined per read while searching for the next record after damage.
+SEARCH_CHUNK = 1 << 20
+#: pcapng block types a search after damage resumes at (pcapng draft, section 10.1).
+KNOWN_BLOCKS = frozenset({0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 9, 0x0A, 0x0BAD, 0x40000BAD})
 
 BLOCK_SHB = 0x0A0D0D0A
 BLOCK_IDB = 1
@@ -312,7 +338,9 @@ def read_pcap(path: str | os.PathLike[str], stats: ReadStats | None = None) -> I
     """Every UDP datagram of a classic pcap file, in file order.
 
     Raises CaptureError (offset 0) at once when the global header is not pcap's. Damage later on
-    ends the iteration: a CaptureError is appended to ``stats.problems`` instead.
+    is skipped (see the module doc) and reported in ``stats.spans`` and ``stats.problems``; a
+    truncated last record ends the iteration with a problem. Records whose arrival time is out of
+    line are set aside (``records.guard_times``).
     """
     name = os.fspath(path)
     stats = ReadStats() if stats is None else stats
@@ -323,7 +351,150 @@ def read_pcap(path: str | os.PathLike[str], stats: ReadStats | None = None) -> I
     major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack(order + "HHiIII", head[4:])
     if major != 2:
         raise CaptureError(f"unsupported pcap version {major}", file=name, offset=0)
-    return _pcap_records(name, order, nanos, max(snaplen, MAX_CAPLEN), linktype, stats)
+    return guard_times(
+        _pcap_records(name, order, nanos, max(snaplen, MAX_CAPLEN), linktype, stats), stats
+    )
+
+
+class PcapSync:
+    """What a classic pcap reader does at a suspect record: keep it, or skip to the next
+    plausible record (shared by the record reader and the batch reader, so both skip alike)."""
+
+    __slots__ = (
+        "floor",
+        "frac_limit",
+        "frac_ns",
+        "head",
+        "link",
+        "max_caplen",
+        "name",
+        "stats",
+        "udp",
+    )
+
+    def __init__(
+        self, name: str, order: str, nanos: bool, max_caplen: int, linktype: int, stats: ReadStats
+    ) -> None:
+        self.name = name
+        self.head = struct.Struct(order + "IIII")
+        self.frac_limit = 1_000_000_000 if nanos else 1_000_000
+        self.frac_ns = 1 if nanos else 1000
+        self.max_caplen = max_caplen
+        self.link = _link_decoder(linktype)
+        self.udp = _UdpDecoder().decode
+        self.stats = stats
+        self.floor = 0  # searches start after the last place they resumed
+
+    def _plausible(
+        self, buf: bytes, p: int, eof: bool, ref_ns: int | None, candidate: bool
+    ) -> bool:
+        """Whether a record starts at buf[p] (buf holds the file from somewhere; eof: up to its
+        end). candidate: found by searching, so it must also hold a UDP datagram and be near
+        ref_ns or confirmed by the next record; else only its length must lead to a sane next
+        record near it or near ref_ns."""
+        if p + PCAP_RECORD_LEN > len(buf):
+            return False
+        sec, frac, caplen, _ = self.head.unpack_from(buf, p)
+        end = p + PCAP_RECORD_LEN + caplen
+        if caplen > self.max_caplen or frac >= self.frac_limit or end > len(buf):
+            return False
+        ns = sec * 1_000_000_000 + frac * self.frac_ns
+        if candidate:
+            if not MIN_UDP_FRAME <= caplen <= CANDIDATE_MAX:
+                return False
+            found = self.link(buf, p + PCAP_RECORD_LEN, end)
+            if isinstance(found, str) or isinstance(self.udp(buf, found[0], end, found[1]), str):
+                return False
+        near_ref = ref_ns is None or abs(ns - ref_ns) <= JUMP_NS
+        if end + PCAP_RECORD_LEN > len(buf):  # the file's last record (or a cut header follows)
+            return eof and (near_ref or not candidate)
+        sec, frac, caplen, _ = self.head.unpack_from(buf, end)
+        if caplen > self.max_caplen or frac >= self.frac_limit:
+            return False
+        after = sec * 1_000_000_000 + frac * self.frac_ns
+        if abs(after - ns) <= JUMP_NS:
+            return True
+        return not candidate and ref_ns is not None and abs(after - ref_ns) <= JUMP_NS
+
+    def check(
+        self, f: BinaryIO, offset: int, prev_offset: int | None, prev_ns: int | None
+    ) -> int | None:
+        """Decide about the suspect record at offset: offset when it is kept, else where
+        reading resumes (the damage reported), None when nothing plausible follows."""
+        f.seek(offset)
+        caplen = self.head.unpack(f.read(PCAP_RECORD_LEN))[2]
+        if caplen <= self.max_caplen:
+            f.seek(offset)
+            want = 2 * PCAP_RECORD_LEN + caplen
+            buf = f.read(want)
+            if self._plausible(buf, 0, len(buf) < want, prev_ns, False):
+                return offset
+            reason = "implausible record (its time or the record after it)"
+        else:
+            reason = f"impossible captured length {caplen}"
+        start = offset + 1 if prev_offset is None else prev_offset + PCAP_RECORD_LEN
+        resume = self._search(f, max(start, self.floor), prev_ns)
+        if resume is None:
+            self.stats.problems.append(CaptureError(reason, file=self.name, offset=offset))
+        elif resume > offset or prev_offset is None:
+            self.stats.skip_span(self.name, offset, resume, reason)
+        else:  # the record before ran over the next ones: its length was the corrupt one
+            self.stats.skip_span(
+                self.name,
+                prev_offset,
+                resume,
+                f"record length runs past the next record ({reason})",
+            )
+        return resume
+
+    def overrun(
+        self, f: BinaryIO, offset: int, caplen: int, have: int, prev_ns: int | None
+    ) -> int | None:
+        """The record at offset runs past the end of the file: where reading resumes (a
+        corrupt length, reported) or None (a truncated last record, reported)."""
+        resume = self._search(f, max(offset + PCAP_RECORD_LEN, self.floor), prev_ns)
+        if resume is None:
+            message = f"truncated record ({have} of {caplen} bytes)"
+            self.stats.problems.append(CaptureError(message, file=self.name, offset=offset))
+        else:
+            reason = f"captured length {caplen} runs past the end of the file"
+            self.stats.skip_span(self.name, offset, resume, reason)
+        return resume
+
+    def _search(self, f: BinaryIO, start: int, ref_ns: int | None) -> int | None:
+        """The offset of the first plausible record at or after start, or None."""
+        pos = start
+        want = SEARCH_CHUNK + 2 * PCAP_RECORD_LEN + CANDIDATE_MAX
+        while True:
+            f.seek(pos)
+            buf = f.read(want)
+            eof = len(buf) < want
+            last = len(buf) - PCAP_RECORD_LEN if eof else SEARCH_CHUNK - 1
+            if last < 0:
+                return None
+            for q in self._candidates(buf, last + 1).tolist():
+                if self._plausible(buf, q, eof, ref_ns, True):
+                    self.floor = pos + q + 1
+                    return pos + q
+            if eof:
+                return None
+            pos += SEARCH_CHUNK
+
+    def _candidates(self, buf: bytes, count: int) -> npt.NDArray[np.intp]:
+        """Positions below count whose captured length could be a UDP datagram's and whose
+        fraction of a second is in range: where a record might start."""
+        b = np.frombuffer(buf, np.uint8).astype(np.int64)
+        little = self.head.format[0] == "<"
+
+        def u32(at: int) -> npt.NDArray[np.int64]:
+            parts = [b[at + k : at + k + count] for k in range(4)]
+            if not little:
+                parts.reverse()
+            return parts[0] | parts[1] << 8 | parts[2] << 16 | parts[3] << 24
+
+        caplen = u32(8)
+        ok = (caplen >= MIN_UDP_FRAME) & (caplen <= CANDIDATE_MAX) & (u32(4) < self.frac_limit)
+        return np.flatnonzero(ok)
 
 
 def _pcap_records(
@@ -335,8 +506,11 @@ def _pcap_records(
     frac_ns = 1 if nanos else 1000
     link = _link_decoder(linktype)
     udp = _UdpDecoder().decode
+    sync = PcapSync(name, order, nanos, max_caplen, linktype, stats)
     skipped = stats.skipped
     offset = PCAP_HEADER_LEN
+    prev_offset: int | None = None
+    prev_ns: int | None = None
     with open(name, "rb", buffering=BUFFER_SIZE) as f:
         f.seek(offset)
         read = f.read
@@ -353,21 +527,26 @@ def _pcap_records(
                     )
                 return
             sec, frac, caplen, _orig_len = unpack(head)
-            if caplen > max_caplen:
-                stats.problems.append(
-                    CaptureError(f"impossible captured length {caplen}", file=name, offset=offset)
-                )
-                return
+            ns = sec * 1_000_000_000 + frac * frac_ns
+            if caplen > max_caplen or (
+                prev_ns is not None and not -JUMP_NS <= ns - prev_ns <= JUMP_NS
+            ):
+                resume = sync.check(f, offset, prev_offset, prev_ns)
+                if resume is None:
+                    return
+                f.seek(resume + (PCAP_RECORD_LEN if resume == offset else 0))
+                if resume != offset:
+                    offset = resume
+                    continue
             frame = read(caplen)
             if len(frame) < caplen:
-                stats.problems.append(
-                    CaptureError(
-                        f"truncated record ({len(frame)} of {caplen} bytes)",
-                        file=name,
-                        offset=offset,
-                    )
-                )
-                return
+                resume = sync.overrun(f, offset, caplen, len(frame), prev_ns)
+                if resume is None:
+                    return
+                f.seek(resume)
+                offset = resume
+                continue
+            prev_offset, prev_ns = offset, ns
             stats.records += 1
             found = link(frame, 0, caplen)
             if isinstance(found, str):
@@ -379,9 +558,7 @@ def _pcap_records(
                 else:
                     (src, dst), lo, hi = got
                     stats.datagrams += 1
-                    yield Datagram(
-                        sec * 1_000_000_000 + frac * frac_ns, frame[lo:hi], src, dst, name, offset
-                    )
+                    yield Datagram(ns, frame[lo:hi], src, dst, name, offset)
             offset += PCAP_RECORD_LEN + caplen
 
 
@@ -444,7 +621,9 @@ def read_pcapng(path: str | os.PathLike[str], stats: ReadStats | None = None) ->
     """Every UDP datagram of a pcapng file (all sections and interfaces), in file order.
 
     Raises CaptureError (offset 0) at once when the file does not start with a valid Section
-    Header Block. Damage later on ends the iteration with a CaptureError in ``stats.problems``.
+    Header Block. Damage later on is skipped to the next plausible block and reported in
+    ``stats.spans`` and ``stats.problems``; a truncated last block ends the iteration with a
+    problem. Packets whose arrival time is out of line are set aside (``records.guard_times``).
     A Simple Packet Block has no timestamp: it takes the arrival time of the packet before it.
     """
     name = os.fspath(path)
@@ -461,7 +640,7 @@ def read_pcapng(path: str | os.PathLike[str], stats: ReadStats | None = None) ->
         raise CaptureError(
             f"bad pcapng section header (length {length}, version {major})", file=name, offset=0
         )
-    return _pcapng_blocks(name, stats)
+    return guard_times(_pcapng_blocks(name, stats), stats)
 
 
 def _pcapng_blocks(name: str, stats: ReadStats) -> Iterator[Datagram]:
@@ -476,6 +655,18 @@ def _pcapng_blocks(name: str, stats: ReadStats) -> Iterator[Datagram]:
     def stop(message: str) -> None:
         stats.problems.append(CaptureError(message, file=name, offset=offset))
 
+    def resync(f: BinaryIO, message: str) -> bool:
+        """Skip damage at offset to the next plausible block (True), or report it (False)."""
+        nonlocal offset
+        resume = _pcapng_search(f, offset + 1, order)
+        if resume is None:
+            stop(message)
+            return False
+        stats.skip_span(name, offset, resume, message)
+        f.seek(resume)
+        offset = resume
+        return True
+
     with open(name, "rb", buffering=BUFFER_SIZE) as f:
         read = f.read
         while True:
@@ -488,26 +679,31 @@ def _pcapng_blocks(name: str, stats: ReadStats) -> Iterator[Datagram]:
                 bom = read(4)
                 new_order = _section_order(bom)
                 if new_order is None:
-                    stop(f"bad byte-order magic {bom.hex()} in section header")
+                    if resync(f, f"bad byte-order magic {bom.hex()} in section header"):
+                        continue
                     return
                 order = new_order
                 interfaces = []
                 head += bom
             block_type, length = struct.unpack_from(order + "II", head)
             if length < 12 + len(head) - 8 or length % 4 or length > MAX_BLOCK_LEN:
-                stop(f"impossible block length {length}")
+                if resync(f, f"impossible block length {length}"):
+                    continue
                 return
             rest = read(length - len(head))
             if len(rest) < length - len(head):
-                stop(f"truncated block ({len(head) + len(rest)} of {length} bytes)")
+                if resync(f, f"truncated block ({len(head) + len(rest)} of {length} bytes)"):
+                    continue
                 return
             if struct.unpack_from(order + "I", rest, len(rest) - 4)[0] != length:
-                stop("block trailer length differs from its header")
+                if resync(f, "block trailer length differs from its header"):
+                    continue
                 return
             body = rest[:-4]  # after type and length (after the byte-order magic for an SHB)
             if block_type == BLOCK_SHB:
                 if len(body) < 12 or struct.unpack_from(order + "H", body)[0] != 1:
-                    stop("unsupported pcapng section version")
+                    if resync(f, "unsupported pcapng section version"):
+                        continue
                     return
             elif block_type == BLOCK_IDB:
                 if len(body) < 8:
@@ -558,3 +754,63 @@ def _pcapng_blocks(name: str, stats: ReadStats) -> Iterator[Datagram]:
                             stats.datagrams += 1
                             yield Datagram(last_ns, body[lo:hi], src, dst, name, offset)
             offset += length
+
+
+#: The longest block a search after damage resumes at: a packet block of a UDP datagram.
+CANDIDATE_BLOCK = CANDIDATE_MAX + 256
+
+
+def _block_at(buf: bytes, q: int, order: str) -> tuple[int, str] | None:
+    """(length, byte order) of a plausible pcapng block at buf[q], else None: known type, sane
+    length, trailer equal to it (where buf holds the whole block)."""
+    if q + 12 > len(buf):
+        return None
+    if buf[q : q + 4] == PCAPNG_MAGIC:
+        found = _section_order(buf[q + 8 : q + 12])
+        if found is None:
+            return None
+        order = found
+    block_type, length = struct.unpack_from(order + "II", buf, q)
+    if block_type not in KNOWN_BLOCKS or length < 12 or length % 4 or length > MAX_BLOCK_LEN:
+        return None
+    if q + length <= len(buf) and struct.unpack_from(order + "I", buf, q + length - 4)[0] != length:
+        return None
+    return length, order
+
+
+def _pcapng_search(f: BinaryIO, start: int, order: str) -> int | None:
+    """The offset of the first plausible block at or after start (its type known, its lengths
+    agreeing, and the block after it plausible too or the end of the file), or None."""
+    pos = start
+    want = SEARCH_CHUNK + 2 * CANDIDATE_BLOCK
+    little = order == "<"
+    while True:
+        f.seek(pos)
+        buf = f.read(want)
+        eof = len(buf) < want
+        count = len(buf) - 11 if eof else SEARCH_CHUNK
+        if count <= 0:
+            return None
+        b = np.frombuffer(buf, np.uint8).astype(np.int64)
+        parts = [b[4 + k : 4 + k + count] for k in range(4)]
+        if not little:
+            parts.reverse()
+        length = parts[0] | parts[1] << 8 | parts[2] << 16 | parts[3] << 24
+        at = np.arange(count)
+        ok = (length >= 12) & (length <= CANDIDATE_BLOCK) & (length % 4 == 0)
+        ok &= at + length <= len(buf)
+        candidates = set(np.flatnonzero(ok).tolist())
+        shb = buf.find(PCAPNG_MAGIC)
+        while 0 <= shb < count:
+            candidates.add(shb)
+            shb = buf.find(PCAPNG_MAGIC, shb + 1)
+        for q in sorted(candidates):
+            found = _block_at(buf, q, order)
+            if found is None or q + found[0] > len(buf) or found[0] > CANDIDATE_BLOCK:
+                continue
+            end = q + found[0]
+            if len(buf) - end < 12 and eof or _block_at(buf, end, found[1]) is not None:
+                return pos + q
+        if eof:
+            return None
+        pos += SEARCH_CHUNK

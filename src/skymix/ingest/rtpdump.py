@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import CaptureError
-from .records import Datagram, Endpoint, ReadStats
+from .records import Datagram, Endpoint, ReadStats, guard_times
 
 __all__ = ["RTPDUMP_MAGIC", "RtpdumpHeader", "read_rtpdump", "read_rtpdump_header"]
 
@@ -99,11 +99,13 @@ def read_rtpdump(
 
     Raises CaptureError (offset 0) at once when the file header is damaged. A record whose length
     cannot be a record (shorter than its own header, or longer than the packet it holds) means
-    the rest is garbage: reading stops with a CaptureError in ``stats.problems``.
+    the rest is garbage: reading stops with a CaptureError in ``stats.problems``. Packets whose
+    arrival time is out of line are set aside (``records.guard_times``).
     """
     name = os.fspath(path)
     header = read_rtpdump_header(name)
-    return _records(name, header, ReadStats() if stats is None else stats)
+    stats = ReadStats() if stats is None else stats
+    return guard_times(_records(name, header, stats), stats)
 
 
 def _records(name: str, header: RtpdumpHeader, stats: ReadStats) -> Iterator[Datagram]:

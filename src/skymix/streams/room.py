@@ -157,7 +157,12 @@ class RoomScan:
             ],
             "skipped": dict(self.skipped),
             "files": {
-                f: {"records": st.records, "datagrams": st.datagrams, "skipped": dict(st.skipped)}
+                f: {
+                    "records": st.records,
+                    "datagrams": st.datagrams,
+                    "skipped": dict(st.skipped),
+                    "damaged": [[d.start, d.end, d.reason] for d in st.spans],
+                }
                 for f, st in self.files.items()
             },
             "problems": [str(p) for p in self.problems],
