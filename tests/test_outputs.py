@@ -352,3 +352,15 @@ def test_the_sdp_files_a_manifest_names_are_inputs_too(
     code, err = run_cli([*args, "--report", str(manifest)], capsys)
     assert (code, err.strip()) == (1, f"skymix: error: the report {manifest} is also the manifest")
     manifest.unlink()
+
+
+def test_the_options_file_is_an_input(
+    room: SynthResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = tmp_path / "options.json"
+    options.write_text('{"fps": 30}\n')
+    args = mix_args(room, "-o", str(tmp_path / "x.mp4"), "--options", str(options))
+    code, err = run_cli([*args, "--channels", str(options)], capsys)
+    assert code == 1
+    assert err.strip() == f"skymix: error: the channel WAV {options} is also the options file"
+    assert options.read_text() == '{"fps": 30}\n'

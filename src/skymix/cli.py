@@ -219,7 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ],
                     manifest=args.manifest,
                     layout=None if args.layout in ("grid", "speaker", "pip") else args.layout,
-                    other_inputs={f"the SDP file of {e.id!r}": e.sdp for e in named if e.sdp},
+                    other_inputs={
+                        **{f"the SDP file of {e.id!r}": e.sdp for e in named if e.sdp},
+                        **({"the options file": args.options} if args.options else {}),
+                    },
                 )
                 _mix(args)
             elif args.command == "synth":
