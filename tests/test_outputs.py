@@ -284,15 +284,16 @@ def test_a_full_disk_fails_cleanly_for_every_output(
     report = folder / "room.json"
     extra: list[str] = []
     if kind == "recording":
-        disk = small_disk("disk", 128)  # the earlier recording (66 kB) fits, a second does not
+        # the earlier recording fits, a second one as large does not
+        disk = small_disk("disk", earlier.stat().st_size // 1024 + 32)
         out = disk / "room.mp4"
         what = f"the recording {out}"
     elif kind == "report":
-        disk = small_disk("disk", 8)  # two pages: the earlier report's and one more
+        disk = small_disk("disk", 4)  # one page: the earlier report's
         report = disk / "room.json"
         what = f"the report {report}"
     elif kind == "per-participant":
-        disk = small_disk("disk", 64)
+        disk = small_disk("disk", 32)  # half a participant's file
         extra = ["--per-participant", str(disk)]
         what = f"the recording of participant 'participant 1' {disk / 'participant 1.mp4'}"
     else:
