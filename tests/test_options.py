@@ -22,6 +22,7 @@ from skymix.options import (
     MixOptions,
     ThreadPlan,
     available_memory,
+    cameras,
     check_memory,
     estimate_memory,
     options_json_schema,
@@ -390,3 +391,24 @@ def test_the_command_line_refuses_bad_options_in_one_line(
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert not (inputs / "out.mp4").exists()
+
+
+def test_cameras_come_from_the_first_pass(tmp_path: Path) -> None:
+    """A real capture (skymix.synth: VP8 and H.264 senders, one audio only, one resized): each
+    participant's largest keyframe size, and audio only costs no pictures."""
+    from skymix.session import load_description
+    from skymix.streams.room import scan_room
+    from skymix.synth import SynthParticipant, synthesize
+
+    people = [
+        SynthParticipant("ann", (320, 240)),
+        SynthParticipant("bob", (480, 272), video_codec="h264", resize_at=0.5),
+        SynthParticipant("cy", video_codec=None),
+    ]
+    made = synthesize(people, 1.0, tmp_path)
+    sdps = [f"{p.name}={sdp}" for p, sdp in zip(people, made.sdps)]
+    scan = scan_room([made.pcap], load_description(sdps))
+    by_id = dict(zip([p.id for p in scan.participants], cameras(scan)))
+    assert by_id == {"ann": (320, 240), "bob": (480, 272), "cy": (0, 0)}
+    options = MixOptions(threads=1)
+    assert estimate_memory(options, list(by_id.values())) < estimate_memory(options, 3)

@@ -31,7 +31,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import (
     ConfigDict,
@@ -77,6 +77,9 @@ from .layout import (
     validation_problems,
 )
 
+if TYPE_CHECKING:
+    from .streams.room import RoomScan
+
 __all__ = [
     "LAYOUT_NAMES",
     "OUTPUT_RATE",
@@ -84,6 +87,7 @@ __all__ = [
     "MixOptions",
     "ThreadPlan",
     "available_memory",
+    "cameras",
     "check_memory",
     "estimate_memory",
     "options_json_schema",
@@ -522,6 +526,18 @@ def _x264_bytes(width: int, height: int, preset: str, threads: int) -> int:
         threads = max(1, min(cores * 3 // 2, math.ceil(height / 16) // 2, 128))
     frames = X264_FRAMES[preset] + X264_FRAMES_PER_THREAD * (threads - 1)
     return X264_FIXED_BYTES + frames * _frame_bytes(width, height)
+
+
+def cameras(scan: RoomScan) -> list[tuple[int, int]]:
+    """Each participant's largest picture in the first pass (keyframe sizes), for
+    estimate_memory(): DEFAULT_CAMERA for video whose size was not seen, (0, 0) without video."""
+    out = []
+    for p in scan.participants:
+        videos = [s for s in p.streams if s.kind == "video"]
+        sizes = [(w, h) for s in videos for st in s.stats.values() for _, w, h in st.resolutions]
+        largest = max(sizes, key=lambda size: size[0] * size[1], default=None)
+        out.append(largest or (DEFAULT_CAMERA if videos else (0, 0)))
+    return out
 
 
 def estimate_memory(options: MixOptions, participants: int | Sequence[tuple[int, int]]) -> int:
