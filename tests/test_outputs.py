@@ -365,3 +365,25 @@ def test_the_options_file_is_an_input(
     assert code == 1
     assert err.strip() == f"skymix: error: the channel WAV {options} is also the options file"
     assert options.read_text() == '{"fps": 30}\n'
+
+
+def test_a_mix_removes_dead_runs_leftovers_in_every_output_folder(
+    room: SynthResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    folders = [tmp_path / name for name in ("recording", "report", "each")]
+    left = []
+    for folder in folders:
+        folder.mkdir()
+        ours = TEMPORARY.match(temporary_name(folder / "x").name)
+        assert ours is not None
+        name = f".x.skymix-{gone.pid}-{ours['start']}-{ours['boot']}-00000000.partial"
+        left.append(folder / name)
+        left[-1].write_bytes(b"half")
+    recording, report, each = folders
+    args = ["-o", str(recording / "room.mp4"), "--report", str(report / "r.json")]
+    code, err = run_cli(mix_args(room, *args, "--per-participant", str(each)), capsys)
+    assert (code, err) == (0, "")
+    assert not any(path.exists() for path in left)
+    assert not temporaries(*folders)

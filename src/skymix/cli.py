@@ -223,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         **{f"the SDP file of {e.id!r}": e.sdp for e in named if e.sdp},
                         **({"the options file": args.options} if args.options else {}),
                     },
+                    clean=True,  # the report's folder too: what dead runs left there
                 )
                 _mix(args)
             elif args.command == "synth":
