@@ -412,3 +412,42 @@ def test_cameras_come_from_the_first_pass(tmp_path: Path) -> None:
     assert by_id == {"ann": (320, 240), "bob": (480, 272), "cy": (0, 0)}
     options = MixOptions(threads=1)
     assert estimate_memory(options, list(by_id.values())) < estimate_memory(options, 3)
+
+
+def test_the_command_line_takes_an_options_file_and_flags_win(tmp_path: Path) -> None:
+    """`--options` gives the document, a flag given as well replaces its field: the recording
+    decodes at the file's size and the flag's rate."""
+    import av
+
+    from skymix.synth import SynthParticipant, synthesize
+
+    people = [SynthParticipant("ann", (320, 240)), SynthParticipant("bob", (320, 240))]
+    made = synthesize(people, 1.5, tmp_path)
+    options = tmp_path / "options.json"
+    options.write_text(
+        json.dumps(
+            {
+                "size": "160x96",
+                "fps": 30,
+                "layout": {"speaker": {"strip": "right"}},
+                "labels": False,
+            }
+        )
+    )
+    sdps = [f"--sdp={p.name}={sdp}" for p, sdp in zip(people, made.sdps)]
+    out = tmp_path / "room.mp4"
+    done = subprocess.run(
+        [str(SKYMIX), "mix", str(made.pcap), *sdps, "-o", str(out), "--options", str(options)]
+        + ["--fps", "10", "--preset", "ultrafast", "--report", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with av.open(str(out)) as f:
+        video = f.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (160, 96)
+        assert video.average_rate == 10
+    tiles = json.loads((tmp_path / "r.json").read_text())["layouts"][0]["tiles"]
+    # speaker strip on the right: the second tile sits right of the first
+    assert len(tiles) == 2 and tiles[1]["x"] >= tiles[0]["x"] + tiles[0]["w"]
