@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import subprocess
 import sys
 import time
@@ -145,6 +146,7 @@ def test_json_round_trip(data: dict[str, Any]) -> None:
     text = json.dumps(options.to_json())
     again = MixOptions.from_json(text)
     assert again == options and again.to_json() == options.to_json()
+    assert pickle.loads(pickle.dumps(options)) == options  # jobs run in other processes
     assert set(options.to_json()) == set(options_json_schema()["properties"])
 
 
@@ -183,6 +185,17 @@ def test_a_layout_file_round_trips_as_its_regions(tmp_path: Path) -> None:
     # written out whole, so a job queued now does not change when the file does
     path.unlink()
     assert MixOptions.from_json(options.to_json()) == options
+
+
+def test_a_service_can_refuse_layout_files(tmp_path: Path) -> None:
+    path = tmp_path / "sidebar.json"
+    path.write_text(json.dumps(SIDEBAR))
+    with pytest.raises(OptionsError) as info:
+        MixOptions.from_json({"layout": str(path)}, layout_files=False)
+    assert info.value.field == "layout" and "a layout file is not taken here" in str(info.value)
+    inline = MixOptions.from_json({"layout": {"custom": SIDEBAR}}, layout_files=False)
+    assert inline == MixOptions.from_json({"layout": str(path)})
+    assert MixOptions.from_json({"layout": "pip"}, layout_files=False).layout == PipSpec()
 
 
 def test_the_python_api_gives_the_runtime_objects() -> None:

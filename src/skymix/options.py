@@ -29,6 +29,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
@@ -243,6 +244,11 @@ _SPECS: dict[str, type[GridSpec] | type[SpeakerSpec] | type[PipSpec]] = {
 }
 
 
+#: False while from_json(layout_files=False) validates (a context variable: MixOptions overrides
+#: __init__, through which pydantic then validates without passing a validation context).
+_LAYOUT_FILES: ContextVar[bool] = ContextVar("skymix_layout_files", default=True)
+
+
 def _check_layout(value: object) -> LayoutSpec:
     if isinstance(value, (GridSpec, SpeakerSpec, PipSpec, CustomSpec)):
         return value
@@ -251,6 +257,11 @@ def _check_layout(value: object) -> LayoutSpec:
             return _SPECS[value]()
         if not value:
             raise problem('expected "grid", "speaker", "pip", a layout file or an object')
+        if not _LAYOUT_FILES.get():
+            raise problem(
+                f'a layout file is not taken here, got {shown(value)}: give "grid", "speaker", '
+                '"pip" or the layout itself ({"custom": {"regions": [...]}})'
+            )
         return load_custom_layout(value)  # DescriptionError naming the file
     if not isinstance(value, dict):
         raise problem(
@@ -445,18 +456,26 @@ class MixOptions(JsonDocument):
     # -- JSON -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_json(cls, data: str | bytes | dict[str, Any]) -> MixOptions:
+    def from_json(
+        cls, data: str | bytes | dict[str, Any], *, layout_files: bool = True
+    ) -> MixOptions:
         """Options from a JSON document (text or already decoded); OptionsError naming the field
-        at the first problem (DescriptionError for a layout file)."""
+        at the first problem (DescriptionError for a layout file).
+
+        layout_files=False refuses a layout given as a file path: a service taking documents
+        from clients reads no file of its own machine for them (layouts come inline)."""
         if isinstance(data, (str, bytes)):
             try:
                 data = json.loads(data)
             except json.JSONDecodeError as exc:
                 raise OptionsError(f"not JSON: {exc.msg} (line {exc.lineno})") from None
+        token = _LAYOUT_FILES.set(layout_files)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise _options_error(exc) from None
+        finally:
+            _LAYOUT_FILES.reset(token)
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON-ready dict that from_json() turns back into equal options."""
