@@ -3,7 +3,7 @@
 The command line and the REST API share this one mapping: each builds a JSON-like dict (the
 command line from its flags) and validates it here; nothing out of range is clamped or replaced,
 every problem is an OptionsError naming the field (``encode.crf``) and saying what is allowed
-("crf must be 0-51 (...), got 1000"). A layout file that cannot be used is a DescriptionError
+("crf must be 1-51 (...), got 1000"). A layout file that cannot be used is a DescriptionError
 naming the file and the JSON path inside it, as when it is loaded by itself.
 
 The JSON document (docs/options.schema.json, docs/mixing.md)::
@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from .decode import OUTPUT_RATE
 from .encode import (
     LIMITS,
     MAX_HEIGHT,
@@ -82,8 +83,6 @@ if TYPE_CHECKING:
     from .streams.room import RoomScan
 
 __all__ = [
-    "LAYOUT_NAMES",
-    "OUTPUT_RATE",
     "EncodeOptions",
     "MixOptions",
     "ThreadPlan",
@@ -96,9 +95,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-LAYOUT_NAMES = ("grid", "speaker", "pip")
-#: The mix places audio at this rate (what every decoder gives).
-OUTPUT_RATE = 48000
 _MB = 1 << 20
 
 
@@ -228,7 +224,9 @@ class LayoutChoice(JsonDocument):
 
     @model_validator(mode="after")
     def _one(self) -> LayoutChoice:
-        given = [name for name in ("grid", "speaker", "pip", "custom") if getattr(self, name)]
+        given = [
+            name for name in ("grid", "speaker", "pip", "custom") if getattr(self, name) is not None
+        ]
         if len(given) != 1:
             raise problem(
                 "expected exactly one of grid, speaker, pip, custom, got "
@@ -353,7 +351,7 @@ class MixOptions(JsonDocument):
     (or DescriptionError for a layout file), never pydantic's ValidationError.
     """
 
-    model_config = ConfigDict(title="skymix mix options", arbitrary_types_allowed=True)
+    model_config = ConfigDict(title="skymix mix options")
 
     layout: _Layout = Field(
         default_factory=GridSpec,
