@@ -291,6 +291,15 @@ def test_the_estimate_matches_the_measured_jobs() -> None:
     assert 300 * MB <= estimate_memory(options, 16) <= 600 * MB
 
 
+def test_the_estimate_counts_what_the_job_and_writer_hold() -> None:
+    """The figures were measured with these settings: a change there needs a new measurement."""
+    from skymix import job, options
+    from skymix.encode import SYNC_LOOKAHEAD
+
+    decoded_ahead = job.BATCH_TICKS + job.DECODE_AHEAD
+    assert options.PICTURES_PER_PARTICIPANT == decoded_ahead + 4 and SYNC_LOOKAHEAD == 8
+
+
 def test_the_estimate_grows_with_what_costs_memory() -> None:
     base = MixOptions(threads=2)
     bigger = [

@@ -522,7 +522,7 @@ X264_FRAMES = {
 }
 X264_FRAMES_PER_THREAD = 16
 #: Decoded pictures held per participant: a batch being composited and the next being decoded
-#: (mix.BATCH_TICKS + mix.DECODE_AHEAD = 8) and the decoder's references (VP8 3, more for H.264:
+#: (job.BATCH_TICKS + job.DECODE_AHEAD = 8) and the decoder's references (VP8 3, more for H.264:
 #: 4 on average), each of the camera's size.
 PICTURES_PER_PARTICIPANT = 12
 #: Per participant besides the pictures: audio decoder, sample buffers, clock windows, labels.
@@ -566,22 +566,20 @@ def estimate_memory(options: MixOptions, participants: int | Sequence[tuple[int,
     720p: 290-318 MB; the estimate with 720p cameras is higher, as it should be for the worst).
     The MP4 muxer's index (~25 MB per hour) is left out: the check is for the pictures.
     """
-    cameras = (
-        [DEFAULT_CAMERA] * participants if isinstance(participants, int) else list(participants)
-    )
+    sizes = [DEFAULT_CAMERA] * participants if isinstance(participants, int) else list(participants)
     settings = options.encode
-    total = BASE_BYTES + len(cameras) * PARTICIPANT_BYTES
+    total = BASE_BYTES + len(sizes) * PARTICIPANT_BYTES
     if settings.video:
         w, h = settings.width, settings.height
         total += (VIDEO_QUEUE + 1) * _frame_bytes(w, h)
         total += _x264_bytes(w, h, settings.preset, settings.threads)
-        total += sum(PICTURES_PER_PARTICIPANT * _frame_bytes(cw, ch) for cw, ch in cameras)
+        total += sum(PICTURES_PER_PARTICIPANT * _frame_bytes(cw, ch) for cw, ch in sizes)
         if options.per_participant is not None:
             sw, sh = min(w, SIDECAR_SIZE[0]), min(h, SIDECAR_SIZE[1])
             each = _x264_bytes(sw, sh, settings.preset, 1) + (VIDEO_QUEUE + 1) * _frame_bytes(
                 sw, sh
             )
-            total += len(cameras) * each
+            total += len(sizes) * each
     return total
 
 
