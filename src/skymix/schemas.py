@@ -28,16 +28,16 @@ def _layout() -> dict[str, Any]:
     return layout_json_schema()
 
 
-def _report() -> dict[str, Any]:
-    from .report import report_json_schema
-
-    return report_json_schema()
-
-
 def _options() -> dict[str, Any]:
     from .options import options_json_schema
 
     return options_json_schema()
+
+
+def _report() -> dict[str, Any]:
+    from .report import report_json_schema
+
+    return report_json_schema()
 
 
 #: file name in docs/ -> the function that generates it from its model
