@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="threads for the whole job: decoders, compositor, encoder (default 0: automatic)",
     )
-    mixer.add_argument("--fit", choices=["contain", "cover"], help="grid and speaker tiles")
+    mixer.add_argument(
+        "--fit", choices=["contain", "cover"], help="pictures in their tiles (grid, speaker, pip)"
+    )
     mixer.add_argument("--gap", type=int, help="pixels between tiles, even (grid and speaker)")
     mixer.add_argument(
         "--on-loss",
