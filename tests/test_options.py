@@ -473,3 +473,10 @@ def test_the_command_line_takes_an_options_file_and_flags_win(tmp_path: Path) ->
     tiles = json.loads((tmp_path / "r.json").read_text())["layouts"][0]["tiles"]
     # speaker strip on the right: the second tile sits right of the first
     assert len(tiles) == 2 and tiles[1]["x"] >= tiles[0]["x"] + tiles[0]["w"]
+
+
+def test_the_example_in_the_docs_is_the_defaults() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "mixing.md").read_text()
+    example = text.split("## Options", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    assert MixOptions.from_json(example) == MixOptions()
+    assert json.loads(example) == MixOptions().to_json()
