@@ -168,27 +168,25 @@ def _guard_batches(batches: Iterable[DatagramBatch], stats: ReadStats) -> Iterat
     """records.guard_times over batches: the same datagrams set aside. A batch whose last times
     need the next batch's to be decided is held until it arrives (rare: only after a jump)."""
     guard = ArrivalGuard()
-    held: list[tuple[DatagramBatch, npt.NDArray[np.bool_]]] = []  # batches and rows kept
-    undecided: list[tuple[int, int]] = []  # (index in held, row), in file order
+    held: list[tuple[DatagramBatch, npt.NDArray[np.bool_]]] = []  # (batch, rows kept)
+    first = 0  # the first undecided row of held[0]; every row of the later held batches is too
     limit = OUT_OF_LINE_NS
 
-    def decide(times: list[int], final: bool) -> None:
-        nonlocal undecided
-        aside, decided = guard.settle(times, final)
-        for i in aside:
-            h, row = undecided[i]
-            held[h][1][row] = False
+    def decide(final: bool) -> Iterator[DatagramBatch]:
+        """Settle the undecided rows; yield the held batches that are then wholly decided."""
+        nonlocal first, held
+        parts = [held[0][0].arrival_ns[first:]] + [b.arrival_ns for b, _ in held[1:]]
+        sizes = np.cumsum([len(p) for p in parts])
+        aside, decided = _settle_rows(guard, np.concatenate(parts), final)
+        for x in aside:
+            h = int(np.searchsorted(sizes, x, "right"))
+            held[h][1][x - (int(sizes[h - 1]) if h else -first)] = False
         set_aside(stats, len(aside))
-        undecided = undecided[decided:]
-
-    def ready() -> Iterator[DatagramBatch]:
-        """The held batches before the first one with an undecided row."""
-        nonlocal held, undecided
-        stop = undecided[0][0] if undecided else len(held)
-        for batch, keep in held[:stop]:
+        done = int(np.searchsorted(sizes, decided, "right"))  # batches wholly decided
+        for batch, keep in held[:done]:
             yield batch if keep.all() else _select(batch, np.flatnonzero(keep))
-        held = held[stop:]
-        undecided = [(h - stop, row) for h, row in undecided]
+        first = decided - (int(sizes[done - 1]) if done else -first)
+        held = held[done:]
 
     for batch in batches:
         times = batch.arrival_ns
@@ -199,11 +197,39 @@ def _guard_batches(batches: Iterable[DatagramBatch], stats: ReadStats) -> Iterat
                 yield batch
                 continue
         held.append((batch, np.ones(len(batch), np.bool_)))
-        undecided += [(len(held) - 1, row) for row in range(len(batch))]
-        decide([int(held[h][0].arrival_ns[row]) for h, row in undecided], False)
-        yield from ready()
-    decide([int(held[h][0].arrival_ns[row]) for h, row in undecided], True)
-    yield from ready()
+        yield from decide(False)
+    if held:
+        yield from decide(True)
+
+
+#: Rows looked at per step of _settle_rows: the fast rule over arrays, ArrivalGuard for the rest.
+_SETTLE_WINDOW = 4096
+
+
+def _settle_rows(
+    guard: ArrivalGuard, times: npt.NDArray[np.int64], final: bool
+) -> tuple[list[int], int]:
+    """ArrivalGuard.settle over an array: rows within OUT_OF_LINE_NS of the last kept time are
+    kept by array operations, the guard decides the others."""
+    aside: list[int] = []
+    n = len(times)
+    i = 0
+    while i < n:
+        if guard.last is not None:
+            window = times[i : i + _SETTLE_WINDOW]
+            steps = np.abs(np.diff(window, prepend=guard.last))
+            far = np.flatnonzero(steps > OUT_OF_LINE_NS)
+            j = int(far[0]) if len(far) else len(window)
+            if j:
+                guard.gap, guard.last = int(steps[j - 1]), int(window[j - 1])
+                i += j
+                continue
+        a, d = guard.settle(times[i : i + 3].tolist(), final and i + 3 >= n)
+        aside += [i + x for x in a]
+        i += d
+        if not d:
+            break
+    return aside, i
 
 
 def _is_pcap(name: str) -> bool:
