@@ -1122,7 +1122,7 @@ def test_guess_refuses_random_bytes_under_a_dynamic_payload_type() -> None:
             guess_stream(samples, ssrc=0xABC)
         assert str(info.value) == (
             "ssrc 0x00000abc: payload type 100 (40 packets) looks like none of VP8, VP9, H.264, "
-            "Opus; say what it is with --sdp or --manifest"
+            "Opus; describe it in an SDP or a manifest"
         )
 
 

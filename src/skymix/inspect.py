@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .streams.room import RoomScan
+from .streams.room import SUMMARY_LINES, RoomScan
 
 __all__ = ["format_scan"]
 
@@ -14,7 +14,8 @@ def _seconds(ns: int | None, start: int | None) -> str:
 
 
 def format_scan(scan: RoomScan) -> str:
-    """Participants with their streams, then what was skipped and what was damaged."""
+    """Participants with their streams, then what was skipped, the damage summary (skipped,
+    unclaimed and unmatched streams, damaged files) and the first problems."""
     data: dict[str, Any] = scan.to_json()
     start = scan.start_ns
     lines = []
@@ -52,6 +53,12 @@ def format_scan(scan: RoomScan) -> str:
     for f, st in data["files"].items():
         if st["skipped"]:
             lines.append(f"{f}: skipped " + ", ".join(f"{n} {k}" for k, n in st["skipped"].items()))
-    for problem in data["problems"]:
-        lines.append(f"problem: {problem}")
+    damage = scan.damage_summary()
+    if damage:
+        lines.append("\ndamage:")
+        lines.extend(f"  {line}" for line in damage)
+    problems = data["problems"]
+    lines.extend(f"problem: {problem}" for problem in problems[:SUMMARY_LINES])
+    if len(problems) > SUMMARY_LINES:
+        lines.append(f"... and {len(problems) - SUMMARY_LINES} more problems")
     return "\n".join(lines)

@@ -139,7 +139,7 @@ def _guess_payload_type(
             return kind, CodecSpec(pt, name, rate, channels, fmtp), evidence
     raise DescriptionError(
         f"payload type {pt} ({len(packets)} packets) looks like none of VP8, VP9, H.264, Opus; "
-        "say what it is with --sdp or --manifest",
+        "describe it in an SDP or a manifest",
         ssrc=ssrc,
     )
 

@@ -97,9 +97,10 @@ def read_description_text(path: str | os.PathLike[str], what: str) -> tuple[str,
     quotes the file's contents (a misdirected path must not disclose what it points at)."""
     name = os.fspath(path)
     try:
-        with open(name, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; a regular file ignores it
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise DescriptionError(f"cannot read {what}: not a regular file", file=name)
             data = f.read(MAX_DESCRIPTION_BYTES + 1)
     except OSError as exc:
@@ -112,10 +113,11 @@ def read_description_text(path: str | os.PathLike[str], what: str) -> tuple[str,
     try:
         return name, data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DescriptionError(
-            f"cannot read {what}: not UTF-8 text", file=name, line=line
-        ) from None
+        bad = exc.start
+    # raised out of the handler, so that the decoding error (which holds the bytes) is not kept
+    # as its context
+    line = data.count(b"\n", 0, bad) + 1
+    raise DescriptionError(f"cannot read {what}: not UTF-8 text", file=name, line=line)
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> tuple[str, object]:
@@ -125,9 +127,8 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> tuple[str, object
     try:
         return name, json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DescriptionError(
-            f"not JSON: {exc.msg} (column {exc.colno})", file=name, line=exc.lineno
-        ) from None
+        problem, line = f"not JSON: {exc.msg} (column {exc.colno})", exc.lineno
+    raise DescriptionError(problem, file=name, line=line)  # out of the handler, as above
 
 
 def resolve_inside(folder: str, name: str, *, allow_outside: bool = False) -> str:

@@ -8,6 +8,16 @@ fit against the relay clock and its RTCP sender reports. A batch's packets are r
 streams with array operations, so the per-packet cost in Python is a few array elements and the
 per-frame cost one call. A Janus .mjr file is one stream by itself, grouped into participants by
 the videoroom file name.
+
+Nothing is lost silently and nothing the description cannot mix stops the scan. RTP of a codec
+skymix cannot mix (CN, telephone-event, L16, RED, anything unknown) or of a payload type the
+description does not declare is skipped and listed with its SSRC, payload type, reason and count
+(RoomScan.skipped_streams); on an SSRC that also carries a mixable codec, such packets still take
+their sequence numbers (as padding), so they are not mistaken for losses. SSRCs that no described
+participant claims are listed with their addresses (RoomScan.unclaimed), and so are described
+participants and streams that no packet matched (RoomScan.unmatched). RoomScan.damage_summary()
+says all of it, and the read damage of the files, in a few lines; RoomScan.damaged() is whether
+there was any.
 """
 
 from __future__ import annotations
@@ -26,10 +36,12 @@ import numpy.typing as npt
 from ..errors import CaptureError, DescriptionError
 from ..ingest import Datagram, ReadStats, capture_format, read_mjr
 from ..ingest.batch import DatagramBatch, batches_of, read_batches
-from ..ingest.mjr import parse_videoroom_name
+from ..ingest.mjr import SKIP_DATA, parse_videoroom_name
+from ..ingest.pcap import SKIP_NOT_IP, SKIP_NOT_UDP
+from ..ingest.records import SKIP_OUT_OF_LINE
 from ..progress import ProgressCallback, ProgressEvent
-from ..session import SessionSpec
-from ..session.detect import guess_stream
+from ..session import SessionSpec, StreamSpec
+from ..session.detect import Guess, guess_stream
 from ..sync import ClockEstimator, ClockFit, SenderClock
 from .assembler import EncodedFrame, StreamAssembler, StreamStats, TimestampUnwrapper
 from .codecs import codec_for
@@ -42,7 +54,10 @@ __all__ = [
     "RoomReader",
     "RoomScan",
     "RoomStep",
+    "SkippedStream",
     "StreamReport",
+    "UnclaimedStream",
+    "UnmatchedParticipant",
     "scan_room",
 ]
 
@@ -56,6 +71,14 @@ GUESS_PACKETS = 120  # packets of an undescribed SSRC looked at before its codec
 ABSENCE_NS = 5_000_000_000  # no media from a participant this long: they left
 IDLE_NS = {"audio": 1_000_000_000, "video": 2_000_000_000}  # muted / camera off, if longer
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+SUMMARY_LINES = 10  # lines of one kind in the damage summary before "... and N more"
+#: Reasons readers skip records for that are other traffic, not damage (ReadStats.skipped).
+NOT_DAMAGE = frozenset({SKIP_NOT_IP, SKIP_NOT_UDP, SKIP_DATA})
+#: Skip reasons of the room (RoomScan.skipped) that are damage; the rest is other traffic
+#: (STUN, DTLS) or detailed in the typed lists.
+DAMAGE = ("malformed RTP", "malformed RTX", "RTX before its stream", "malformed RTCP")
+SKIPPED_RTP = "RTP that cannot be mixed"
+UNCLAIMED_RTP = "RTP not in the description"
 
 
 @dataclass(slots=True)
@@ -89,9 +112,104 @@ class ParticipantReport:
     presence: list[list[int]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedStream:
+    """RTP of one SSRC and payload type that was read but is not mixed, and why.
+
+    file: where its first packet is. participant: the participant (described, or guessed) whose
+    stream it is; None when it is nobody's (no payload type of its SSRC could be mixed).
+    """
+
+    file: str
+    ssrc: int
+    payload_type: int
+    reason: str
+    packets: int
+    participant: str | None = None
+
+    def __str__(self) -> str:
+        who = f"{self.participant}: " if self.participant is not None else ""
+        return (
+            f"{who}skipped ssrc {self.ssrc:#010x}, pt {self.payload_type}, {self.packets} "
+            f"packets: {self.reason} ({self.file})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnclaimedStream:
+    """RTP of one SSRC and payload type that no described participant claims (its first
+    packet's addresses; None where the capture has none)."""
+
+    file: str
+    ssrc: int
+    payload_type: int
+    packets: int
+    source: str | None
+    destination: str | None
+
+    def __str__(self) -> str:
+        where = "".join(
+            f" {word} {address}"
+            for word, address in (("from", self.source), ("to", self.destination))
+            if address is not None
+        )
+        return (
+            f"unclaimed stream: ssrc {self.ssrc:#010x}, pt {self.payload_type}, "
+            f"{self.packets} packets,{where} ({self.file})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnmatchedParticipant:
+    """A described participant some (or all: whole) of whose streams no packet matched.
+
+    streams: labels of the streams nothing matched; ports, ssrcs and payload_types: what they
+    expected packets to have. Streams marked inactive or recvonly (nothing sent) are not
+    expected to match.
+    """
+
+    participant: str
+    name: str
+    described_by: str
+    streams: tuple[str, ...]
+    ports: tuple[int, ...]
+    ssrcs: tuple[int, ...]
+    payload_types: tuple[int, ...]
+    whole: bool
+
+    def __str__(self) -> str:
+        expected = " / ".join(
+            part
+            for part in (
+                _listed("port", self.ports, str),
+                _listed("ssrc", self.ssrcs, lambda x: f"{x:#010x}"),
+                _listed("payload type", self.payload_types, str),
+            )
+            if part
+        )
+        source = f"described by {self.described_by}" if self.described_by else "described"
+        if self.whole:
+            return f"{self.participant}: {source}, no packet matched {expected}"
+        return (
+            f"{self.participant}: {', '.join(self.streams)} ({source}): no packet matched "
+            f"{expected}"
+        )
+
+
+def _listed(word: str, values: Sequence[int], show: Callable[[int], str]) -> str:
+    """ "port 5004", "ports 5004, 5006", "" for none."""
+    if not values:
+        return ""
+    return f"{word}{'s' if len(values) > 1 else ''} {', '.join(map(show, values))}"
+
+
 @dataclass(slots=True)
 class RoomScan:
-    """Everything one pass over a room's captures learned."""
+    """Everything one pass over a room's captures learned.
+
+    skipped counts what was not used by reason; skipped_streams, unclaimed and unmatched say
+    which streams and participants those were (module docstring).
+    """
 
     participants: list[ParticipantReport]
     files: dict[str, ReadStats]
@@ -99,6 +217,41 @@ class RoomScan:
     problems: list[CaptureError]
     start_ns: int | None
     end_ns: int | None
+    skipped_streams: list[SkippedStream] = field(default_factory=list)
+    unclaimed: list[UnclaimedStream] = field(default_factory=list)
+    unmatched: list[UnmatchedParticipant] = field(default_factory=list)
+
+    def damage_summary(self) -> list[str]:
+        """A few lines for a person: streams skipped, unclaimed and unmatched, then what was
+        damaged in each file and in the RTP; empty when nothing was."""
+        lines = [
+            *_capped([str(s) for s in self.skipped_streams], "skipped streams"),
+            *_capped([str(u) for u in self.unclaimed], "unclaimed streams"),
+            *_capped([str(u) for u in self.unmatched], "unmatched participants"),
+        ]
+        for name, stats in self.files.items():
+            lines.extend(_file_damage(name, stats))
+        damage = [f"{self.skipped[reason]} {reason}" for reason in DAMAGE if self.skipped[reason]]
+        if damage:
+            lines.append("skipped " + ", ".join(damage))
+        lines.extend(
+            f"{p.id} {s.kind}: {s.total('malformed')} malformed frame(s) skipped"
+            for p in self.participants
+            for s in p.streams
+            if s.total("malformed")
+        )
+        return lines
+
+    def damaged(self) -> bool:
+        """Whether anything was skipped, resynced, set aside or unmatched (strict mode's test)."""
+        return bool(
+            self.skipped_streams
+            or self.unclaimed
+            or self.unmatched
+            or any(self.skipped[reason] for reason in DAMAGE)
+            or any(_file_damage(name, stats) for name, stats in self.files.items())
+            or any(s.total("malformed") for p in self.participants for s in p.streams)
+        )
 
     def to_json(self) -> dict[str, object]:
         """The scan as plain data (for `skymix inspect --json` and reports)."""
@@ -166,7 +319,77 @@ class RoomScan:
                 for f, st in self.files.items()
             },
             "problems": [str(p) for p in self.problems],
+            "skipped_streams": [
+                {
+                    "file": s.file,
+                    "ssrc": s.ssrc,
+                    "payload_type": s.payload_type,
+                    "reason": s.reason,
+                    "packets": s.packets,
+                    "participant": s.participant,
+                }
+                for s in self.skipped_streams
+            ],
+            "unclaimed": [
+                {
+                    "file": u.file,
+                    "ssrc": u.ssrc,
+                    "payload_type": u.payload_type,
+                    "packets": u.packets,
+                    "source": u.source,
+                    "destination": u.destination,
+                }
+                for u in self.unclaimed
+            ],
+            "unmatched": [
+                {
+                    "id": u.participant,
+                    "name": u.name,
+                    "described_by": u.described_by,
+                    "streams": list(u.streams),
+                    "ports": list(u.ports),
+                    "ssrcs": list(u.ssrcs),
+                    "payload_types": list(u.payload_types),
+                    "whole": u.whole,
+                }
+                for u in self.unmatched
+            ],
+            "damage": self.damage_summary(),
         }
+
+
+def _capped(lines: list[str], what: str) -> list[str]:
+    """At most SUMMARY_LINES of them, then how many more there are."""
+    if len(lines) <= SUMMARY_LINES:
+        return lines
+    return [*lines[:SUMMARY_LINES], f"... and {len(lines) - SUMMARY_LINES} more {what}"]
+
+
+def _file_damage(name: str, stats: ReadStats) -> list[str]:
+    """The damage one reader met: spans skipped to resynchronise, datagrams set aside (their
+    arrival time out of line) or skipped as damaged, and what ended reading early."""
+    lines = []
+    spans = stats.spans
+    if spans:
+        first = spans[0]
+        lines.append(
+            f"{name}: skipped {len(spans)} damaged span(s), "
+            f"{sum(span.end - span.start for span in spans)} bytes in all, the first at bytes "
+            f"{first.start}-{first.end}: {first.reason}"
+        )
+    aside = stats.skipped[SKIP_OUT_OF_LINE]
+    if aside:
+        lines.append(f"{name}: set aside {aside} datagram(s) whose arrival time was out of line")
+    damage = [
+        f"{n} {reason}"
+        for reason, n in stats.skipped.items()
+        if n and reason not in NOT_DAMAGE and reason != SKIP_OUT_OF_LINE
+    ]
+    if damage:
+        lines.append(f"{name}: skipped " + ", ".join(damage))
+    spans_at = {span.start for span in spans}
+    lines.extend(str(p) for p in stats.problems if p.offset not in spans_at)
+    return lines
 
 
 Ints = npt.NDArray[np.int64]
@@ -174,12 +397,56 @@ Ints = npt.NDArray[np.int64]
 
 @dataclass(slots=True)
 class _Ssrc:
+    """One bound SSRC. payload_types: those of its codec (None: any, a Janus recording);
+    the SSRC's other payload types are skipped, for the reason in reasons if there is one."""
+
     report: StreamReport
     assembler: StreamAssembler
     clock: ClockEstimator
     unwrap: TimestampUnwrapper
+    payload_types: frozenset[int] | None
+    stream: StreamSpec | None = None  # what the description says of it
+    reasons: dict[int, str] = field(default_factory=dict)
     reports: list[tuple[float, int]] = field(default_factory=list)
     spans: list[list[int]] = field(default_factory=list)  # media seen, gaps over ABSENCE_NS
+
+    def takes(self, payload_type: int) -> bool:
+        return self.payload_types is None or payload_type in self.payload_types
+
+    def why_not(self, payload_type: int) -> str:
+        """Why a payload type of this SSRC is not mixed."""
+        if payload_type in self.reasons:
+            return self.reasons[payload_type]
+        stream = self.stream
+        if stream is None or not stream.declares(payload_type):
+            where = f" for {stream.label()}" if stream is not None else ""
+            return f"payload type {payload_type} is not described{where}"
+        if payload_type in stream.rtx:
+            return "RTX on the media SSRC"
+        name = stream.codecs[payload_type].name
+        if not _mixable(name):
+            return f"codec {name} cannot be mixed"
+        return f"codec {name} after {self.report.codec} on one SSRC"
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Packets of one SSRC and payload type set aside, while the scan runs."""
+
+    file: str
+    reason: str
+    participant: str | None
+    source: str | None = None
+    destination: str | None = None
+    packets: int = 0
+
+
+def _mixable(codec: str) -> bool:
+    try:
+        codec_for(codec)
+    except CaptureError:
+        return False
+    return True
 
 
 class _Room:
@@ -196,6 +463,19 @@ class _Room:
         self.problems: list[CaptureError] = []
         self.early_reports: dict[int, list[tuple[float, int]]] = {}
         self.mjr_streams: dict[str, StreamReport] = {}  # by file
+        self.mjr_refused: dict[str, str] = {}  # file -> why its stream cannot be mixed
+        self.skipped_streams: dict[tuple[int, int], _Tally] = {}  # by (ssrc, payload type)
+        self.unclaimed: dict[tuple[int, int], _Tally] = {}
+        self.matched: set[int] = set()  # id() of the described streams a packet matched
+
+    def skip_stream(
+        self, file: str, ssrc: int, payload_type: int, reason: str, packets: int, pid: str | None
+    ) -> None:
+        """Count packets of a stream that cannot be mixed (the latest reason is kept)."""
+        tally = self.skipped_streams.setdefault((ssrc, payload_type), _Tally(file, reason, pid))
+        tally.reason = reason
+        tally.packets += packets
+        self.skipped[SKIPPED_RTP] += packets
 
     def participant(self, pid: str, name: str) -> ParticipantReport:
         if pid not in self.participants:
@@ -212,12 +492,21 @@ class _Room:
             self.participant(pid, name).streams.append(report)
         return self.streams[key]
 
-    def bind(self, ssrc: int, report: StreamReport, file: str) -> _Ssrc:
+    def bind(
+        self,
+        ssrc: int,
+        report: StreamReport,
+        file: str,
+        payload_types: frozenset[int] | None,
+        stream: StreamSpec | None = None,
+    ) -> _Ssrc:
         state = _Ssrc(
             report,
             StreamAssembler(codec_for(report.codec), ssrc, file=file),
             ClockEstimator(report.clock_rate),
             TimestampUnwrapper(),
+            payload_types,
+            stream,
         )
         report.ssrcs.append(ssrc)
         report.stats[ssrc] = state.assembler.stats
@@ -230,7 +519,8 @@ class _Room:
     def process(self, batch: DatagramBatch) -> None:
         """Sort a batch into RTCP, skipped traffic and RTP, and feed the RTP to its streams."""
         mjr = self.mjr_streams.get(batch.file)
-        split = split_batch(batch, rtp_only=mjr is not None)
+        refused = self.mjr_refused.get(batch.file)
+        split = split_batch(batch, rtp_only=mjr is not None or refused is not None)
         for _, kind in split.other:
             self.skipped[f"not RTP ({kind})"] += 1
         for row, message in split.malformed:
@@ -253,21 +543,39 @@ class _Room:
         groups, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
         rtx_groups: list[tuple[npt.NDArray[np.intp], int, int]] = []
-        for g in np.argsort(
-            first
-        ).tolist():  # in order of first arrival: SSRC changes bind in order
+        skipped: list[tuple[npt.NDArray[np.intp], int]] = []  # rows of a described stream
+        padded: Counter[int] = Counter()  # rows fed as padding, by SSRC
+        waiting: dict[int, list[npt.NDArray[np.intp]]] = {}  # rows of undescribed SSRCs
+        for g in np.argsort(first).tolist():  # in order of first arrival: SSRCs bind in order
             k, i = int(groups[g]), int(first[g])
-            ssrc = k >> 7
+            ssrc, pt = k >> 7, k & 0x7F
             rows = np.flatnonzero(inverse == g)
             state = self.ssrcs.get(ssrc)
+            if state is None and refused is not None:
+                self.skip_stream(batch.file, ssrc, pt, refused, len(rows), None)
+                continue
             if state is None and mjr is not None:
-                state = self.bind(ssrc, mjr, batch.file)
+                state = self.bind(ssrc, mjr, batch.file, None)
             if state is None and self.description.participants:
-                state = self.match(batch, rtp, i, rows, rtx_groups)
+                state = self.match(batch, rtp, i, rows, rtx_groups, skipped)
             if state is None and not self.description.participants:
-                self.wait(batch, rtp, rows, ssrc)
-            if state is not None:
-                target[rows] = state.assembler.ssrc
+                waiting.setdefault(ssrc, []).append(rows)
+            if state is None:
+                continue
+            target[rows] = ssrc
+            if not state.takes(pt):
+                start[rows] = rtp.payload_end[rows]  # keeps its sequence numbers, as padding
+                padded[ssrc] += len(rows)
+                self.skip_stream(
+                    batch.file, ssrc, pt, state.why_not(pt), len(rows), state.report.participant
+                )
+        for ssrc, parts in waiting.items():  # all payload types of an SSRC wait together
+            self.wait(batch, rtp, np.sort(np.concatenate(parts)), ssrc)
+        for rows, ssrc in skipped:  # skipped before a later payload type bound their SSRC
+            if ssrc in self.ssrcs:
+                target[rows] = ssrc
+                start[rows] = rtp.payload_end[rows]
+                padded[ssrc] += len(rows)
         for rows, repaired, _ in rtx_groups:
             self.repair(batch, rtp, rows, repaired, target, seq, start)
         routed = np.flatnonzero(target >= 0)
@@ -275,9 +583,9 @@ class _Room:
         cuts = np.flatnonzero(np.diff(target[order])) + 1
         for index in np.split(order, cuts):
             if len(index):
-                self.feed(
-                    self.ssrcs[int(target[index[0]])], batch, rtp, index, seq[index], start[index]
-                )
+                state = self.ssrcs[int(target[index[0]])]
+                self.feed(state, batch, rtp, index, seq[index], start[index])
+                state.assembler.stats.packets -= padded[state.assembler.ssrc]  # not media
 
     def match(
         self,
@@ -286,17 +594,41 @@ class _Room:
         i: int,
         rows: npt.NDArray[np.intp],
         rtx_groups: list[tuple[npt.NDArray[np.intp], int, int]],
+        skipped: list[tuple[npt.NDArray[np.intp], int]],
     ) -> _Ssrc | None:
         """Bind an SSRC new to the room by the description (its first packet's PT and ports);
-        RTX groups are set aside to be unwrapped once the streams they repair are bound."""
+        RTX groups are set aside to be unwrapped once the streams they repair are bound. What
+        nobody describes is counted as unclaimed; a described stream's payload type that cannot
+        be mixed is skipped (and its rows noted in skipped)."""
         ssrc, pt = int(rtp.ssrc[i]), int(rtp.payload_type[i])
         src, dst = batch.pairs[batch.pair[rtp.rows[i]]]
         match = self.description.match_rtp(ssrc, pt, src, dst)
-        if match is None or match.codec is None:
-            self.skipped["RTP not in the description"] += len(rows)
+        if match is None:
+            self.skipped[UNCLAIMED_RTP] += len(rows)
+            tally = self.unclaimed.setdefault(
+                (ssrc, pt),
+                _Tally(
+                    batch.file,
+                    "",
+                    None,
+                    None if src is None else str(src),
+                    None if dst is None else str(dst),
+                ),
+            )
+            tally.packets += len(rows)
             return None
         stream = match.stream
         p = match.participant
+        self.matched.add(id(stream))
+        if match.codec is None or not _mixable(match.codec.name):
+            reason = (
+                f"payload type {pt} is not described for {stream.label()}"
+                if match.codec is None
+                else f"codec {match.codec.name} cannot be mixed"
+            )
+            self.skip_stream(batch.file, ssrc, pt, reason, len(rows), p.id)
+            skipped.append((rows, ssrc))
+            return None
         if match.rtx:
             # the SSRC it repairs: declared (ssrc-group FID), else the stream's current one
             media = self.streams.get((p.id, stream.label()))
@@ -305,11 +637,6 @@ class _Room:
                 (rows, -1 if repaired is None else repaired, match.codec.payload_type)
             )
             return None
-        try:
-            codec_for(match.codec.name)
-        except CaptureError:
-            self.skipped[f"unsupported codec {match.codec.name}"] += len(rows)
-            return None
         report = self.stream(
             p.id, p.name, stream.label(), stream.kind, match.codec.name, match.codec.clock_rate
         )
@@ -317,7 +644,9 @@ class _Room:
             report.audio_level_id = next(
                 (i for i, uri in stream.extmap.items() if uri == AUDIO_LEVEL_URI), None
             )
-        return self.bind(ssrc, report, batch.file)
+        name = match.codec.name
+        same = frozenset(t for t, c in stream.codecs.items() if c.name == name)
+        return self.bind(ssrc, report, batch.file, same, stream)
 
     def repair(
         self,
@@ -422,6 +751,29 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _unmatched(description: SessionSpec, matched: set[int]) -> list[UnmatchedParticipant]:
+    """The described participants with streams that no packet matched (matched: their id())."""
+    out = []
+    for p in description.participants:
+        expected = [s for s in p.streams if s.direction not in ("inactive", "recvonly")]
+        missing = [s for s in expected if id(s) not in matched]
+        if not missing:
+            continue
+        out.append(
+            UnmatchedParticipant(
+                p.id,
+                p.name,
+                p.described_by,
+                tuple(s.label() for s in missing),
+                tuple(sorted({s.port for s in missing if s.port is not None})),
+                tuple(sorted({x for s in missing for x in s.ssrcs})),
+                tuple(sorted({pt for s in missing for pt in s.codecs})),
+                len(missing) == len(expected),
+            )
+        )
+    return out
+
+
 def _presence(spans: list[list[int]]) -> list[list[int]]:
     """The union of a participant's streams' spans, joining those less than ABSENCE_NS apart."""
     merged: list[list[int]] = []
@@ -436,6 +788,9 @@ def _presence(spans: list[list[int]]) -> list[list[int]]:
 def _mjr_batches(path: Path, room: _Room, stats: ReadStats) -> Iterator[DatagramBatch]:
     recording = read_mjr(path, stats)
     info = recording.info
+    if not _mixable(info.codec):
+        room.mjr_refused[str(path)] = f"codec {info.codec} cannot be mixed"
+        return read_batches(path, stats, datagrams=recording)
     parsed = parse_videoroom_name(path.name)
     pid = parsed.user if parsed else path.stem
     name = f"user {parsed.user}" if parsed else path.stem
@@ -531,7 +886,21 @@ class RoomReader:
         if self.progress is not None:
             self.progress(ProgressEvent("reading", count, count, "packets"))
         self.scan = RoomScan(
-            list(room.participants.values()), files, room.skipped, room.problems, start, end
+            list(room.participants.values()),
+            files,
+            room.skipped,
+            room.problems,
+            start,
+            end,
+            [
+                SkippedStream(t.file, ssrc, pt, t.reason, t.packets, t.participant)
+                for (ssrc, pt), t in room.skipped_streams.items()
+            ],
+            [
+                UnclaimedStream(t.file, ssrc, pt, t.packets, t.source, t.destination)
+                for (ssrc, pt), t in room.unclaimed.items()
+            ],
+            _unmatched(self.description, room.matched),
         )
         yield RoomStep(room.out, None)
 
@@ -559,24 +928,49 @@ def scan_room(
 
 
 def _guess(room: _Room, ssrc: int, waiting: list[Datagram]) -> None:
+    """Guess each payload type of an undescribed SSRC on its own; the SSRC becomes a stream of
+    the most frequent one that can be mixed, and its other payload types are skipped. With none
+    that can be mixed, all of its packets so far are skipped (the next ones are guessed again)."""
     from aiortc.rtp import RtpPacket  # here, not at start-up: importing aiortc takes 0.1 s
 
-    packets = [RtpPacket.parse(d.data) for d in waiting]
-    samples = [(p.payload_type, p.payload, bool(p.marker), p.timestamp) for p in packets]
-    try:
-        guess = guess_stream(samples, ssrc=ssrc)
-    except DescriptionError as exc:
-        room.skipped["RTP whose codec could not be guessed"] += len(waiting)
-        room.problems.append(CaptureError(str(exc), file=waiting[0].file, ssrc=ssrc))
+    by_pt: dict[int, list[tuple[int, bytes, bool, int]]] = {}
+    for d in waiting:
+        p = RtpPacket.parse(d.data)
+        by_pt.setdefault(p.payload_type, []).append(
+            (p.payload_type, p.payload, bool(p.marker), p.timestamp)
+        )
+    found: dict[int, Guess] = {}
+    reasons: dict[int, str] = {}
+    for pt, samples in by_pt.items():
+        try:
+            guess = guess_stream(samples)
+        except DescriptionError as exc:
+            reasons[pt] = str(exc)
+            continue
+        codec = guess.stream.codecs[pt]
+        if _mixable(codec.name):
+            found[pt] = guess
+        else:
+            reasons[pt] = f"codec {codec.name} cannot be mixed ({guess.note})"
+    file = waiting[0].file
+    if not found:
+        for pt, samples in by_pt.items():
+            room.skip_stream(file, ssrc, pt, reasons[pt], len(samples), None)
         return
-    codec = next(iter(guess.stream.codecs.values()))
+    main = max(found, key=lambda pt: len(by_pt[pt]))
+    guess = found[main]
+    codec = guess.stream.codecs[main]
+    same = frozenset(pt for pt, g in found.items() if g.stream.codecs[pt].name == codec.name)
+    for pt, g in found.items():
+        if pt not in same:
+            reasons[pt] = f"codec {g.stream.codecs[pt].name} after {codec.name} on one SSRC"
     name = f"ssrc {ssrc:#010x}"
     report = room.stream(
         name, name, guess.stream.kind, guess.stream.kind, codec.name, codec.clock_rate
     )
-    report.note = guess.note
-    room.bind(ssrc, report, waiting[0].file)
-    for batch in batches_of(waiting, waiting[0].file):
+    report.note = f"{name}: {guess.note}"
+    room.bind(ssrc, report, file, same).reasons.update(reasons)
+    for batch in batches_of(waiting, file):
         room.process(batch)
 
 
