@@ -263,3 +263,29 @@ def test_presence_from_the_manifest_overrides_the_media(tmp_path):
     ann, bob = sorted(scan.participants, key=lambda p: p.id)
     assert ann.presence == [[(start + 1) * 10**9, (start + 2) * 10**9]]
     assert len(bob.presence) == 1 and bob.presence[0][1] - bob.presence[0][0] > 5.5e9
+
+
+def test_janus_recording_of_a_codec_that_cannot_be_mixed_is_skipped(tmp_path):
+    """A .mjr whose codec skymix does not mix (G.722 here) is listed as skipped with its
+    participant, SSRC and payload type; the participant's other recordings are read."""
+    made = synthesize([SynthParticipant("ada", (160, 120), 15, "vp8")], 2.0, tmp_path, seed=1)
+    truth = made.truth_data["participants"][0]
+    names = {}
+    for kind, codec in (("audio", "g722"), ("video", "vp8")):
+        names[kind] = tmp_path / f"videoroom-1234-user-ada-1764000000000000-{kind}-0.mjr"
+        subprocess.run(
+            ["pcap2mjr", "-c", codec, "-s", str(truth[kind]["ssrcs"][0]), made.pcap, names[kind]],
+            check=True,
+            capture_output=True,
+        )
+    scan = scan_room([names["audio"], names["video"]])
+    (ada,) = scan.participants
+    assert [s.kind for s in ada.streams] == ["video"] and ada.streams[0].total("frames") > 0
+    (skipped,) = scan.skipped_streams
+    assert (skipped.participant, skipped.ssrc, skipped.payload_type, skipped.packets) == (
+        "ada",
+        truth["audio"]["ssrcs"][0],
+        111,
+        truth["audio"]["packets"],
+    )
+    assert skipped.reason == "codec g722 cannot be mixed" and scan.damaged()

@@ -463,7 +463,7 @@ class _Room:
         self.problems: list[CaptureError] = []
         self.early_reports: dict[int, list[tuple[float, int]]] = {}
         self.mjr_streams: dict[str, StreamReport] = {}  # by file
-        self.mjr_refused: dict[str, str] = {}  # file -> why its stream cannot be mixed
+        self.mjr_refused: dict[str, tuple[str, str]] = {}  # file -> (why not mixed, whose)
         self.skipped_streams: dict[tuple[int, int], _Tally] = {}  # by (ssrc, payload type)
         self.unclaimed: dict[tuple[int, int], _Tally] = {}
         self.matched: set[int] = set()  # id() of the described streams a packet matched
@@ -552,7 +552,7 @@ class _Room:
             rows = np.flatnonzero(inverse == g)
             state = self.ssrcs.get(ssrc)
             if state is None and refused is not None:
-                self.skip_stream(batch.file, ssrc, pt, refused, len(rows), None)
+                self.skip_stream(batch.file, ssrc, pt, refused[0], len(rows), refused[1])
                 continue
             if state is None and mjr is not None:
                 state = self.bind(ssrc, mjr, batch.file, None)
@@ -788,12 +788,12 @@ def _presence(spans: list[list[int]]) -> list[list[int]]:
 def _mjr_batches(path: Path, room: _Room, stats: ReadStats) -> Iterator[DatagramBatch]:
     recording = read_mjr(path, stats)
     info = recording.info
-    if not _mixable(info.codec):
-        room.mjr_refused[str(path)] = f"codec {info.codec} cannot be mixed"
-        return read_batches(path, stats, datagrams=recording)
     parsed = parse_videoroom_name(path.name)
     pid = parsed.user if parsed else path.stem
     name = f"user {parsed.user}" if parsed else path.stem
+    if not _mixable(info.codec):
+        room.mjr_refused[str(path)] = (f"codec {info.codec} cannot be mixed", pid)
+        return read_batches(path, stats, datagrams=recording)
     room.participant(pid, name)
     report = room.stream(
         pid, name, f"{info.kind}-{path.name}", info.kind, info.codec, info.clock_rate
