@@ -825,6 +825,49 @@ def test_bad_manifest_top_level_and_json_syntax(tmp_path: Path) -> None:
         load_description([], bad)
 
 
+def test_optional_properties_may_be_null_or_absent_and_schema_key_is_allowed() -> None:
+    manifest = _example_manifest()
+    manifest["$schema"] = "https://example.org/manifest.schema.json"
+    manifest["participants"][1]["name"] = None
+    manifest["participants"][1]["streams"][0]["host"] = None
+    alice, bob, carol = parse_manifest(manifest)
+    assert (bob.name, bob.streams[0].host) == (None, None)
+    assert parse_manifest({"participants": []}) == ()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_PATHS = [
+    "participants.0",
+    "participants.0.joins",
+    "participants.0.joins.0",
+    "participants.1.streams.0",
+    "participants.1.streams.0.port",
+    "participants.1.streams.0.codecs.0",
+    "participants.1.streams.0.codecs.0.fmtp",
+    "participants.2.streams.0.ssrcs",
+    "participants.2.streams.0.rtx.0",
+    "participants.2.streams.0.rtx_ssrcs.0.media_ssrc",
+    "participants.2.streams.0.extmap.0.id",
+    "participants.2.streams.1.codecs.0.channels",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_PATHS), _JSON)
+def test_manifest_validation_never_crashes(path: str, value: Any) -> None:
+    """Whatever a manifest holds where, it is converted or refused with a DescriptionError."""
+    try:
+        parse_manifest(_broken(_set(path, value)), file="m.json")
+    except DescriptionError as exc:
+        assert str(exc).startswith("m.json, ")
+
+
 def test_parse_time_is_exact_to_the_nanosecond() -> None:
     assert parse_time("1970-01-01T00:00:00Z") == 0
     assert parse_time("2024-05-01T10:00:00.123456789Z") == 1714557600_123456789
