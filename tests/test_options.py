@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+import skymix
 from skymix.encode import X264_PRESETS, EncodeSettings
 from skymix.errors import DescriptionError, JobTooLargeError, OptionsError
 from skymix.layout import CustomSpec, GridSpec, PipSpec, Region, SpeakerSpec
-from skymix.mix import MixOptions as MixOptionsFromMix
 from skymix.options import (
     MixOptions,
     ThreadPlan,
@@ -200,8 +200,9 @@ def test_a_service_can_refuse_layout_files(tmp_path: Path) -> None:
 
 def test_the_python_api_gives_the_runtime_objects() -> None:
     """The job driver reads options.layout (a LayoutSpec) and options.encode (EncodeSettings);
-    MixOptions is still made from them, and skymix.mix.MixOptions is this class."""
-    assert MixOptionsFromMix is MixOptions
+    MixOptions is still made from them, and skymix.MixOptions is this class; skymix.mix is
+    the function (no module of that name hides it)."""
+    assert skymix.MixOptions is MixOptions and callable(skymix.mix)
     settings = EncodeSettings(width=640, height=360, fps=15, crf=28, preset="ultrafast")
     options = MixOptions(layout=PipSpec(corner="top-left"), encode=settings, trim=True)
     assert options.encode == settings

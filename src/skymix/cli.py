@@ -206,27 +206,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     print(format_scan(scan))
             elif args.command == "mix":
-                from .session import load_manifest
-
-                named = load_manifest(args.manifest) if args.manifest else ()
-                check_job(  # every input and output the command line names, before any work
-                    args.captures,
-                    args.output,
-                    report=args.report,
-                    channels=args.channels,
-                    per_participant=args.per_participant,
-                    sdps=[  # "NAME=FILE" unless the whole argument is a file (load_description)
-                        sdp if "=" not in sdp or Path(sdp).exists() else sdp.partition("=")[2]
-                        for sdp in args.sdp
-                    ],
-                    manifest=args.manifest,
-                    layout=None if args.layout in ("grid", "speaker", "pip") else args.layout,
-                    other_inputs={
-                        **{f"the SDP file of {e.id!r}": e.sdp for e in named if e.sdp},
-                        **({"the options file": args.options} if args.options else {}),
-                    },
-                    clean=True,  # the report's folder too: what dead runs left there
-                )
                 _mix(args)
             elif args.command == "synth":
                 from .synth import Impairments, preset, synthesize
@@ -382,7 +361,29 @@ def _mix(args: argparse.Namespace) -> None:
         description=description,
         options=options,
         progress=TerminalProgress(),
+        report=args.report,
+        inputs=_inputs(args),
     )
-    if args.report:
-        report.write(args.report)
     print(report.summary())
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Path]:
+    """The files besides the captures that `skymix mix` reads, by role, so that no output
+    replaces one of them."""
+    from .session import load_manifest
+
+    inputs = {
+        # "NAME=FILE" unless the whole argument is a file (as load_description reads it)
+        f"SDP file {i}": Path(
+            sdp if "=" not in sdp or Path(sdp).exists() else sdp.partition("=")[2]
+        )
+        for i, sdp in enumerate(args.sdp, 1)
+    }
+    if args.manifest:
+        inputs["the manifest"] = args.manifest
+        inputs |= {
+            f"the SDP file of {e.id!r}": Path(e.sdp) for e in load_manifest(args.manifest) if e.sdp
+        }
+    if args.options:
+        inputs["the options file"] = args.options
+    return inputs

@@ -20,7 +20,7 @@ import heapq
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +29,8 @@ from .decode import OUTPUT_RATE
 from .encode import EncodeSettings, RecordingWriter
 from .errors import CancelledError, NothingToMixError, OptionsError
 from .events import JobControl, JobState, JobSubscriber
-from .mix import MixOptions
+from .layout import CustomSpec
+from .options import MixOptions, cameras, check_memory
 from .outputs import PendingOutputs, check_job
 from .progress import ProgressCallback, ProgressEvent
 from .report import (
@@ -75,6 +76,11 @@ class MixJob:
 
     ``job_id`` names it in events and the report (a random id when not given); subscribers
     hear its states (STARTED, READING, MIXING, then DONE, FAILED or CANCELLED) and progress.
+    ``report``: where to write the report, committed with the recording (both new or both as
+    they were). ``inputs``: other files the job's description was read from (SDP files, the
+    manifest), by role ("SDP file 1"), so that no output replaces them. Before any work the
+    outputs are checked against every input, the memory the job needs against what the machine
+    has, and what dead runs left in the output folders is removed.
     """
 
     def __init__(
@@ -87,9 +93,13 @@ class MixJob:
         job_id: str | None = None,
         subscribers: Iterable[JobSubscriber] = (),
         progress: ProgressCallback | None = None,
+        report: str | Path | None = None,
+        inputs: Mapping[str, str | Path] | None = None,
     ) -> None:
         self.captures = [Path(c) for c in captures]
         self.output = Path(output)
+        self.report = None if report is None else Path(report)
+        self.inputs = dict(inputs or {})
         self.description = description
         if options is None:
             options = MixOptions(
@@ -115,16 +125,13 @@ class MixJob:
         control = self.control
         control.enter(JobState.STARTED)
         try:
-            check_job(  # before any work: nothing the caller has is ever replaced
-                self.captures,
-                self.output,
-                channels=self.options.channels,
-                per_participant=self.options.per_participant,
-                clean=True,
-            )
+            self.check(clean=True)  # before any work: nothing the caller has is ever replaced
+            described = len(self.description.participants) if self.description else 0
+            check_memory(self.options, described)
             control.check()
             control.enter(JobState.READING)
             scan = scan_room(self.captures, self.description, progress=control.progress)
+            check_memory(self.options, cameras(scan))  # with the pictures' real sizes
             plan = _Plan(scan, self.options)
             control.enter(JobState.MIXING)
             report = _Mix(self, plan).run()
@@ -136,6 +143,26 @@ class MixJob:
             raise
         control.enter(JobState.DONE)
         return report
+
+    def check(self, participants: Sequence[str] = (), *, clean: bool = False) -> None:
+        """Check every output against every input and each other (OutputConflictError); with
+        the participants' ids known, their own files too."""
+        options = self.options
+        folder = options.per_participant
+        layout = options.layout.file if isinstance(options.layout, CustomSpec) else None
+        check_job(
+            self.captures,
+            self.output,
+            report=self.report,
+            channels=options.channels,
+            per_participant=folder,
+            participant_files=participant_paths(folder, participants, options.container)
+            if folder and participants
+            else None,
+            layout=layout,
+            other_inputs=self.inputs,
+            clean=clean,
+        )
 
 
 class _Plan:
@@ -149,7 +176,9 @@ class _Plan:
         if not segments:
             raise NothingToMixError("nothing to mix: no participant is present in the captures")
         self.clock = OutputClock(segments)
-        self.sources = {p.id: Source(p) for p in scan.participants}
+        threads = options.thread_plan
+        self.compose_threads = threads.compose
+        self.sources = {p.id: Source(p, threads.decode) for p in scan.participants}
         self.has_video = options.encode.video and any(
             s.presence.has_video for s in self.sources.values()
         )
@@ -200,13 +229,7 @@ class _Mix:
         output = self.job.output
         ids = list(plan.sources)
         folder = options.per_participant
-        check_job(  # the participants' files are named now that the participants are known
-            self.job.captures,
-            output,
-            channels=options.channels,
-            per_participant=folder,
-            participant_files=participant_paths(folder, ids, options.container) if folder else None,
-        )
+        self.job.check(ids)  # the participants' files are named now that they are known
         channels = per_person = None
         # every file under a temporary name, all renamed once all are complete: the recording
         # and its sidecars are all new, or all as they were (after an error or a cancel)
@@ -226,18 +249,26 @@ class _Mix:
             for sidecar in (channels, per_person):
                 if sidecar is not None:
                     sidecar.finish()
+            files = [OutputFile(role="recording", path=str(output))]
+            if per_person is not None:
+                files += [
+                    OutputFile(role="participant", path=str(path), participant=pid)
+                    for pid, path in per_person.paths.items()
+                ]
+            if channels is not None:
+                files.append(
+                    OutputFile(role="channels", path=str(channels.path), channel_order=channels.ids)
+                )
+            if self.job.report is not None:
+                files.append(OutputFile(role="report", path=str(self.job.report)))
+            report = self.report(frames, samples, layouts, files)
+            if self.job.report is not None:
+                try:
+                    pending.add(self.job.report, "the report").write_bytes(report.to_bytes())
+                except OSError as exc:
+                    raise pending.error(exc, self.job.report) from exc
             pending.commit()
-        files = [OutputFile(role="recording", path=str(output))]
-        if per_person is not None:
-            files += [
-                OutputFile(role="participant", path=str(path), participant=pid)
-                for pid, path in per_person.paths.items()
-            ]
-        if channels is not None:
-            files.append(
-                OutputFile(role="channels", path=str(channels.path), channel_order=channels.ids)
-            )
-        return self.report(frames, samples, layouts, files)
+        return report
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -321,6 +352,7 @@ class _Mix:
             tick_ns,
             on_loss=options.on_loss,
             labels=options.labels,
+            threads=plan.compose_threads,
         )
         unit = "frames" if plan.has_video else "blocks"
         levels: list[dict[str, float]] = []
@@ -432,12 +464,15 @@ def mix(
     progress: ProgressCallback | None = None,
     job_id: str | None = None,
     subscribers: Iterable[JobSubscriber] = (),
+    report: str | Path | None = None,
+    inputs: Mapping[str, str | Path] | None = None,
 ) -> MixReport:
     """Mix a room's captures into one recording at ``output`` and say what was done.
 
     Raises NothingToMixError when the captures hold nothing to mix; damaged parts of the
     captures cost only those parts (see the report's ``damage``). ``MixJob`` is the same with a
-    handle to cancel it.
+    handle to cancel it. ``report``: where to write the report, committed with the recording;
+    ``inputs``: the description's files by role (see MixJob).
     """
     return MixJob(
         captures,
@@ -447,4 +482,6 @@ def mix(
         job_id=job_id,
         subscribers=subscribers,
         progress=progress,
+        report=report,
+        inputs=inputs,
     ).run()
