@@ -29,7 +29,7 @@ from .errors import (
 from .events import JobControl, JobState, JobSubscriber, StateEvent
 from .job import MixJob, mix
 from .layout import CustomSpec, GridSpec, PipSpec, SpeakerSpec, load_custom_layout
-from .mix import MixOptions
+from .options import MixOptions
 from .progress import ProgressEvent
 from .report import MixReport
 from .session import load_description

@@ -4,7 +4,7 @@ A four-party call is synthesized (skymix.synth: real VP8, H.264 and Opus encoder
 packetizers, every sender with a clock of its own, seconds off and drifting): a 15 fps webcam that
 joins late, a phone in portrait that leaves early, someone who turns the camera off for a while,
 and 2 % packet loss on the way to the relay. It is written as a relay capture (a pcap and one SDP
-per participant) next to the output and mixed by ``skymix.mix`` like any other capture.
+per participant) next to the output and mixed by ``skymix.job.mix`` like any other capture.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .job import mix
-from .mix import MixOptions
+from .options import MixOptions
 from .progress import ProgressCallback
 from .report import MixReport
 from .session import load_description
