@@ -22,7 +22,7 @@ from skymix import CaptureError, mix
 from skymix.encode import EncodeSettings
 from skymix.ingest import read_pcap
 from skymix.ingest.records import OUT_OF_LINE_NS
-from skymix.mix import MixOptions
+from skymix.options import MixOptions
 from skymix.session import load_description
 from skymix.streams.room import scan_room
 from skymix.synth import SynthParticipant, synthesize

@@ -23,7 +23,7 @@ from skymix.encode import EncodeSettings
 from skymix.ingest import ReadStats, read_capture, read_pcap
 from skymix.ingest.batch import read_batches
 from skymix.inspect import format_scan
-from skymix.mix import MixOptions
+from skymix.options import MixOptions
 from skymix.session import load_description
 from skymix.streams.room import scan_room
 from skymix.synth import SynthParticipant, synthesize

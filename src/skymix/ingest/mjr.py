@@ -70,7 +70,8 @@ RTP_HEADER_LEN = 12
 SKIP_DATA = "data frame"
 SKIP_SHORT = "frame shorter than an RTP header"
 BUFFER_SIZE = 1 << 20
-#: Bytes examined per read while searching for the next frame marker after damage.
+#: Bytes examined by the first and the largest read of a search for the next frame marker.
+SEARCH_FIRST = 1 << 14
 SEARCH_CHUNK = 1 << 20
 _FRAME2 = struct.Struct("!4sIH")
 _FRAME1 = struct.Struct("!8sH")
@@ -278,12 +279,13 @@ class MjrRecording:
         rtp = self.info.kind != "data"
         size = header.size
         pos = start
-        want = SEARCH_CHUNK + 2 * size + 0xFFFF
+        span = SEARCH_FIRST
         while True:
+            want = span + 2 * size + 0xFFFF
             f.seek(pos)
             buf = f.read(want)
             eof = len(buf) < want
-            count = len(buf) if eof else SEARCH_CHUNK
+            count = len(buf) if eof else span
             q = buf.find(prefix, 0, count + len(prefix) - 1)
             while 0 <= q < count:
                 if q + size <= len(buf):
@@ -301,7 +303,8 @@ class MjrRecording:
                 q = buf.find(prefix, q + 1, count + len(prefix) - 1)
             if eof:
                 return None
-            pos += SEARCH_CHUNK
+            pos += span
+            span = min(2 * span, SEARCH_CHUNK)
 
     def _frames_timed(self) -> Iterator[Datagram]:
         """MJR00002: arrival = header u + the frame's ms offset."""

@@ -118,7 +118,9 @@ JUMP_NS = 3600 * 1_000_000_000
 CANDIDATE_MAX = 65535 + 40 + 128
 #: The shortest frame holding a UDP datagram (IPv4 + UDP headers).
 MIN_UDP_FRAME = 28
-#: Bytes examined per read while searching for the next record after damage.
+#: Bytes examined by the first read of a search for the next record after damage (most damage
+#: is a record or two long); each further read examines twice as many, up to SEARCH_CHUNK.
+SEARCH_FIRST = 1 << 14
 SEARCH_CHUNK = 1 << 20
 #: pcapng block types a search after damage resumes at (pcapng draft, section 10.1).
 KNOWN_BLOCKS = frozenset({0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 9, 0x0A, 0x0BAD, 0x40000BAD})
@@ -464,12 +466,13 @@ class PcapSync:
     def _search(self, f: BinaryIO, start: int, ref_ns: int | None) -> int | None:
         """The offset of the first plausible record at or after start, or None."""
         pos = start
-        want = SEARCH_CHUNK + 2 * PCAP_RECORD_LEN + CANDIDATE_MAX
+        span = SEARCH_FIRST
         while True:
+            want = span + 2 * PCAP_RECORD_LEN + CANDIDATE_MAX
             f.seek(pos)
             buf = f.read(want)
             eof = len(buf) < want
-            last = len(buf) - PCAP_RECORD_LEN if eof else SEARCH_CHUNK - 1
+            last = len(buf) - PCAP_RECORD_LEN if eof else span - 1
             if last < 0:
                 return None
             for q in self._candidates(buf, last + 1).tolist():
@@ -478,7 +481,8 @@ class PcapSync:
                     return pos + q
             if eof:
                 return None
-            pos += SEARCH_CHUNK
+            pos += span
+            span = min(2 * span, SEARCH_CHUNK)
 
     def _candidates(self, buf: bytes, count: int) -> npt.NDArray[np.intp]:
         """Positions below count whose captured length could be a UDP datagram's and whose
@@ -782,13 +786,14 @@ def _pcapng_search(f: BinaryIO, start: int, order: str) -> int | None:
     """The offset of the first plausible block at or after start (its type known, its lengths
     agreeing, and the block after it plausible too or the end of the file), or None."""
     pos = start
-    want = SEARCH_CHUNK + 2 * CANDIDATE_BLOCK
+    span = SEARCH_FIRST
     little = order == "<"
     while True:
+        want = span + 2 * CANDIDATE_BLOCK
         f.seek(pos)
         buf = f.read(want)
         eof = len(buf) < want
-        count = len(buf) - 11 if eof else SEARCH_CHUNK
+        count = len(buf) - 11 if eof else span
         if count <= 0:
             return None
         b = np.frombuffer(buf, np.uint8).astype(np.int64)
@@ -813,4 +818,5 @@ def _pcapng_search(f: BinaryIO, start: int, order: str) -> int | None:
                 return pos + q
         if eof:
             return None
-        pos += SEARCH_CHUNK
+        pos += span
+        span = min(2 * span, SEARCH_CHUNK)
