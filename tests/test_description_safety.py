@@ -31,7 +31,7 @@ from skymix.encode import EncodeSettings
 from skymix.errors import DescriptionError
 from skymix.ingest import Datagram, read_capture
 from skymix.job import mix
-from skymix.mix import MixOptions
+from skymix.options import MixOptions
 from skymix.session import load_description, load_manifest, read_sdp
 from skymix.streams.room import RoomScan, scan_room
 from skymix.synth import Impairments, PcapWriter, SynthParticipant, synthesize
