@@ -16,10 +16,11 @@ import numpy as np
 from .compose import CompositeState, Overlay, Tile, composite, mix_audio
 from .compose.labels import label_text, name_label, placeholder
 from .encode import RecordingWriter
-from .layout import Layout, LayoutSpec, Participant, SpeakerTracker, compute_layout, dbov_from_rms
+from .layout import Layout, LayoutSpec, Participant, compute_layout
 from .placement import TRACK_CHANNELS
 from .report import LayoutChange, LayoutTile
 from .sources import OnLoss, Source
+from .timeline import SpeakerTracker, dbov_from_rms
 
 __all__ = ["AudioBatch", "Scene", "mix_sources"]
 

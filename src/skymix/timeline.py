@@ -1,5 +1,5 @@
-"""The session clock: where each stream's media time lands, who is present, and which stretch of
-the session the recording shows (and where each of its instants lands in the recording).
+"""The session clock: where each stream's media time lands, who is present and who speaks, and
+which stretch of the session the recording shows (and where each of its instants lands in it).
 
 The session clock is the relay's (capture arrival times). Each SSRC's RTP time is mapped onto it
 by its clock fit (offset and drift against the relay, from the first pass over the captures).
@@ -11,8 +11,11 @@ sender reports each stream stands on its own fit.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .errors import ComposeError
 from .streams.room import IDLE_NS, ParticipantReport, RoomScan, StreamReport
 from .sync import ClockFit, SenderClock
 
@@ -20,7 +23,10 @@ __all__ = [
     "OutputClock",
     "Presence",
     "Segment",
+    "SpeakerTracker",
     "StreamTiming",
+    "dbov_from_rfc6464",
+    "dbov_from_rms",
     "plan_segments",
     "plan_timing",
 ]
@@ -30,6 +36,9 @@ __all__ = [
 LIP_SYNC_LIMIT_NS = 1_000_000_000
 #: With trimming, absences shorter than this stay in the recording (a dropped connection).
 TRIM_GAP_NS = 2_000_000_000
+NS = 1_000_000_000
+#: The level of silence in dBov (RFC 6464's lowest).
+SILENT_DBOV = -127.0
 #: A frame this close outside a stretch of the session still belongs to it.
 EDGE_NS = 100_000_000
 #: Presence outlasts the last packet by this much (the tail of a participant's last audio frame).
@@ -227,3 +236,117 @@ class Presence:
 
     def camera_off(self, session_ns: float) -> bool:
         return any(a < session_ns < b for a, b in self.camera_off_spans)
+
+
+def dbov_from_rms(rms: float) -> float:
+    """The level in dBov of a block whose RMS is ``rms`` relative to full scale (1.0 for float
+    samples, 32768 for int16 already divided): 20 log10(rms), silence -127 as in RFC 6464."""
+    if rms <= 0.0:
+        return SILENT_DBOV
+    return max(SILENT_DBOV, 20.0 * math.log10(rms))
+
+
+def dbov_from_rfc6464(level: int) -> float:
+    """The level in dBov of an RFC 6464 audio level header value (0..127 means -0..-127 dBov).
+
+    A packet whose voice-activity bit is clear can be passed as silence (-127) instead.
+    """
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 127:
+        raise ComposeError(f"an RFC 6464 level is an integer 0..127, got {level!r}")
+    return -float(level)
+
+
+class SpeakerTracker:
+    """Chooses the active speaker from per-participant audio levels, with hysteresis.
+
+    Feed update() each block of levels (dBov, e.g. every 20 ms audio block or every output
+    frame) with the caller's time in ns. Rules (docs/layouts.md):
+
+    - a participant speaks in a block when their level is at least ``speech_db``;
+    - another participant is *ahead* in a block when they speak and are at least ``switch_db``
+      louder than the current speaker in that block (missing from ``levels``: silent);
+    - the candidate is the loudest participant ahead; they stay candidate through blocks where
+      they are not ahead as long as those last at most ``bridge`` seconds (pauses between words);
+    - the candidate becomes the speaker in a block where they are ahead, have been candidate for
+      at least ``hold`` seconds, and the current speaker has not spoken for ``quiet`` seconds;
+    - nobody speaking changes nothing: silence keeps the last speaker.
+
+    With no speaker yet, the first candidate held for ``hold`` seconds becomes the speaker.
+    """
+
+    def __init__(
+        self,
+        *,
+        switch_db: float = 6.0,
+        hold: float = 1.0,
+        quiet: float = 0.5,
+        bridge: float = 0.3,
+        speech_db: float = -50.0,
+    ) -> None:
+        for name, value in (
+            ("switch_db", switch_db),
+            ("hold", hold),
+            ("quiet", quiet),
+            ("bridge", bridge),
+        ):
+            if not value >= 0:
+                raise ComposeError(f"{name} must be >= 0, got {value!r}")
+        self.switch_db = switch_db
+        self.speech_db = speech_db
+        self._hold = round(hold * NS)
+        self._quiet = round(quiet * NS)
+        self._bridge = round(bridge * NS)
+        self._speaker: str | None = None
+        self._spoke_ns: int | None = None
+        self._candidate: str | None = None
+        self._since_ns = 0
+        self._ahead_ns = 0
+        self._now_ns: int | None = None
+
+    @property
+    def speaker(self) -> str | None:
+        """The active speaker, None until someone has spoken long enough."""
+        return self._speaker
+
+    def update(self, now_ns: int, levels: Mapping[str, float]) -> str | None:
+        """Take one block of levels (dBov) at time ``now_ns``; return the active speaker.
+
+        Times must not go backwards. Participants missing from ``levels`` are silent.
+        """
+        if self._now_ns is not None and now_ns < self._now_ns:
+            raise ComposeError(f"time went backwards: {now_ns} ns after {self._now_ns} ns")
+        self._now_ns = now_ns
+        current = -math.inf if self._speaker is None else levels.get(self._speaker, -math.inf)
+        if current >= self.speech_db:
+            self._spoke_ns = now_ns
+        ahead = {
+            who: level
+            for who, level in levels.items()
+            if who != self._speaker
+            and level >= self.speech_db
+            and level >= current + self.switch_db
+        }
+        if self._candidate in ahead:
+            self._ahead_ns = now_ns
+        elif self._candidate is None or now_ns - self._ahead_ns > self._bridge:
+            if ahead:
+                self._candidate = max(ahead, key=lambda who: ahead[who])  # first of equals
+                self._since_ns = self._ahead_ns = now_ns
+            else:
+                self._candidate = None
+        if (
+            self._candidate is not None
+            and self._ahead_ns == now_ns
+            and now_ns - self._since_ns >= self._hold
+            and (self._spoke_ns is None or now_ns - self._spoke_ns >= self._quiet)
+        ):
+            self._speaker, self._spoke_ns, self._candidate = self._candidate, now_ns, None
+        return self._speaker
+
+    def remove(self, participant: str) -> None:
+        """Forget a participant who left: if they were the speaker there is none until the next
+        candidate is held (the layout shows the first participant meanwhile)."""
+        if self._speaker == participant:
+            self._speaker, self._spoke_ns = None, None
+        if self._candidate == participant:
+            self._candidate = None
