@@ -2,7 +2,9 @@
 
 ``read_capture`` picks the reader by the file's first bytes, so a caller never names a format.
 Every reader streams (a capture of hours is never held whole), yields what it can read, and
-records damage in a ReadStats instead of raising once the file header was accepted.
+records damage in a ReadStats instead of raising once the file header was accepted: damaged
+records are skipped to the next plausible one (the span in ``ReadStats.spans``), and arrival times
+out of line with their neighbours are set aside (see ``records``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .mjr import (
     read_mjr,
 )
 from .pcap import PCAP_MAGICS, PCAPNG_MAGIC, read_pcap, read_pcapng
-from .records import Datagram, Endpoint, ReadStats
+from .records import Datagram, Endpoint, ReadStats, SkippedSpan
 from .rtpdump import RTPDUMP_MAGIC, read_rtpdump
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "MjrInfo",
     "MjrRecording",
     "ReadStats",
+    "SkippedSpan",
     "VideoroomName",
     "capture_format",
     "parse_videoroom_name",
@@ -67,7 +70,8 @@ def read_capture(
     """Every datagram of a capture file of any supported format, in file order.
 
     Raises CaptureError naming the file (offset 0) at once when it is not a capture or its header
-    is damaged; later damage ends the iteration and is appended to ``stats.problems``.
+    is damaged; later damage is skipped and reported in ``stats.spans`` and ``stats.problems``
+    (a truncated last record ends the iteration with a problem).
     """
     kind = capture_format(path)
     if kind == "pcap":

@@ -5,7 +5,10 @@ buffer, and per datagram its start and end in it, arrival time, record offset (f
 messages) and an index into the file's table of (source, destination) address pairs. Classic pcap
 with Ethernet, Linux cooked or raw-IP framing and plain IPv4/UDP is cut into columns by array
 operations (the common relay capture); every other record, format and link type goes through the
-record-by-record readers, so both paths skip, count and report damage the same way.
+record-by-record readers, so both paths skip, count and report damage the same way. The pcap
+batch path shares the record reader's ``PcapSync`` (what to do at a suspect record) and
+``ArrivalGuard`` (which times are out of line): both are consulted only where the array checks
+find a suspect record or a jump in time, so an undamaged file costs what it did.
 """
 
 from __future__ import annotations
@@ -129,8 +132,9 @@ def read_batches(
     """Every datagram of a capture file (any format) in batches, in file order.
 
     datagrams: the file's datagrams when the caller already opened it another way (.mjr).
-    Raises CaptureError (offset 0) at once when the file is not a capture; later damage ends the
-    batches and is appended to ``stats.problems``, everything before it delivered.
+    Raises CaptureError (offset 0) at once when the file is not a capture; later damage is
+    skipped and reported in ``stats.spans`` and ``stats.problems`` as the record readers do, and
+    the same datagrams whose arrival times are out of line are set aside.
     """
     from . import read_capture  # the package picks the reader by magic
 
