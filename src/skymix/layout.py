@@ -9,8 +9,8 @@ state or the active speaker change, and turns the placements into skymix.compose
 Every rectangle has even coordinates and an even size, so a tile covers whole yuv420p chroma
 samples. Rules, rounding and tie-breaks are in docs/layouts.md.
 
-SpeakerTracker picks the active speaker from per-participant audio levels with hysteresis, so
-that a cough does not move the picture; time is given by the caller, never read from a clock.
+The active speaker a layout enlarges is chosen by skymix.timeline.SpeakerTracker (who speaks at
+an instant belongs with who is present: the timeline stage).
 
 A custom layout file is validated by pydantic models (LayoutDocument) whose JSON Schema is
 generated from them (layout_json_schema(), published as docs/layout.schema.json by
