@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Composite and mix the RTP a WebRTC media relay captured into one recording.",
     )
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="say more of what is done (-v: each step, -vv: debugging detail)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
@@ -184,6 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cancel_on_signals() as cancellation:
             parser = build_parser()
             args = parser.parse_args(argv)
+            logging.basicConfig(
+                format="skymix: %(levelname)s: %(name)s: %(message)s"
+                if args.verbose > 1
+                else "skymix: %(message)s",
+                level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+            )
             if args.command is None:
                 parser.print_help()
                 return 2

@@ -130,10 +130,19 @@ class MixJob:
             check_memory(self.options, described)
             control.check()
             control.enter(JobState.READING)
+            logger.info("job %s: reading %d capture files", self.id, len(self.captures))
             scan = scan_room(self.captures, self.description, progress=control.progress)
             check_memory(self.options, cameras(scan))  # with the pictures' real sizes
             plan = _Plan(scan, self.options)
             control.enter(JobState.MIXING)
+            logger.info(
+                "job %s: %d participants, %.1f s: mixing %d %s",
+                self.id,
+                len(plan.sources),
+                plan.clock.duration_ns / NS,
+                plan.ticks,
+                "frames" if plan.has_video else "audio blocks",
+            )
             report = _Mix(self, plan).run()
         except CancelledError as exc:
             control.enter(JobState.CANCELLED, exc)
@@ -142,6 +151,7 @@ class MixJob:
             control.enter(JobState.FAILED, exc)
             raise
         control.enter(JobState.DONE)
+        logger.info("job %s: wrote %s", self.id, ", ".join(f.path for f in report.files))
         return report
 
     def check(self, participants: Sequence[str] = (), *, clean: bool = False) -> None:
