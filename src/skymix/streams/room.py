@@ -441,6 +441,16 @@ class _Tally:
     packets: int = 0
 
 
+def _mark(
+    marks: npt.NDArray[np.bool_], size: int, rows: npt.NDArray[np.intp]
+) -> npt.NDArray[np.bool_]:
+    """marks (all False at first, allocated on first use) with rows set."""
+    if not len(marks):
+        marks = np.zeros(size, np.bool_)
+    marks[rows] = True
+    return marks
+
+
 def _mixable(codec: str) -> bool:
     try:
         codec_for(codec)
@@ -545,6 +555,7 @@ class _Room:
         rtx_groups: list[tuple[npt.NDArray[np.intp], int, int]] = []
         skipped: list[tuple[npt.NDArray[np.intp], int]] = []  # rows of a described stream
         padded: Counter[int] = Counter()  # rows fed as padding, by SSRC
+        aside = np.zeros(0, np.bool_)  # those rows (sized when there are some)
         waiting: dict[int, list[npt.NDArray[np.intp]]] = {}  # rows of undescribed SSRCs
         for g in np.argsort(first).tolist():  # in order of first arrival: SSRCs bind in order
             k, i = int(groups[g]), int(first[g])
@@ -566,6 +577,7 @@ class _Room:
             if not state.takes(pt):
                 start[rows] = rtp.payload_end[rows]  # keeps its sequence numbers, as padding
                 padded[ssrc] += len(rows)
+                aside = _mark(aside, len(rtp), rows)
                 self.skip_stream(
                     batch.file, ssrc, pt, state.why_not(pt), len(rows), state.report.participant
                 )
@@ -576,6 +588,7 @@ class _Room:
                 target[rows] = ssrc
                 start[rows] = rtp.payload_end[rows]
                 padded[ssrc] += len(rows)
+                aside = _mark(aside, len(rtp), rows)
         for rows, repaired, _ in rtx_groups:
             self.repair(batch, rtp, rows, repaired, target, seq, start)
         routed = np.flatnonzero(target >= 0)
@@ -584,8 +597,10 @@ class _Room:
         for index in np.split(order, cuts):
             if len(index):
                 state = self.ssrcs[int(target[index[0]])]
-                self.feed(state, batch, rtp, index, seq[index], start[index])
-                state.assembler.stats.packets -= padded[state.assembler.ssrc]  # not media
+                ssrc = state.assembler.ssrc
+                marks = aside[index] if padded[ssrc] else None
+                self.feed(state, batch, rtp, index, seq[index], start[index], marks)
+                state.assembler.stats.packets -= padded[ssrc]  # not media
 
     def match(
         self,
@@ -689,8 +704,10 @@ class _Room:
         index: npt.NDArray[np.intp],
         seq: Ints,
         start: Ints,
+        aside: npt.NDArray[np.bool_] | None = None,
     ) -> None:
-        """One stream's packets of a batch, in arrival order."""
+        """One stream's packets of a batch, in arrival order; aside marks those of payload types
+        that are not mixed, which keep their sequence numbers but say nothing of the clock."""
         report = state.report
         arrival = batch.arrival_ns[rtp.rows[index]]
         previous = report.last_arrival_ns
@@ -717,7 +734,10 @@ class _Room:
             report.audio_levels += int((levels >= 0).sum())
         timestamp = rtp.timestamp[index]
         if self.fit_clocks:
-            state.clock.add_batch(state.unwrap.batch(timestamp), arrival)
+            if aside is None:
+                state.clock.add_batch(state.unwrap.batch(timestamp), arrival)
+            else:
+                state.clock.add_batch(state.unwrap.batch(timestamp[~aside]), arrival[~aside])
         self.deliver(
             state,
             state.assembler.push_batch(
