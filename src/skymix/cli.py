@@ -180,12 +180,23 @@ def _capture_arguments(parser: argparse.ArgumentParser) -> None:
         help="one SDP per participant, in order (repeat)",
     )
     parser.add_argument("--manifest", type=Path, help="JSON manifest (docs/manifest.schema.json)")
+    parser.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="let the manifest name SDP files outside its own folder (a manifest you trust)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2) when the input is damaged: streams skipped or unclaimed, described "
+        "participants matching nothing, corrupt spans, arrival times set aside",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. Exit codes: 0 done, 1 failed, 2 usage; SIGINT and SIGTERM clean up like a
     failure and end with 128 + the signal's number (130, 143)."""
-    from .errors import CancelledError
+    from .errors import CancelledError, DamageError
     from .outputs import cancel_on_signals, check_job
 
     try:
@@ -213,12 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .session import load_description
                 from .streams.room import scan_room
 
-                description = load_description(args.sdp, args.manifest)
+                description = load_description(
+                    args.sdp, args.manifest, allow_outside=args.allow_outside
+                )
                 scan = scan_room(args.captures, description, progress=TerminalProgress())
                 if args.json:
                     print(json.dumps(scan.to_json(), indent=2))
                 else:
                     print(format_scan(scan))
+                if args.strict and scan.damaged():
+                    raise DamageError("the input is damaged (see above)")
             elif args.command == "mix":
                 _mix(args)
             elif args.command == "synth":
@@ -251,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CancelledError as exc:
         print(f"skymix: {exc}", file=sys.stderr)
         return cancellation.exit_code if cancellation.signal is not None else 1
+    except DamageError as exc:  # --strict: a pipeline's "stop here", like a usage error
+        print(f"skymix: error: {exc}", file=sys.stderr)
+        return 2
     except SkymixError as exc:
         print(f"skymix: error: {exc}", file=sys.stderr)
         return 1
@@ -260,6 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # an output that cannot be written, a folder that is not there
         print(f"skymix: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - a bug or a dependency's failure: one line
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(
+            f"skymix: internal error: {type(exc).__name__}: {exc} (-vv shows where)",
+            file=sys.stderr,
+        )
+        return 70
     return 0
 
 
@@ -368,7 +393,7 @@ def _mix(args: argparse.Namespace) -> None:
     except _FlagError as exc:
         print(f"skymix mix: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    description = load_description(args.sdp, args.manifest)
+    description = load_description(args.sdp, args.manifest, allow_outside=args.allow_outside)
     report = mix(
         args.captures,
         args.output,
@@ -377,6 +402,7 @@ def _mix(args: argparse.Namespace) -> None:
         progress=TerminalProgress(),
         report=args.report,
         inputs=_inputs(args),
+        strict=args.strict,
     )
     print(report.summary())
 
@@ -395,9 +421,8 @@ def _inputs(args: argparse.Namespace) -> dict[str, Path]:
     }
     if args.manifest:
         inputs["the manifest"] = args.manifest
-        inputs |= {
-            f"the SDP file of {e.id!r}": Path(e.sdp) for e in load_manifest(args.manifest) if e.sdp
-        }
+        named = load_manifest(args.manifest, allow_outside=args.allow_outside)
+        inputs |= {f"the SDP file of {e.id!r}": Path(e.sdp) for e in named if e.sdp}
     if args.options:
         inputs["the options file"] = args.options
     return inputs

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .decode import OUTPUT_RATE
 from .encode import EncodeSettings, RecordingWriter
-from .errors import CancelledError, NothingToMixError, OptionsError
+from .errors import CancelledError, DamageError, NothingToMixError, OptionsError
 from .events import JobControl, JobState, JobSubscriber
 from .layout import CustomSpec
 from .options import MixOptions, cameras, check_memory
@@ -80,7 +80,11 @@ class MixJob:
     they were). ``inputs``: other files the job's description was read from (SDP files, the
     manifest), by role ("SDP file 1"), so that no output replaces them. Before any work the
     outputs are checked against every input, the memory the job needs against what the machine
-    has, and what dead runs left in the output folders is removed.
+    has, and what dead runs left in the output folders is removed. ``strict``: any damage in
+    the input (streams skipped or unclaimed, described participants that matched nothing,
+    corrupt spans resynced, arrival times set aside) fails the job with DamageError before
+    anything is written, for pipelines that prefer to stop; otherwise it is in the report's
+    ``damage`` and costs only the damaged part.
     """
 
     def __init__(
@@ -95,11 +99,13 @@ class MixJob:
         progress: ProgressCallback | None = None,
         report: str | Path | None = None,
         inputs: Mapping[str, str | Path] | None = None,
+        strict: bool = False,
     ) -> None:
         self.captures = [Path(c) for c in captures]
         self.output = Path(output)
         self.report = None if report is None else Path(report)
         self.inputs = dict(inputs or {})
+        self.strict = strict
         self.description = description
         if options is None:
             options = MixOptions(
@@ -132,6 +138,14 @@ class MixJob:
             control.enter(JobState.READING)
             logger.info("job %s: reading %d capture files", self.id, len(self.captures))
             scan = scan_room(self.captures, self.description, progress=control.progress)
+            damage = scan.damage_summary()
+            for line in damage:
+                logger.info("damage: %s", line)
+            if self.strict and scan.damaged():
+                raise DamageError(
+                    f"the input is damaged ({len(damage)} findings, first: "
+                    f"{damage[0] if damage else 'see the scan'}); nothing was written"
+                )
             check_memory(self.options, cameras(scan))  # with the pictures' real sizes
             plan = _Plan(scan, self.options)
             control.enter(JobState.MIXING)
@@ -461,6 +475,7 @@ class _Mix:
                 for s in clock.segments
             ],
             files=files,
+            damage=plan.scan.damage_summary(),
             scan=plan.scan.to_json(),
         )
 
@@ -476,13 +491,14 @@ def mix(
     subscribers: Iterable[JobSubscriber] = (),
     report: str | Path | None = None,
     inputs: Mapping[str, str | Path] | None = None,
+    strict: bool = False,
 ) -> MixReport:
     """Mix a room's captures into one recording at ``output`` and say what was done.
 
     Raises NothingToMixError when the captures hold nothing to mix; damaged parts of the
     captures cost only those parts (see the report's ``damage``). ``MixJob`` is the same with a
     handle to cancel it. ``report``: where to write the report, committed with the recording;
-    ``inputs``: the description's files by role (see MixJob).
+    ``inputs``: the description's files by role; ``strict``: damage fails the job (see MixJob).
     """
     return MixJob(
         captures,
@@ -494,4 +510,5 @@ def mix(
         progress=progress,
         report=report,
         inputs=inputs,
+        strict=strict,
     ).run()
