@@ -7,6 +7,7 @@ on sockets and written by a writer following rtptools' ``rtpdump.h`` byte for by
 
 from __future__ import annotations
 
+import struct
 import subprocess
 
 import pytest
@@ -121,15 +122,20 @@ def test_ffmpeg_stream_as_rtpdump_records_it(tmp_path):
     assert all(d.data[0] >> 6 == 2 for d in got) and stats.problems == []
 
 
-def test_garbage_and_truncation_stop_with_a_problem(tmp_path):
+def test_garbage_is_skipped_and_truncation_stops_with_a_problem(tmp_path):
     path = tmp_path / "g.rtpdump"
-    # record 2's length says 4: shorter than its own header, so the rest is garbage
+    # record 2's length says 4: shorter than its own header; reading resumes at record 3
     path.write_bytes(FIXTURE[:66] + b"\x00\x04" + FIXTURE[68:])
     stats = ReadStats()
-    assert len(list(read_rtpdump(path, stats))) == 1
+    assert [d.offset for d in read_rtpdump(path, stats)] == [28 + 16, 102]
     assert str(stats.problems[0]) == (
-        f"{path}, offset 66: impossible record length 4 (packet length 0)"
+        f"{path}, offset 66: skipped bytes 66-102: impossible record length 4 (packet length 0)"
     )
+    # record 2's length says 300: it runs past the end, but record 3 is found after it
+    path.write_bytes(FIXTURE[:66] + struct.pack("!H", 300) + FIXTURE[68:])
+    stats = ReadStats()
+    assert [d.offset for d in read_rtpdump(path, stats)] == [28 + 16, 102]
+    assert [(s.start, s.end) for s in stats.spans] == [(66, 102)]
     path.write_bytes(FIXTURE[:-3])
     stats = ReadStats()
     assert len(list(read_rtpdump(path, stats))) == 2

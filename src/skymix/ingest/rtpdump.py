@@ -21,6 +21,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from ..errors import CaptureError
 from .records import Datagram, Endpoint, ReadStats, guard_times
@@ -35,6 +36,13 @@ FILE_HEADER = struct.Struct("!IIIHH")
 RECORD_HEADER = struct.Struct("!HHI")
 SKIP_EMPTY = "empty rtpdump record"
 BUFFER_SIZE = 1 << 20
+#: Records further apart in time than this (ms) are suspect until the record after them agrees.
+JUMP_MS = 3_600_000
+#: The shortest packet a search after damage resumes at (an RTCP header with its SSRC).
+MIN_PACKET = 8
+#: Bytes examined by the first and the largest read of a search for the next record.
+SEARCH_FIRST = 1 << 14
+SEARCH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +106,10 @@ def read_rtpdump(
     """Every RTP and RTCP packet of an rtpdump file, in file order.
 
     Raises CaptureError (offset 0) at once when the file header is damaged. A record whose length
-    cannot be a record (shorter than its own header, or longer than the packet it holds) means
-    the rest is garbage: reading stops with a CaptureError in ``stats.problems``. Packets whose
+    cannot be a record (shorter than its own header, or longer than the packet it holds), that
+    holds no version 2 packet or jumps an hour in time is checked against the record after it;
+    damage is skipped to the next plausible record (reported in ``stats.spans`` and
+    ``stats.problems``), a truncated last record ends the iteration with a problem. Packets whose
     arrival time is out of line are set aside (``records.guard_times``).
     """
     name = os.fspath(path)
@@ -115,6 +125,9 @@ def _records(name: str, header: RtpdumpHeader, stats: ReadStats) -> Iterator[Dat
     rtcp_dst = Endpoint(rtp_dst.host, (rtp_dst.port + 1) & 0xFFFF)
     start_ns = header.start_ns
     offset = header.data_offset
+    prev_offset: int | None = None
+    prev_ms: int | None = None
+    floor = offset  # searches start after the last place they resumed
     with open(name, "rb", buffering=BUFFER_SIZE) as f:
         f.seek(offset)
         read = f.read
@@ -132,23 +145,34 @@ def _records(name: str, header: RtpdumpHeader, stats: ReadStats) -> Iterator[Dat
                 return
             length, plen, ms = unpack(head)
             size = length - RECORD_HEADER.size
-            if size < 0 or (plen and size > plen):
-                stats.problems.append(
-                    CaptureError(
-                        f"impossible record length {length} (packet length {plen})",
-                        file=name,
-                        offset=offset,
-                    )
-                )
-                return
-            data = read(size)
-            if len(data) < size:
-                stats.problems.append(
-                    CaptureError(
-                        f"truncated record ({len(data)} of {size} bytes)", file=name, offset=offset
-                    )
-                )
-                return
+            data = read(size) if size >= 0 else b""
+            if (
+                size < 0
+                or (plen and size > plen)
+                or len(data) < size
+                or (size and data[0] >> 6 != 2)
+                or (prev_ms is not None and not -JUMP_MS <= ms - prev_ms <= JUMP_MS)
+            ):
+                if size < 0 or (plen and size > plen):
+                    reason = f"impossible record length {length} (packet length {plen})"
+                elif len(data) < size:
+                    reason = f"truncated record ({len(data)} of {size} bytes)"
+                else:
+                    reason = "implausible record (not RTP, or its time)"
+                if len(data) == size and _plausible(f, offset, prev_ms, False):
+                    f.seek(offset + length)
+                else:
+                    start = offset + 1 if prev_offset is None else prev_offset + RECORD_HEADER.size
+                    resume = _search(f, max(start, floor), prev_ms)
+                    if resume is None:
+                        stats.problems.append(CaptureError(reason, file=name, offset=offset))
+                        return
+                    stats.skip_span(name, offset if resume > offset else start, resume, reason)
+                    floor = resume + 1
+                    f.seek(resume)
+                    offset = resume
+                    continue
+            prev_offset, prev_ms = offset, ms
             stats.records += 1
             if size == 0:
                 stats.skip(SKIP_EMPTY)
@@ -161,3 +185,68 @@ def _records(name: str, header: RtpdumpHeader, stats: ReadStats) -> Iterator[Dat
                 else:
                     yield Datagram(start_ns + ms * 1_000_000, data, None, rtcp_dst, name, offset)
             offset += length
+
+
+def _sane(buf: bytes, p: int) -> tuple[int, int] | None:
+    """(length, ms) of a record header at buf[p] whose record could hold an RTP or RTCP packet
+    (where buf holds it), else None."""
+    if p + RECORD_HEADER.size > len(buf):
+        return None
+    length, plen, ms = RECORD_HEADER.unpack_from(buf, p)
+    size = length - RECORD_HEADER.size
+    if size < MIN_PACKET or (plen and size > plen):
+        return None
+    if p + length < len(buf) and buf[p + RECORD_HEADER.size] >> 6 != 2:
+        return None
+    return length, ms
+
+
+def _plausible_at(buf: bytes, p: int, eof: bool, ref_ms: int | None, candidate: bool) -> bool:
+    """Whether a record starts at buf[p]: it fits, holds a version 2 packet, and the record after
+    it is sane and close in time (to it, or to ref_ms when it is not a candidate), or the file
+    ends after it."""
+    found = _sane(buf, p)
+    if found is None or p + found[0] > len(buf):
+        return False
+    length, ms = found
+    if candidate and buf[p + RECORD_HEADER.size] >> 6 != 2:
+        return False
+    after = p + length
+    if len(buf) - after < RECORD_HEADER.size:
+        near_ref = ref_ms is None or abs(ms - ref_ms) <= JUMP_MS
+        return eof and (near_ref or not candidate)
+    following = _sane(buf, after)
+    if following is None:
+        return False
+    if abs(following[1] - ms) <= JUMP_MS:
+        return True
+    return not candidate and ref_ms is not None and abs(following[1] - ref_ms) <= JUMP_MS
+
+
+def _plausible(f: BinaryIO, offset: int, ref_ms: int | None, candidate: bool) -> bool:
+    """_plausible_at for the record at offset in the file."""
+    f.seek(offset)
+    want = 2 * 0xFFFF + RECORD_HEADER.size
+    buf = f.read(want)
+    return _plausible_at(buf, 0, len(buf) < want, ref_ms, candidate)
+
+
+def _search(f: BinaryIO, start: int, ref_ms: int | None) -> int | None:
+    """The offset of the first plausible record at or after start, or None."""
+    pos = start
+    span = SEARCH_FIRST
+    while True:
+        want = span + 2 * 0xFFFF + RECORD_HEADER.size
+        f.seek(pos)
+        buf = f.read(want)
+        eof = len(buf) < want
+        count = len(buf) - RECORD_HEADER.size + 1 if eof else span
+        for q in range(count):
+            if buf[q] >= 0x80 or (q + 8 < len(buf) and buf[q + 8] >> 6 != 2):
+                continue  # records are shorter than 32 KiB and hold version 2 packets
+            if _plausible_at(buf, q, eof, ref_ms, True):
+                return pos + q
+        if eof:
+            return None
+        pos += span
+        span = min(2 * span, SEARCH_CHUNK)
