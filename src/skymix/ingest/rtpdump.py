@@ -226,7 +226,11 @@ def _plausible_at(buf: bytes, p: int, eof: bool, ref_ms: int | None, candidate: 
 def _plausible(f: BinaryIO, offset: int, ref_ms: int | None, candidate: bool) -> bool:
     """_plausible_at for the record at offset in the file."""
     f.seek(offset)
-    want = 2 * 0xFFFF + RECORD_HEADER.size
+    head = f.read(RECORD_HEADER.size)
+    if len(head) < RECORD_HEADER.size:
+        return False
+    want = int.from_bytes(head[:2], "big") + RECORD_HEADER.size + 1  # to the next packet's first
+    f.seek(offset)
     buf = f.read(want)
     return _plausible_at(buf, 0, len(buf) < want, ref_ms, candidate)
 
