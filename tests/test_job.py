@@ -46,17 +46,20 @@ def leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def test_states_progress_and_id_reach_subscribers(room, tmp_path):
+def mix_room(room, folder, **job):
     made, description = room
-    heard = Recorder()
-    report = mix(
+    return mix(
         [made.pcap],
-        tmp_path / "out.mp4",
+        folder / "out.mp4",
         description=description,
         options=MixOptions(encode=SMALL),
-        job_id="rec-42",
-        subscribers=[heard],
+        **job,
     )
+
+
+def test_states_progress_and_id_reach_subscribers(room, tmp_path):
+    heard = Recorder()
+    report = mix_room(room, tmp_path, job_id="rec-42", subscribers=[heard])
     assert report.job_id == "rec-42"
     assert [e.state for e in heard.states] == [
         JobState.STARTED,
@@ -73,7 +76,6 @@ def test_states_progress_and_id_reach_subscribers(room, tmp_path):
 
 
 def test_a_failing_subscriber_does_not_break_the_job(room, tmp_path):
-    made, description = room
 
     class Broken(JobSubscriber):
         calls = 0
@@ -83,13 +85,7 @@ def test_a_failing_subscriber_does_not_break_the_job(room, tmp_path):
             raise RuntimeError("listener bug")
 
     heard = Recorder()
-    report = mix(
-        [made.pcap],
-        tmp_path / "out.mp4",
-        description=description,
-        options=MixOptions(encode=SMALL),
-        subscribers=[Broken(), heard],
-    )
+    report = mix_room(room, tmp_path, subscribers=[Broken(), heard])
     assert Broken.calls == 1  # dropped after its first failure
     assert report.frames > 0 and heard.states[-1].state is JobState.DONE
 

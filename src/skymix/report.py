@@ -33,30 +33,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class VideoCounts(_Model):
+class _Counts(_Model):
+    decoded: int = 0
+    decode_errors: int = 0
+    dropped: int = 0
+    concealed: int = 0
+    shown_placeholder: int = 0
+    undecodable: int = 0
+
+
+class VideoCounts(_Counts):
     """One participant's video: pictures decoded, frames dropped (waiting for a keyframe after a
     loss), decode errors, output frames showing their placeholder, frames of a stream no decoder
     takes."""
 
-    decoded: int = 0
-    decode_errors: int = 0
-    dropped: int = 0
-    concealed: int = 0
-    shown_placeholder: int = 0
-    undecodable: int = 0
 
-
-class AudioCounts(_Model):
+class AudioCounts(_Counts):
     """One participant's audio: frames decoded, losses concealed by the decoder, frames outside
-    the recording, and how their blocks were placed on the recording's sample clock (stretched or
-    shrunk to follow drift, silent gaps, late samples cut)."""
+    the recording, and how their blocks were placed on the recording's sample clock
+    (skymix.placement.PlacementStats: stretched or shrunk to follow drift, silent gaps, late
+    samples cut)."""
 
-    decoded: int = 0
-    decode_errors: int = 0
-    dropped: int = 0
-    concealed: int = 0
-    shown_placeholder: int = 0
-    undecodable: int = 0
     blocks: int = 0
     stretched: int = 0
     shrunk: int = 0

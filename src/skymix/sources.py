@@ -16,7 +16,7 @@ import bisect
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import av
@@ -202,21 +202,6 @@ class Source:
 
     def audio_result(self) -> AudioCounts:
         """The audio counts with the decoders' errors and the track's placement counts."""
-        c = self.audio_counts
-        t = self.track.stats
-        return AudioCounts(
-            decoded=c.decoded,
-            decode_errors=c.decode_errors
-            + sum(d.stats.errors for d in self.audio_decoders.values()),
-            dropped=c.dropped,
-            concealed=c.concealed,
-            shown_placeholder=c.shown_placeholder,
-            undecodable=c.undecodable,
-            blocks=t.blocks,
-            stretched=t.stretched,
-            shrunk=t.shrunk,
-            gaps=t.gaps,
-            samples_silent=t.samples_silent,
-            jumps_back=t.jumps_back,
-            late=t.late,
-        )
+        errors = sum(d.stats.errors for d in self.audio_decoders.values())
+        counts = asdict(self.audio_counts) | asdict(self.track.stats)
+        return AudioCounts(**counts | {"decode_errors": counts["decode_errors"] + errors})
