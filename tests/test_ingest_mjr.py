@@ -141,6 +141,29 @@ def test_mjr00001_times_come_from_rtp_timestamps(tmp_path):
     assert [d.arrival_ns for d in recording] == [u * 1000 + t * 10**9 // 90000 for t in ticks]
 
 
+def test_mjr00001_corrupt_rtp_timestamps_are_set_aside_without_shifting_the_rest(tmp_path):
+    """A corrupt first timestamp does not move the anchor; a corrupt one in the middle (bit 31
+    flipped) does not shift the packets after it by 2^32 ticks."""
+    path = tmp_path / "v1.mjr"
+    u = 1_600_000_000_000_000
+    timestamps = [3000 * i for i in range(20)]
+    timestamps[0] ^= 1 << 30
+    timestamps[10] ^= 1 << 31
+    mjr_file(
+        path,
+        [(0, rtp(i, ts, 9, b"v")) for i, ts in enumerate(timestamps)],
+        {"t": "v", "c": "vp8", "s": u - 5, "u": u},
+        version=1,
+    )
+    stats = ReadStats()
+    got = list(read_mjr(path, stats))
+    assert [int.from_bytes(d.data[2:4], "big") for d in got] == [*range(1, 10), *range(11, 20)]
+    assert [d.arrival_ns for d in got] == [
+        u * 1000 + (3000 * i - 3000) * 10**9 // 90000 for i in [*range(1, 10), *range(11, 20)]
+    ]
+    assert stats.skipped == {"arrival time out of line": 2} and stats.datagrams == 18
+
+
 def test_legacy_header_anchors_at_the_videoroom_name(tmp_path):
     frames = [(0, rtp(i, 960 * i, 3, b"o", 111)) for i in range(3)]
     named = tmp_path / "videoroom-1234-user-5678-1700000000123456-audio.mjr"

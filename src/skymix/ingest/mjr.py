@@ -317,7 +317,8 @@ class MjrRecording:
         """MJR00001 and legacy: arrival derived from unwrapped RTP timestamps after the first.
 
         Each timestamp is unwrapped against the last packet kept, so a corrupt one (set aside as
-        out of line, see records.ArrivalGuard) does not shift the packets after it.
+        out of line, see records.ArrivalGuard) does not shift the packets after it; the first
+        packet kept is the one at the anchor.
         """
         base_ns = (self.info.first_us or 0) * 1000
         rate = self.info.clock_rate
@@ -325,36 +326,50 @@ class MjrRecording:
         limit = OUT_OF_LINE_NS
         ref_ts: int | None = None
         ref_ticks = 0
+        first: int | None = None  # ticks of the first packet kept
         guard = ArrivalGuard()
-        pending: list[tuple[Datagram, int, int]] = []  # (datagram, ticks, RTP timestamp)
+        pending: list[tuple[int, int, int, bytes, int]] = []  # time, ticks, ts, data, offset
+
+        def datagram(ticks: int, data: bytes, offset: int) -> Datagram:
+            nonlocal first
+            if first is None:
+                first = ticks
+            return Datagram(
+                base_ns + (ticks - first) * 1_000_000_000 // rate,
+                data,
+                None,
+                None,
+                self.path,
+                offset,
+            )
+
         for offset, _ms, data in self._frames(False):
             ts = int.from_bytes(data[4:8], "big")
             if ref_ts is None:
                 ref_ts = ts
             delta = (ts - ref_ts) & 0xFFFFFFFF
             ticks = ref_ticks + (delta - (1 << 32) if delta >= 1 << 31 else delta)
-            arrival = base_ns + ticks * 1_000_000_000 // rate
+            t = ticks * 1_000_000_000 // rate
             stats.datagrams += 1
-            d = Datagram(arrival, data, None, None, self.path, offset)
             last = guard.last
-            if not pending and last is not None and -limit <= arrival - last <= limit:
-                guard.gap, guard.last = abs(arrival - last), arrival
+            if not pending and last is not None and -limit <= t - last <= limit:
+                guard.gap, guard.last = abs(t - last), t
                 ref_ticks, ref_ts = ticks, ts
-                yield d
+                yield datagram(ticks, data, offset)
                 continue
-            pending.append((d, ticks, ts))
-            aside, decided = guard.settle([p[0].arrival_ns for p in pending], False)
+            pending.append((t, ticks, ts, data, offset))
+            aside, decided = guard.settle([p[0] for p in pending], False)
             set_aside(stats, len(aside))
             for i in range(decided):
                 if i not in aside:
-                    d, ref_ticks, ref_ts = pending[i]
-                    yield d
+                    _, ref_ticks, ref_ts, data, offset = pending[i]
+                    yield datagram(ref_ticks, data, offset)
             del pending[:decided]
-        aside, _ = guard.settle([p[0].arrival_ns for p in pending], True)
+        aside, _ = guard.settle([p[0] for p in pending], True)
         set_aside(stats, len(aside))
-        for i, (d, _, _) in enumerate(pending):
+        for i, (_, ticks, _, data, offset) in enumerate(pending):
             if i not in aside:
-                yield d
+                yield datagram(ticks, data, offset)
 
 
 def read_mjr(path: str | os.PathLike[str], stats: ReadStats | None = None) -> MjrRecording:
