@@ -10,6 +10,7 @@ writes pcapng).
 
 from __future__ import annotations
 
+import random
 import struct
 import subprocess
 from pathlib import Path
@@ -259,3 +260,31 @@ def test_a_real_pause_is_kept(room, tmp_path):
     bad.write_bytes(bytes(data))
     got, stats = read_both(bad)
     assert got == [d.data for d in room.datagrams] and not stats.skipped and not stats.problems
+
+
+@pytest.mark.parametrize("chunk", [300, 2000])
+def test_batch_reader_resyncs_like_the_record_reader_across_chunks(
+    room, tmp_path, monkeypatch, chunk
+):
+    """Damage near and across the batch reader's chunk boundaries: the same datagrams, counts
+    and spans as the record reader."""
+    import skymix.ingest.batch as batch
+
+    monkeypatch.setattr(batch, "CHUNK_BYTES", chunk)
+    rng = random.Random(chunk)
+    original = room.pcap.read_bytes()
+    spans = 0
+    for _ in range(10):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 5)):
+            at = rng.randrange(24, len(data) - 64)
+            if rng.random() < 0.5:
+                data[at : at + 4] = rng.randbytes(4)
+            else:
+                del data[at : at + rng.randint(1, 300)]
+        bad = tmp_path / "bad.pcap"
+        bad.write_bytes(bytes(data))
+        got, stats = read_both(bad)
+        assert len(got) >= 0.8 * len(room.datagrams)
+        spans += len(stats.spans)
+    assert spans  # (bytes overwritten inside a packet are no damage a reader can see)
