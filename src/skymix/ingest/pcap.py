@@ -391,9 +391,10 @@ class PcapSync:
         self, buf: bytes, p: int, eof: bool, ref_ns: int | None, candidate: bool
     ) -> bool:
         """Whether a record starts at buf[p] (buf holds the file from somewhere; eof: up to its
-        end). candidate: found by searching, so it must also hold a UDP datagram and be near
-        ref_ns or confirmed by the next record; else only its length must lead to a sane next
-        record near it or near ref_ns."""
+        end). A candidate (found by searching) must hold a UDP datagram and be confirmed by a
+        sane record after it close in time (or, as the file's last record, be near ref_ns); a
+        suspect the walk reached only needs its length to lead to a sane record close in time
+        to it or to ref_ns (its own time is then the guard's to judge)."""
         if p + PCAP_RECORD_LEN > len(buf):
             return False
         sec, frac, caplen, _ = self.head.unpack_from(buf, p)
