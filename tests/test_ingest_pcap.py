@@ -24,6 +24,7 @@ from ingest_tools import (
 )
 from skymix import CaptureError
 from skymix.ingest import Endpoint, ReadStats, read_capture, read_pcap, read_pcapng
+from skymix.ingest.batch import read_batches
 
 LOCAL = "127.0.0.1"
 SEC = 1_000_000_000
@@ -323,3 +324,16 @@ def test_not_a_capture_raises_naming_the_file(tmp_path, content):
         read_capture(path)  # raises at the call, before iteration
     assert (err.value.file, err.value.offset) == (str(path), 0)
     assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("linktype", [1, 101, 113, 276])
+def test_a_tiny_file_of_records_too_short_for_any_header(tmp_path, linktype):
+    """The batch reader looks at no byte past the buffer (a file shorter than an IP header)."""
+    path = tmp_path / "tiny.pcap"
+    for size in range(10):
+        pcap_file(path, [(SEC, b"\x45" * size)], linktype=linktype)
+        stats, batch_stats = ReadStats(), ReadStats()
+        assert list(read_capture(path, stats)) == []
+        assert [len(b) for b in read_batches(path, batch_stats)] in ([], [0])
+        assert stats.records == batch_stats.records == 1
+        assert batch_stats.skipped == stats.skipped and sum(stats.skipped.values()) == 1

@@ -402,29 +402,25 @@ def _cut(
     simple = np.zeros(n, np.bool_)
     if fast is not None:
         ip_at, type_at = fast
-        ip = frame + ip_at
-        ok = caplen >= ip_at + 28
-        ipc = np.where(ok, ip, 0)
-        if type_at is None:
-            ok &= b[ipc] == 0x45
-        else:
-            ok &= (_u16(b, np.where(ok, frame + type_at, 0)) == _pcap.ETHERTYPE_IPV4) & (
-                b[ipc] == 0x45
-            )
-        total = _u16(b, ipc + 2)
+        cand = np.flatnonzero(caplen >= ip_at + 28)  # only these hold the headers looked at
+        ip = frame[cand] + ip_at
+        ok = b[ip] == 0x45
+        if type_at is not None:
+            ok &= _u16(b, frame[cand] + type_at) == _pcap.ETHERTYPE_IPV4
+        total = _u16(b, ip + 2)
         ok &= (
-            (b[ipc + 9] == _pcap.IPPROTO_UDP)
-            & ((_u16(b, ipc + 6) & 0x3FFF) == 0)
+            (b[ip + 9] == _pcap.IPPROTO_UDP)
+            & ((_u16(b, ip + 6) & 0x3FFF) == 0)
             & (total >= 28)
-            & (ip_at + total <= caplen)
-            & (_u16(b, ipc + 24) == total - 20)
+            & (ip_at + total <= caplen[cand])
+            & (_u16(b, ip + 24) == total - 20)
         )
-        simple = ok
-        rows = np.flatnonzero(ok)
+        rows = cand[ok]
+        simple[rows] = True
         if len(rows):
-            at = ip[rows]
+            at = ip[ok]
             start[rows] = at + 28
-            end[rows] = at + total[rows]
+            end[rows] = at + total[ok]
             # (src address, dst address, ports) of each datagram as one 12-byte key
             keys = np.empty((len(rows), 12), np.uint8)
             for k in range(8):

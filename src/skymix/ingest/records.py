@@ -156,7 +156,11 @@ class ArrivalGuard:
             elif last is None:  # the first time: set aside when the two after it agree without it
                 if i + 2 >= n and not final:
                     break
-                if i + 2 < n and -far <= times[i + 2] - nxt <= far:
+                if (
+                    i + 2 < n
+                    and -far <= times[i + 2] - nxt <= far
+                    and not -far <= times[i + 2] - t <= far
+                ):
                     aside.append(i)
                 else:
                     self.keep(t)
