@@ -123,7 +123,7 @@ def test_janus_videoroom_recordings(tmp_path: Path) -> None:
         tmp_path / "room.mp4",
         options=MixOptions(encode=EncodeSettings(width=640, height=360, preset="ultrafast")),
     )
-    assert all(s["sync"] == "arrival" for s in mixed.streams)
+    assert all(s.sync == "arrival" for s in mixed.streams)
     rec = read_recording(tmp_path / "room.mp4", mixed.to_json())
     middle = len(rec.frames) // 2
     tiles = rec.tiles_at(rec.frames[middle][0])
