@@ -22,6 +22,7 @@ PINNED = {
     "OutputError": ((OSError,), "output_failed"),
     "CancelledError": ((concurrent.futures.CancelledError,), "cancelled"),
     "DeliveryError": ((OSError,), "delivery_failed"),
+    "InternalError": ((RuntimeError,), "internal_error"),
 }
 
 
@@ -66,3 +67,16 @@ def test_delivery_error_keeps_the_last_exception():
     cause = TimeoutError("slow")
     e = errors.DeliveryError("upload failed", cause)
     assert e.last_exception is cause
+
+
+def test_a_file_that_is_not_a_capture_is_never_quoted(tmp_path):
+    """Reading a file that is no capture (a service given /etc/shadow, say) names the file and
+    says why, never its bytes."""
+    from skymix.ingest import capture_format, read_mjr
+
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:$6$SECRETSALT$hash:19000:0:99999:7:::\n")
+    for read in (capture_format, read_mjr):
+        with pytest.raises(errors.CaptureError) as info:
+            read(secret)
+        assert "SECRETSALT" not in str(info.value) and "19000" not in str(info.value)

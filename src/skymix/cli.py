@@ -408,21 +408,6 @@ def _mix(args: argparse.Namespace) -> None:
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Path]:
-    """The files besides the captures that `skymix mix` reads, by role, so that no output
-    replaces one of them."""
-    from .session import load_manifest
-
-    inputs = {
-        # "NAME=FILE" unless the whole argument is a file (as load_description reads it)
-        f"SDP file {i}": Path(
-            sdp if "=" not in sdp or Path(sdp).exists() else sdp.partition("=")[2]
-        )
-        for i, sdp in enumerate(args.sdp, 1)
-    }
-    if args.manifest:
-        inputs["the manifest"] = args.manifest
-        named = load_manifest(args.manifest, allow_outside=args.allow_outside)
-        inputs |= {f"the SDP file of {e.id!r}": Path(e.sdp) for e in named if e.sdp}
-    if args.options:
-        inputs["the options file"] = args.options
-    return inputs
+    """The files besides the captures and the description (which the job knows) that `skymix
+    mix` reads, so that no output replaces one of them."""
+    return {"the options file": args.options} if args.options else {}

@@ -22,6 +22,7 @@ __all__ = [
     "DecodeError",
     "DeliveryError",
     "DescriptionError",
+    "InternalError",
     "JobTooLargeError",
     "NothingToMixError",
     "OptionsError",
@@ -167,6 +168,13 @@ class CancelledError(SkymixError, concurrent.futures.CancelledError):
     """The job was cancelled (by its caller or a signal) and cleaned up like an error."""
 
     code = "cancelled"
+
+
+class InternalError(SkymixError, RuntimeError):
+    """A failure skymix did not foresee (a dependency's error, a bug): the job is failed with
+    this code instead of an uncoded exception; the original is its __cause__ and in the log."""
+
+    code = "internal_error"
 
 
 class DeliveryError(SkymixError, OSError):

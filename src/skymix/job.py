@@ -20,14 +20,20 @@ import heapq
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from .decode import OUTPUT_RATE
 from .encode import EncodeSettings, RecordingWriter
-from .errors import CancelledError, DamageError, NothingToMixError, OptionsError
+from .errors import (
+    CancelledError,
+    DamageError,
+    InternalError,
+    NothingToMixError,
+    OptionsError,
+    SkymixError,
+)
 from .events import JobControl, JobState, JobSubscriber
 from .layout import CustomSpec
 from .options import MixOptions, cameras, check_memory
@@ -107,9 +113,13 @@ class MixJob:
         self.inputs = dict(inputs or {})
         self.strict = strict
         self.description = description
+        suffix = self.output.suffix.lower().lstrip(".")
         if options is None:
-            options = MixOptions(
-                container="webm" if self.output.suffix.lower() == ".webm" else "mp4"
+            options = MixOptions(container="webm" if suffix == "webm" else "mp4")
+        elif suffix in ("mp4", "webm") and options.container != suffix:
+            raise OptionsError(
+                f"the output {self.output.name} names {suffix}, the options {options.container}",
+                field="container",
             )
         self.options = options
         self.control = JobControl(job_id, subscribers, progress)
@@ -141,13 +151,13 @@ class MixJob:
             damage = scan.damage_summary()
             for line in damage:
                 logger.info("damage: %s", line)
-            if self.strict and scan.damaged():
+            if self.strict and damage:
                 raise DamageError(
                     f"the input is damaged ({len(damage)} findings, first: "
                     f"{damage[0] if damage else 'see the scan'}); nothing was written"
                 )
             check_memory(self.options, cameras(scan))  # with the pictures' real sizes
-            plan = _Plan(scan, self.options)
+            plan = _Plan(scan, self.options, damage)
             control.enter(JobState.MIXING)
             logger.info(
                 "job %s: %d participants, %.1f s: mixing %d %s",
@@ -161,9 +171,17 @@ class MixJob:
         except CancelledError as exc:
             control.enter(JobState.CANCELLED, exc)
             raise
-        except BaseException as exc:
+        except KeyboardInterrupt as exc:
+            control.enter(JobState.CANCELLED, CancelledError("interrupted"))
+            raise CancelledError(f"job {self.id} was interrupted") from exc
+        except SkymixError as exc:
             control.enter(JobState.FAILED, exc)
             raise
+        except Exception as exc:  # a dependency's failure or a bug: still one of ours, coded
+            logger.exception("job %s failed unexpectedly", self.id)
+            error = InternalError(f"job {self.id} failed: {type(exc).__name__}: {exc}")
+            control.enter(JobState.FAILED, error)
+            raise error from exc
         control.enter(JobState.DONE)
         logger.info("job %s: wrote %s", self.id, ", ".join(f.path for f in report.files))
         return report
@@ -174,6 +192,10 @@ class MixJob:
         options = self.options
         folder = options.per_participant
         layout = options.layout.file if isinstance(options.layout, CustomSpec) else None
+        described = self.description.files if self.description else ()
+        inputs: dict[str, str | Path] = {
+            f"description file {i}": path for i, path in enumerate(described, 1)
+        }
         check_job(
             self.captures,
             self.output,
@@ -184,7 +206,7 @@ class MixJob:
             if folder and participants
             else None,
             layout=layout,
-            other_inputs=self.inputs,
+            other_inputs=inputs | self.inputs,
             clean=clean,
         )
 
@@ -193,8 +215,9 @@ class _Plan:
     """What the first pass decided: the sources, their clocks, the stretches recorded, which
     kinds the recording has, and the encoder's settings."""
 
-    def __init__(self, scan: RoomScan, options: MixOptions) -> None:
+    def __init__(self, scan: RoomScan, options: MixOptions, damage: list[str]) -> None:
         self.scan = scan
+        self.damage = damage
         self.timing: dict[int, StreamTiming] = plan_timing(scan)
         segments = plan_segments(scan, options.trim)
         if not segments:
@@ -209,12 +232,6 @@ class _Plan:
         self.has_audio = options.encode.audio and any(
             s.kind == "audio" for p in scan.participants for s in p.streams
         )
-        if self.has_audio and options.encode.audio_rate != OUTPUT_RATE:
-            raise OptionsError(
-                f"the mix places audio at {OUTPUT_RATE} Hz (what every decoder gives), "
-                f"not at {options.encode.audio_rate}",
-                field="encode.audio_rate",
-            )
         if not (self.has_video or self.has_audio):
             raise NothingToMixError(
                 "nothing to mix: the captures hold no decodable audio or video"
@@ -236,6 +253,10 @@ class _Plan:
             self.tick_ns = AUDIO_BLOCK * NS / rate
 
 
+def _no_steps() -> Generator[RoomStep, None, None]:
+    yield from ()
+
+
 class _Mix:
     """The second pass of one job."""
 
@@ -244,7 +265,7 @@ class _Mix:
         self.plan = plan
         self.options = job.options
         self.sources = list(plan.sources.values())
-        self.reader: Iterator[RoomStep] = iter(())
+        self.reader: Generator[RoomStep, None, None] = _no_steps()
         self.read_to = -math.inf
         self.samples_done = 0  # output audio samples mixed (on the decode thread)
 
@@ -413,6 +434,7 @@ class _Mix:
             finally:
                 for pending in decoded:  # a cancelled or failed job does not wait for them
                     pending.cancel()
+                self.reader.close()  # its capture files
             return writer.frames_written, writer.samples_written, scene.changes
 
     def write_audio(
@@ -475,7 +497,7 @@ class _Mix:
                 for s in clock.segments
             ],
             files=files,
-            damage=plan.scan.damage_summary(),
+            damage=plan.damage,
             scan=plan.scan.to_json(),
         )
 

@@ -60,7 +60,9 @@ def capture_format(path: str | os.PathLike[str]) -> str:
     if head[:8] in MJR_MAGICS:
         return "mjr"
     raise CaptureError(
-        f"not a capture file: pcap, pcapng, rtpdump or .mjr (starts {head!r})", file=name, offset=0
+        "not a capture file: it starts with no pcap, pcapng, rtpdump or .mjr magic",
+        file=name,
+        offset=0,
     )
 
 

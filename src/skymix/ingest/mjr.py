@@ -386,7 +386,7 @@ def read_mjr(path: str | os.PathLike[str], stats: ReadStats | None = None) -> Mj
             magic = head[:8]
             if len(head) < 10 or magic not in MJR_MAGICS:
                 raise CaptureError(
-                    f"not a Janus recording (starts {head[:8]!r})", file=name, offset=0
+                    "not a Janus recording: it starts with no MJR magic", file=name, offset=0
                 )
             length = int.from_bytes(head[8:10], "big")
             body = f.read(length)

@@ -78,6 +78,7 @@ def load_description(
     streams: dict[str, tuple[StreamSpec, ...]] = {}
     joins: dict[str, tuple[int, ...]] = {}
     leaves: dict[str, tuple[int, ...]] = {}
+    read: list[str] = []
     for position, source in enumerate(sdp, 1):
         name, path = _split_source(source, position)
         if name in names:
@@ -85,6 +86,7 @@ def load_description(
         order.append(name)
         names[name] = name
         sources[name] = path
+        read.append(path)
         streams[name] = read_sdp(path)
     manifest_file = os.fspath(manifest) if manifest is not None else ""
     entries: tuple[ManifestParticipant, ...] = (
@@ -116,6 +118,8 @@ def load_description(
             joins[entry.id] = entry.joins
         if entry.leaves is not None:
             leaves[entry.id] = entry.leaves
+    files = [*read, *([manifest_file] if manifest_file else [])]
+    files += [entry.sdp for entry in entries if entry.sdp is not None]
     return SessionSpec(
         tuple(
             ParticipantSpec(
@@ -127,7 +131,8 @@ def load_description(
                 described_by=sources[pid],
             )
             for pid in order
-        )
+        ),
+        files=tuple(files),
     )
 
 

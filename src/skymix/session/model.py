@@ -249,6 +249,8 @@ class SessionSpec:
     """
 
     participants: tuple[ParticipantSpec, ...]
+    #: the files the description was read from (SDP files, the manifest): a job's inputs too
+    files: tuple[str, ...] = field(default=(), compare=False)
     _by_ssrc: dict[int, tuple[ParticipantSpec, StreamSpec]] = field(
         init=False, repr=False, compare=False
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import gc
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -853,7 +853,7 @@ class RoomReader:
         self.progress = progress
         self.scan: RoomScan | None = None
 
-    def __iter__(self) -> Iterator[RoomStep]:
+    def __iter__(self) -> Generator[RoomStep, None, None]:
         room = _Room(self.description, self.collect, self.fit_clocks)
         files: dict[str, ReadStats] = {}
         sources: list[Iterator[DatagramBatch]] = []
