@@ -509,3 +509,10 @@ def test_read_damage_is_in_the_summary(tmp_path: Path) -> None:
         [SCRIPT, "inspect", bad, "--sdp", sdp], capture_output=True, text=True, check=True
     ).stdout
     assert f"damage:\n  {first}\n  {aside}\n" in table
+
+
+def test_a_deeply_nested_manifest_is_a_description_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "deep.json"
+    manifest.write_text("[" * 200_000)
+    with pytest.raises(DescriptionError, match="nested too deeply"):
+        load_description([], manifest)

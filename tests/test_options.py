@@ -483,3 +483,16 @@ def test_the_example_in_the_docs_is_the_defaults() -> None:
     example = text.split("## Options", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     assert MixOptions.from_json(example) == MixOptions()
     assert json.loads(example) == MixOptions().to_json()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b'{"fps": 30}\xff', b"\xff\xfe{", "[" * 200_000, b"[" * 200_000],
+    ids=["bad-utf8-tail", "bad-utf8-start", "deep-text", "deep-bytes"],
+)
+def test_documents_that_are_not_json_are_options_errors(document: str | bytes) -> None:
+    """A client's bytes never end in a decoding error or a RecursionError: OptionsError, no
+    bytes quoted."""
+    with pytest.raises(OptionsError, match="^not JSON") as info:
+        MixOptions.from_json(document)
+    assert "\\xff" not in str(info.value)

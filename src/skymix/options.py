@@ -467,6 +467,10 @@ class MixOptions(JsonDocument):
                 data = json.loads(data)
             except json.JSONDecodeError as exc:
                 raise OptionsError(f"not JSON: {exc.msg} (line {exc.lineno})") from None
+            except UnicodeDecodeError:
+                raise OptionsError("not JSON: not UTF-8 text") from None
+            except RecursionError:
+                raise OptionsError("not JSON skymix reads: nested too deeply") from None
         token = _LAYOUT_FILES.set(layout_files)
         try:
             return cls.model_validate(data)

@@ -128,6 +128,8 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> tuple[str, object
         return name, json.loads(text)
     except json.JSONDecodeError as exc:
         problem, line = f"not JSON: {exc.msg} (column {exc.colno})", exc.lineno
+    except RecursionError:
+        problem, line = "not JSON skymix reads: nested too deeply", None
     raise DescriptionError(problem, file=name, line=line)  # out of the handler, as above
 
 
