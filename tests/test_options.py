@@ -70,7 +70,7 @@ def test_out_of_range_is_refused_naming_field_and_range(
     monkeypatch.chdir(tmp_path)  # "mosaic.json" is missing
     error = DescriptionError if "cannot read layout" in message else OptionsError
     with pytest.raises(error) as info:
-        MixOptions.from_json(data)
+        MixOptions.from_json(data, layout_files=True)
     assert message in str(info.value)
     if isinstance(info.value, OptionsError):
         assert info.value.field == field
@@ -179,7 +179,7 @@ def test_to_json_writes_the_defaults_in_full_and_layouts_shortest() -> None:
 def test_a_layout_file_round_trips_as_its_regions(tmp_path: Path) -> None:
     path = tmp_path / "sidebar.json"
     path.write_text(json.dumps(SIDEBAR))
-    options = MixOptions.from_json({"layout": str(path)})
+    options = MixOptions.from_json({"layout": str(path)}, layout_files=True)
     assert isinstance(options.layout, CustomSpec) and options.layout.file == str(path)
     assert options.layout.background == (16, 32, 48)
     # written out whole, so a job queued now does not change when the file does
@@ -191,10 +191,10 @@ def test_a_service_can_refuse_layout_files(tmp_path: Path) -> None:
     path = tmp_path / "sidebar.json"
     path.write_text(json.dumps(SIDEBAR))
     with pytest.raises(OptionsError) as info:
-        MixOptions.from_json({"layout": str(path)}, layout_files=False)
+        MixOptions.from_json({"layout": str(path)})  # the default: a service's
     assert info.value.field == "layout" and "a layout file is not taken here" in str(info.value)
     inline = MixOptions.from_json({"layout": {"custom": SIDEBAR}}, layout_files=False)
-    assert inline == MixOptions.from_json({"layout": str(path)})
+    assert inline == MixOptions.from_json({"layout": str(path)}, layout_files=True)
     assert MixOptions.from_json({"layout": "pip"}, layout_files=False).layout == PipSpec()
 
 
@@ -241,7 +241,7 @@ def test_a_layout_file_off_the_canvas_is_refused_naming_its_regions(tmp_path: Pa
     path = tmp_path / "off.json"
     path.write_text(json.dumps(OFF_CANVAS))
     with pytest.raises(DescriptionError) as info:
-        MixOptions.from_json({"layout": str(path)})
+        MixOptions.from_json({"layout": str(path)}, layout_files=True)
     assert info.value.file == str(path) and info.value.path == "regions"
     message = str(info.value)
     assert "no region shows anyone on the 1280x720 canvas" in message
@@ -249,7 +249,9 @@ def test_a_layout_file_off_the_canvas_is_refused_naming_its_regions(tmp_path: Pa
     assert "regions[1] has 640x0 pixels" in message  # y 719 rounds to the bottom edge
     assert "regions[2] has 14x14 pixels" in message  # 30 less a gap of 8 on each side
     # On a canvas it reaches, the same file is fine.
-    assert MixOptions.from_json({"layout": str(path), "size": "2560x1440"}).size == (2560, 1440)
+    assert MixOptions.from_json(
+        {"layout": str(path), "size": "2560x1440"}, layout_files=True
+    ).size == (2560, 1440)
 
 
 def test_an_inline_layout_off_the_canvas_is_an_options_error() -> None:

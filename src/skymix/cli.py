@@ -380,7 +380,8 @@ def _mix(args: argparse.Namespace) -> None:
     from .session import load_description
 
     try:
-        options = MixOptions.from_json(_mix_options(args))
+        # the command line's user names their own files: layout files are read
+        options = MixOptions.from_json(_mix_options(args), layout_files=True)
     except OptionsError as exc:
         field = exc.field or ""
         flag = _flag_of(field, args)

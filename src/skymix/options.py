@@ -455,13 +455,14 @@ class MixOptions(JsonDocument):
 
     @classmethod
     def from_json(
-        cls, data: str | bytes | dict[str, Any], *, layout_files: bool = True
+        cls, data: str | bytes | dict[str, Any], *, layout_files: bool = False
     ) -> MixOptions:
         """Options from a JSON document (text or already decoded); OptionsError naming the field
         at the first problem (DescriptionError for a layout file).
 
-        layout_files=False refuses a layout given as a file path: a service taking documents
-        from clients reads no file of its own machine for them (layouts come inline)."""
+        A layout given as a file path is refused unless ``layout_files``: a service taking
+        documents from clients reads no file of its own machine for them (layouts come inline);
+        the command line, whose user names their own files, allows them."""
         if isinstance(data, (str, bytes)):
             try:
                 data = json.loads(data)
