@@ -102,12 +102,14 @@ def test_cancel_from_another_thread_cleans_up(room, tmp_path, stage):
             if event.stage == stage and event.done >= 1:
                 threading.Thread(target=jobs[0].cancel).start()
 
+    each = tmp_path / "each" / "deeper"  # made by the job: removed again
     job = MixJob(
         [made.pcap],
         out,
         description=description,
-        options=MixOptions(encode=SMALL),
+        options=MixOptions(encode=SMALL, per_participant=each, channels=tmp_path / "ch.wav"),
         subscribers=[heard, CancelAt()],
+        report=tmp_path / "out.json",
     )
     jobs.append(job)
     with pytest.raises(CancelledError):
@@ -115,7 +117,7 @@ def test_cancel_from_another_thread_cleans_up(room, tmp_path, stage):
     assert heard.states[-1].state is JobState.CANCELLED
     assert heard.states[-1].error_code == "cancelled"
     assert not out.exists()
-    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_failure_reaches_subscribers_with_its_code(tmp_path):

@@ -31,7 +31,7 @@ from .events import JobControl, JobState, JobSubscriber, StateEvent
 from .job import MixJob, mix
 from .layout import CustomSpec, GridSpec, PipSpec, SpeakerSpec, load_custom_layout
 from .options import MixOptions
-from .progress import ProgressEvent
+from .progress import ProgressEvent, Stage
 from .report import MixReport
 from .session import load_description
 from .streams.room import scan_room
@@ -80,6 +80,7 @@ __all__ = [
     "Rect",
     "SkymixError",
     "SpeakerSpec",
+    "Stage",
     "StateEvent",
     "Tile",
     "__version__",

@@ -8,9 +8,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import SkymixError
 from .progress import TerminalProgress
+
+if TYPE_CHECKING:
+    from .outputs import Cancellation
 
 __all__ = ["build_parser", "main"]
 
@@ -235,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.strict and scan.damaged():
                     raise DamageError("the input is damaged (see above)")
             elif args.command == "mix":
-                _mix(args)
+                _mix(args, cancellation)
             elif args.command == "synth":
                 from .synth import Impairments, preset, synthesize
 
@@ -264,8 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("skymix: cancelled by SIGINT", file=sys.stderr)
         return 130
     except CancelledError as exc:
-        print(f"skymix: {exc}", file=sys.stderr)
-        return cancellation.exit_code if cancellation.signal is not None else 1
+        if cancellation.signal is None:
+            print(f"skymix: {exc}", file=sys.stderr)
+            return 1
+        print(f"skymix: cancelled by {cancellation.signal.name}", file=sys.stderr)
+        return cancellation.exit_code
     except DamageError as exc:  # --strict: a pipeline's "stop here", like a usage error
         print(f"skymix: error: {exc}", file=sys.stderr)
         return 2
@@ -373,9 +380,9 @@ def _flag_of(field: str, args: argparse.Namespace) -> str | None:
     return None
 
 
-def _mix(args: argparse.Namespace) -> None:
+def _mix(args: argparse.Namespace, cancellation: Cancellation) -> None:
     from .errors import OptionsError
-    from .job import mix
+    from .job import MixJob
     from .options import MixOptions
     from .session import load_description
 
@@ -395,7 +402,7 @@ def _mix(args: argparse.Namespace) -> None:
         print(f"skymix mix: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     description = load_description(args.sdp, args.manifest, allow_outside=args.allow_outside)
-    report = mix(
+    job = MixJob(
         args.captures,
         args.output,
         description=description,
@@ -405,6 +412,8 @@ def _mix(args: argparse.Namespace) -> None:
         inputs=_inputs(args),
         strict=args.strict,
     )
+    cancellation.cancel = job.cancel  # a signal now stops the job at its next frame, cleanly
+    report = job.run()
     print(report.summary())
 
 

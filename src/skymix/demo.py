@@ -33,8 +33,11 @@ def run_demo(
     people[1] = replace(people[1], camera_off=(seconds * 0.3, seconds * 0.55))
     made = synthesize(people, seconds, folder, seed=7, impairments=Impairments(loss=0.02))
     description = load_description([f"{p.name}={sdp}" for p, sdp in zip(people, made.sdps)])
-    report = mix(
-        [made.pcap], output, description=description, options=MixOptions(), progress=progress
+    return mix(
+        [made.pcap],
+        output,
+        description=description,
+        options=MixOptions(),
+        progress=progress,
+        report=output.with_suffix(".json"),
     )
-    report.write(output.with_suffix(".json"))
-    return report

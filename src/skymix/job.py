@@ -38,7 +38,7 @@ from .events import JobControl, JobState, JobSubscriber
 from .layout import CustomSpec
 from .options import MixOptions, cameras, check_memory
 from .outputs import PendingOutputs, check_job
-from .progress import ProgressCallback, ProgressEvent
+from .progress import ProgressCallback, ProgressEvent, Stage
 from .report import (
     LayoutChange,
     MixReport,
@@ -192,10 +192,7 @@ class MixJob:
         options = self.options
         folder = options.per_participant
         layout = options.layout.file if isinstance(options.layout, CustomSpec) else None
-        described = self.description.files if self.description else ()
-        inputs: dict[str, str | Path] = {
-            f"description file {i}": path for i, path in enumerate(described, 1)
-        }
+        inputs: dict[str, str | Path] = dict(self.description.files if self.description else ())
         check_job(
             self.captures,
             self.output,
@@ -430,7 +427,7 @@ class _Mix:
                                     source.id,
                                     source.picture if scene.shows_video(source, s) else None,
                                 )
-                    control.progress(ProgressEvent("mixing", k + 1, ticks, unit))
+                    control.progress(ProgressEvent(Stage.MIXING, k + 1, ticks, unit))
             finally:
                 for pending in decoded:  # a cancelled or failed job does not wait for them
                     pending.cancel()

@@ -302,12 +302,23 @@ class PendingOutputs:
 
     _files: list[_Pending] = field(default_factory=list)
     _stops: list[Callable[[], None]] = field(default_factory=list)
+    _folders: list[Path] = field(default_factory=list)  # made by this run, deepest last
 
     def add(self, path: PathArg, role: str) -> Path:
         """Reserve a temporary name for the output `path` (described as `role` in errors)."""
         temporary = temporary_name(path)
         self._files.append(_Pending(role, Path(path), temporary))
         return temporary
+
+    def make_folder(self, folder: PathArg, role: str) -> None:
+        """Create `folder` (and missing parents); those this run made are removed again by
+        `discard()`, so a failed run leaves no empty folder behind."""
+        missing = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(f"{role} {folder}", exc) from exc
+        self._folders.extend(reversed(missing))
 
     def on_discard(self, stop: Callable[[], None]) -> None:
         """Have `discard()` call `stop` first (a writer's abort: its file closed, its threads
@@ -343,6 +354,7 @@ class PendingOutputs:
         folders = {f.path.parent for f in self._files}
         self._files.clear()
         self._stops.clear()
+        self._folders.clear()
         for folder in folders:
             _fsync(folder, directory=True)
 
@@ -358,8 +370,14 @@ class PendingOutputs:
                 f.temporary.unlink(missing_ok=True)
             except OSError as exc:
                 logger.warning("could not remove %s: %s", f.temporary, exc)
+        for folder in reversed(self._folders):
+            try:
+                folder.rmdir()
+            except OSError as exc:  # something else was put there meanwhile: it stays
+                logger.warning("could not remove the folder %s: %s", folder, exc)
         self._files.clear()
         self._stops.clear()
+        self._folders.clear()
 
     def __enter__(self) -> PendingOutputs:
         return self
@@ -434,9 +452,12 @@ def write_atomic(path: PathArg, data: str | bytes, role: str = "the file") -> No
 
 @dataclass(slots=True)
 class Cancellation:
-    """Which signal cancelled the work (None: none did)."""
+    """Which signal cancelled the work (None: none did). Set ``cancel`` to a job's cancel()
+    and the signal asks the job to stop at its next check (cooperative: its clean-up is never
+    interrupted) instead of raising wherever the main thread is."""
 
     signal: signal.Signals | None = None
+    cancel: Callable[[], None] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -462,6 +483,9 @@ def cancel_on_signals(
         if cancellation.signal is not None:
             return
         cancellation.signal = signal.Signals(signum)
+        if cancellation.cancel is not None:
+            cancellation.cancel()
+            return
         raise CancelledError(f"cancelled by {cancellation.signal.name}")
 
     previous = {s: signal.signal(s, handler) for s in signals}

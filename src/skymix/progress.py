@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-__all__ = ["ProgressCallback", "ProgressEvent", "TerminalProgress"]
+__all__ = ["ProgressCallback", "ProgressEvent", "Stage", "TerminalProgress"]
+
+
+class Stage(enum.StrEnum):
+    """The stages a mix reports progress of: reading the captures (the first pass, in packets),
+    mixing (the second, in output frames or audio blocks)."""
+
+    READING = "reading"
+    MIXING = "mixing"
 
 
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
     """`done` of `total` units of `stage` are finished (total 0: unknown)."""
 
-    stage: str
+    stage: Stage
     done: int
     total: int
     unit: str = "frames"

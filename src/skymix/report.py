@@ -189,22 +189,6 @@ class MixReport(_Model):
         """The report file's content (``--report``)."""
         return (json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n").encode()
 
-    def write(self, path: str | Path) -> None:
-        """Write the report file: complete or not at all, an earlier report intact until then.
-        Refused (OutputConflictError) when it would replace a file the mix wrote."""
-        from .outputs import check_outputs, participant_role, write_atomic
-
-        written: dict[str, str | Path] = {}
-        for f in self.files:
-            if f.role == "participant":
-                written[participant_role(f.participant or "")] = f.path
-            elif f.role == "recording":
-                written["the recording"] = f.path
-            elif f.role == "channels":
-                written["the channel WAV"] = f.path
-        check_outputs({}, {**written, "the report": path})
-        write_atomic(Path(path), self.to_bytes(), "the report")
-
 
 def report_json_schema() -> dict[str, Any]:
     """The JSON Schema of the report (docs/report.schema.json)."""

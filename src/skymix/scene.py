@@ -24,6 +24,9 @@ from .timeline import SpeakerTracker, dbov_from_rms
 
 __all__ = ["AudioBatch", "Scene", "mix_sources"]
 
+#: A tile on which any name with something to draw gets a label (whatever the recording's size).
+ROOMY = (1920, 1080)
+
 
 @dataclass(slots=True)
 class AudioBatch:
@@ -94,9 +97,9 @@ class Scene:
         self._labels: dict[tuple[str, int, int], tuple[Overlay, ...]] = {}  # (id, w, h)
         self.states: dict[int, CompositeState] = {}  # by id of the writer's frame drawn into
         # a display name with nothing to draw (control characters only) is labelled by its id
-        self.names = {s.id: s.name if label_text(s.name, 1920, 1080) else s.id for s in sources}
+        self.names = {s.id: s.name if label_text(s.name, *ROOMY) else s.id for s in sources}
 
-    def shows_video(self, source: Source, s: int) -> bool:
+    def shows_video(self, source: Source, s: float) -> bool:
         return source.shows_video(s, self.tick_ns, self.on_loss)
 
     def frame(self, writer: RecordingWriter, k: int, s: int, levels: dict[str, float]) -> None:

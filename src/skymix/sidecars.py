@@ -20,7 +20,7 @@ from .compose import Rect, Tile, composite
 from .compose.labels import placeholder
 from .encode import Container, EncodeSettings, RecordingWriter
 from .errors import SkymixError
-from .outputs import PendingOutputs, output_error, participant_role
+from .outputs import PendingOutputs, participant_role
 
 __all__ = ["ChannelsWav", "ParticipantFiles", "participant_paths", "participant_settings"]
 
@@ -67,7 +67,16 @@ class ChannelsWav:
         with _writing(pending, self.path):
             self._file = open(temporary, "xb")  # closed by finish() or abort()
         pending.on_discard(self._file.close)
-        with _writing(pending, self.path):
+        try:
+            self._write_header(channels, rate)
+        except BaseException:
+            if self._own:  # no one else has the file's name to remove it
+                pending.discard()
+            raise
+        self._frames = 0
+
+    def _write_header(self, channels: int, rate: int) -> None:
+        with _writing(self._pending, self.path):
             self._file.write(
                 b"RIFF"
                 + bytes(4)
@@ -82,7 +91,6 @@ class ChannelsWav:
                 + b"data"
                 + bytes(4)
             )
-        self._frames = 0
 
     def write(self, blocks: Sequence[Block]) -> None:
         """One block per participant, in ids order, all of the same length."""
@@ -149,10 +157,7 @@ class ParticipantFiles:
         self._writers: dict[str, RecordingWriter] = {}
         pending.on_discard(self._stop)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise output_error(f"the per-participant folder {self.folder}", exc) from exc
-        try:
+            pending.make_folder(self.folder, "the per-participant folder")
             for pid, path in self.paths.items():
                 temporary = pending.add(path, participant_role(pid))
                 with _writing(pending, path):

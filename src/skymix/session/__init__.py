@@ -118,8 +118,9 @@ def load_description(
             joins[entry.id] = entry.joins
         if entry.leaves is not None:
             leaves[entry.id] = entry.leaves
-    files = [*read, *([manifest_file] if manifest_file else [])]
-    files += [entry.sdp for entry in entries if entry.sdp is not None]
+    files = [(f"SDP file {i}", path) for i, path in enumerate(read, 1)]
+    files += [("the manifest", manifest_file)] if manifest_file else []
+    files += [(f"the SDP file of {e.id!r}", e.sdp) for e in entries if e.sdp is not None]
     return SessionSpec(
         tuple(
             ParticipantSpec(

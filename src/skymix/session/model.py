@@ -249,8 +249,9 @@ class SessionSpec:
     """
 
     participants: tuple[ParticipantSpec, ...]
-    #: the files the description was read from (SDP files, the manifest): a job's inputs too
-    files: tuple[str, ...] = field(default=(), compare=False)
+    #: the files the description was read from, by role ("SDP file 1", "the manifest", "the
+    #: SDP file of 'ada'"): a job's inputs too, which no output may replace
+    files: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     _by_ssrc: dict[int, tuple[ParticipantSpec, StreamSpec]] = field(
         init=False, repr=False, compare=False
     )

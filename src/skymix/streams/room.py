@@ -39,7 +39,7 @@ from ..ingest.batch import DatagramBatch, batches_of, read_batches
 from ..ingest.mjr import SKIP_DATA, parse_videoroom_name
 from ..ingest.pcap import SKIP_NOT_IP, SKIP_NOT_UDP
 from ..ingest.records import SKIP_OUT_OF_LINE
-from ..progress import ProgressCallback, ProgressEvent
+from ..progress import ProgressCallback, ProgressEvent, Stage
 from ..session import SessionSpec, StreamSpec
 from ..session.detect import Guess, guess_stream
 from ..sync import ClockEstimator, ClockFit, SenderClock
@@ -243,15 +243,9 @@ class RoomScan:
         return lines
 
     def damaged(self) -> bool:
-        """Whether anything was skipped, resynced, set aside or unmatched (strict mode's test)."""
-        return bool(
-            self.skipped_streams
-            or self.unclaimed
-            or self.unmatched
-            or any(self.skipped[reason] for reason in DAMAGE)
-            or any(_file_damage(name, stats) for name, stats in self.files.items())
-            or any(s.total("malformed") for p in self.participants for s in p.streams)
-        )
+        """Whether anything was skipped, resynced, set aside or unmatched (strict mode's test):
+        whether the damage summary says anything."""
+        return bool(self.damage_summary())
 
     def to_json(self) -> dict[str, object]:
         """The scan as plain data (for `skymix inspect --json` and reports)."""
@@ -877,7 +871,7 @@ class RoomReader:
                 room.process(batch)
             count += len(batch)
             if self.progress is not None:
-                self.progress(ProgressEvent("reading", count, 0, "packets"))
+                self.progress(ProgressEvent(Stage.READING, count, 0, "packets"))
             yield RoomStep(room.out, low)
             room.out = []
         for ssrc, waiting in list(room.pending.items()):
@@ -904,7 +898,7 @@ class RoomReader:
         for stats in files.values():
             room.problems.extend(stats.problems)
         if self.progress is not None:
-            self.progress(ProgressEvent("reading", count, count, "packets"))
+            self.progress(ProgressEvent(Stage.READING, count, count, "packets"))
         self.scan = RoomScan(
             list(room.participants.values()),
             files,
