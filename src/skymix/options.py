@@ -617,6 +617,15 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
+def _resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc does not say)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def check_memory(
     options: MixOptions,
     participants: int | Sequence[tuple[int, int]],
@@ -626,7 +635,10 @@ def check_memory(
     """The job's memory estimate, or JobTooLargeError if it exceeds ``limit`` bytes (default:
     available_memory(); no check where that is unknown). Call before any work."""
     need = estimate_memory(options, participants)
-    have = available_memory() if limit is None else limit
+    # what is available excludes what this process already holds, which the estimate counts
+    have = None if limit is None else limit
+    if have is None and (available := available_memory()) is not None:
+        have = available + min(_resident_bytes(), BASE_BYTES)
     if have is None:
         _log.debug("memory available unknown: a job of about %d MB not checked", need // _MB)
         return need
