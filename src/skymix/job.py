@@ -423,10 +423,7 @@ class _Mix:
                         scene.frame(writer, k, s, levels[k % BATCH_TICKS] if levels else {})
                         if per_person is not None:
                             for source in self.sources:
-                                per_person.write_video(
-                                    source.id,
-                                    source.picture if scene.shows_video(source, s) else None,
-                                )
+                                per_person.write_video(source.id, scene.picture_of(source, s))
                     control.progress(ProgressEvent(Stage.MIXING, k + 1, ticks, unit))
             finally:
                 for pending in decoded:  # a cancelled or failed job does not wait for them

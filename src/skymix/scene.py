@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import av
 import numpy as np
 
 from .compose import CompositeState, Overlay, Tile, composite, mix_audio
@@ -101,6 +102,11 @@ class Scene:
 
     def shows_video(self, source: Source, s: float) -> bool:
         return source.shows_video(s, self.tick_ns, self.on_loss)
+
+    def picture_of(self, source: Source, s: float) -> av.VideoFrame | None:
+        """What a participant's own recording shows at s: their picture, or None for their
+        placeholder (as their tile in the mix would)."""
+        return source.picture if self.shows_video(source, s) else None
 
     def frame(self, writer: RecordingWriter, k: int, s: int, levels: dict[str, float]) -> None:
         """Composite output frame k (session instant s) into a frame of the writer's and
