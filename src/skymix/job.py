@@ -43,9 +43,6 @@ from .report import (
     LayoutChange,
     MixReport,
     OutputFile,
-    ParticipantResult,
-    SegmentSpan,
-    StreamSync,
 )
 from .scene import AudioBatch, Scene, mix_sources
 from .session import SessionSpec
@@ -449,29 +446,9 @@ class _Mix:
     def report(
         self, frames: int, samples: int, layouts: list[LayoutChange], files: list[OutputFile]
     ) -> MixReport:
+        """The report, each part from the stage that holds it."""
         plan = self.plan
         clock = plan.clock
-        participants = [
-            ParticipantResult(
-                id=p.id,
-                name=p.name,
-                presence_s=[(clock.seconds(a), clock.seconds(b)) for a, b in p.presence],
-                video=plan.sources[p.id].video_result(),
-                audio=plan.sources[p.id].audio_result(),
-            )
-            for p in plan.scan.participants
-        ]
-        streams = [
-            StreamSync(
-                ssrc=f"{ssrc:#010x}",
-                participant=t.participant,
-                kind=t.kind,  # type: ignore[arg-type]
-                sync=t.via,
-                drift_ppm=round(t.drift_ppm, 2),
-                starts_at_s=clock.seconds(t.session_ns(t.rtp_origin)),
-            )
-            for ssrc, t in plan.timing.items()
-        ]
         return MixReport(
             job_id=self.job.id,
             output=str(self.job.output),
@@ -479,17 +456,10 @@ class _Mix:
             duration_s=round(plan.ticks * plan.tick_ns / NS, 4),
             frames=frames,
             samples=samples,
-            participants=participants,
-            streams=streams,
+            participants=[source.result(clock) for source in self.sources],
+            streams=[timing.result(clock) for timing in plan.timing.values()],
             layouts=layouts,
-            segments=[
-                SegmentSpan(
-                    from_s=clock.seconds(s.start_ns),
-                    to_s=clock.seconds(s.end_ns),
-                    output_s=round(s.output_ns / NS, 4),
-                )
-                for s in clock.segments
-            ],
+            segments=clock.spans(),
             files=files,
             damage=plan.damage,
             scan=plan.scan.to_json(),

@@ -25,7 +25,7 @@ import numpy as np
 from .decode import AudioDecoder, VideoDecoder
 from .errors import DecodeError
 from .placement import AudioTrack
-from .report import AudioCounts, VideoCounts
+from .report import AudioCounts, ParticipantResult, VideoCounts
 from .streams.assembler import EncodedFrame
 from .streams.room import IDLE_NS, ParticipantReport
 from .timeline import OutputClock, Presence, StreamTiming
@@ -185,6 +185,17 @@ class Source:
         return i < len(starts) and starts[i] <= last_seq + LOSS_REACH
 
     # -- the report -----------------------------------------------------------------------------
+
+    def result(self, clock: OutputClock) -> ParticipantResult:
+        """This participant in the report: presence (seconds from the recording's start) and
+        what their video and audio cost."""
+        return ParticipantResult(
+            id=self.id,
+            name=self.name,
+            presence_s=[(clock.seconds(a), clock.seconds(b)) for a, b in self.presence.spans],
+            video=self.video_result(),
+            audio=self.audio_result(),
+        )
 
     def video_result(self) -> VideoCounts:
         """The video counts with the decoders' own (pictures out, errors, frames skipped to a

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ComposeError
+from .report import SegmentSpan, StreamSync
 from .streams.room import IDLE_NS, ParticipantReport, RoomScan, StreamReport
 from .sync import ClockFit, SenderClock
 
@@ -65,6 +66,17 @@ class StreamTiming:
 
     def session_ns(self, rtp: int) -> float:
         return self.offset_ns + (rtp - self.rtp_origin) * self.ns_per_tick
+
+    def result(self, clock: OutputClock) -> StreamSync:
+        """This stream in the report: how it was synced and where it starts."""
+        return StreamSync(
+            ssrc=f"{self.ssrc:#010x}",
+            participant=self.participant,
+            kind="video" if self.kind == "video" else "audio",
+            sync=self.via,
+            drift_ppm=round(self.drift_ppm, 2),
+            starts_at_s=clock.seconds(self.session_ns(self.rtp_origin)),
+        )
 
     @classmethod
     def of_fit(cls, ssrc: int, stream: StreamReport, fit: ClockFit) -> StreamTiming:
@@ -208,6 +220,17 @@ class OutputClock:
             if output_ns >= seg.output_ns:
                 return seg.start_ns + round(output_ns - seg.output_ns)
         return self.segments[0].start_ns
+
+    def spans(self) -> list[SegmentSpan]:
+        """The segments in the report: session stretches and where each starts in the output."""
+        return [
+            SegmentSpan(
+                from_s=self.seconds(s.start_ns),
+                to_s=self.seconds(s.end_ns),
+                output_s=round(s.output_ns / NS, 4),
+            )
+            for s in self.segments
+        ]
 
     def seconds(self, session_ns: float) -> float:
         """Seconds of the session clock from the recording's start, rounded to 0.1 ms."""
