@@ -37,8 +37,6 @@ class _Counts(_Model):
     decoded: int = 0
     decode_errors: int = 0
     dropped: int = 0
-    concealed: int = 0
-    shown_placeholder: int = 0
     undecodable: int = 0
 
 
@@ -47,6 +45,8 @@ class VideoCounts(_Counts):
     loss), decode errors, output frames showing their placeholder, frames of a stream no decoder
     takes."""
 
+    shown_placeholder: int = 0
+
 
 class AudioCounts(_Counts):
     """One participant's audio: frames decoded, losses concealed by the decoder, frames outside
@@ -54,6 +54,7 @@ class AudioCounts(_Counts):
     (skymix.placement.PlacementStats: stretched or shrunk to follow drift, silent gaps, late
     samples cut)."""
 
+    concealed: int = 0
     blocks: int = 0
     stretched: int = 0
     shrunk: int = 0

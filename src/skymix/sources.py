@@ -46,12 +46,16 @@ Timed = tuple[float, EncodedFrame]
 
 
 @dataclass(slots=True)
-class _Counts:
+class _VideoTally:
+    shown_placeholder: int = 0  # output frames showing the placeholder instead of a picture
+    undecodable: int = 0  # frames of a stream no decoder takes
+
+
+@dataclass(slots=True)
+class _AudioTally:
     decoded: int = 0
-    decode_errors: int = 0
-    dropped: int = 0
-    concealed: int = 0
-    shown_placeholder: int = 0
+    dropped: int = 0  # outside the recording (trimmed)
+    concealed: int = 0  # losses filled by the decoder's concealment
     undecodable: int = 0  # frames of a stream no decoder takes (an unusual clock rate)
 
 
@@ -91,8 +95,8 @@ class Source:
         self.picture_ns = -math.inf
         self.picture_key: tuple[int, int] | None = None  # (ssrc, its last unwrapped seq)
         self.track = AudioTrack()
-        self.video_counts = _Counts()
-        self.audio_counts = _Counts()
+        self.video_counts = _VideoTally()
+        self.audio_counts = _AudioTally()
 
     # -- the decode thread ----------------------------------------------------------------------
 
@@ -201,18 +205,16 @@ class Source:
         """The video counts with the decoders' own (pictures out, errors, frames skipped to a
         keyframe) and the frames the ingest never handed over (waiting for a keyframe)."""
         decoders = list(self.video_decoders.values())
-        c = self.video_counts
         return VideoCounts(
-            decoded=c.decoded + sum(d.stats.frames_out for d in decoders),
-            decode_errors=c.decode_errors + sum(d.stats.errors for d in decoders),
-            dropped=c.dropped + sum(d.stats.skipped for d in decoders) + self.skipped_for_keyframe,
-            concealed=c.concealed,
-            shown_placeholder=c.shown_placeholder,
-            undecodable=c.undecodable,
+            decoded=sum(d.stats.frames_out for d in decoders),
+            decode_errors=sum(d.stats.errors for d in decoders),
+            dropped=sum(d.stats.skipped for d in decoders) + self.skipped_for_keyframe,
+            shown_placeholder=self.video_counts.shown_placeholder,
+            undecodable=self.video_counts.undecodable,
         )
 
     def audio_result(self) -> AudioCounts:
         """The audio counts with the decoders' errors and the track's placement counts."""
         errors = sum(d.stats.errors for d in self.audio_decoders.values())
         counts = asdict(self.audio_counts) | asdict(self.track.stats)
-        return AudioCounts(**counts | {"decode_errors": counts["decode_errors"] + errors})
+        return AudioCounts(**counts, decode_errors=errors)
