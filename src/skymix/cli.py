@@ -320,7 +320,7 @@ def _mix_options(args: argparse.Namespace) -> dict[str, object]:
     the checking, so the command line and the REST API accept exactly the same."""
     data: dict[str, object] = {}
     if args.options is not None:
-        from .session.manifest import read_json_file
+        from .jsondoc import read_json_file
 
         file_name, loaded = read_json_file(args.options, "options")
         if not isinstance(loaded, dict):

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeAlias, cast, get_args
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -39,13 +38,20 @@ from pydantic import (
     StrictBool,
     StrictStr,
     ValidationError,
-    model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from .compose.video import Fit, Rect
-from .errors import ComposeError, DescriptionError, OptionsError, SkymixError
-from .session.manifest import read_json_file
+from .errors import ComposeError, DescriptionError, OptionsError
+from .jsondoc import (
+    JsonDocument,
+    is_int,
+    json_enum,
+    json_int,
+    problem,
+    read_json_file,
+    shown,
+    validation_problems,
+)
 
 __all__ = [
     "GAP_ROOM_TILES",
@@ -54,7 +60,6 @@ __all__ = [
     "Corner",
     "CustomSpec",
     "GridSpec",
-    "JsonDocument",
     "JsonLength",
     "Layout",
     "LayoutDocument",
@@ -75,15 +80,9 @@ __all__ = [
     "compute_layout",
     "custom_document",
     "custom_spec",
-    "json_enum",
-    "json_fraction",
-    "json_int",
     "layout_json_schema",
     "load_custom_layout",
     "parse_custom_layout",
-    "problem",
-    "shown",
-    "validation_problems",
 ]
 
 RGB: TypeAlias = tuple[int, int, int]
@@ -178,7 +177,7 @@ def _check_common(gap: int, aspect: tuple[int, int], fit: str, background: RGB) 
     if (
         not isinstance(aspect, tuple)
         or len(aspect) != 2
-        or not all(_is_int(a) and a >= 1 for a in aspect)
+        or not all(is_int(a) and a >= 1 for a in aspect)
     ):
         raise ComposeError(f"aspect must be two positive integers (w, h), got {aspect!r}")
     if fit not in _FITS:
@@ -186,13 +185,13 @@ def _check_common(gap: int, aspect: tuple[int, int], fit: str, background: RGB) 
     if (
         not isinstance(background, tuple)
         or len(background) != 3
-        or not all(_is_int(c) and 0 <= c <= 255 for c in background)
+        or not all(is_int(c) and 0 <= c <= 255 for c in background)
     ):
         raise ComposeError(f"background must be three integers 0..255 (RGB), got {background!r}")
 
 
 def _check_even(name: str, value: int) -> None:
-    if not _is_int(value) or value < 0 or value % 2:
+    if not is_int(value) or value < 0 or value % 2:
         raise ComposeError(f"{name} must be an even number of pixels >= 0 (yuv420p), got {value!r}")
 
 
@@ -327,10 +326,10 @@ class Region:
             or not all(isinstance(s, str) and s for s in self.show)
         ):
             raise ComposeError(f"show must be a non-empty tuple of ids, got {self.show!r}")
-        if not _is_int(self.z):
+        if not is_int(self.z):
             raise ComposeError(f"z must be an integer, got {self.z!r}")
         for name, value in (("max_rows", self.max_rows), ("max_cols", self.max_cols)):
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ComposeError(f"{name} must be a positive integer or None, got {value!r}")
         if self.overflow not in _OVERFLOWS:
             raise ComposeError(
@@ -418,10 +417,6 @@ LayoutSpec: TypeAlias = GridSpec | SpeakerSpec | PipSpec | CustomSpec
 
 
 # --- geometry ----------------------------------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _floor_even(value: int) -> int:
@@ -566,8 +561,8 @@ def _check_canvas(canvas: tuple[int, int]) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise ComposeError(f"canvas must be (width, height), got {canvas!r}") from None
     if not (
-        _is_int(width)
-        and _is_int(height)
+        is_int(width)
+        and is_int(height)
         and width >= 2
         and height >= 2
         and width % 2 == 0
@@ -735,84 +730,8 @@ def _custom_layout(
 
 # --- JSON documents ----------------------------------------------------------------------------
 #
-# Layout files (and the layouts inside skymix.options documents) are pydantic models whose fields
-# check themselves with the small checkers below, so that every message says what is expected and
-# what was found ("expected an even integer >= 0, got 3") and the JSON Schema is generated from
-# the same declarations (json_schema_input_type). validation_problems() turns pydantic's errors
-# into (JSON path, message) pairs for DescriptionError and OptionsError.
-
-
-def problem(message: str, at: str = "") -> PydanticCustomError:
-    """A validation error with skymix's own message; ``at`` extends the JSON path below the
-    field being checked ("[2]" for an array item)."""
-    return PydanticCustomError("skymix", "{message}", {"message": message, "at": at})
-
-
-def shown(value: object) -> str:
-    """A value as JSON, shortened for a message."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _int_text(low: int | None, high: int | None, even: bool) -> str:
-    text = "an even integer" if even else "an integer"
-    if low is not None and high is not None:
-        return f"{text} {low}..{high}"
-    return f"{text} >= {low}" if low is not None else text
-
-
-def json_int(low: int | None = None, high: int | None = None, *, even: bool = False) -> Any:
-    """An integer field (never a bool or a float) within low..high, even if asked."""
-    expected = _int_text(low, high, even)
-
-    def check(value: object) -> int:
-        if (
-            not _is_int(value)
-            or (low is not None and value < low)  # type: ignore[operator]
-            or (high is not None and value > high)  # type: ignore[operator]
-            or (even and value % 2)  # type: ignore[operator]
-        ):
-            raise problem(f"expected {expected}, got {shown(value)}")
-        return cast(int, value)
-
-    schema = Annotated[int, Field(ge=low, le=high, multiple_of=2 if even else None)]
-    return Annotated[int, PlainValidator(check, json_schema_input_type=schema)]
-
-
-def json_fraction(low_open: bool, high: float) -> Any:
-    """A number (int or float, never a bool) in [0, high], or (0, high] if low_open."""
-    expected = f"a number in {'(' if low_open else '['}0, {high:g}]"
-
-    def check(value: object) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not (0 < value if low_open else 0 <= value)
-            or value > high
-        ):
-            raise problem(f"expected {expected}, got {shown(value)}")
-        return float(value)
-
-    schema = Annotated[
-        float, Field(gt=0 if low_open else None, ge=None if low_open else 0, le=high)
-    ]
-    return Annotated[float, PlainValidator(check, json_schema_input_type=schema)]
-
-
-def json_enum(*values: str) -> Any:
-    """One of the given strings."""
-    expected = "one of " + ", ".join(json.dumps(v) for v in values)
-
-    def check(value: object) -> str:
-        if not isinstance(value, str) or value not in values:
-            raise problem(f"expected {expected}, got {shown(value)}")
-        return value
-
-    schema = Literal[values]  # type: ignore[valid-type]
-    return Annotated[str, PlainValidator(check, json_schema_input_type=schema)]
+# Layout files (and the layouts inside skymix.options documents) are skymix.jsondoc documents: the
+# fields below check themselves and say what is expected and what was found.
 
 
 def _check_color(value: object) -> RGB:
@@ -820,7 +739,7 @@ def _check_color(value: object) -> RGB:
         return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
     if isinstance(value, (list, tuple)) and len(value) == 3:
         for i, c in enumerate(value):
-            if not _is_int(c) or not 0 <= c <= 255:
+            if not is_int(c) or not 0 <= c <= 255:
                 raise problem(f"expected an integer 0..255, got {shown(c)}", f"[{i}]")
         return value[0], value[1], value[2]
     raise problem(f'expected a string like "#202020" or an array of 3, got {shown(value)}')
@@ -839,7 +758,7 @@ def _check_aspect(value: object) -> tuple[int, int]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise problem(f"expected an array of 2, got {shown(value)}")
     for i, a in enumerate(value):
-        if not _is_int(a) or a < 1:
+        if not is_int(a) or a < 1:
             raise problem(f"expected an integer >= 1, got {shown(a)}", f"[{i}]")
     return value[0], value[1]
 
@@ -859,7 +778,7 @@ _LENGTH = "an integer >= 0 (pixels) or a number 0..1 (a fraction of the canvas)"
 
 
 def _check_length(value: object) -> Length:
-    if (_is_int(value) and value >= 0) or (  # type: ignore[operator]
+    if (is_int(value) and value >= 0) or (  # type: ignore[operator]
         isinstance(value, float) and 0.0 <= value <= 1.0
     ):
         return cast(Length, value)
@@ -908,76 +827,6 @@ Show = Annotated[
 ]
 _Fit = json_enum(*_FITS)
 _Gap = json_int(0, even=True)
-
-
-def _json_key(key: str) -> str:
-    return f".{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"[{json.dumps(key)}]"
-
-
-class JsonDocument(BaseModel):
-    """A JSON object with known properties only: an unknown one is refused, naming what is
-    allowed (a misspelt property would otherwise be a setting silently not taken)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_properties(cls, data: object) -> object:
-        if isinstance(data, dict):
-            names = [info.alias or name for name, info in cls.model_fields.items()]
-            for key in data:
-                if key not in names:
-                    raise problem(
-                        f"unknown property (expected one of {', '.join(names)})",
-                        _json_key(str(key)),
-                    )
-        return data
-
-
-_TYPE_WORDS = {
-    "model_type": "an object",
-    "model_attributes_type": "an object",
-    "dict_type": "an object",
-    "dataclass_type": "an object",
-    "list_type": "an array",
-    "tuple_type": "an array",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "int_type": "an integer",
-    "float_type": "a number",
-    "literal_error": "one of {expected}",
-}
-
-
-def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
-    """(JSON path, message) of each error of a pydantic validation, paths as
-    ``regions[1].show[0]`` ("" for the document itself), messages in skymix's words."""
-    out = []
-    for error in exc.errors(include_url=False):
-        loc = list(error["loc"])
-        kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-        at = ""
-        if kind == "skymix":
-            message, at = str(ctx["message"]), str(ctx["at"])
-        elif kind == "missing":
-            message = f"missing required property {loc.pop()!r}"
-        elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
-            message = "unknown property"
-        elif kind == "too_short" and value in ([], ()):
-            message = "expected at least one item"
-        elif kind in _TYPE_WORDS:
-            message = f"expected {_TYPE_WORDS[kind].format(**ctx)}, got {shown(value)}"
-        elif kind == "value_error" and isinstance(ctx.get("error"), SkymixError):
-            cause = ctx["error"]
-            message = str(cause)
-            if isinstance(cause, OptionsError) and cause.field:
-                message = message.removeprefix(f"{cause.field}: ")
-                at = f".{cause.field}"
-        else:
-            message = str(error["msg"]).removeprefix("Value error, ")
-        path = "".join(f"[{part}]" if isinstance(part, int) else _json_key(part) for part in loc)
-        out.append(((path + at).removeprefix("."), message))
-    return out
 
 
 class RegionDocument(JsonDocument):

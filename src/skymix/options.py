@@ -56,12 +56,20 @@ from .encode import (
     size_problem,
 )
 from .errors import DescriptionError, JobTooLargeError, OptionsError
+from .jsondoc import (
+    JsonDocument,
+    json_enum,
+    json_fraction,
+    json_int,
+    problem,
+    shown,
+    validation_problems,
+)
 from .layout import (
     Aspect,
     Color,
     CustomSpec,
     GridSpec,
-    JsonDocument,
     LayoutDocument,
     LayoutDocumentError,
     LayoutSpec,
@@ -70,13 +78,7 @@ from .layout import (
     check_on_canvas,
     custom_document,
     custom_spec,
-    json_enum,
-    json_fraction,
-    json_int,
     load_custom_layout,
-    problem,
-    shown,
-    validation_problems,
 )
 
 if TYPE_CHECKING:

@@ -19,20 +19,26 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Annotated, Any, Literal, TypeAlias, cast
+from typing import Annotated, Any, TypeAlias, cast
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
 from ..errors import DescriptionError
+from ..jsondoc import (
+    JsonDocument,
+    one_of,
+    problem,
+    ranged_int,
+    read_json_file,
+    shown,
+    validation_problems,
+)
 from .model import CodecSpec, MediaKind, ParticipantSpec, StreamSpec, resolve_rtcp_port
 
 __all__ = [
-    "MAX_DESCRIPTION_BYTES",
     "CodecEntry",
     "ExtmapEntry",
     "ManifestDocument",
@@ -45,20 +51,14 @@ __all__ = [
     "manifest_json_schema",
     "parse_manifest",
     "parse_time",
-    "read_description_text",
-    "read_json_file",
     "resolve_inside",
 ]
-
-#: Larger description files (SDP, manifest, layout) are refused unread: they are a few kB.
-MAX_DESCRIPTION_BYTES = 4 * 1024 * 1024
 
 _TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
     r"([Zz]|[+-]\d{2}:\d{2})"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TIME_HINT = "expected an ISO 8601 date-time with a UTC offset, e.g. 2024-05-01T10:00:00.250Z"
 
 
@@ -88,49 +88,7 @@ def parse_time(text: str) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + int(fraction)
 
 
-# --- reading description files ------------------------------------------------------------------
-
-
-def read_description_text(path: str | os.PathLike[str], what: str) -> tuple[str, str]:
-    """(file name, text) of a description file: a regular file of at most
-    MAX_DESCRIPTION_BYTES of UTF-8. DescriptionError naming the file otherwise; the message never
-    quotes the file's contents (a misdirected path must not disclose what it points at)."""
-    name = os.fspath(path)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; a regular file ignores it
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise DescriptionError(f"cannot read {what}: not a regular file", file=name)
-            data = f.read(MAX_DESCRIPTION_BYTES + 1)
-    except OSError as exc:
-        raise DescriptionError(f"cannot read {what}: {exc.strerror or exc}", file=name) from None
-    if len(data) > MAX_DESCRIPTION_BYTES:
-        raise DescriptionError(
-            f"cannot read {what}: larger than {MAX_DESCRIPTION_BYTES // 1024 // 1024} MiB",
-            file=name,
-        )
-    try:
-        return name, data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = exc.start
-    # raised out of the handler, so that the decoding error (which holds the bytes) is not kept
-    # as its context
-    line = data.count(b"\n", 0, bad) + 1
-    raise DescriptionError(f"cannot read {what}: not UTF-8 text", file=name, line=line)
-
-
-def read_json_file(path: str | os.PathLike[str], what: str) -> tuple[str, object]:
-    """(file name, parsed JSON) of a description file; DescriptionError naming the file (and
-    the line, for bad JSON) when it cannot be read."""
-    name, text = read_description_text(path, what)
-    try:
-        return name, json.loads(text)
-    except json.JSONDecodeError as exc:
-        problem, line = f"not JSON: {exc.msg} (column {exc.colno})", exc.lineno
-    except RecursionError:
-        problem, line = "not JSON skymix reads: nested too deeply", None
-    raise DescriptionError(problem, file=name, line=line)  # out of the handler, as above
+# --- files the manifest names ------------------------------------------------------------------
 
 
 def resolve_inside(folder: str, name: str, *, allow_outside: bool = False) -> str:
@@ -149,52 +107,18 @@ def resolve_inside(folder: str, name: str, *, allow_outside: bool = False) -> st
 # --- the document -------------------------------------------------------------------------------
 
 
-def _problem(message: str) -> PydanticCustomError:
-    """A validation error carrying skymix's own message."""
-    return PydanticCustomError("skymix", "{message}", {"message": message})
-
-
-def _shown(value: object) -> str:
-    """A JSON value of the manifest, shortened for a message."""
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _ranged(low: int, high: int) -> PlainValidator:
-    """The validator of an integer field (never a bool or a float) within low..high."""
-
-    def check(value: object) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise _problem(f"expected an integer {low}..{high}, got {_shown(value)}")
-        return value
-
-    return PlainValidator(check, json_schema_input_type=Annotated[int, Field(ge=low, le=high)])
-
-
-def _one_of(*values: str) -> PlainValidator:
-    """The validator of a string field that takes one of the given values."""
-    expected = ", ".join(json.dumps(v) for v in values)
-
-    def check(value: object) -> str:
-        if not isinstance(value, str) or value not in values:
-            raise _problem(f"expected one of {expected}, got {_shown(value)}")
-        return value
-
-    return PlainValidator(check, json_schema_input_type=Literal[values])
-
-
 def _check_time(value: object) -> int:
     if not isinstance(value, str):
-        raise _problem(f"{_TIME_HINT}, got {_shown(value)}")
+        raise problem(f"{_TIME_HINT}, got {shown(value)}")
     try:
         return parse_time(value)
     except ValueError as exc:
-        raise _problem(f"{exc}, got {_shown(value)}") from None
+        raise problem(f"{exc}, got {shown(value)}") from None
 
 
-Uint32: TypeAlias = Annotated[int, _ranged(0, 2**32 - 1)]
-Port: TypeAlias = Annotated[int, _ranged(1, 65535)]
-PayloadType: TypeAlias = Annotated[int, _ranged(0, 127)]
+Uint32: TypeAlias = Annotated[int, ranged_int(0, 2**32 - 1)]
+Port: TypeAlias = Annotated[int, ranged_int(1, 65535)]
+PayloadType: TypeAlias = Annotated[int, ranged_int(0, 127)]
 Time: TypeAlias = Annotated[
     int,
     PlainValidator(
@@ -212,28 +136,10 @@ Time: TypeAlias = Annotated[
 NonEmpty: TypeAlias = Annotated[str, Field(min_length=1)]
 
 
-class _Entry(BaseModel):
-    """A JSON object with known properties only (an unknown one is refused, naming those that
-    are allowed: a misspelt property would otherwise be a setting silently not taken)."""
+class _Entry(JsonDocument):
+    """A manifest object: known properties only, values of exactly the declared JSON type."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_properties(cls, data: object) -> object:
-        if isinstance(data, dict):
-            names = [info.alias or name for name, info in cls.model_fields.items()]
-            unknown = [key for key in data if key not in names]
-            if unknown:
-                raise PydanticCustomError(
-                    "skymix",
-                    "{message}",
-                    {
-                        "message": f"unknown property (expected one of {', '.join(names)})",
-                        "at": _json_key(str(unknown[0])),
-                    },
-                )
-        return data
+    model_config = ConfigDict(strict=True)
 
 
 class CodecEntry(_Entry):
@@ -243,8 +149,8 @@ class CodecEntry(_Entry):
     name: NonEmpty = Field(
         description="Encoding name as in a=rtpmap, any case: VP8, VP9, H264, opus, PCMU."
     )
-    clock_rate: Annotated[int, _ranged(1, 2**32 - 1)]
-    channels: Annotated[int, _ranged(1, 255)] = 1
+    clock_rate: Annotated[int, ranged_int(1, 2**32 - 1)]
+    channels: Annotated[int, ranged_int(1, 255)] = 1
     fmtp: dict[str, str] = Field(default_factory=dict, description="a=fmtp parameters")
 
 
@@ -265,7 +171,7 @@ class RtxSsrcEntry(_Entry):
 class ExtmapEntry(_Entry):
     """An RFC 8285 header extension id and its URI."""
 
-    id: Annotated[int, _ranged(1, 255)]
+    id: Annotated[int, ranged_int(1, 255)]
     uri: NonEmpty
 
 
@@ -276,7 +182,7 @@ class StreamEntry(_Entry):
         json_schema_extra={"anyOf": [{"required": ["ssrcs"]}, {"required": ["port"]}]}
     )
 
-    kind: Annotated[str, _one_of("audio", "video")]
+    kind: Annotated[str, one_of("audio", "video")]
     ssrcs: (
         Annotated[list[Uint32], Field(min_length=1, json_schema_extra={"uniqueItems": True})] | None
     ) = None
@@ -293,7 +199,7 @@ class StreamEntry(_Entry):
     @model_validator(mode="after")
     def _matchable(self) -> StreamEntry:
         if self.ssrcs is None and self.port is None:
-            raise _problem("needs 'ssrcs' or 'port'")
+            raise problem("needs 'ssrcs' or 'port'")
         return self
 
 
@@ -326,45 +232,6 @@ def manifest_json_schema() -> dict[str, Any]:
     """The JSON Schema of manifests (docs/manifest.schema.json), generated from the models."""
     schema = ManifestDocument.model_json_schema(by_alias=True)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
-
-
-_TYPE_WORDS = {
-    "model_type": "an object",
-    "model_attributes_type": "an object",
-    "dict_type": "an object",
-    "list_type": "an array",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "int_type": "an integer",
-}
-
-
-def _json_key(key: str) -> str:
-    return f".{key}" if _NAME.fullmatch(key) else f"[{json.dumps(key)}]"
-
-
-def _first_problem(exc: ValidationError) -> tuple[str, str]:
-    """(JSON path, message) of the first error of a validation, in skymix's words."""
-    error = exc.errors(include_url=False)[0]
-    loc = list(error["loc"])
-    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    at = ""
-    if kind == "skymix":
-        message, at = str(ctx["message"]), str(ctx.get("at", ""))
-    elif kind == "missing":
-        message = f"missing required property {loc.pop()!r}"
-    elif kind == "extra_forbidden":
-        message = "unknown property"
-    elif kind == "string_too_short":
-        message = "expected a non-empty string"
-    elif kind == "too_short":
-        message = f"expected at least {ctx['min_length']} item(s)"
-    elif kind in _TYPE_WORDS:
-        message = f"expected {_TYPE_WORDS[kind]}, got {_shown(value)}"
-    else:
-        message = str(error["msg"])
-    path = "".join(f"[{part}]" if isinstance(part, int) else _json_key(part) for part in loc)
-    return (path + at).removeprefix(".") or "(top level)", message
 
 
 # --- conversion ---------------------------------------------------------------------------------
@@ -409,8 +276,10 @@ def parse_manifest(
     try:
         document = ManifestDocument.model_validate(data)
     except ValidationError as exc:
-        where, message = _first_problem(exc)
-        raise DescriptionError(message, file=file, path=where) from None
+        where, message = validation_problems(
+            exc, empty_array="expected at least {min_length} item(s)"
+        )[0]
+        raise DescriptionError(message, file=file, path=where or "(top level)") from None
     entries: list[ManifestParticipant] = []
     seen: dict[str, str] = {}
     for i, p in enumerate(document.participants):

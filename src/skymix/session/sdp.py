@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import DescriptionError
-from .manifest import read_description_text
+from ..jsondoc import read_description_text
 from .model import (
     CodecSpec,
     Direction,
