@@ -23,6 +23,7 @@ PINNED = {
     "CancelledError": ((concurrent.futures.CancelledError,), "cancelled"),
     "DeliveryError": ((OSError,), "delivery_failed"),
     "InternalError": ((RuntimeError,), "internal_error"),
+    "RecordingStateError": ((RuntimeError,), "recording_state_invalid"),
 }
 
 

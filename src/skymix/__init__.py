@@ -25,6 +25,7 @@ from .errors import (
     OptionsError,
     OutputConflictError,
     OutputError,
+    RecordingStateError,
     SkymixError,
 )
 from .events import JobControl, JobState, JobSubscriber, StateEvent
@@ -78,6 +79,7 @@ __all__ = [
     "PipSpec",
     "ProgressEvent",
     "Rect",
+    "RecordingStateError",
     "SkymixError",
     "SpeakerSpec",
     "Stage",

@@ -28,6 +28,7 @@ __all__ = [
     "OptionsError",
     "OutputConflictError",
     "OutputError",
+    "RecordingStateError",
     "SkymixError",
 ]
 
@@ -185,3 +186,18 @@ class DeliveryError(SkymixError, OSError):
     def __init__(self, message: str, last_exception: BaseException | None = None) -> None:
         super().__init__(message)
         self.last_exception = last_exception
+
+
+class RecordingStateError(SkymixError, RuntimeError):
+    """A recording asked to move where its states do not go (backwards, twice to the same
+    state, out of ERROR other than to LINK), or to announce before LINK or ERROR."""
+
+    code = "recording_state_invalid"
+
+    def __init__(
+        self, message: str, *, recording_id: str, state: str | None, to: str | None
+    ) -> None:
+        super().__init__(message)
+        self.recording_id = recording_id
+        self.state = state
+        self.to = to
