@@ -441,3 +441,10 @@ def test_events_from_several_threads_get_distinct_consecutive_numbers(tmp_path):
         t.join()
     assert [e["seq"] for e in log_lines(rec)] == list(range(1, 82))
     assert Recording.load(rec.log_path).append("done") == 82
+
+
+def test_a_recording_read_back_announces_the_same_payload(tmp_path):
+    rec = payload_link(tmp_path)
+    back = Recording.load(rec.log_path)
+    assert NotificationPayload.build(back, report()) == NotificationPayload.build(rec, report())
+    assert back.created_at == rec.created_at

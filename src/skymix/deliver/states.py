@@ -99,7 +99,9 @@ def new_recording_id() -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    """Now, to the millisecond the log keeps: a recording read back equals the one written."""
+    t = datetime.now(UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 def _iso(t: datetime) -> str:
