@@ -40,12 +40,19 @@ def _report() -> dict[str, Any]:
     return report_json_schema()
 
 
+def _settings() -> dict[str, Any]:
+    from .deliver.settings import settings_json_schema
+
+    return settings_json_schema()
+
+
 #: file name in docs/ -> the function that generates it from its model
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "manifest.schema.json": _manifest,
     "layout.schema.json": _layout,
     "options.schema.json": _options,
     "report.schema.json": _report,
+    "settings.schema.json": _settings,
 }
 
 
