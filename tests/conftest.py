@@ -1,0 +1,24 @@
+"""Session-wide fixtures shared by several test files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from seaweed import S3_ADMIN, S3_READ_ONLY, S3_WRITE_ONLY, SeaweedS3
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real SeaweedFS S3 server on 127.0.0.1 with bucket ``recordings``, enforcing keys."""
+    server = SeaweedS3(
+        tmp_path_factory.mktemp("seaweed"),
+        "recordings",
+        (S3_ADMIN, S3_READ_ONLY, S3_WRITE_ONLY),
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
