@@ -70,6 +70,16 @@ def test_the_issue_document_round_trips_through_storage_json():
     assert RecordingSettings.from_json(json.dumps(stored)) == settings
 
 
+def test_storage_names_the_destination_and_the_object_key():
+    storage = RecordingSettings.from_json(document()).storage
+    assert storage.destination.bucket == "skylink-recording"
+    assert storage.destination.region == "us-west-2"
+    key = storage.object_key(app_id="acme-support", room="Room 1", recording_id="01JX")
+    assert key == "calls/acme-support/Room_1/01JX.mp4"
+    named = RecordingSettings.from_json(with_change("storage.arn", "s3://bkt/one/final.webm"))
+    assert named.storage.object_key(app_id="a", room="r", recording_id="i") == "one/final.webm"
+
+
 def test_defaults_when_only_the_app_id_is_given():
     settings = RecordingSettings.from_json({"app_id": "a"})
     assert settings.recording_enabled is True

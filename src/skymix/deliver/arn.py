@@ -214,7 +214,7 @@ def parse_destination(text: str) -> Destination:
         raise OptionsError("empty destination")
     if text != text.strip():
         raise OptionsError("destination has leading or trailing spaces")
-    if text.startswith("arn:") or text.lower().startswith("arn:"):
+    if text.lower().startswith("arn:"):
         if not text.startswith("arn:"):
             raise OptionsError("not an ARN: it must begin with lowercase 'arn:'")
         return _parse_arn(text)

@@ -41,7 +41,7 @@ from pydantic import (
 
 from ..errors import OptionsError
 from ..jsondoc import JsonDocument, json_int, problem, validation_problems
-from .arn import parse_destination
+from .arn import Destination, parse_destination
 
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
@@ -235,6 +235,19 @@ class StorageSettings(JsonDocument):
     def _template(cls, value: str) -> str:
         _as_problem(_example_key, value)
         return value
+
+    @property
+    def destination(self) -> Destination:
+        """The bucket, prefix (or object), region and partition ``arn`` names."""
+        return parse_destination(self.arn)
+
+    def object_key(self, **fields: str | datetime) -> str:
+        """The key of a recording's object: the key template rendered with ``fields``
+        (render_key) under the prefix, or the object ``arn`` names itself."""
+        destination = self.destination
+        if destination.names_object:
+            return destination.key
+        return destination.object_key(render_key(self.key_template, **fields))
 
     @model_validator(mode="after")
     def _key_pair(self) -> StorageSettings:
