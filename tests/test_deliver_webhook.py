@@ -8,10 +8,13 @@ import http.server
 import ipaddress
 import logging
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import standardwebhooks
@@ -44,6 +47,42 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    yield from serve(None)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return cert, key
+
+
+def serve(tls: tuple[Path, Path] | None) -> Iterator[Receiver]:
     state = Receiver(statuses=[])
     verifier = standardwebhooks.Webhook(SECRET)
 
@@ -68,6 +107,10 @@ def receiver() -> Iterator[Receiver]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -249,6 +292,31 @@ def test_the_environment_allowance(receiver: Receiver, monkeypatch: pytest.Monke
     assert result.delivered and receiver.received[0][0]["Host"] == f"localhost:{receiver.port}"
 
 
+def test_https_to_the_vetted_address_checks_the_host_name(
+    certificate: tuple[Path, Path],
+) -> None:
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+    for server in serve(certificate):
+        url = f"https://localhost:{server.port}/hooks"
+        result = send_webhook(url, SECRET, PAYLOAD, allow_private=True, ssl_context=trusted)
+        assert result.delivered, result.reason
+        assert server.verified == [PAYLOAD]
+        assert server.received[0][0]["Host"] == f"localhost:{server.port}"
+        # the certificate names localhost, not 127.0.0.1: the name checked is the URL's host
+        by_ip = send_webhook(
+            f"https://127.0.0.1:{server.port}/hooks",
+            SECRET,
+            PAYLOAD,
+            max_tries=1,
+            allow_private=True,
+            ssl_context=trusted,
+        )
+        assert by_ip.failed and by_ip.reason is not None and "certificate" in by_ip.reason
+        untrusted = send_webhook(url, SECRET, PAYLOAD, allow_private=True)
+        assert untrusted.failed and len(untrusted.attempts) == 1  # not worth retrying
+        assert len(server.received) == 1
+
+
 @pytest.mark.parametrize(
     ("address", "forbidden"),
     [
@@ -283,6 +351,8 @@ def test_bad_urls_and_secrets_fail_without_raising_or_showing_the_secret(
     for url in ("ftp://example.com/x", "http:///nohost", "http://example.com:99999999/"):
         result = send_webhook(url, SECRET, PAYLOAD)
         assert result.failed and result.attempts == ()
+    empty = send_webhook("https://example.com/", "whsec_", PAYLOAD)
+    assert empty.failed and empty.reason is not None and "not a Standard" in empty.reason
     bad = send_webhook("https://example.com/", "whsec_not base64!!", PAYLOAD)
     assert bad.failed and bad.reason is not None and "not a Standard Webhooks secret" in bad.reason
     assert "not base64" not in caplog.text + repr(bad)

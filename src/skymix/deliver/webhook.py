@@ -8,8 +8,9 @@ idempotency key.
 
 Retried: timeouts, connection errors, 408, 429 (its ``Retry-After`` honoured up to a cap) and 5xx,
 with exponential backoff and jitter, bounded both in tries and in total time (every try's timeout
-is cut to what is left). Not retried: other 4xx, a refused address, and 3xx (redirects are never
-followed: a redirect could lead the POST past the address guard).
+is cut to what is left). Not retried: other 4xx, a refused address, a certificate that does not
+verify, and 3xx (redirects are never followed: a redirect could lead the POST past the address
+guard).
 
 The guard resolves the host, refuses loopback, link-local, private, multicast, unspecified and
 reserved addresses (anything not globally routable), then connects to the vetted address itself
@@ -39,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import standardwebhooks
+import standardwebhooks.webhooks
 from ulid import ULID
 
 from skymix.errors import OptionsError
@@ -293,67 +295,42 @@ def send_webhook(
     target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
     try:
         signer = standardwebhooks.Webhook(secret)
-    except Exception:
+    except (ValueError, RuntimeError, standardwebhooks.webhooks.EmptyWebhookSecretError):
         return give_up("the webhook secret is not a Standard Webhooks secret (whsec_ + base64)")
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
     context = ssl_context or ssl.create_default_context()
 
-    start = time.monotonic()
-    deadline = start + max_total_s
+    deadline = time.monotonic() + max_total_s
     for number in range(1, max_tries + 1):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return give_up(f"no time left within {max_total_s:g} s after {number - 1} tries")
         tried = time.monotonic()
-        status: int | None = None
-        address: str | None = None
-        retry_hint: float | None = None
-        retryable = True
-        try:
-            addresses = _resolve(host, port, allow)
-            response, address = _post(
-                parts.scheme,
-                host,
-                port,
-                target,
-                min(timeout, left),
-                addresses,
-                allow,
-                context,
-                _headers(signer, msg_id, body),
-                body.encode(),
-            )
-            status = response.status
-            if 200 <= status < 300:
-                reason = None
-                outcome = "delivered"
-            else:
-                reason = f"{shown} answered {status} {response.phrase}".rstrip()
-                if 300 <= status < 400:
-                    reason += " (redirects are not followed)"
-                retryable = status in _RETRY_STATUSES or status >= 500
-                retry_hint = _retry_after(response.retry_after)
-                outcome = "retry"
-        except _Refused as exc:
-            reason, retryable, outcome = str(exc), False, "retry"
-        except (OSError, http.client.HTTPException) as exc:
-            reason, outcome = f"{shown}: {_describe(exc)}", "retry"
-
+        outcome = _try_once(
+            parts.scheme,
+            host,
+            port,
+            target,
+            max(min(timeout, deadline - tried), 0.001),
+            allow,
+            context,
+            _headers(signer, msg_id, body),
+            body.encode(),
+        )
         elapsed = time.monotonic() - tried
-        if outcome == "delivered":
-            attempt = WebhookAttempt(number, msg_id, "delivered", status, None, address, elapsed)
+        if outcome.reason is None:
+            attempt = WebhookAttempt(
+                number, msg_id, "delivered", outcome.status, None, outcome.address, elapsed
+            )
             attempts.append(attempt)
             if on_attempt is not None:
                 on_attempt(attempt)
             log.info("webhook %s delivered to %s on try %d", msg_id, shown, number)
-            return WebhookResult(True, msg_id, status, None, tuple(attempts))
+            return WebhookResult(True, msg_id, outcome.status, None, tuple(attempts))
 
+        reason = f"{shown}: {outcome.reason}" if outcome.prefixed else outcome.reason
         wait: float | None = None
-        if retryable and number < max_tries:
-            backoff = min(backoff_cap_s, backoff_s * 2 ** (number - 1))
-            wait = backoff * random.uniform(0.5, 1.0)
-            if retry_hint is not None:
-                wait = max(wait, min(retry_hint, retry_after_cap_s))
+        if outcome.retryable and number < max_tries:
+            wait = min(backoff_cap_s, backoff_s * 2 ** (number - 1)) * random.uniform(0.5, 1.0)
+            if outcome.retry_after is not None:
+                wait = max(wait, min(outcome.retry_after, retry_after_cap_s))
             if time.monotonic() + wait >= deadline:
                 reason = f"{reason}; no time left for another try within {max_total_s:g} s"
                 wait = None
@@ -361,9 +338,9 @@ def send_webhook(
             number,
             msg_id,
             "retry" if wait is not None else "failed",
-            status,
+            outcome.status,
             reason,
-            address,
+            outcome.address,
             elapsed,
             wait,
         )
@@ -371,10 +348,60 @@ def send_webhook(
         if on_attempt is not None:
             on_attempt(attempt)
         if wait is None:
-            return give_up(reason or "failed", status)
+            return give_up(reason, outcome.status)
         log.info("webhook %s try %d: %s; retrying in %.2f s", msg_id, number, reason, wait)
         time.sleep(wait)
     raise AssertionError("unreachable: the last try returns")
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One try's outcome: ``reason`` None when delivered; whether it is worth another try."""
+
+    status: int | None
+    reason: str | None
+    retryable: bool
+    address: str | None = None
+    retry_after: float | None = None
+    prefixed: bool = True
+
+
+def _try_once(
+    scheme: str,
+    host: str,
+    port: int,
+    target: str,
+    timeout: float,
+    allow: bool,
+    context: ssl.SSLContext,
+    headers: dict[str, str],
+    body: bytes,
+) -> _Outcome:
+    """Resolve and vet the host, POST once, and judge the answer."""
+    try:
+        addresses = _resolve(host, port, allow)
+        response, address = _post(
+            scheme, host, port, target, timeout, addresses, allow, context, headers, body
+        )
+    except _Refused as exc:
+        return _Outcome(None, str(exc), retryable=False, prefixed=False)
+    except ssl.SSLCertVerificationError as exc:
+        return _Outcome(None, _describe(exc), retryable=False)
+    except (OSError, http.client.HTTPException) as exc:
+        return _Outcome(None, _describe(exc), retryable=True)
+    status = response.status
+    if 200 <= status < 300:
+        return _Outcome(status, None, retryable=False, address=address)
+    reason = f"answered {status} {response.phrase}".rstrip()
+    if 300 <= status < 400:
+        reason += " (redirects are not followed)"
+    return _Outcome(
+        status,
+        reason,
+        retryable=status in _RETRY_STATUSES or status >= 500,
+        address=address,
+        retry_after=_retry_after(response.retry_after),
+    )
 
 
 def _headers(signer: standardwebhooks.Webhook, msg_id: str, body: str) -> dict[str, str]:
