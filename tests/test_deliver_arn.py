@@ -223,3 +223,32 @@ def test_policy_for_the_region_form_the_bucket_top_and_a_named_object():
 def test_policy_refuses_a_local_destination(tmp_path):
     with pytest.raises(OptionsError, match="a local destination has no IAM policy"):
         s3_policy(str(tmp_path))
+
+
+def test_the_s3_policy_command_prints_the_policy_and_refuses_a_bad_arn() -> None:
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skymix",
+            "s3-policy",
+            "arn:aws:s3:us-west-2::skylink-recording/calls",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    policy = json.loads(run.stdout)
+    assert policy["Statement"][0]["Resource"] == "arn:aws:s3:::skylink-recording/calls/*"
+    bad = subprocess.run(
+        [sys.executable, "-m", "skymix", "s3-policy", "arn:aws:s3:us-west-2:123456789012:b/p"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "account id" in bad.stderr and "Traceback" not in bad.stderr

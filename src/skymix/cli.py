@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.json",
         help="write what was done (participants, tiles, sync, concealment)",
     )
+    policy = sub.add_parser(
+        "s3-policy",
+        help="print the least-privilege IAM policy for a bucket and prefix",
+        description="Print the IAM policy a customer attaches to the user whose keys skymix "
+        "gets: object actions on the destination's bucket and prefix only, nothing account-wide.",
+    )
+    policy.add_argument("destination", metavar="ARN", help="arn:aws:s3:...::BUCKET/PREFIX or s3://")
     synth = sub.add_parser(
         "synth",
         help="write a synthetic relay capture (pcap + SDPs + truth) with chosen impairments",
@@ -240,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise DamageError("the input is damaged (see above)")
             elif args.command == "mix":
                 _mix(args, cancellation)
+            elif args.command == "s3-policy":
+                from .deliver.arn import s3_policy
+
+                print(json.dumps(s3_policy(args.destination), indent=2))
             elif args.command == "synth":
                 from .synth import Impairments, preset, synthesize
 
