@@ -255,6 +255,42 @@ def test_a_receiver_that_never_answers_is_bounded_by_total_time() -> None:
     assert all(a.reason is not None and "timed out" in a.reason for a in result.attempts)
 
 
+def test_a_receiver_dripping_its_answer_is_cut_at_the_timeout() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn = listener.accept()[0]
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.05):
+                    try:
+                        conn.sendall(b"X")
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        began = time.monotonic()
+        result = send_webhook(
+            url, SECRET, PAYLOAD, timeout=0.4, max_total_s=0.7, backoff_s=0.05, allow_private=True
+        )
+        took = time.monotonic() - began
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert result.failed and took < 1.2
+    assert result.reason is not None and "timed out" in result.reason
+
+
 def test_a_closed_port_is_a_connection_error_and_retried() -> None:
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]

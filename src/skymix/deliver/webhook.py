@@ -34,6 +34,7 @@ import os
 import random
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 ALLOW_PRIVATE_ENV = "SKYMIX_ALLOW_PRIVATE_NOTIFY"
 _RETRY_STATUSES = frozenset({408, 429})
-_RESPONSE_READ_LIMIT = 64 * 1024
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -428,17 +428,55 @@ def _post(
     headers: dict[str, str],
     body: bytes,
 ) -> tuple[_Response, str | None]:
-    """One POST over a connection to a vetted address; the answer and the address used."""
+    """One POST over a connection to a vetted address; the answer and the address used.
+
+    The answer's body is not read: only its status and Retry-After matter.
+    """
     connection: http.client.HTTPConnection
     if scheme == "https":
         connection = _VettedHTTPSConnection(host, port, timeout, addresses, allow, context)
     else:
         connection = _VettedHTTPConnection(host, port, timeout, addresses, allow)
+    watchdog = _Watchdog(connection, timeout)
     try:
         connection.request("POST", target, body=body, headers=headers)
         peer = connection.sock.getpeername()[0] if connection.sock is not None else None
         answer = connection.getresponse()
-        answer.read(_RESPONSE_READ_LIMIT)
+        if watchdog.fired:
+            raise TimeoutError(f"no complete answer within {timeout:g} s")
         return _Response(answer.status, answer.reason, answer.getheader("Retry-After")), peer
+    except (OSError, http.client.HTTPException) as exc:
+        if watchdog.fired:
+            raise TimeoutError(f"no answer within {timeout:g} s") from exc
+        raise
     finally:
+        watchdog.cancel()
         connection.close()
+
+
+class _Watchdog:
+    """Cuts a connection still busy after its time.
+
+    Socket timeouts bound each read, not the whole answer: a receiver that drips its status line
+    and headers a byte at a time would otherwise hold a try far past its timeout.
+    """
+
+    def __init__(self, connection: http.client.HTTPConnection, seconds: float) -> None:
+        self.fired = False
+        self._connection = connection
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        self.fired = True
+        sock = self._connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                log.debug("webhook connection already closed when its time ran out")
+
+    def cancel(self) -> None:
+        """Stop the timer: the try has ended."""
+        self._timer.cancel()
