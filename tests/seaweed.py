@@ -23,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 __all__ = [
+    "NO_DELETE_PREFIX",
     "S3_ADMIN",
     "S3_READ_ONLY",
     "S3_WRITE_ONLY",
@@ -45,10 +46,12 @@ class Identity:
 
 
 #: Identities of the shared test server: full access, read-only, write-only. SeaweedFS's
-#: actions cannot express write-without-delete ("Write" covers DeleteObject too).
+#: identity actions cannot express write-without-delete ("Write" covers DeleteObject too): the
+#: shared server's bucket policy denies DeleteObject under NO_DELETE_PREFIX instead.
 S3_ADMIN = Identity("SKYMIXADMINKEY01", "adm1n-Secret-Key-0000WQON")
 S3_READ_ONLY = Identity("SKYMIXREADONLY01", "r3ad-Only-Secret-1111ABCD", ("Read", "List"))
 S3_WRITE_ONLY = Identity("SKYMIXWRITEONLY1", "wr1te-Only-Secret-2222EFGH", ("Write", "List"))
+NO_DELETE_PREFIX = "no-delete/"
 
 
 def free_port_pairs(count: int) -> list[int]:
@@ -180,6 +183,23 @@ class SeaweedS3:
                     self.stop()
                     raise RuntimeError(f"SeaweedFS not ready in {READY_TIMEOUT_S} s") from None
                 time.sleep(0.2)
+
+    def deny_delete(self, prefix: str) -> None:
+        """A bucket policy refusing DeleteObject under ``prefix`` to everyone."""
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:DeleteObject",
+                    "Resource": f"arn:aws:s3:::{self.bucket}/{prefix}*",
+                }
+            ],
+        }
+        self.client().put_bucket_policy(  # type: ignore[attr-defined]
+            Bucket=self.bucket, Policy=json.dumps(policy)
+        )
 
     def kill(self) -> None:
         """SIGKILL the server: a crash, nothing flushed or cleaned up."""

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import logging
 import os
-import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from seaweed import S3_ADMIN, S3_READ_ONLY, S3_WRITE_ONLY, Identity, SeaweedS3
+from seaweed import NO_DELETE_PREFIX, S3_ADMIN, S3_READ_ONLY, S3_WRITE_ONLY, Identity, SeaweedS3
 from skymix.deliver.s3 import (
     MAX_PRESIGN_S,
     S3Access,
@@ -119,6 +118,7 @@ def test_wrong_secret_names_the_code_and_hides_the_secret(
     seaweed: SeaweedS3, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="skymix")
+    caplog.set_level(logging.DEBUG, logger="botocore.retries.standard")
     bad = Identity(S3_ADMIN.access_key, "totally-Wrong-Secret-9999XYZW")
     src = media_file(tmp_path / "rec.mp4", 10_000)
     with pytest.raises(DeliveryError) as info:
@@ -127,6 +127,7 @@ def test_wrong_secret_names_the_code_and_hides_the_secret(
     assert "SignatureDoesNotMatch" in text and "x/denied.mp4" in text and seaweed.bucket in text
     assert "secret access key does not belong" in text
     assert isinstance(info.value.last_exception, ClientError)
+    assert "Not retrying request." in caplog.text and "Retry needed" not in caplog.text
     assert_no_secret(info.value, caplog.text, bad.secret_key)
     assert "****" in repr(access_for(seaweed, bad)) and bad.secret_key not in repr(
         access_for(seaweed, bad)
@@ -173,6 +174,14 @@ def test_check_access_passes_with_good_keys(seaweed: SeaweedS3) -> None:
     check_access(seaweed.bucket, "calls", access=access_for(seaweed))
     left = seaweed.client().list_objects_v2(Bucket=seaweed.bucket, Prefix="calls/")  # type: ignore[attr-defined]
     assert left.get("KeyCount", 0) == 0
+
+
+def test_check_access_names_a_missing_delete_permission(seaweed: SeaweedS3) -> None:
+    with pytest.raises(DeliveryError) as info:
+        check_access(seaweed.bucket, NO_DELETE_PREFIX, access=access_for(seaweed))
+    text = str(info.value)
+    assert "s3:DeleteObject" in text and "AccessDenied" in text and "left behind" in text
+    assert f"s3://{seaweed.bucket}/{NO_DELETE_PREFIX}.skymix-probe-" in text
 
 
 @pytest.mark.parametrize(
@@ -234,20 +243,23 @@ def test_failure_after_first_part_aborts_the_attempt(seaweed: SeaweedS3, tmp_pat
     assert listed.get("Uploads", []) == []
 
 
-def test_server_killed_mid_multipart_leaves_no_object(tmp_path: Path) -> None:
+def test_server_killed_mid_multipart_leaves_no_object(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Over 5 s: two server starts on one folder (the restart shows what the crash left)."""
+    caplog.set_level(logging.DEBUG, logger="botocore.retries.standard")
     server = SeaweedS3(tmp_path / "weed", "crash", (S3_ADMIN,))
     server.start()
     try:
         src = media_file(tmp_path / "big.mp4", 12 * MiB)
         sent = [0]
-        killer: list[threading.Thread] = []
 
         def on_progress(n: int) -> None:
+            # runs in the transfer manager's worker thread: the server is dead before the
+            # next bytes of the second part go out
             sent[0] += n
-            if sent[0] >= 5 * MiB and not killer:
-                killer.append(threading.Thread(target=server.kill))
-                killer[0].start()
+            if sent[0] >= 5 * MiB:
+                server.kill()
 
         access = access_for(server, attempts=2, connect_timeout_s=1.0, read_timeout_s=5.0)
         one_at_a_time = TransferConfig(
@@ -263,9 +275,10 @@ def test_server_killed_mid_multipart_leaves_no_object(tmp_path: Path) -> None:
                 config=one_at_a_time,
                 progress=on_progress,
             )
-        killer[0].join()
         assert "s3://crash/calls/crash.mp4" in str(info.value)
         assert "ConnectionError" in str(info.value)
+        assert "Retry needed" in caplog.text  # a lost connection is worth retrying
+        assert "Max attempts of 2 reached." in caplog.text
         assert_no_secret(info.value, "", S3_ADMIN.secret_key)
         assert src.stat().st_size == 12 * MiB
 

@@ -19,6 +19,7 @@ messages may name the access key id; that identifies the key and is not a secret
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import time
@@ -34,6 +35,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from s3transfer.subscribers import BaseSubscriber
+from s3transfer.utils import ChunksizeAdjuster
 from ulid import ULID
 
 from ..errors import DeliveryError
@@ -222,8 +224,6 @@ def _code_of(exc: BaseException, access: S3Access) -> tuple[str, str]:
         exc, botocore.exceptions.ConnectionClosedError | botocore.exceptions.ReadTimeoutError
     ):
         return "ConnectionError", f"the store at {access.endpoint_url or 'AWS'} stopped answering"
-    if isinstance(exc, botocore.exceptions.BotoCoreError):
-        return type(exc).__name__, str(exc)
     return type(exc).__name__, str(exc)
 
 
@@ -248,9 +248,23 @@ def _metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _sha256(path: Path) -> str:
+def _digests(path: Path, size: int, config: TransferConfig) -> tuple[str, str]:
+    """The file's SHA-256 (hex) and the checksum the store will report for it (base64): the
+    whole file's digest for a single PUT; for a multipart upload (parts cut as the transfer
+    manager cuts them) the digest of the parts' digests, then "-" and the number of parts."""
+    whole = hashlib.sha256()
+    parts: list[bytes] = []
+    multipart = size >= config.multipart_threshold
+    part_size = ChunksizeAdjuster().adjust_chunksize(config.multipart_chunksize, size)
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        while chunk := f.read(part_size if multipart else 8 * MiB):
+            whole.update(chunk)
+            if multipart:
+                parts.append(hashlib.sha256(chunk).digest())
+    if not multipart:
+        return whole.hexdigest(), base64.b64encode(whole.digest()).decode()
+    composite = hashlib.sha256(b"".join(parts)).digest()
+    return whole.hexdigest(), f"{base64.b64encode(composite).decode()}-{len(parts)}"
 
 
 class _Progress(BaseSubscriber):  # type: ignore[misc]
@@ -284,7 +298,7 @@ def upload(
     path = Path(path)
     try:
         size = path.stat().st_size
-        digest = _sha256(path)
+        digest, checksum = _digests(path, size, config)
     except OSError as exc:
         raise DeliveryError(f"cannot read {path}: {exc.strerror}", exc) from exc
     extra = {
@@ -309,17 +323,13 @@ def upload(
                 str(path), bucket, key, extra_args=extra, subscribers=subscribers
             )
             future.result()
-        head = client.head_object(Bucket=bucket, Key=key)
+        head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except BaseException as exc:
         _abort_attempt(client, bucket, key, started_ids, began)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise _error("upload to", "s3:PutObject", bucket, key, exc, access) from None
-    if int(head["ContentLength"]) != size:
-        raise DeliveryError(
-            f"upload to s3://{bucket}/{key}: the store holds {head['ContentLength']} bytes,"
-            f" {size} were sent"
-        )
+    _verify(client, bucket, key, head, size, checksum, access)
     log.info(
         "uploaded %s (%d bytes) to s3://%s/%s in %.2f s",
         path.name,
@@ -336,6 +346,36 @@ def upload(
         etag=str(head.get("ETag", "")).strip('"'),
         version=head.get("VersionId"),
     )
+
+
+def _verify(
+    client: Any,
+    bucket: str,
+    key: str,
+    head: Mapping[str, Any],
+    size: int,
+    checksum: str,
+    access: S3Access,
+) -> None:
+    """The stored object has the file's size and checksum, or it is deleted: a wrong object
+    must not look delivered. A store that reports no checksum is trusted on its size."""
+    stored = head.get("ChecksumSHA256")
+    problem = None
+    if int(head["ContentLength"]) != size:
+        problem = f"the store holds {head['ContentLength']} bytes, {size} were sent"
+    elif stored is not None and stored != checksum:
+        problem = f"the store's SHA-256 checksum {stored} is not the file's {checksum}"
+    elif stored is None:
+        log.debug("s3://%s/%s: the store reports no checksum", bucket, key)
+    if problem is None:
+        return
+    try:
+        client.delete_object(Bucket=bucket, Key=key)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise _error(
+            "removing the mismatched", "s3:DeleteObject", bucket, key, exc, access
+        ) from None
+    raise DeliveryError(f"upload to s3://{bucket}/{key}: {problem}; the object was deleted")
 
 
 def _abort_attempt(
