@@ -4,6 +4,7 @@ standardwebhooks package; retries, Retry-After, redirects, a silent receiver and
 from __future__ import annotations
 
 import base64
+import email.utils
 import http.server
 import ipaddress
 import logging
@@ -186,6 +187,15 @@ def test_429_retry_after_is_honoured(receiver: Receiver) -> None:
     assert result.attempts[0].retry_in_s == 1.0
     first, second = receiver.received[0][2], receiver.received[1][2]
     assert second - first >= 0.95
+
+
+def test_retry_after_as_an_http_date(receiver: Receiver) -> None:
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+    receiver.statuses = [(503, {"Retry-After": when})]
+    result = send_webhook(receiver.url, SECRET, PAYLOAD, backoff_s=0.01, allow_private=True)
+    assert result.delivered
+    wait = result.attempts[0].retry_in_s
+    assert wait is not None and 0.9 <= wait <= 2.0
 
 
 def test_retry_after_is_capped(receiver: Receiver) -> None:

@@ -268,10 +268,10 @@ def send_email(
     """
     if not recipients:
         return EmailResult(False, (), {}, "no recipients")
-    message = _build(sender, recipients, subject, text, html_body)
     context = ssl_context or ssl.create_default_context()
     client: smtplib.SMTP | None = None
     try:
+        message = _build(sender, recipients, subject, text, html_body)
         if target.ssl:
             client = smtplib.SMTP_SSL(
                 target.host, target.port, timeout=target.timeout_s, context=context

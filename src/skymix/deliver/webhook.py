@@ -102,7 +102,7 @@ class _Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Response:
-    """What of an answer matters here (its body is read, bounded, and dropped)."""
+    """What of an answer matters here (its body is never read)."""
 
     status: int
     phrase: str
@@ -110,7 +110,8 @@ class _Response:
 
 
 def is_forbidden_address(address: IpAddress) -> bool:
-    """Whether the guard refuses this address: anything not globally routable, or multicast.
+    """Whether the guard refuses this address: loopback, link-local, private, multicast,
+    unspecified, reserved, or otherwise not globally routable (shared 100.64/10, ULA, ...).
 
     IPv4 addresses mapped into IPv6 (``::ffff:127.0.0.1``) are judged as the IPv4 they carry.
     """
@@ -202,6 +203,7 @@ class _VettedHTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         """Connect to the vetted address, then TLS with the original host as server name."""
         sock = _connect_vetted(self.vetted, self.port, self.connect_s, self.allow_private)
+        self.sock = sock  # the watchdog can cut a handshake that drags on
         self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
 
 
