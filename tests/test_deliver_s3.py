@@ -305,3 +305,40 @@ def test_server_killed_mid_multipart_leaves_no_object(
         assert hashlib.sha256(body).hexdigest() == result.sha256
     finally:
         server.stop()
+
+
+def test_default_credential_chain(
+    seaweed: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = S3Access(region=seaweed.region, endpoint_url=seaweed.endpoint_url)
+    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.setenv(name, str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(DeliveryError, match="NoCredentials"):
+        check_access(seaweed.bucket, "chain/", access=chain)
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ADMIN.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_ADMIN.secret_key)
+    check_access(seaweed.bucket, "chain/", access=chain)
+    src = media_file(tmp_path / "rec.mp4", 2000)
+    result = upload(src, seaweed.bucket, "chain/one.mp4", access=chain, metadata={})
+    link = presigned_link(seaweed.bucket, result.key, 60, access=chain)
+    with urllib.request.urlopen(link.url, timeout=10) as resp:  # loopback, our own server
+        assert resp.read() == src.read_bytes()
+
+
+def test_refused_before_any_request(seaweed: SeaweedS3, tmp_path: Path) -> None:
+    access = access_for(seaweed)
+    with pytest.raises(DeliveryError, match="cannot read"):
+        upload(tmp_path / "absent.mp4", seaweed.bucket, "a.mp4", access=access, metadata={})
+    src = media_file(tmp_path / "rec.mp4", 10)
+    with pytest.raises(DeliveryError, match="metadata name"):
+        upload(src, seaweed.bucket, "a.mp4", access=access, metadata={"room name": "x"})
+    with pytest.raises(DeliveryError, match="at least 1 s"):
+        presigned_link(seaweed.bucket, "a.mp4", 0, access=access)
+    with pytest.raises(DeliveryError, match="without an access key id"):
+        check_access(seaweed.bucket, "", access=S3Access(secret_access_key="x" * 20))

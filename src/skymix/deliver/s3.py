@@ -212,10 +212,13 @@ def _code_of(exc: BaseException, access: S3Access) -> tuple[str, str]:
     """The store's error code (or the client-side failure's kind) and a short detail."""
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
-        code = str(
-            err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        )
-        return code, str(err.get("Message") or "")
+        meta = exc.response.get("ResponseMetadata", {})
+        code = str(err.get("Code") or meta.get("HTTPStatusCode"))
+        detail = str(err.get("Message") or "")
+        region = err.get("Region") or meta.get("HTTPHeaders", {}).get("x-amz-bucket-region")
+        if region and region != access.region:
+            detail += f" (the bucket is in {region}, not {access.region})"
+        return code, detail.strip()
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return "NoCredentials", "no credentials were given and the default chain found none"
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | ConnectionError):
@@ -291,7 +294,9 @@ def upload(
     """Upload ``path`` to ``bucket``/``key`` with a SHA-256 checksum the store verifies.
 
     ``metadata`` (recording id, room, duration, participants) is stored with the object, plus
-    ``sha256`` (hex, of the whole file). ``progress`` receives byte counts as parts are sent. On
+    ``sha256`` (hex, of the whole file); values that are not printable ASCII are percent-encoded.
+    The stored object's size and checksum are compared with the file's before returning (a
+    mismatch is deleted). ``progress`` receives byte counts as parts are sent. On
     any failure the multipart uploads this attempt started are aborted and a DeliveryError
     names the bucket, key, the store's error code and a hint; the local file is never touched.
     """
@@ -457,7 +462,8 @@ def presigned_link(
     now: datetime | None = None,
 ) -> Link:
     """A presigned GET URL for ``bucket``/``key`` valid ``expiry_s`` seconds, capped at 7 days
-    (SigV4's limit) and at the credentials' own expiry; ``expires_at`` says when it ends."""
+    (SigV4's limit) and at the credentials' own expiry (``access.expires_at``, or the default
+    chain's); ``expires_at`` says when it ends."""
     if expiry_s < 1:
         raise DeliveryError(f"a link must be valid at least 1 s, got {expiry_s}")
     now = now or datetime.now(UTC)
