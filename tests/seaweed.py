@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -99,7 +100,7 @@ class SeaweedS3:
     def admin(self) -> Identity:
         return self.identities[0]
 
-    def client(self, identity: Identity | None = None) -> object:
+    def client(self, identity: Identity | None = None) -> Any:
         """A plain boto3 client for checking what the store holds (not the code under test)."""
         ident = identity or self.admin
         return boto3.client(
@@ -176,7 +177,7 @@ class SeaweedS3:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.proc.returncode}, see {self.root}")
             try:
-                client.head_bucket(Bucket=self.bucket)  # type: ignore[attr-defined]
+                client.head_bucket(Bucket=self.bucket)
                 return
             except (ClientError, BotoCoreError):
                 if time.monotonic() > deadline:
@@ -197,9 +198,7 @@ class SeaweedS3:
                 }
             ],
         }
-        self.client().put_bucket_policy(  # type: ignore[attr-defined]
-            Bucket=self.bucket, Policy=json.dumps(policy)
-        )
+        self.client().put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(policy))
 
     def kill(self) -> None:
         """SIGKILL the server: a crash, nothing flushed or cleaned up."""

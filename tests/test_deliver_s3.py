@@ -9,6 +9,7 @@ import os
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -38,13 +39,13 @@ META = {
 }
 
 
-def access_for(server: SeaweedS3, ident: Identity = S3_ADMIN, **kw: object) -> S3Access:
+def access_for(server: SeaweedS3, ident: Identity = S3_ADMIN, **kw: Any) -> S3Access:
     return S3Access(
         region=server.region,
         endpoint_url=server.endpoint_url,
         access_key_id=ident.access_key,
         secret_access_key=ident.secret_key,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -75,7 +76,7 @@ def test_upload_reads_back_with_metadata_and_checksum(seaweed: SeaweedS3, tmp_pa
     )
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert result.etag
-    got = seaweed.client().get_object(  # type: ignore[attr-defined]
+    got = seaweed.client().get_object(
         Bucket=seaweed.bucket, Key="app/room/one.mp4", ChecksumMode="ENABLED"
     )
     assert got["Body"].read() == data
@@ -104,13 +105,13 @@ def test_multipart_upload_intact_and_nothing_left_unfinished(
     assert result.etag.endswith("-3")  # three parts: 5 + 5 + 2 MiB
     assert sum(sent) == src.stat().st_size
     client = seaweed.client()
-    body = client.get_object(Bucket=seaweed.bucket, Key="big/one.mp4")["Body"].read()  # type: ignore[attr-defined]
+    body = client.get_object(Bucket=seaweed.bucket, Key="big/one.mp4")["Body"].read()
     assert (
         hashlib.sha256(body).hexdigest()
         == result.sha256
         == hashlib.sha256(src.read_bytes()).hexdigest()
     )
-    listed = client.list_multipart_uploads(Bucket=seaweed.bucket, Prefix="big/")  # type: ignore[attr-defined]
+    listed = client.list_multipart_uploads(Bucket=seaweed.bucket, Prefix="big/")
     assert listed.get("Uploads", []) == []
 
 
@@ -134,7 +135,7 @@ def test_wrong_secret_names_the_code_and_hides_the_secret(
     )
     assert src.exists()
     with pytest.raises(ClientError):
-        seaweed.client().head_object(Bucket=seaweed.bucket, Key="x/denied.mp4")  # type: ignore[attr-defined]
+        seaweed.client().head_object(Bucket=seaweed.bucket, Key="x/denied.mp4")
 
 
 def test_missing_bucket(seaweed: SeaweedS3, tmp_path: Path) -> None:
@@ -172,7 +173,7 @@ def test_presigned_link_fetches_the_bytes_and_caps_expiry(
 
 def test_check_access_passes_with_good_keys(seaweed: SeaweedS3) -> None:
     check_access(seaweed.bucket, "calls", access=access_for(seaweed))
-    left = seaweed.client().list_objects_v2(Bucket=seaweed.bucket, Prefix="calls/")  # type: ignore[attr-defined]
+    left = seaweed.client().list_objects_v2(Bucket=seaweed.bucket, Prefix="calls/")
     assert left.get("KeyCount", 0) == 0
 
 
@@ -238,8 +239,8 @@ def test_failure_after_first_part_aborts_the_attempt(seaweed: SeaweedS3, tmp_pat
         )
     client = seaweed.client()
     with pytest.raises(ClientError):
-        client.head_object(Bucket=seaweed.bucket, Key="aborted/one.mp4")  # type: ignore[attr-defined]
-    listed = client.list_multipart_uploads(Bucket=seaweed.bucket, Prefix="aborted/")  # type: ignore[attr-defined]
+        client.head_object(Bucket=seaweed.bucket, Key="aborted/one.mp4")
+    listed = client.list_multipart_uploads(Bucket=seaweed.bucket, Prefix="aborted/")
     assert listed.get("Uploads", []) == []
 
 
@@ -285,12 +286,12 @@ def test_server_killed_mid_multipart_leaves_no_object(
         server.restart()
         client = server.client()
         with pytest.raises(ClientError):
-            client.head_object(Bucket=server.bucket, Key="calls/crash.mp4")  # type: ignore[attr-defined]
+            client.head_object(Bucket=server.bucket, Key="calls/crash.mp4")
         access = access_for(server)
-        stale = client.list_multipart_uploads(Bucket=server.bucket, Prefix="calls/")  # type: ignore[attr-defined]
+        stale = client.list_multipart_uploads(Bucket=server.bucket, Prefix="calls/")
         assert len(stale.get("Uploads", [])) == 1
         assert abort_stale_uploads(server.bucket, "calls/crash.mp4", access=access) == 1
-        after = client.list_multipart_uploads(Bucket=server.bucket, Prefix="calls/")  # type: ignore[attr-defined]
+        after = client.list_multipart_uploads(Bucket=server.bucket, Prefix="calls/")
         assert after.get("Uploads", []) == []
 
         result = upload(
@@ -301,7 +302,7 @@ def test_server_killed_mid_multipart_leaves_no_object(
             metadata=META,
             config=one_at_a_time,
         )
-        body = client.get_object(Bucket=server.bucket, Key="calls/crash.mp4")["Body"].read()  # type: ignore[attr-defined]
+        body = client.get_object(Bucket=server.bucket, Key="calls/crash.mp4")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == result.sha256
     finally:
         server.stop()
