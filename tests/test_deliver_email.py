@@ -298,27 +298,58 @@ def test_smtp_url_parsing() -> None:
         "us@er",
         "p:ss-word-1234",
     )
-    assert target.starttls and not target.ssl
-    assert "p:ss-word-1234" not in repr(target) and "****1234" in repr(target)
+    assert target.starttls and not target.ssl and target.timeout_s == 30.0
+    for shown in (repr(target), str(target)):
+        assert "p:ss-word-1234" not in shown and "password='****1234'" in shown
     assert SmtpTarget.from_url("smtp://mail.example.com").port == 25
+    assert SmtpTarget.from_url(" smtp://mail.example.com/ ").host == "mail.example.com"
     assert SmtpTarget.from_url("smtps://u:pw@mail.example.com").port == 465
     assert "password='****'" in repr(SmtpTarget.from_url("smtps://u:pw@mail.example.com"))
     assert SmtpTarget.from_url("smtp://mail.example.com:2525?starttls=0").port == 2525
+    assert SmtpTarget.from_url("smtp://mail?timeout=2.5&starttls=1").timeout_s == 2.5
 
 
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://u:hunter2hunter2@host", "must start with smtp:// or smtps://"),
-        ("smtp://u:hunter2hunter2@:25", "no host"),
-        ("smtp://u:hunter2hunter2@host:99999", "cannot be parsed"),
-        ("smtp://u:hunter2hunter2@host?tls=1", "unknown SMTP URL parameter 'tls'"),
-        ("smtp://u:hunter2hunter2@host?starttls=maybe", "starttls must be 1 or 0"),
-        ("smtps://u:hunter2hunter2@host?starttls=1", "not both"),
-        ("smtp://u@host", "user without a password"),
+        ("http://u:hunter2hunter2@host", "expected an smtp:// or smtps:// URL"),
+        ("smtp://u:hunter2hunter2@:25", "the URL names no host"),
+        ("smtp://u:hunter2hunter2@host:99999", "not a URL with a valid host and port"),
+        ("smtp://u:hunter2hunter2@host:0", "port 0 is out of range"),
+        ("smtp://u:hunter2hunter2@host/inbox", "the URL must not have a path or fragment"),
+        ("smtp://u:hunter2hunter2@host#x", "the URL must not have a path or fragment"),
+        ("smtp://u:hunter2hunter2@host?tls=1", "the query parameters are starttls=0 or 1"),
+        ("smtp://u:hunter2hunter2@host?starttls=yes", "the query parameters are starttls=0 or 1"),
+        ("smtp://u:hunter2hunter2@host?timeout=soon", "timeout must be a positive number"),
+        ("smtp://u:hunter2hunter2@host?timeout=-1", "timeout must be a positive number"),
+        ("smtp://u:hunter2hunter2@host?timeout=inf", "timeout must be a positive number"),
+        ("smtps://u:hunter2hunter2@host?starttls=1", "starttls=1 contradicts it"),
+        ("smtp://:hunter2hunter2@host", "a password needs a user name"),
+        ("smtp://u@host", "a user name needs a password"),
+        ("smtp://u:@host", "a user name needs a password"),
     ],
 )
 def test_bad_smtp_urls(url: str, message: str) -> None:
     with pytest.raises(OptionsError, match=message) as caught:
-        SmtpTarget.from_url(url)
+        SmtpTarget.from_url(url, field="smtp.url")
+    assert caught.value.field == "smtp.url" and str(caught.value).startswith("smtp.url: ")
     assert "hunter2hunter2" not in str(caught.value) + repr(caught.value)
+    assert caught.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"host": ""}, "smtp.host"),
+        ({"port": 0}, "smtp.port"),
+        ({"ssl": True, "starttls": True}, "smtp.starttls"),
+        ({"user": "u"}, "smtp.user"),
+        ({"password": "hunter2hunter2"}, "smtp.user"),
+        ({"timeout_s": 0.0}, "smtp.timeout_s"),
+    ],
+)
+def test_a_target_built_directly_is_checked_too(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(OptionsError) as caught:
+        SmtpTarget(**{"host": "mail", "port": 25, **kwargs})
+    assert caught.value.field == field
+    assert "hunter2hunter2" not in str(caught.value)

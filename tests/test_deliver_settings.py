@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from skymix.deliver.email import SmtpTarget
 from skymix.deliver.settings import (
     DEFAULT_KEY_TEMPLATE,
     RecordingSettings,
@@ -352,44 +353,49 @@ def test_safe_key_part_keeps_safe_characters():
 
 
 SENDER = "recordings@example.com"
+FROM = {"SKYMIX_SMTP_FROM": SENDER}
 
 
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("smtp://mail.example.com", ("mail.example.com", 25, "plain", None, None)),
-        ("smtp://mail.example.com:2525", ("mail.example.com", 2525, "plain", None, None)),
+        ("smtp://mail.example.com", ("mail.example.com", 25, False, False, None, None)),
+        ("smtp://mail.example.com:2525", ("mail.example.com", 2525, False, False, None, None)),
         (
             "smtp://bot:" + SMTP_PASSWORD + "@127.0.0.1:1025?starttls=1",
-            ("127.0.0.1", 1025, "starttls", "bot", SMTP_PASSWORD),
+            ("127.0.0.1", 1025, True, False, "bot", SMTP_PASSWORD),
         ),
         (
             "smtp://bot:" + SMTP_PASSWORD + "@mail?starttls=1",
-            ("mail", 587, "starttls", "bot", SMTP_PASSWORD),
+            ("mail", 587, True, False, "bot", SMTP_PASSWORD),
         ),
-        ("smtp://mail?starttls=0", ("mail", 25, "plain", None, None)),
+        ("smtp://mail?starttls=0", ("mail", 25, False, False, None, None)),
         (
             "smtps://bot%40example.com:p%3Ass%2Fword%40x@mail",
-            ("mail", 465, "ssl", "bot@example.com", "p:ss/word@x"),
+            ("mail", 465, False, True, "bot@example.com", "p:ss/word@x"),
         ),
-        ("smtps://bot@[::1]:4650", ("::1", 4650, "ssl", "bot", None)),
+        ("smtps://bot:pw@[::1]:4650/", ("::1", 4650, False, True, "bot", "pw")),
     ],
 )
 def test_smtp_from_env(url, expected):
     smtp = SmtpSettings.from_env({"SKYMIX_SMTP_URL": url, "SKYMIX_SMTP_FROM": SENDER})
-    password = smtp.password.get_secret_value() if smtp.password else None
-    assert (smtp.host, smtp.port, smtp.security, smtp.username, password) == expected
+    target = smtp.target
+    got = (target.host, target.port, target.starttls, target.ssl, target.user, target.password)
+    assert got == expected
+    assert target == SmtpTarget.from_url(url)
     assert smtp.sender == SENDER
 
 
 def test_smtp_password_is_masked_and_no_url_means_no_email(monkeypatch):
-    url = f"smtp://bot:{SMTP_PASSWORD}@127.0.0.1:1025"
+    url = f"smtp://bot:{SMTP_PASSWORD}@127.0.0.1:1025?timeout=5"
     monkeypatch.setenv("SKYMIX_SMTP_URL", url)
     monkeypatch.setenv("SKYMIX_SMTP_FROM", SENDER)
     smtp = SmtpSettings.from_env()
-    assert smtp is not None and smtp.username == "bot"
+    assert smtp is not None and smtp.target.user == "bot" and smtp.target.timeout_s == 5.0
     assert SMTP_PASSWORD not in repr(smtp) and SMTP_PASSWORD not in str(smtp)
-    assert "Secret('****aple')" in repr(smtp)
+    assert "password='****aple'" in repr(smtp) and "password='****aple'" in str(smtp.target)
+    short = SmtpSettings.from_env({"SKYMIX_SMTP_URL": "smtp://bot:pw12345678@m", **FROM})
+    assert "password='****'" in repr(short) and "5678" not in repr(short)
     assert SmtpSettings.from_env({}) is None
     assert SmtpSettings.from_env({"SKYMIX_SMTP_URL": ""}) is None
 
@@ -406,6 +412,10 @@ def test_smtp_password_is_masked_and_no_url_means_no_email(monkeypatch):
             "SKYMIX_SMTP_URL: not a URL with a valid host and port",
         ),
         (
+            {"SKYMIX_SMTP_URL": f"smtp://u:{SMTP_PASSWORD}@mail:0"},
+            "SKYMIX_SMTP_URL: port 0 is out of range",
+        ),
+        (
             {"SKYMIX_SMTP_URL": f"smtp://u:{SMTP_PASSWORD}@:25"},
             "SKYMIX_SMTP_URL: the URL names no host",
         ),
@@ -414,12 +424,20 @@ def test_smtp_password_is_masked_and_no_url_means_no_email(monkeypatch):
             "SKYMIX_SMTP_URL: the URL must not have a path or fragment",
         ),
         (
+            {"SKYMIX_SMTP_URL": f"smtp://u:{SMTP_PASSWORD}@mail#top"},
+            "SKYMIX_SMTP_URL: the URL must not have a path or fragment",
+        ),
+        (
             {"SKYMIX_SMTP_URL": f"smtp://u:{SMTP_PASSWORD}@mail?tls=1"},
-            "SKYMIX_SMTP_URL: the only query parameter is starttls=0 or 1",
+            "SKYMIX_SMTP_URL: the query parameters are starttls=0 or 1 and timeout=seconds",
         ),
         (
             {"SKYMIX_SMTP_URL": f"smtp://u:{SMTP_PASSWORD}@mail?starttls=yes"},
-            "SKYMIX_SMTP_URL: the only query parameter is starttls=0 or 1",
+            "SKYMIX_SMTP_URL: the query parameters are starttls=0 or 1 and timeout=seconds",
+        ),
+        (
+            {"SKYMIX_SMTP_URL": f"smtp://u:{SMTP_PASSWORD}@mail?timeout=0"},
+            "SKYMIX_SMTP_URL: timeout must be a positive number of seconds",
         ),
         (
             {"SKYMIX_SMTP_URL": f"smtps://u:{SMTP_PASSWORD}@mail?starttls=1"},
@@ -429,6 +447,10 @@ def test_smtp_password_is_masked_and_no_url_means_no_email(monkeypatch):
             {"SKYMIX_SMTP_URL": f"smtp://:{SMTP_PASSWORD}@mail"},
             "SKYMIX_SMTP_URL: a password needs a user name",
         ),
+        (
+            {"SKYMIX_SMTP_URL": "smtps://bot@[::1]:4650"},
+            "SKYMIX_SMTP_URL: a user name needs a password",
+        ),
         ({"SKYMIX_SMTP_URL": f"smtp://u:{SMTP_PASSWORD}@mail"}, "SKYMIX_SMTP_FROM: not set"),
         (
             {"SKYMIX_SMTP_URL": f"smtp://u:{SMTP_PASSWORD}@mail", "SKYMIX_SMTP_FROM": "nobody"},
@@ -437,9 +459,10 @@ def test_smtp_password_is_masked_and_no_url_means_no_email(monkeypatch):
     ],
 )
 def test_smtp_problems_name_the_variable_and_never_the_password(env, message):
-    env = {"SKYMIX_SMTP_FROM": SENDER} | env if "FROM" not in message else env
+    env = FROM | env if "FROM" not in message else env
     with pytest.raises(OptionsError) as caught:
         SmtpSettings.from_env(env)
     assert str(caught.value) == message
+    assert caught.value.field == message.split(":")[0]
     assert SMTP_PASSWORD not in repr(caught.value)
     assert caught.value.__context__ is None

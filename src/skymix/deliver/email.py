@@ -1,9 +1,10 @@
 """E-mail announcing a recording, over the operator's SMTP server (plain, STARTTLS or SSL).
 
 The server is the operator's, named by one URL (``smtp://user:pass@host:587?starttls=1`` or
-``smtps://user:pass@host``, as ``SKYMIX_SMTP_URL`` holds it); ``SmtpTarget`` parses it and shows
-its password masked. ``message_for`` turns a notification payload into subject, text and HTML
-(room and recording id in the subject, the link in both bodies); ``send_email`` sends it.
+``smtps://user:pass@host``, as ``SKYMIX_SMTP_URL`` holds it); ``SmtpTarget.from_url`` is the one
+parser of it (``SmtpSettings.from_env`` uses it) and the target shows its password masked.
+``message_for`` turns a notification payload into subject, text and HTML (room and recording id
+in the subject, the link in both bodies); ``send_email`` sends it.
 
 A server that cannot be reached, refuses the login or the recipients gives a failed
 ``EmailResult`` with the reason, never an exception: a lost e-mail must not lose the recording.
@@ -16,6 +17,7 @@ import email.message
 import email.utils
 import html
 import logging
+import math
 import re
 import smtplib
 import socket
@@ -31,7 +33,6 @@ __all__ = ["EmailMessageParts", "EmailResult", "SmtpTarget", "message_for", "sen
 log = logging.getLogger(__name__)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_TRUE = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _mask(secret: str | None) -> str | None:
@@ -45,7 +46,8 @@ def _mask(secret: str | None) -> str | None:
 class SmtpTarget:
     """The operator's SMTP server: where, how (``ssl`` from the start or ``starttls``), who.
 
-    ``user`` and ``password`` are both given or both absent; the repr masks the password.
+    ``user`` and ``password`` are both given or both absent; repr and str show the password as
+    ``****`` and its last 4 characters, or ``****`` alone when it is shorter than 12.
     """
 
     host: str
@@ -78,57 +80,71 @@ class SmtpTarget:
         )
 
     @classmethod
-    def from_url(cls, url: str) -> SmtpTarget:
-        """Parse ``smtp://[user:pass@]host[:port][?starttls=1]`` or ``smtps://...``.
+    def from_url(cls, url: str, *, field: str = "smtp_url") -> SmtpTarget:
+        """The server of ``smtp://[user:password@]host[:port][?starttls=1][&timeout=S]`` or
+        ``smtps://...`` (SSL from the start, so no ``starttls=1``).
 
-        User and password are percent-decoded. Default ports: 25 (smtp), 587 (smtp with
-        STARTTLS), 465 (smtps). Errors never repeat the URL (it holds the password).
+        User and password are percent-decoded and come together. Default ports: 25 (smtp), 587
+        (smtp with STARTTLS), 465 (smtps). A path, a fragment or another query parameter is
+        refused. Each problem is an OptionsError naming ``field`` (the variable or setting that
+        held the URL); none repeats the URL, which holds the password.
         """
         try:
             parts = urllib.parse.urlsplit(url.strip())
             port = parts.port
         except ValueError:
-            raise OptionsError("the SMTP URL cannot be parsed", field="smtp_url") from None
+            parts = None
+        if parts is None:  # raised out of the handler: urllib's error may quote the URL
+            raise OptionsError("not a URL with a valid host and port", field=field)
         if parts.scheme not in ("smtp", "smtps"):
-            raise OptionsError(
-                f"the SMTP URL must start with smtp:// or smtps://, not {parts.scheme or '(none)'}",
-                field="smtp_url",
-            )
+            raise OptionsError("expected an smtp:// or smtps:// URL", field=field)
         if not parts.hostname:
-            raise OptionsError("the SMTP URL has no host", field="smtp_url")
-        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-        unknown = sorted(set(query) - {"starttls", "timeout"})
-        if unknown:
-            raise OptionsError(f"unknown SMTP URL parameter {unknown[0]!r}", field="smtp_url")
-        starttls = False
-        if "starttls" in query:
-            value = query["starttls"][-1].lower()
-            if value not in _TRUE:
-                raise OptionsError("starttls must be 1 or 0", field="smtp_url")
-            starttls = _TRUE[value]
-        timeout_s = 30.0
-        if "timeout" in query:
-            try:
-                timeout_s = float(query["timeout"][-1])
-            except ValueError:
+            raise OptionsError("the URL names no host", field=field)
+        if port == 0:
+            raise OptionsError("port 0 is out of range", field=field)
+        if parts.path not in ("", "/") or parts.fragment:
+            raise OptionsError("the URL must not have a path or fragment", field=field)
+        starttls, timeout_s = False, 30.0
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if name == "starttls" and value in ("0", "1"):
+                starttls = value == "1"
+            elif name == "timeout":
+                timeout_s = _seconds(value, field)
+            else:
                 raise OptionsError(
-                    "timeout must be a number of seconds", field="smtp_url"
-                ) from None
+                    "the query parameters are starttls=0 or 1 and timeout=seconds", field=field
+                )
         is_ssl = parts.scheme == "smtps"
-        user = urllib.parse.unquote(parts.username) if parts.username is not None else None
-        password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+        if starttls and is_ssl:
+            raise OptionsError(
+                "smtps:// is SSL from the start: starttls=1 contradicts it", field=field
+            )
+        user = urllib.parse.unquote(parts.username) if parts.username else None
+        password = urllib.parse.unquote(parts.password) if parts.password else None
+        if password is not None and user is None:
+            raise OptionsError("a password needs a user name", field=field)
         if user is not None and password is None:
-            raise OptionsError("the SMTP URL names a user without a password", field="smtp_url")
-        default_port = 465 if is_ssl else 587 if starttls else 25
+            raise OptionsError("a user name needs a password", field=field)
         return cls(
             host=parts.hostname,
-            port=port or default_port,
-            user=user or None,
-            password=password if user else None,
+            port=port or (465 if is_ssl else 587 if starttls else 25),
+            user=user,
+            password=password,
             starttls=starttls,
             ssl=is_ssl,
             timeout_s=timeout_s,
         )
+
+
+def _seconds(value: str, field: str) -> float:
+    """A URL's ``timeout``: a positive, finite number of seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise OptionsError("timeout must be a positive number of seconds", field=field)
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,11 @@ server, validated once, as the REST API will store them.
 
 ``RecordingSettings`` is the JSON document of issue 10, one pydantic model: validation with the
 JSON path of each problem (skymix.jsondoc), and the JSON Schema in docs/settings.schema.json
-generated from it. Secrets (the S3 secret key, the webhook secret, the SMTP password) are
-``Secret`` values that show as ``****`` and their last 4 characters in every repr, str, error and
-JSON document, except ``to_json(reveal=True)``, which is for storing the settings only. A masked
-value sent back (``****WQON``) is refused rather than stored as the secret.
+generated from it. Secrets (the S3 secret key, the webhook secret) are ``Secret`` values that
+show as ``****`` and their last 4 characters in every repr, str, error and JSON document, except
+``to_json(reveal=True)``, which is for storing the settings only. A masked value sent back
+(``****WQON``) is refused rather than stored as the secret. The SMTP server comes from the
+environment (``SmtpSettings.from_env``), its URL parsed by ``SmtpTarget.from_url``.
 
 Object keys come from the settings' key template (``render_key``): only the known fields, each
 value made safe for a key (a room named ``../x`` cannot climb out of the prefix).
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -42,6 +43,7 @@ from pydantic import (
 from ..errors import OptionsError
 from ..jsondoc import JsonDocument, json_int, problem, validation_problems
 from .arn import Destination, parse_destination
+from .email import SmtpTarget
 
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
@@ -369,62 +371,26 @@ def settings_json_schema() -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
-    """The operator's SMTP server: ``security`` "plain", "starttls" or "ssl"; a login when
-    ``username`` is set. The password shows masked in repr and str."""
+    """The operator's SMTP server (``target``, what ``send_email`` takes; its repr and str mask
+    the password) and the address e-mail is sent as (``sender``)."""
 
-    host: str
-    port: int
+    target: SmtpTarget
     sender: str
-    security: str = "plain"
-    username: str | None = None
-    password: Secret | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SmtpSettings | None:
-        """The server of SKYMIX_SMTP_URL (``smtp://`` or ``smtps://``, ``user:password@``,
-        ``host:port``, ``?starttls=1``) sending as SKYMIX_SMTP_FROM; None when no URL is set
-        (no e-mail). OptionsError naming the variable otherwise; no message quotes the URL."""
+        """The server of SKYMIX_SMTP_URL (parsed by ``SmtpTarget.from_url``) sending as
+        SKYMIX_SMTP_FROM; None when no URL is set (no e-mail). OptionsError naming the variable
+        otherwise; no message quotes the URL."""
         env = os.environ if environ is None else environ
         url = env.get("SKYMIX_SMTP_URL", "")
         if not url:
             return None
-        field = "SKYMIX_SMTP_URL"
-        try:
-            parts = urlsplit(url)
-            port, host = parts.port, parts.hostname
-        except ValueError:
-            parts = None
-        if parts is None:  # raised out of the handler: urllib's error may quote the URL
-            raise OptionsError("not a URL with a valid host and port", field=field)
-        if parts.scheme not in ("smtp", "smtps"):
-            raise OptionsError("expected an smtp:// or smtps:// URL", field=field)
-        if not host:
-            raise OptionsError("the URL names no host", field=field)
-        if parts.path not in ("", "/") or parts.fragment:
-            raise OptionsError("the URL must not have a path or fragment", field=field)
-        starttls = False
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name != "starttls" or value not in ("0", "1"):
-                raise OptionsError("the only query parameter is starttls=0 or 1", field=field)
-            starttls = value == "1"
-        if starttls and parts.scheme == "smtps":
-            raise OptionsError(
-                "smtps:// is SSL from the start: starttls=1 contradicts it", field=field
-            )
-        if parts.password is not None and not parts.username:
-            raise OptionsError("a password needs a user name", field=field)
+        target = SmtpTarget.from_url(url, field="SKYMIX_SMTP_URL")
         sender = env.get("SKYMIX_SMTP_FROM", "")
         if not _EMAIL.fullmatch(sender):
             raise OptionsError(
                 "expected the sender's e-mail address" if sender else "not set",
                 field="SKYMIX_SMTP_FROM",
             )
-        ssl = parts.scheme == "smtps"
-        return cls(
-            host=host,
-            port=port or (465 if ssl else 587 if starttls else 25),
-            sender=sender,
-            security="ssl" if ssl else "starttls" if starttls else "plain",
-            username=unquote(parts.username) if parts.username else None,
-            password=Secret(unquote(parts.password)) if parts.password else None,
-        )
+        return cls(target=target, sender=sender)
