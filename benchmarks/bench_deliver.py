@@ -1,0 +1,201 @@
+"""Delivery to S3: from the end of mixing to the download link, against a plain boto3 upload.
+
+The issue's "Measured" target: for a 1 GB recording, skymix's ``upload()`` (a local SHA-256
+pass, the checksum the store verifies, metadata, the HEAD that compares size and checksum) plus
+``presigned_link()`` costs at most 10% more wall time than a plain boto3 ``upload_file`` of the
+same file with boto3's default settings (same endpoint and credentials, path-style addressing).
+
+One run: a real SeaweedFS S3 server on loopback (tests/seaweed.py, data in a temp dir, stopped
+at the end), one 1 GB file of random bytes made once in a temp dir and deleted at the end. The
+two are alternated PAIRS times (each first in every other pair: this 2-core machine's speed
+drifts, and other work runs on it; a pair hardly sees the drift); every object is deleted after
+its pair so the store does not grow. ``ratio_skymix_over_plain`` (the median of the pairs'
+ratios) is the figure to quote; each side's MB/s is the file's size over its median wall.
+
+Where skymix's time goes (from its progress callback): ``skymix_before_first_byte_s`` is the
+local SHA-256 pass plus the client's creation (no byte is sent before the checksum is known),
+``skymix_after_last_byte_s`` is completing the upload, the verifying HEAD and the link.
+test_where_time_goes (one round) splits the rest: the local SHA-256 pass alone, and plain
+``upload_file`` with skymix's TRANSFER_CONFIG, with the SHA-256 checksum, and with both.
+
+Run: .venv/bin/python -m pytest benchmarks/bench_deliver.py -o python_files='bench_*.py' \
+--benchmark-enable -s   (SKYMIX_BENCH_PAIRS=N changes the pairs, default 3; SKYMIX_BENCH_MB
+the file's size in MB, default 1000).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from seaweed import S3_ADMIN, SeaweedS3  # noqa: E402
+from skymix.deliver.s3 import TRANSFER_CONFIG, S3Access, presigned_link, upload  # noqa: E402
+
+PAIRS = int(os.environ.get("SKYMIX_BENCH_PAIRS", "3"))
+SIZE = int(os.environ.get("SKYMIX_BENCH_MB", "1000")) * 1000 * 1000
+TARGET = 1.10
+BUCKET = "bench"
+GROUP = f"delivery: {SIZE / 1e9:g} GB to SeaweedFS on loopback"
+METADATA = {
+    "recording-id": "01JBENCH0000000000000000",
+    "room": "benchmark room",
+    "duration-s": "3600",
+    "participants": "4",
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"), BUCKET, (S3_ADMIN,))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """SIZE random bytes, written once per run, deleted at the end."""
+    path = tmp_path_factory.mktemp("recording") / "recording.mp4"
+    with path.open("wb") as f:
+        left = SIZE
+        while left:
+            n = min(left, 16 * 1024 * 1024)
+            f.write(os.urandom(n))
+            left -= n
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def plain_client(store: SeaweedS3) -> Any:
+    """boto3 with its defaults but for the endpoint, the credentials and path-style buckets."""
+    return boto3.client(
+        "s3",
+        endpoint_url=store.endpoint_url,
+        region_name=store.region,
+        aws_access_key_id=store.admin.access_key,
+        aws_secret_access_key=store.admin.secret_key,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def test_upload_to_link(benchmark: Any, store: SeaweedS3, recording: Path) -> None:
+    """skymix's upload + link and a plain upload_file, alternated; the time is a pair's."""
+    benchmark.group = GROUP
+    access = S3Access(
+        region=store.region,
+        endpoint_url=store.endpoint_url,
+        access_key_id=store.admin.access_key,
+        secret_access_key=store.admin.secret_key,
+    )
+    size = recording.stat().st_size
+    admin = store.client()
+    pairs: list[tuple[float, float]] = []
+    first_byte: list[float] = []
+    after_last: list[float] = []
+
+    def mine(key: str) -> float:
+        t0 = time.perf_counter()
+        marks: list[float] = []
+
+        def progress(n: int) -> None:
+            if not marks:
+                marks.append(time.perf_counter())
+
+        result = upload(recording, BUCKET, key, access=access, metadata=METADATA, progress=progress)
+        done_bytes = time.perf_counter()
+        link = presigned_link(BUCKET, key, 24 * 3600, access=access)
+        t1 = time.perf_counter()
+        assert result.size == size and link.url.startswith(store.endpoint_url)
+        first_byte.append(marks[0] - t0)
+        after_last.append(t1 - done_bytes)
+        return t1 - t0
+
+    def plain(key: str) -> float:
+        client = plain_client(store)
+        t0 = time.perf_counter()
+        client.upload_file(str(recording), BUCKET, key)
+        return time.perf_counter() - t0
+
+    def once() -> None:  # each goes first in every other pair
+        n = len(pairs)
+        keys = (f"skymix-{n}.mp4", f"plain-{n}.mp4")
+        if n % 2:
+            p = plain(keys[1])
+            m = mine(keys[0])
+        else:
+            m = mine(keys[0])
+            p = plain(keys[1])
+        for key in keys:
+            assert admin.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == size
+            admin.delete_object(Bucket=BUCKET, Key=key)
+        pairs.append((m, p))
+
+    benchmark.pedantic(once, rounds=PAIRS, warmup_rounds=0)
+    ratios = [m / p for m, p in pairs]
+    ratio = statistics.median(ratios)
+    mine_s = statistics.median(m for m, _ in pairs)
+    plain_s = statistics.median(p for _, p in pairs)
+    benchmark.extra_info.update(
+        {
+            "file_bytes": size,
+            "pairs_skymix_s": [round(m, 3) for m, _ in pairs],
+            "pairs_plain_s": [round(p, 3) for _, p in pairs],
+            "pairs_ratio": [round(r, 3) for r in ratios],
+            "skymix_s": round(mine_s, 3),
+            "plain_s": round(plain_s, 3),
+            "skymix_mb_per_s": round(size / 1e6 / mine_s, 1),
+            "plain_mb_per_s": round(size / 1e6 / plain_s, 1),
+            "skymix_before_first_byte_s": round(statistics.median(first_byte), 3),
+            "skymix_after_last_byte_s": round(statistics.median(after_last), 3),
+            "ratio_skymix_over_plain": round(ratio, 3),
+            "target_ratio": TARGET,
+            "target_met": ratio <= TARGET,
+        }
+    )
+    print(benchmark.extra_info)
+
+
+def test_where_time_goes(benchmark: Any, store: SeaweedS3, recording: Path) -> None:
+    """One round of each ingredient of skymix's upload on its own; the time is the round's."""
+    benchmark.group = GROUP + ", ingredients"
+    times: dict[str, float] = {}
+    admin = store.client()
+    sha = {"ChecksumAlgorithm": "SHA256"}
+    variants: dict[str, tuple[Any, dict[str, str]]] = {
+        "plain_default": (None, {}),
+        "plain_transfer_config": (TRANSFER_CONFIG, {}),
+        "plain_sha256_checksum": (None, sha),
+        "plain_transfer_config_sha256": (TRANSFER_CONFIG, sha),
+    }
+
+    def once() -> None:
+        t0 = time.perf_counter()
+        digest = hashlib.sha256()
+        with recording.open("rb") as f:
+            while chunk := f.read(16 * 1024 * 1024):
+                digest.update(chunk)
+        times["local_sha256_pass"] = time.perf_counter() - t0
+        for name, (config, extra) in variants.items():
+            client = plain_client(store)
+            t0 = time.perf_counter()
+            client.upload_file(str(recording), BUCKET, name, ExtraArgs=extra, Config=config)
+            times[name] = time.perf_counter() - t0
+            admin.delete_object(Bucket=BUCKET, Key=name)
+
+    benchmark.pedantic(once, rounds=1, warmup_rounds=0)
+    benchmark.extra_info.update({f"{k}_s": round(v, 3) for k, v in times.items()})
+    print(benchmark.extra_info)
