@@ -1,5 +1,7 @@
 """skymix: turn a media relay's RTP captures into one finished, composited recording."""
 
+from typing import TYPE_CHECKING, Any
+
 from .compose import (
     CompositeState,
     Overlay,
@@ -37,10 +39,30 @@ from .report import MixReport
 from .session import load_description
 from .streams.room import scan_room
 
+if TYPE_CHECKING:
+    from .deliver.chain import DeliveryOutcome, deliver_recording
+    from .deliver.chain import resume as resume_delivery
+    from .deliver.settings import RecordingSettings
 
-def __getattr__(name: str) -> str:
-    """`__version__`, looked up on first use: importing importlib.metadata costs ~20 ms, at
-    every start of the command line otherwise."""
+#: Names imported on first use (boto3 and pydantic's models cost ~180 ms at every start
+#: otherwise): name -> (module, attribute).
+_LAZY = {
+    "DeliveryOutcome": (".deliver.chain", "DeliveryOutcome"),
+    "deliver_recording": (".deliver.chain", "deliver_recording"),
+    "resume_delivery": (".deliver.chain", "resume"),
+    "RecordingSettings": (".deliver.settings", "RecordingSettings"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """`__version__` and the delivery names, looked up on first use: importing
+    importlib.metadata costs ~20 ms, the delivery modules more, at every start of the command
+    line otherwise."""
+    if name in _LAZY:
+        from importlib import import_module
+
+        module, attribute = _LAZY[name]
+        return getattr(import_module(module, __name__), attribute)
     if name != "__version__":
         raise AttributeError(f"module 'skymix' has no attribute {name!r}")
     from importlib.metadata import PackageNotFoundError, version
@@ -60,6 +82,7 @@ __all__ = [
     "DamageError",
     "DecodeError",
     "DeliveryError",
+    "DeliveryOutcome",
     "DescriptionError",
     "EncodeSettings",
     "GridSpec",
@@ -78,8 +101,9 @@ __all__ = [
     "Overlay",
     "PipSpec",
     "ProgressEvent",
-    "Rect",
+    "RecordingSettings",
     "RecordingStateError",
+    "Rect",
     "SkymixError",
     "SpeakerSpec",
     "Stage",
@@ -87,11 +111,13 @@ __all__ = [
     "Tile",
     "__version__",
     "composite",
+    "deliver_recording",
     "draw_mask",
     "load_custom_layout",
     "load_description",
     "mix",
     "mix_audio",
+    "resume_delivery",
     "rgb_to_yuv",
     "scan_room",
 ]

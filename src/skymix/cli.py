@@ -14,6 +14,7 @@ from .errors import SkymixError
 from .progress import TerminalProgress
 
 if TYPE_CHECKING:
+    from .deliver.settings import RecordingSettings
     from .outputs import Cancellation
 
 __all__ = ["build_parser", "main"]
@@ -152,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
         "gets: object actions on the destination's bucket and prefix only, nothing account-wide.",
     )
     policy.add_argument("destination", metavar="ARN", help="arn:aws:s3:...::BUCKET/PREFIX or s3://")
+    upload = sub.add_parser(
+        "upload",
+        help="finish delivering a recording: upload, link, notifications",
+        description="Read a recording's working folder (its event log names the mixed file) and "
+        "do what is left of its delivery under the same recording id: upload, link, notify.",
+    )
+    upload.add_argument("recording_dir", type=Path, metavar="RECORDING_DIR")
+    _settings_arguments(upload)
+    check = sub.add_parser(
+        "s3-check",
+        help="prove the settings' keys can write, read and delete under their prefix",
+        description="Put, read back and delete a probe object under the settings' bucket and "
+        "prefix; print OK, or the permission or problem that stops delivery (exit 1).",
+    )
+    _settings_arguments(check)
     synth = sub.add_parser(
         "synth",
         help="write a synthetic relay capture (pcap + SDPs + truth) with chosen impairments",
@@ -204,6 +220,22 @@ def _capture_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The recording settings (a JSON document) and the store's URL over theirs."""
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        required=True,
+        metavar="FILE.json",
+        help="the application's recording settings (docs/settings.schema.json)",
+    )
+    parser.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="an S3-compatible store's URL, over the settings' own",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. Exit codes: 0 done, 1 failed, 2 usage; SIGINT and SIGTERM clean up like a
     failure and end with 128 + the signal's number (130, 143)."""
@@ -251,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .deliver.arn import s3_policy
 
                 print(json.dumps(s3_policy(args.destination), indent=2))
+            elif args.command == "upload":
+                return _upload(args)
+            elif args.command == "s3-check":
+                _s3_check(args)
             elif args.command == "synth":
                 from .synth import Impairments, preset, synthesize
 
@@ -389,6 +425,55 @@ def _flag_of(field: str, args: argparse.Namespace) -> str | None:
     if field in _FLAGS and getattr(args, _FLAGS[field][1]) is not None:
         return _FLAGS[field][0]
     return None
+
+
+def _read_settings(path: Path) -> RecordingSettings:
+    from .deliver.settings import RecordingSettings
+    from .errors import OptionsError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OptionsError(f"{path}: cannot read the settings: {exc.strerror}") from exc
+    return RecordingSettings.from_json(data)
+
+
+def _upload(args: argparse.Namespace) -> int:
+    """Resume a recording's delivery; print its link (exit 0) or why it failed (exit 1)."""
+    from .deliver.chain import resume
+    from .deliver.settings import SmtpSettings
+
+    settings = _read_settings(args.settings)
+    outcome = resume(
+        args.recording_dir,
+        settings,
+        smtp=SmtpSettings.from_env(),
+        endpoint_url=args.endpoint_url,
+    )
+    for channel, result in (("webhook", outcome.webhook), ("e-mail", outcome.email)):
+        if result is not None and result.failed:
+            print(f"skymix: {channel} not delivered: {result.reason}", file=sys.stderr)
+    if not outcome.delivered:
+        error = outcome.error or outcome.recording.error
+        print(f"skymix: error: recording {outcome.recording.id}: {error}", file=sys.stderr)
+        return 1
+    print(outcome.recording.url)
+    return 0
+
+
+def _s3_check(args: argparse.Namespace) -> None:
+    """check_access on the settings' bucket and prefix; OK, or a DeliveryError naming why."""
+    from .deliver.chain import s3_access, storage_of
+    from .deliver.s3 import check_access
+
+    storage = storage_of(_read_settings(args.settings))
+    destination = storage.destination
+    prefix = destination.key.rpartition("/")[0] if destination.names_object else destination.key
+    assert destination.bucket is not None  # an S3 destination always names its bucket
+    check_access(
+        destination.bucket, prefix, access=s3_access(storage, endpoint_url=args.endpoint_url)
+    )
+    print("OK")
 
 
 def _mix(args: argparse.Namespace, cancellation: Cancellation) -> None:

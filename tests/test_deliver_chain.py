@@ -1,0 +1,343 @@
+"""The delivery chain against real servers: SeaweedFS (the shared fixture), an HTTP receiver on
+127.0.0.1 that verifies Standard Webhooks signatures, and aiosmtpd. Upload, link, states,
+notifications, a failure kept for later, resume, and the ``upload`` and ``s3-check`` commands."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.message
+import email.policy
+import http.server
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import standardwebhooks
+from aiosmtpd.controller import Controller
+
+from seaweed import S3_ADMIN, S3_READ_ONLY, SeaweedS3
+from skymix.deliver.chain import deliver_recording, resume
+from skymix.deliver.email import SmtpTarget
+from skymix.deliver.settings import RecordingSettings, SmtpSettings
+from skymix.deliver.states import EVENT_LOG_NAME, Recording, RecordingState
+
+HOOK_SECRET = "whsec_" + base64.b64encode(b"skymix-chain-webhook-secret-0123").decode()
+WRONG_S3_SECRET = "wrong-Secret-Key-9999ZZZZ"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Hooks:
+    """What the receiver took: each verified payload, and each webhook-id header."""
+
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    state = Hooks()
+    verifier = standardwebhooks.Webhook(HOOK_SECRET)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            try:
+                state.payloads.append(verifier.verify(body, headers))
+                state.ids.append(headers["webhook-id"])
+                self.send_response(204)
+            except standardwebhooks.webhooks.WebhookVerificationError:
+                self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@dataclass
+class Inbox:
+    mails: list[tuple[list[str], email.message.EmailMessage]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        self.mails.append((list(envelope.rcpt_tos), message))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, SmtpSettings]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        target = SmtpTarget(host="127.0.0.1", port=port, timeout_s=5.0)
+        yield inbox, SmtpSettings(target=target, sender="recordings@skymix.test")
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real (tiny) MP4 made by the ffmpeg CLI."""
+    out = tmp_path_factory.mktemp("media") / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1"]
+        + ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)],
+        check=True,
+        timeout=60,
+    )
+    return out.read_bytes()
+
+
+def settings_for(
+    seaweed: SeaweedS3,
+    *,
+    secret: str = S3_ADMIN.secret_key,
+    access_key: str = S3_ADMIN.access_key,
+    hook_url: str | None = None,
+    emails: tuple[str, ...] = (),
+    endpoint: bool = True,
+) -> RecordingSettings:
+    doc: dict[str, Any] = {
+        "app_id": "acme",
+        "storage": {
+            "arn": f"arn:aws:s3:{seaweed.region}::{seaweed.bucket}/chain/",
+            "access_key_id": access_key,
+            "secret_access_key": secret,
+            "link_expiry_s": 600,
+        },
+        "notifications": {
+            "enabled": bool(hook_url or emails),
+            "url": hook_url,
+            "secret": HOOK_SECRET if hook_url else None,
+            "emails": list(emails),
+        },
+    }
+    if endpoint:
+        doc["storage"]["endpoint_url"] = seaweed.endpoint_url
+    return RecordingSettings.from_json(doc)
+
+
+def stopped_recording(folder: Path, mp4: bytes, room: str = "room 7") -> tuple[Recording, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    recording = Recording.create(folder / EVENT_LOG_NAME, "acme", room)
+    recording.start()
+    recording.stop()
+    file = folder / "recording.mp4"
+    file.write_bytes(mp4)
+    return recording, file
+
+
+def events(folder: Path) -> list[dict[str, Any]]:
+    lines = (folder / EVENT_LOG_NAME).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_the_whole_chain_to_link(
+    seaweed: SeaweedS3,
+    hooks: Hooks,
+    smtp: tuple[Inbox, SmtpSettings],
+    mp4: bytes,
+    tmp_path: Path,
+) -> None:
+    inbox, smtp_settings = smtp
+    recording, file = stopped_recording(tmp_path / "rec", mp4)
+    settings = settings_for(seaweed, hook_url=hooks.url, emails=("ops@acme.test",))
+    outcome = deliver_recording(file, settings, recording, smtp=smtp_settings, allow_private=True)
+    assert outcome.delivered and outcome.error is None and outcome.link is not None
+    key = f"chain/acme/room_7/{recording.id}.mp4"
+    stored = seaweed.client().get_object(Bucket=seaweed.bucket, Key=key)
+    assert stored["Body"].read() == mp4
+    assert stored["Metadata"]["recording-id"] == recording.id
+    with urllib.request.urlopen(outcome.link.url, timeout=10) as response:
+        assert response.read() == mp4
+    (payload,) = hooks.payloads
+    assert payload["state"] == "LINK" and payload["recording_id"] == recording.id
+    assert payload["url"] == outcome.link.url and payload["key"] == key
+    assert payload["sequence"] == 1 and hooks.ids == [f"msg_{recording.id}_1"]
+    ((to, message),) = inbox.mails
+    assert to == ["ops@acme.test"] and recording.id in message["Subject"]
+    body = message.get_body(("plain",))
+    assert body is not None and outcome.link.url in body.get_content()
+    log = events(tmp_path / "rec")
+    kinds = [e["event"] for e in log]
+    assert kinds.count("webhook_attempt") == 1
+    outcomes = {(e["channel"], e["outcome"]) for e in log if e["event"] == "notification"}
+    assert outcomes == {("webhook", "delivered"), ("email", "delivered")}
+    assert file.exists()
+    assert (
+        Recording.load(tmp_path / "rec" / EVENT_LOG_NAME).pending(("webhook", "email")).link
+        is False
+    )
+
+
+def test_wrong_secret_is_an_error_then_resume_links(
+    seaweed: SeaweedS3,
+    hooks: Hooks,
+    mp4: bytes,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    folder = tmp_path / "rec"
+    recording, file = stopped_recording(folder, mp4)
+    bad = settings_for(seaweed, secret=WRONG_S3_SECRET, hook_url=hooks.url)
+    outcome = deliver_recording(file, bad, recording, allow_private=True)
+    assert recording.state is RecordingState.ERROR and outcome.error is not None
+    assert outcome.error.code == "delivery_failed"
+    assert "SignatureDoesNotMatch" in outcome.error.message
+    assert file.read_bytes() == mp4
+    everything = (
+        repr(outcome) + str(outcome.error) + caplog.text + (folder / EVENT_LOG_NAME).read_text()
+    )
+    assert WRONG_S3_SECRET not in everything and HOOK_SECRET not in everything
+    assert [p["state"] for p in hooks.payloads] == ["ERROR"]
+    assert hooks.payloads[0]["error"]["code"] == "delivery_failed"
+
+    again = resume(folder, settings_for(seaweed, hook_url=hooks.url), allow_private=True)
+    assert again.delivered and again.recording.id == recording.id and again.link is not None
+    with urllib.request.urlopen(again.link.url, timeout=10) as response:
+        assert response.read() == mp4
+    assert [(p["state"], p["sequence"]) for p in hooks.payloads] == [("ERROR", 1), ("LINK", 2)]
+    assert {p["recording_id"] for p in hooks.payloads} == {recording.id}
+    states = [e["state"] for e in events(folder) if e["event"] == "state"]
+    assert states == ["START", "STOP", "ERROR", "LINK"]
+    # nothing left: a second resume sends nothing again
+    third = resume(folder, settings_for(seaweed, hook_url=hooks.url), allow_private=True)
+    assert third.delivered and third.webhook is None and len(hooks.payloads) == 2
+
+
+def test_a_failed_notification_loses_nothing(
+    seaweed: SeaweedS3, smtp: tuple[Inbox, SmtpSettings], mp4: bytes, tmp_path: Path
+) -> None:
+    _, smtp_settings = smtp
+    folder = tmp_path / "rec"
+    recording, file = stopped_recording(folder, mp4)
+    dead = f"http://127.0.0.1:{free_port()}/hooks"
+    gone = SmtpSettings(
+        target=SmtpTarget(host="127.0.0.1", port=free_port(), timeout_s=2.0),
+        sender="recordings@skymix.test",
+    )
+    settings = settings_for(seaweed, hook_url=dead, emails=("ops@acme.test",))
+    outcome = deliver_recording(
+        file, settings, recording, smtp=gone, allow_private=True, webhook_max_tries=1
+    )
+    assert outcome.delivered
+    assert outcome.webhook is not None and outcome.webhook.failed
+    assert outcome.email is not None and outcome.email.failed
+    failed = {e["channel"] for e in events(folder) if e["event"] == "notification"}
+    assert failed == {"webhook", "email"}
+    assert all(e["outcome"] == "failed" for e in events(folder) if e["event"] == "notification")
+    # the outcomes are final: resume does not send them again, even with the server back
+    again = resume(folder, settings, smtp=smtp_settings, allow_private=True)
+    assert again.delivered and again.webhook is None and again.email is None
+
+
+def run_cli(
+    *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "skymix", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_cli_upload_resumes_a_failed_recording(
+    seaweed: SeaweedS3, mp4: bytes, tmp_path: Path
+) -> None:
+    folder = tmp_path / "rec"
+    recording, file = stopped_recording(folder, mp4)
+    outcome = deliver_recording(file, settings_for(seaweed, secret=WRONG_S3_SECRET), recording)
+    assert not outcome.delivered
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps(settings_for(seaweed, endpoint=False).to_json(reveal=True)))
+    done = run_cli(
+        "upload",
+        str(folder),
+        "--settings",
+        str(settings_file),
+        "--endpoint-url",
+        seaweed.endpoint_url,
+    )
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip().splitlines()[-1]
+    with urllib.request.urlopen(link, timeout=10) as response:
+        assert response.read() == mp4
+    assert Recording.load(folder / EVENT_LOG_NAME).state is RecordingState.LINK
+
+
+def test_cli_upload_failure_exits_1_and_keeps_the_file(
+    seaweed: SeaweedS3, mp4: bytes, tmp_path: Path
+) -> None:
+    folder = tmp_path / "rec"
+    recording, file = stopped_recording(folder, mp4)
+    recording.record_mixed(file)
+    settings_file = tmp_path / "settings.json"
+    bad = settings_for(seaweed, secret=WRONG_S3_SECRET)
+    settings_file.write_text(json.dumps(bad.to_json(reveal=True)))
+    done = run_cli("upload", str(folder), "--settings", str(settings_file))
+    assert done.returncode == 1
+    assert (
+        "SignatureDoesNotMatch" in done.stderr and WRONG_S3_SECRET not in done.stderr + done.stdout
+    )
+    assert file.read_bytes() == mp4
+    assert Recording.load(folder / EVENT_LOG_NAME).state is RecordingState.ERROR
+
+
+def test_cli_s3_check(seaweed: SeaweedS3, tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(settings_for(seaweed).to_json(reveal=True)))
+    done = run_cli("s3-check", "--settings", str(good))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "OK"
+    read_only = tmp_path / "ro.json"
+    ro = settings_for(
+        seaweed, access_key=S3_READ_ONLY.access_key, secret=S3_READ_ONLY.secret_key, endpoint=False
+    )
+    read_only.write_text(json.dumps(ro.to_json(reveal=True)))
+    refused = run_cli(
+        "s3-check", "--settings", str(read_only), "--endpoint-url", seaweed.endpoint_url
+    )
+    assert refused.returncode == 1
+    assert "s3:PutObject" in refused.stderr and "AccessDenied" in refused.stderr
+    assert S3_READ_ONLY.secret_key not in refused.stderr + refused.stdout
