@@ -15,12 +15,14 @@ ratios) is the figure to quote; each side's MB/s is the file's size over its med
 Where skymix's time goes (from its progress callback): ``skymix_before_first_byte_s`` is the
 local SHA-256 pass plus the client's creation (no byte is sent before the checksum is known),
 ``skymix_after_last_byte_s`` is completing the upload, the verifying HEAD and the link.
-test_where_time_goes (one round) splits the rest: the local SHA-256 pass alone, and plain
-``upload_file`` with skymix's TRANSFER_CONFIG, with the SHA-256 checksum, and with both.
+test_where_time_goes splits the rest, ROUNDS times: the local SHA-256 pass alone and with the
+per-part digests skymix also computes; skymix's upload with boto3's default TransferConfig;
+plain ``upload_file`` with skymix's TRANSFER_CONFIG, with the SHA-256 checksum, and with both.
 
 Run: .venv/bin/python -m pytest benchmarks/bench_deliver.py -o python_files='bench_*.py' \
---benchmark-enable -s   (SKYMIX_BENCH_PAIRS=N changes the pairs, default 3; SKYMIX_BENCH_MB
-the file's size in MB, default 1000).
+--benchmark-enable -s   (SKYMIX_BENCH_PAIRS=N changes the pairs, default 5;
+SKYMIX_BENCH_ROUNDS the ingredients' rounds, default 2; SKYMIX_BENCH_MB the file's size in MB,
+default 1000).
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ from typing import Any
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from seaweed import S3_ADMIN, SeaweedS3  # noqa: E402
 from skymix.deliver.s3 import TRANSFER_CONFIG, S3Access, presigned_link, upload  # noqa: E402
 
-PAIRS = int(os.environ.get("SKYMIX_BENCH_PAIRS", "3"))
+PAIRS = int(os.environ.get("SKYMIX_BENCH_PAIRS", "5"))
+ROUNDS = int(os.environ.get("SKYMIX_BENCH_ROUNDS", "2"))
 SIZE = int(os.environ.get("SKYMIX_BENCH_MB", "1000")) * 1000 * 1000
 TARGET = 1.10
 BUCKET = "bench"
@@ -170,10 +174,17 @@ def test_upload_to_link(benchmark: Any, store: SeaweedS3, recording: Path) -> No
 
 
 def test_where_time_goes(benchmark: Any, store: SeaweedS3, recording: Path) -> None:
-    """One round of each ingredient of skymix's upload on its own; the time is the round's."""
+    """Each ingredient of skymix's upload on its own, ROUNDS times (the order turned each
+    round); extra_info has the medians; the benchmark time is a round's."""
     benchmark.group = GROUP + ", ingredients"
-    times: dict[str, float] = {}
+    times: dict[str, list[float]] = {}
     admin = store.client()
+    access = S3Access(
+        region=store.region,
+        endpoint_url=store.endpoint_url,
+        access_key_id=store.admin.access_key,
+        secret_access_key=store.admin.secret_key,
+    )
     sha = {"ChecksumAlgorithm": "SHA256"}
     variants: dict[str, tuple[Any, dict[str, str]]] = {
         "plain_default": (None, {}),
@@ -182,20 +193,53 @@ def test_where_time_goes(benchmark: Any, store: SeaweedS3, recording: Path) -> N
         "plain_transfer_config_sha256": (TRANSFER_CONFIG, sha),
     }
 
-    def once() -> None:
-        t0 = time.perf_counter()
-        digest = hashlib.sha256()
+    def local_pass(per_part: bool) -> None:
+        """The file read once and hashed whole; ``per_part`` hashes each 16 MiB part too, as
+        skymix's upload does for the multipart checksum it compares with the store's."""
+        whole = hashlib.sha256()
         with recording.open("rb") as f:
             while chunk := f.read(16 * 1024 * 1024):
-                digest.update(chunk)
-        times["local_sha256_pass"] = time.perf_counter() - t0
-        for name, (config, extra) in variants.items():
-            client = plain_client(store)
-            t0 = time.perf_counter()
-            client.upload_file(str(recording), BUCKET, name, ExtraArgs=extra, Config=config)
-            times[name] = time.perf_counter() - t0
-            admin.delete_object(Bucket=BUCKET, Key=name)
+                whole.update(chunk)
+                if per_part:
+                    hashlib.sha256(chunk).digest()
 
-    benchmark.pedantic(once, rounds=1, warmup_rounds=0)
-    benchmark.extra_info.update({f"{k}_s": round(v, 3) for k, v in times.items()})
+    steps: list[tuple[str, Any]] = [
+        ("local_sha256_pass", lambda: local_pass(False)),
+        ("local_sha256_whole_and_parts", lambda: local_pass(True)),
+        (
+            "skymix_upload_boto3_default_transfer",
+            lambda: upload(
+                recording,
+                BUCKET,
+                "skymix_default",
+                access=access,
+                metadata=METADATA,
+                config=TransferConfig(),
+            ),
+        ),
+    ]
+    for name, (config, extra) in variants.items():
+        steps.append(
+            (
+                name,
+                lambda name=name, config=config, extra=extra: plain_client(store).upload_file(
+                    str(recording), BUCKET, name, ExtraArgs=extra, Config=config
+                ),
+            )
+        )
+
+    def once() -> None:
+        turn = len(next(iter(times.values()), []))
+        for name, step in steps[turn % len(steps) :] + steps[: turn % len(steps)]:
+            t0 = time.perf_counter()
+            step()
+            times.setdefault(name, []).append(time.perf_counter() - t0)
+        for key in [name for name, _ in steps[3:]] + ["skymix_default"]:
+            admin.delete_object(Bucket=BUCKET, Key=key)
+
+    benchmark.pedantic(once, rounds=ROUNDS, warmup_rounds=0)
+    benchmark.extra_info.update(
+        {f"{k}_s": round(statistics.median(v), 3) for k, v in times.items()}
+    )
+    benchmark.extra_info["rounds_s"] = {k: [round(x, 3) for x in v] for k, v in times.items()}
     print(benchmark.extra_info)
