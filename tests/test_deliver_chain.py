@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 import standardwebhooks
 from aiosmtpd.controller import Controller
@@ -31,6 +32,7 @@ from skymix.deliver.chain import deliver_recording, resume
 from skymix.deliver.email import SmtpTarget
 from skymix.deliver.settings import RecordingSettings, SmtpSettings
 from skymix.deliver.states import EVENT_LOG_NAME, Recording, RecordingState
+from skymix.synth import preset, synthesize
 
 HOOK_SECRET = "whsec_" + base64.b64encode(b"skymix-chain-webhook-secret-0123").decode()
 WRONG_S3_SECRET = "wrong-Secret-Key-9999ZZZZ"
@@ -341,3 +343,51 @@ def test_cli_s3_check(seaweed: SeaweedS3, tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert "s3:PutObject" in refused.stderr and "AccessDenied" in refused.stderr
     assert S3_READ_ONLY.secret_key not in refused.stderr + refused.stdout
+
+
+def test_cli_mix_to_an_arn_runs_the_whole_chain(
+    seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path
+) -> None:
+    room = synthesize(preset(2, 2.0), 2.0, tmp_path / "room", seed=3)
+    settings_file = tmp_path / "settings.json"
+    settings = settings_for(seaweed, hook_url=hooks.url)
+    settings_file.write_text(json.dumps(settings.to_json(reveal=True)))
+    work = tmp_path / "work"
+    done = run_cli(
+        "mix",
+        str(room.pcap),
+        *[a for sdp in room.sdps for a in ("--sdp", str(sdp))],
+        "--size",
+        "160x90",
+        "--preset",
+        "ultrafast",
+        "-o",
+        f"arn:aws:s3:{seaweed.region}::{seaweed.bucket}/mixed/",
+        "--settings",
+        str(settings_file),
+        "--endpoint-url",
+        seaweed.endpoint_url,
+        "--recording-id",
+        "rec-cli-1",
+        "--room",
+        "standup",
+        "--work-dir",
+        str(work),
+        env_extra={"SKYMIX_ALLOW_PRIVATE_NOTIFY": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip().splitlines()[-1]
+    fetched = tmp_path / "fetched.mp4"
+    with urllib.request.urlopen(link, timeout=10) as response:
+        fetched.write_bytes(response.read())
+    assert fetched.read_bytes() == (work / "recording.mp4").read_bytes()
+    with av.open(str(fetched)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames >= 30
+    key = "mixed/acme/standup/rec-cli-1.mp4"
+    assert seaweed.client().head_object(Bucket=seaweed.bucket, Key=key)["ContentLength"] > 0
+    (payload,) = hooks.payloads
+    assert payload["recording_id"] == "rec-cli-1" and payload["state"] == "LINK"
+    assert payload["duration_s"] and len(payload["participants"]) == 2
+    assert Recording.load(work / EVENT_LOG_NAME).state is RecordingState.LINK
+    assert (work / "report.json").is_file()

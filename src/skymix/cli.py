@@ -14,8 +14,11 @@ from .errors import SkymixError
 from .progress import TerminalProgress
 
 if TYPE_CHECKING:
+    from .deliver.chain import DeliveryOutcome
     from .deliver.settings import RecordingSettings
+    from .deliver.states import Recording
     from .outputs import Cancellation
+    from .report import MixReport
 
 __all__ = ["build_parser", "main"]
 
@@ -82,9 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     mixer.add_argument(
         "-o",
         "--output",
-        type=Path,
         required=True,
-        help="the recording (.mp4, or .webm for VP9 + Opus)",
+        help="the recording (.mp4, or .webm for VP9 + Opus), or arn:aws:s3:... or s3://... to "
+        "mix into a working folder and deliver it (upload, link, notifications; needs --settings)",
+    )
+    mixer.add_argument(
+        "--settings",
+        type=Path,
+        metavar="FILE.json",
+        help="the application's recording settings, for an arn: or s3:// output",
+    )
+    mixer.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible store's URL")
+    mixer.add_argument("--recording-id", metavar="ID", help="the recording's id (default: new)")
+    mixer.add_argument("--room", help="the room's name (default: the first capture's name)")
+    mixer.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="the working folder of an arn: or s3:// output: the MP4, its report and event log "
+        "(default: skymix-work/RECORDING_ID; kept, for skymix upload)",
     )
     mixer.add_argument(
         "--options",
@@ -278,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.strict and scan.damaged():
                     raise DamageError("the input is damaged (see above)")
             elif args.command == "mix":
-                _mix(args, cancellation)
+                return _mix(args, cancellation)
             elif args.command == "s3-policy":
                 from .deliver.arn import s3_policy
 
@@ -450,6 +469,11 @@ def _upload(args: argparse.Namespace) -> int:
         smtp=SmtpSettings.from_env(),
         endpoint_url=args.endpoint_url,
     )
+    return _said(outcome)
+
+
+def _said(outcome: DeliveryOutcome) -> int:
+    """Print a delivery's link (0), or why it failed (1); a lost notification on stderr."""
     for channel, result in (("webhook", outcome.webhook), ("e-mail", outcome.email)):
         if result is not None and result.failed:
             print(f"skymix: {channel} not delivered: {result.reason}", file=sys.stderr)
@@ -476,12 +500,13 @@ def _s3_check(args: argparse.Namespace) -> None:
     print("OK")
 
 
-def _mix(args: argparse.Namespace, cancellation: Cancellation) -> None:
+def _mix(args: argparse.Namespace, cancellation: Cancellation) -> int:
     from .errors import OptionsError
     from .job import MixJob
     from .options import MixOptions
     from .session import load_description
 
+    remote = _remote_output(args)
     try:
         # the command line's user names their own files: layout files are read
         options = MixOptions.from_json(_mix_options(args), layout_files=True)
@@ -509,8 +534,64 @@ def _mix(args: argparse.Namespace, cancellation: Cancellation) -> None:
         strict=args.strict,
     )
     cancellation.cancel = job.cancel  # a signal now stops the job at its next frame, cleanly
-    report = job.run()
+    if remote is None:
+        report = job.run()
+        print(report.summary())
+        return 0
+    settings, recording = remote
+    try:
+        report = job.run()
+    except BaseException as exc:
+        recording.fail(exc)
+        raise
     print(report.summary())
+    return _deliver_mixed(args, settings, recording, report)
+
+
+def _remote_output(args: argparse.Namespace) -> tuple[RecordingSettings, Recording] | None:
+    """For an arn: or s3:// output: the settings with that destination, and a new recording
+    (START, STOP) in its working folder, where args.output and args.report now point."""
+    from .deliver.settings import RecordingSettings
+    from .deliver.states import EVENT_LOG_NAME, Recording, new_recording_id
+
+    output = str(args.output)
+    if not output.startswith(("arn:", "s3://")):
+        args.output = Path(output)
+        return None
+    if args.settings is None:
+        print("skymix mix: error: an arn: or s3:// output needs --settings", file=sys.stderr)
+        raise SystemExit(2)
+    data = _read_settings(args.settings).to_json(reveal=True)
+    data["storage"] = {**(data.get("storage") or {}), "arn": output}
+    settings = RecordingSettings.from_json(data)
+    recording_id = args.recording_id or new_recording_id()
+    work = args.work_dir or Path("skymix-work") / recording_id
+    work.mkdir(parents=True, exist_ok=True)
+    room = args.room or args.captures[0].stem
+    recording = Recording.create(work / EVENT_LOG_NAME, settings.app_id, room, recording_id)
+    recording.start()
+    recording.stop()
+    args.output = work / "recording.mp4"
+    args.report = args.report or work / "report.json"
+    return settings, recording
+
+
+def _deliver_mixed(
+    args: argparse.Namespace, settings: RecordingSettings, recording: Recording, report: MixReport
+) -> int:
+    """The chain for a freshly mixed recording: print its link (0) or why it failed (1)."""
+    from .deliver.chain import deliver_recording
+    from .deliver.settings import SmtpSettings
+
+    outcome = deliver_recording(
+        args.output,
+        settings,
+        recording,
+        report=report,
+        smtp=SmtpSettings.from_env(),
+        endpoint_url=args.endpoint_url,
+    )
+    return _said(outcome)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Path]:
