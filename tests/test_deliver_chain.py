@@ -391,3 +391,30 @@ def test_cli_mix_to_an_arn_runs_the_whole_chain(
     assert payload["duration_s"] and len(payload["participants"]) == 2
     assert Recording.load(work / EVENT_LOG_NAME).state is RecordingState.LINK
     assert (work / "report.json").is_file()
+
+
+def test_cli_mix_that_fails_leaves_the_recording_in_error(
+    seaweed: SeaweedS3, tmp_path: Path
+) -> None:
+    capture = tmp_path / "broken.pcap"
+    capture.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps(settings_for(seaweed).to_json(reveal=True)))
+    work = tmp_path / "work"
+    done = run_cli(
+        "mix",
+        str(capture),
+        "-o",
+        f"s3://{seaweed.bucket}/mixed/",
+        "--settings",
+        str(settings_file),
+        "--endpoint-url",
+        seaweed.endpoint_url,
+        "--work-dir",
+        str(work),
+    )
+    assert done.returncode == 1, done.stderr
+    recording = Recording.load(work / EVENT_LOG_NAME)
+    assert recording.state is RecordingState.ERROR and recording.room == "broken"
+    assert recording.error is not None and recording.error.code != "internal_error"
+    assert not (work / "recording.mp4").exists()

@@ -523,36 +523,39 @@ def _mix(args: argparse.Namespace, cancellation: Cancellation) -> int:
         print(f"skymix mix: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     description = load_description(args.sdp, args.manifest, allow_outside=args.allow_outside)
-    job = MixJob(
-        args.captures,
-        args.output,
-        description=description,
-        options=options,
-        progress=TerminalProgress(),
-        report=args.report,
-        inputs=_inputs(args),
-        strict=args.strict,
-    )
-    cancellation.cancel = job.cancel  # a signal now stops the job at its next frame, cleanly
+
+    def run() -> MixReport:
+        job = MixJob(
+            args.captures,
+            args.output,
+            description=description,
+            options=options,
+            progress=TerminalProgress(),
+            report=args.report,
+            inputs=_inputs(args),
+            strict=args.strict,
+        )
+        cancellation.cancel = job.cancel  # a signal now stops the job at its next frame
+        return job.run()
+
     if remote is None:
-        report = job.run()
-        print(report.summary())
+        print(run().summary())
         return 0
-    settings, recording = remote
+    recording = _new_recording(args, remote)
     try:
-        report = job.run()
+        report = run()
     except BaseException as exc:
         recording.fail(exc)
         raise
     print(report.summary())
-    return _deliver_mixed(args, settings, recording, report)
+    return _deliver_mixed(args, remote, recording, report)
 
 
-def _remote_output(args: argparse.Namespace) -> tuple[RecordingSettings, Recording] | None:
-    """For an arn: or s3:// output: the settings with that destination, and a new recording
-    (START, STOP) in its working folder, where args.output and args.report now point."""
+def _remote_output(args: argparse.Namespace) -> RecordingSettings | None:
+    """For an arn: or s3:// output: the settings with that destination; args.output and
+    args.report now point into the recording's working folder."""
     from .deliver.settings import RecordingSettings
-    from .deliver.states import EVENT_LOG_NAME, Recording, new_recording_id
+    from .deliver.states import new_recording_id
 
     output = str(args.output)
     if not output.startswith(("arn:", "s3://")):
@@ -564,16 +567,25 @@ def _remote_output(args: argparse.Namespace) -> tuple[RecordingSettings, Recordi
     data = _read_settings(args.settings).to_json(reveal=True)
     data["storage"] = {**(data.get("storage") or {}), "arn": output}
     settings = RecordingSettings.from_json(data)
-    recording_id = args.recording_id or new_recording_id()
-    work = args.work_dir or Path("skymix-work") / recording_id
-    work.mkdir(parents=True, exist_ok=True)
+    args.recording_id = args.recording_id or new_recording_id()
+    args.work_dir = args.work_dir or Path("skymix-work") / args.recording_id
+    args.output = args.work_dir / "recording.mp4"
+    args.report = args.report or args.work_dir / "report.json"
+    return settings
+
+
+def _new_recording(args: argparse.Namespace, settings: RecordingSettings) -> Recording:
+    """The recording (START, STOP: the capture is complete) and its event log, in its working
+    folder."""
+    from .deliver.states import EVENT_LOG_NAME, Recording
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
     room = args.room or args.captures[0].stem
-    recording = Recording.create(work / EVENT_LOG_NAME, settings.app_id, room, recording_id)
+    log = args.work_dir / EVENT_LOG_NAME
+    recording = Recording.create(log, settings.app_id, room, args.recording_id)
     recording.start()
     recording.stop()
-    args.output = work / "recording.mp4"
-    args.report = args.report or work / "report.json"
-    return settings, recording
+    return recording
 
 
 def _deliver_mixed(
