@@ -6,10 +6,10 @@ pass, the checksum the store verifies, metadata, the HEAD that compares size and
 same file with boto3's default settings (same endpoint and credentials, path-style addressing).
 
 One run: a real SeaweedFS S3 server on loopback (tests/seaweed.py, data in a temp dir, stopped
-at the end), one 1 GB file of random bytes made once in a temp dir and deleted at the end. The
-two are alternated PAIRS times (each first in every other pair: this 2-core machine's speed
-drifts, and other work runs on it; a pair hardly sees the drift); every object is deleted after
-its pair so the store does not grow. ``ratio_skymix_over_plain`` (the median of the pairs'
+and removed at the end), one 1 GB file of random bytes made once in a temp dir and deleted at
+the end. The two are alternated PAIRS times (each first in every other pair: this 2-core
+machine's speed drifts, and other work runs on it; a pair hardly sees the drift); every object
+is deleted after its pair. ``ratio_skymix_over_plain`` (the median of the pairs'
 ratios) is the figure to quote; each side's MB/s is the file's size over its median wall.
 
 Where skymix's time goes (from its progress callback): ``skymix_before_first_byte_s`` is the
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -60,12 +61,16 @@ METADATA = {
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"), BUCKET, (S3_ADMIN,))
+    """The server, stopped at the end and its data removed (deleted objects stay in its volume
+    files until a vacuum: a run leaves over 10 GB there)."""
+    root = tmp_path_factory.mktemp("seaweed")
+    server = SeaweedS3(root, BUCKET, (S3_ADMIN,))
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
