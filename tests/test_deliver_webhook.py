@@ -10,7 +10,6 @@ import ipaddress
 import logging
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from skymix.deliver.webhook import (
     send_webhook,
 )
 from skymix.errors import OptionsError
+from tls_tools import self_signed
 
 SECRET = "whsec_" + base64.b64encode(b"skymix-test-webhook-secret-0123").decode()
 PAYLOAD = {"app_id": "acme", "room": "r1", "recording_id": "01J0", "state": "LINK", "seq": 1}
@@ -53,34 +53,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"), "DNS:localhost")
 
 
 def serve(tls: tuple[Path, Path] | None) -> Iterator[Receiver]:

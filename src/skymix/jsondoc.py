@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from .errors import DescriptionError, OptionsError, SkymixError
 
 __all__ = [
+    "parse_document",
     "MAX_DESCRIPTION_BYTES",
     "JsonDocument",
     "is_int",
@@ -91,6 +92,20 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> tuple[str, object
 
 
 # --- validating documents ----------------------------------------------------------------------
+
+
+def parse_document(text: str | bytes) -> object:
+    """A JSON document a caller (a client of the service, an options file) sent, parsed;
+    OptionsError saying why it is not JSON, never quoting its bytes."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        reason = f"not JSON: {exc.msg} (line {exc.lineno})"
+    except UnicodeDecodeError:
+        reason = "not JSON: not UTF-8 text"
+    except RecursionError:
+        reason = "not JSON skymix reads: nested too deeply"
+    raise OptionsError(reason)  # out of the handler: the context would hold the text
 
 
 def problem(message: str, at: str = "") -> PydanticCustomError:

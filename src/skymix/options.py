@@ -24,7 +24,6 @@ request for a huge picture fails in milliseconds instead of meeting the kernel's
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -61,6 +60,7 @@ from .jsondoc import (
     json_enum,
     json_fraction,
     json_int,
+    parse_document,
     problem,
     shown,
     validation_problems,
@@ -465,18 +465,10 @@ class MixOptions(JsonDocument):
         A layout given as a file path is refused unless ``layout_files``: a service taking
         documents from clients reads no file of its own machine for them (layouts come inline);
         the command line, whose user names their own files, allows them."""
-        if isinstance(data, (str, bytes)):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise OptionsError(f"not JSON: {exc.msg} (line {exc.lineno})") from None
-            except UnicodeDecodeError:
-                raise OptionsError("not JSON: not UTF-8 text") from None
-            except RecursionError:
-                raise OptionsError("not JSON skymix reads: nested too deeply") from None
+        document = parse_document(data) if isinstance(data, (str, bytes)) else data
         token = _LAYOUT_FILES.set(layout_files)
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(document)
         except ValidationError as exc:
             raise _options_error(exc) from None
         finally:

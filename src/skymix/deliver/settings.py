@@ -41,7 +41,7 @@ from pydantic import (
 )
 
 from ..errors import OptionsError
-from ..jsondoc import JsonDocument, json_int, problem, validation_problems
+from ..jsondoc import JsonDocument, json_int, parse_document, problem, validation_problems
 from .arn import Destination, parse_destination
 from .email import SmtpTarget
 
@@ -336,17 +336,9 @@ class RecordingSettings(JsonDocument):
     def from_json(cls, data: str | bytes | dict[str, Any]) -> RecordingSettings:
         """Settings from a JSON document (text or decoded); OptionsError naming the field at the
         first problem. No message quotes a secret."""
-        if isinstance(data, (str, bytes)):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise OptionsError(f"not JSON: {exc.msg} (line {exc.lineno})") from None
-            except UnicodeDecodeError:
-                raise OptionsError("not JSON: not UTF-8 text") from None
-            except RecursionError:
-                raise OptionsError("not JSON skymix reads: nested too deeply") from None
+        document = parse_document(data) if isinstance(data, (str, bytes)) else data
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(document)
         except ValidationError as exc:
             path, message = validation_problems(exc)[0]
         # raised out of the handler: the validation error holds the document, secrets included
