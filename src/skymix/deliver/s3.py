@@ -24,6 +24,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -251,19 +252,32 @@ def _metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 def _digests(path: Path, size: int, config: TransferConfig) -> tuple[str, str]:
     """The file's SHA-256 (hex) and the checksum the store will report for it (base64): the
     whole file's digest for a single PUT; for a multipart upload (parts cut as the transfer
     manager cuts them) the digest of the parts' digests, then "-" and the number of parts."""
     whole = hashlib.sha256()
-    parts: list[bytes] = []
     multipart = size >= config.multipart_threshold
     part_size = ChunksizeAdjuster().adjust_chunksize(config.multipart_chunksize, size)
-    with path.open("rb") as f:
+    # a part's digest on a second thread while this one adds the part to the whole file's
+    # (hashlib releases the GIL): each byte is read once and the two digests overlap
+    # (one part at a time: memory stays at two parts whatever the file's size)
+    parts: list[bytes] = []
+    pending: Future[bytes] | None = None
+    with path.open("rb") as f, ThreadPoolExecutor(1, thread_name_prefix="skymix-sha") as pool:
         while chunk := f.read(part_size if multipart else 8 * MiB):
-            whole.update(chunk)
+            if pending is not None:
+                parts.append(pending.result())
+                pending = None
             if multipart:
-                parts.append(hashlib.sha256(chunk).digest())
+                pending = pool.submit(_sha256, chunk)
+            whole.update(chunk)
+        if pending is not None:
+            parts.append(pending.result())
     if not multipart:
         return whole.hexdigest(), base64.b64encode(whole.digest()).decode()
     composite = hashlib.sha256(b"".join(parts)).digest()
