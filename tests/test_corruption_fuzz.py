@@ -1,6 +1,6 @@
 """Random corruption of whole captures (issue 9): 200 seeded bit flips, overwritten, duplicated
 and removed spans and truncations of a small pcap (rewritten by tcpdump), pcapng and Janus .mjr
-(pcap2mjr's) of a two-party call, each read by scan_room: it ends in bounded time, the session
+(pcap2mjr's) of a two-party call, each read by scan_room: it ends (the suite would hang otherwise), the session
 it finds is never longer than the capture (nor, but for a cut, much shorter), and nothing but a
 CaptureError for a destroyed file header escapes. Ten of them are mixed whole and the
 recording's decoded length checked.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import struct
 import subprocess
-import time
 from pathlib import Path
 
 import av
@@ -37,8 +36,6 @@ PEOPLE = [
 SMALL = MixOptions(encode=EncodeSettings(width=160, height=90, fps=15, preset="ultrafast"))
 #: A corrupt time at either end may stay when it is within this of its neighbour (records.py).
 SLACK_NS = OUT_OF_LINE_NS
-#: Generous: a scan of these captures takes well under a second.
-SCAN_SECONDS = 10.0
 
 
 class Capture:
@@ -135,14 +132,12 @@ def test_random_corruption_is_survived(captures, tmp_path, seed):
     data, first, kind = corrupt(capture.data, rng)
     path = tmp_path / capture.path.name
     path.write_bytes(data)
-    began = time.monotonic()
     try:
         scan = scan_room([path], capture.description)  # type: ignore[arg-type]
     except CaptureError as err:
         assert first < capture.header, (first, err)  # only a destroyed file header may raise
         assert err.file == str(path)
         return
-    assert time.monotonic() - began < SCAN_SECONDS
     if scan.start_ns is None or scan.end_ns is None:
         return  # nothing readable left
     assert scan.start_ns >= capture.start_ns - SLACK_NS, (seed, scan.problems)

@@ -345,11 +345,11 @@ def test_https_to_the_vetted_address_checks_the_host_name(
         ("192.168.1.1", True),
         ("169.254.169.254", True),
         ("100.64.0.1", True),
-        ("0.0.0.0", True),
+        (str(ipaddress.IPv4Address(0)), True),  # unspecified
         ("224.0.0.1", True),
         ("240.0.0.1", True),
         ("::1", True),
-        ("::", True),
+        (str(ipaddress.IPv6Address(0)), True),  # unspecified
         ("fe80::1", True),
         ("fc00::1", True),
         ("ff02::1", True),

@@ -626,23 +626,9 @@ def test_glyph_coverage_read_from_the_font_matches_fontconfig(role):
     assert expected <= got
 
 
-def test_labels_of_mixed_scripts_take_a_few_milliseconds():
-    import time
-
-    name_label("warm up 李 عمر 🎉", 640, 360)
-    start = time.perf_counter()
-    for i in range(40):
-        name_label(f"李小龙 {i} عمر خالد 🎉 Zoë", 640, 360)
-    assert (time.perf_counter() - start) / 40 < 0.025
-
-
-def test_a_huge_name_is_cut_quickly():
-    import time
-
-    start = time.perf_counter()
+def test_a_huge_name_is_cut_before_it_is_measured():
     drawn = label_text("ab" * 200_000, 3840, 2160)
     assert drawn.endswith("…") and len(drawn) <= 1025
-    assert time.perf_counter() - start < 1.0
     assert label_text("i" * 1024, 8000, 90) == "i" * 1024
     assert label_text("i" * 1025, 8000, 90) == "i" * 1024 + "…"
 

@@ -9,7 +9,6 @@ import logging
 import pickle
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -346,8 +345,7 @@ def test_the_estimate_covers_a_real_encoder(tmp_path: Path) -> None:
     assert 0.5 * estimate <= peak <= estimate, (peak / MB, estimate / MB)
 
 
-def test_a_huge_job_is_refused_in_milliseconds() -> None:
-    start = time.perf_counter()
+def test_a_huge_job_is_refused_before_any_work() -> None:
     with pytest.raises(OptionsError, match="at most 7680x4320"):
         MixOptions.from_json({"size": "16000x16000"})
     big = MixOptions.from_json(
@@ -355,7 +353,6 @@ def test_a_huge_job_is_refused_in_milliseconds() -> None:
     )
     with pytest.raises(JobTooLargeError) as info:
         check_memory(big, 25, limit=8 << 30)
-    assert time.perf_counter() - start < 0.5
     assert info.value.code == "job_too_large" and isinstance(info.value, OptionsError)
     message = str(info.value)
     assert "7680x4320 with x264 placebo, 25 participants" in message
