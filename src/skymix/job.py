@@ -247,10 +247,6 @@ class _Plan:
             self.tick_ns = AUDIO_BLOCK * NS / rate
 
 
-def _no_steps() -> Generator[RoomStep, None, None]:
-    yield from ()
-
-
 class _Mix:
     """The second pass of one job."""
 
@@ -259,7 +255,10 @@ class _Mix:
         self.plan = plan
         self.options = job.options
         self.sources = list(plan.sources.values())
-        self.reader: Generator[RoomStep, None, None] = _no_steps()
+        # read lazily: the captures are opened by the first step of the second pass
+        self.reader: Generator[RoomStep, None, None] = iter(
+            RoomReader(job.captures, job.description, fit_clocks=False)
+        )
         self.read_to = -math.inf
         self.samples_done = 0  # output audio samples mixed (on the decode thread)
 
@@ -382,8 +381,6 @@ class _Mix:
         compositing and the encoders (PyAV's decode and encode calls release the GIL)."""
         plan, options, control = self.plan, self.options, self.job.control
         ticks, tick_ns, clock = plan.ticks, plan.tick_ns, plan.clock
-        self.reader = iter(RoomReader(self.job.captures, self.job.description, fit_clocks=False))
-        self.read_to = -math.inf
         scene = Scene(
             self.sources,
             (plan.settings.width, plan.settings.height),

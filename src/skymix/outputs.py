@@ -256,23 +256,19 @@ def check_job(
     channels: PathArg | None = None,
     per_participant: PathArg | None = None,
     participant_files: Mapping[str, PathArg] | None = None,
-    sdps: Sequence[PathArg] = (),
-    manifest: PathArg | None = None,
     layout: PathArg | None = None,
     other_inputs: Mapping[str, PathArg] | None = None,
     clean: bool = False,
 ) -> None:
-    """``check_outputs`` for a mix: its inputs (captures, SDP files, manifest, layout file) and
-    outputs (recording, report, channel WAV, the per-participant folder and, once the
-    participants are known, their files by id), each under its role; other_inputs by their own
-    roles (the SDP files a manifest names); with `clean`, then remove what dead runs left in the
-    outputs' folders (``prepare_outputs``)."""
+    """``check_outputs`` for a mix: its inputs (captures, the layout file, and other_inputs by
+    their own roles: the description's files, an options file) and outputs (recording, report,
+    channel WAV, the per-participant folder and, once the participants are known, their files
+    by id), each under its role; with `clean`, then remove what dead runs left in the outputs'
+    folders (``prepare_outputs``)."""
     inputs: dict[str, PathArg] = {f"capture {i}": c for i, c in enumerate(captures, 1)}
-    inputs.update({f"SDP file {i}": sdp for i, sdp in enumerate(sdps, 1)})
     outputs: dict[str, PathArg] = {"the recording": recording}
-    for role, path in (("the manifest", manifest), ("the layout file", layout)):
-        if path is not None:
-            inputs[role] = path
+    if layout is not None:
+        inputs["the layout file"] = layout
     inputs.update(other_inputs or {})
     for role, path in (("the report", report), ("the channel WAV", channels)):
         if path is not None:
