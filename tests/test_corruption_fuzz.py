@@ -1,7 +1,7 @@
 """Random corruption of whole captures (issue 9): 200 seeded bit flips, overwritten, duplicated
 and removed spans and truncations of a small pcap (rewritten by tcpdump), pcapng and Janus .mjr
-(pcap2mjr's) of a two-party call, each read by scan_room: it ends (the suite would hang otherwise), the session
-it finds is never longer than the capture (nor, but for a cut, much shorter), and nothing but a
+(pcap2mjr's) of a two-party call, each read by scan_room: it ends (else the suite hangs), the
+session it finds is never longer than the capture (nor, but for a cut, much shorter), and only a
 CaptureError for a destroyed file header escapes. Ten of them are mixed whole and the
 recording's decoded length checked.
 """
