@@ -55,7 +55,9 @@ def beep_onsets(rec: Recording, threshold: float = 0.1) -> np.ndarray:
     """Output times (s) where the 1 kHz beep starts, from the first channel.
 
     The envelope is the magnitude of the signal mixed down by 1 kHz and averaged over 5 ms; an
-    onset is taken where it first crosses the threshold, less the averaging window's half.
+    onset is taken where it first crosses the threshold, less the averaging window's half. The
+    envelope must have fallen below half the threshold since the last onset (hysteresis): codec
+    noise on a beep's falling edge crossed the threshold twice in one CI run.
     """
     x = rec.audio[0].astype(np.float64)
     t = np.arange(len(x)) / rec.rate
@@ -64,8 +66,13 @@ def beep_onsets(rec: Recording, threshold: float = 0.1) -> np.ndarray:
         np.convolve(x * np.exp(-2j * np.pi * BEEP_HZ * t), np.ones(window) / window, mode="same")
     )
     loud = envelope > threshold
-    onsets = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1
-    return onsets / rec.rate + rec.audio_start - window / 2 / rec.rate
+    quiet = np.flatnonzero(envelope < threshold / 2)
+    onsets = []
+    for rise in np.flatnonzero(loud[1:] & ~loud[:-1]) + 1:
+        after = np.searchsorted(quiet, onsets[-1], side="right") if onsets else 0
+        if not onsets or (after < len(quiet) and quiet[after] < rise):
+            onsets.append(rise)
+    return np.array(onsets, dtype=np.int64) / rec.rate + rec.audio_start - window / 2 / rec.rate
 
 
 def flashes(rec: Recording, pid: str) -> list[float]:
