@@ -23,7 +23,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +48,7 @@ __all__ = [
     "S3Access",
     "UploadResult",
     "abort_stale_uploads",
+    "abort_uploads",
     "check_access",
     "make_client",
     "presigned_link",
@@ -304,13 +305,17 @@ def upload(
     content_type: str = "video/mp4",
     config: TransferConfig = TRANSFER_CONFIG,
     progress: Callable[[int], None] | None = None,
+    on_multipart_start: Callable[[str], None] | None = None,
 ) -> UploadResult:
     """Upload ``path`` to ``bucket``/``key`` with a SHA-256 checksum the store verifies.
 
     ``metadata`` (recording id, room, duration, participants) is stored with the object, plus
     ``sha256`` (hex, of the whole file); values that are not printable ASCII are percent-encoded.
     The stored object's size and checksum are compared with the file's before returning (a
-    mismatch is deleted). ``progress`` receives byte counts as parts are sent. On
+    mismatch is deleted). ``progress`` receives byte counts as parts are sent.
+    ``on_multipart_start`` receives the id of a multipart upload as soon as the store gives it,
+    before any part is sent: a caller that records it can abort that upload after a crash
+    (``abort_uploads``) without the right to list the bucket's uploads. On
     any failure the multipart uploads this attempt started are aborted and a DeliveryError
     names the bucket, key, the store's error code and a hint; the local file is never touched.
     """
@@ -331,6 +336,8 @@ def upload(
     def seen_create(parsed: Mapping[str, Any], **kwargs: object) -> None:
         if "UploadId" in parsed:
             started_ids.add(str(parsed["UploadId"]))
+            if on_multipart_start is not None:
+                on_multipart_start(str(parsed["UploadId"]))
 
     client.meta.events.register("after-call.s3.CreateMultipartUpload", seen_create)
     began = datetime.now(UTC)
@@ -438,9 +445,19 @@ def _list_uploads(client: Any, bucket: str, key: str) -> list[dict[str, Any]]:
     return found
 
 
+def abort_uploads(bucket: str, key: str, upload_ids: Iterable[str], *, access: S3Access) -> int:
+    """Abort the multipart uploads of ``key`` with these ids (those an earlier attempt
+    recorded); ids the store no longer knows are skipped. Returns how many were aborted. Needs
+    only s3:AbortMultipartUpload, which the least-privilege policy grants."""
+    client = make_client(access)
+    return sum(_abort_one(client, bucket, key, upload_id) for upload_id in upload_ids)
+
+
 def abort_stale_uploads(bucket: str, key: str, *, access: S3Access) -> int:
-    """Abort every unfinished multipart upload of ``key`` (a failed earlier attempt's), before
-    a retry; returns how many were aborted."""
+    """Abort every unfinished multipart upload of ``key`` the store lists (a failed earlier
+    attempt's whose id was never recorded), before a retry; returns how many were aborted. Needs
+    s3:ListBucketMultipartUploads, a bucket action the least-privilege policy does not grant:
+    callers treat its DeliveryError as "not checked" and rely on ``abort_uploads``."""
     client = make_client(access)
     try:
         uploads = _list_uploads(client, bucket, key)
