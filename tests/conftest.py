@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
+from deliver_tools import Hooks, webhook_receiver
 from seaweed import NO_DELETE_PREFIX, S3_ADMIN, S3_READ_ONLY, S3_WRITE_ONLY, SeaweedS3
 
 
@@ -24,3 +26,23 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    """A webhook receiver on 127.0.0.1 verifying signatures made with HOOK_SECRET."""
+    with webhook_receiver() as state:
+        yield state
+
+
+@pytest.fixture(scope="session")
+def mp4(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real (tiny) MP4 made by the ffmpeg CLI."""
+    out = tmp_path_factory.mktemp("media") / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1"]
+        + ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)],
+        check=True,
+        timeout=60,
+    )
+    return out.read_bytes()

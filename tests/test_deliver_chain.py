@@ -4,18 +4,11 @@ notifications, a failure kept for later, resume, and the ``upload`` and ``s3-che
 
 from __future__ import annotations
 
-import base64
 import email
 import email.message
 import email.policy
-import http.server
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,69 +17,24 @@ from typing import Any
 
 import av
 import pytest
-import standardwebhooks
 from aiosmtpd.controller import Controller
 
+from deliver_tools import (
+    HOOK_SECRET,
+    LOOPBACK,
+    WRONG_S3_SECRET,
+    Hooks,
+    events,
+    free_port,
+    run_cli,
+    stopped_recording,
+)
 from seaweed import S3_ADMIN, S3_READ_ONLY, SeaweedS3
-from skymix.deliver.chain import deliver_recording, resume
+from skymix.deliver.chain import DeliveryOptions, deliver_recording, resume
 from skymix.deliver.email import SmtpTarget
 from skymix.deliver.settings import RecordingSettings, SmtpSettings
 from skymix.deliver.states import EVENT_LOG_NAME, Recording, RecordingState
 from skymix.synth import preset, synthesize
-
-HOOK_SECRET = "whsec_" + base64.b64encode(b"skymix-chain-webhook-secret-0123").decode()
-WRONG_S3_SECRET = "wrong-Secret-Key-9999ZZZZ"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Hooks:
-    """What the receiver took: each verified payload, and each webhook-id header."""
-
-    payloads: list[dict[str, Any]] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
-
-
-@pytest.fixture
-def hooks() -> Iterator[Hooks]:
-    state = Hooks()
-    verifier = standardwebhooks.Webhook(HOOK_SECRET)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            try:
-                state.payloads.append(verifier.verify(body, headers))
-                state.ids.append(headers["webhook-id"])
-                self.send_response(204)
-            except standardwebhooks.webhooks.WebhookVerificationError:
-                self.send_response(401)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @dataclass
@@ -111,19 +59,6 @@ def smtp() -> Iterator[tuple[Inbox, SmtpSettings]]:
         yield inbox, SmtpSettings(target=target, sender="recordings@skymix.test")
     finally:
         controller.stop()
-
-
-@pytest.fixture(scope="module")
-def mp4(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A real (tiny) MP4 made by the ffmpeg CLI."""
-    out = tmp_path_factory.mktemp("media") / "clip.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1"]
-        + ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)],
-        check=True,
-        timeout=60,
-    )
-    return out.read_bytes()
 
 
 def settings_for(
@@ -155,21 +90,6 @@ def settings_for(
     return RecordingSettings.from_json(doc)
 
 
-def stopped_recording(folder: Path, mp4: bytes, room: str = "room 7") -> tuple[Recording, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    recording = Recording.create(folder / EVENT_LOG_NAME, "acme", room)
-    recording.start()
-    recording.stop()
-    file = folder / "recording.mp4"
-    file.write_bytes(mp4)
-    return recording, file
-
-
-def events(folder: Path) -> list[dict[str, Any]]:
-    lines = (folder / EVENT_LOG_NAME).read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
 def test_the_whole_chain_to_link(
     seaweed: SeaweedS3,
     hooks: Hooks,
@@ -180,7 +100,9 @@ def test_the_whole_chain_to_link(
     inbox, smtp_settings = smtp
     recording, file = stopped_recording(tmp_path / "rec", mp4)
     settings = settings_for(seaweed, hook_url=hooks.url, emails=("ops@acme.test",))
-    outcome = deliver_recording(file, settings, recording, smtp=smtp_settings, allow_private=True)
+    outcome = deliver_recording(
+        file, settings, recording, options=DeliveryOptions(smtp=smtp_settings, allow_private=True)
+    )
     assert outcome.delivered and outcome.error is None and outcome.link is not None
     key = f"chain/acme/room_7/{recording.id}.mp4"
     stored = seaweed.client().get_object(Bucket=seaweed.bucket, Key=key)
@@ -219,7 +141,7 @@ def test_wrong_secret_is_an_error_then_resume_links(
     folder = tmp_path / "rec"
     recording, file = stopped_recording(folder, mp4)
     bad = settings_for(seaweed, secret=WRONG_S3_SECRET, hook_url=hooks.url)
-    outcome = deliver_recording(file, bad, recording, allow_private=True)
+    outcome = deliver_recording(file, bad, recording, options=LOOPBACK)
     assert recording.state is RecordingState.ERROR and outcome.error is not None
     assert outcome.error.code == "delivery_failed"
     assert "SignatureDoesNotMatch" in outcome.error.message
@@ -231,7 +153,7 @@ def test_wrong_secret_is_an_error_then_resume_links(
     assert [p["state"] for p in hooks.payloads] == ["ERROR"]
     assert hooks.payloads[0]["error"]["code"] == "delivery_failed"
 
-    again = resume(folder, settings_for(seaweed, hook_url=hooks.url), allow_private=True)
+    again = resume(folder, settings_for(seaweed, hook_url=hooks.url), options=LOOPBACK)
     assert again.delivered and again.recording.id == recording.id and again.link is not None
     with urllib.request.urlopen(again.link.url, timeout=10) as response:
         assert response.read() == mp4
@@ -240,7 +162,7 @@ def test_wrong_secret_is_an_error_then_resume_links(
     states = [e["state"] for e in events(folder) if e["event"] == "state"]
     assert states == ["START", "STOP", "ERROR", "LINK"]
     # nothing left: a second resume sends nothing again
-    third = resume(folder, settings_for(seaweed, hook_url=hooks.url), allow_private=True)
+    third = resume(folder, settings_for(seaweed, hook_url=hooks.url), options=LOOPBACK)
     assert third.delivered and third.webhook is None and len(hooks.payloads) == 2
 
 
@@ -256,9 +178,8 @@ def test_a_failed_notification_loses_nothing(
         sender="recordings@skymix.test",
     )
     settings = settings_for(seaweed, hook_url=dead, emails=("ops@acme.test",))
-    outcome = deliver_recording(
-        file, settings, recording, smtp=gone, allow_private=True, webhook_max_tries=1
-    )
+    options = DeliveryOptions(smtp=gone, allow_private=True, webhook_max_tries=1)
+    outcome = deliver_recording(file, settings, recording, options=options)
     assert outcome.delivered
     assert outcome.webhook is not None and outcome.webhook.failed
     assert outcome.email is not None and outcome.email.failed
@@ -266,22 +187,10 @@ def test_a_failed_notification_loses_nothing(
     assert failed == {"webhook", "email"}
     assert all(e["outcome"] == "failed" for e in events(folder) if e["event"] == "notification")
     # the outcomes are final: resume does not send them again, even with the server back
-    again = resume(folder, settings, smtp=smtp_settings, allow_private=True)
-    assert again.delivered and again.webhook is None and again.email is None
-
-
-def run_cli(
-    *args: str, env_extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "skymix", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+    again = resume(
+        folder, settings, options=DeliveryOptions(smtp=smtp_settings, allow_private=True)
     )
+    assert again.delivered and again.webhook is None and again.email is None
 
 
 def test_cli_upload_resumes_a_failed_recording(

@@ -365,7 +365,7 @@ def test_payload_of_a_link_has_the_issue_fields(tmp_path):
     body = NotificationPayload.build(rec, report()).to_json()
     assert set(body) == {
         "app_id", "room", "recording_id", "state", "sequence", "url", "url_expires_at",
-        "bucket", "key", "backup", "duration_s", "size", "sha256", "participants",
+        "bucket", "key", "backup", "stored_in", "duration_s", "size", "sha256", "participants",
         "started_at", "stopped_at", "error",
     }  # fmt: skip
     assert body["app_id"] == "acme-support" and body["room"] == "room-1"
@@ -373,6 +373,7 @@ def test_payload_of_a_link_has_the_issue_fields(tmp_path):
     assert body["url"] == URL and body["url_expires_at"] == "2026-12-14T02:00:00Z"
     assert (body["bucket"], body["key"], body["size"]) == ("skylink-recording", "calls/r.mp4", 1234)
     assert body["sha256"] == "cd" * 32 and body["backup"] is False and body["error"] is None
+    assert body["stored_in"] == "primary"
     assert body["duration_s"] == 62.5
     assert body["participants"] == [
         {"id": "alice", "name": "Alice", "joined_s": 0.0, "left_s": 62.5},
@@ -448,3 +449,22 @@ def test_a_recording_read_back_announces_the_same_payload(tmp_path):
     back = Recording.load(rec.log_path)
     assert NotificationPayload.build(back, report()) == NotificationPayload.build(rec, report())
     assert back.created_at == rec.created_at
+
+
+def test_multipart_starts_and_the_backup_copy_survive_a_reload(tmp_path):
+    rec = new(tmp_path)
+    rec.start()
+    rec.stop()
+    rec.record_multipart_start("bkt", "calls/r.mp4", "upload-1")
+    rec.record_multipart_start("bkt", "calls/r.mp4", "upload-2")
+    copy = tmp_path / "spare" / "r.mp4"
+    rec.record_backup_copy(copy, 1234, "ab" * 32)
+    rec.fail(DeliveryError("the store is down"))
+    back = Recording.load(rec.log_path)
+    assert [m.upload_id for m in back.multipart_starts] == ["upload-1", "upload-2"]
+    assert back.backup_copy == rec.backup_copy and back.backup_copy.path == copy
+    body = NotificationPayload.build(back).to_json()
+    assert body["stored_in"] == "backup_folder" and body["backup"] is True
+    assert (body["size"], body["sha256"], body["url"]) == (1234, "ab" * 32, None)
+    with pytest.raises(OptionsError):
+        rec.append("multipart_started", upload_id="x")  # only through its own method

@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the application's recording settings, for an arn: or s3:// output",
     )
     mixer.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible store's URL")
+    _backup_argument(mixer)
     mixer.add_argument("--recording-id", metavar="ID", help="the recording's id (default: new)")
     mixer.add_argument("--room", help="the room's name (default: the first capture's name)")
     mixer.add_argument(
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upload.add_argument("recording_dir", type=Path, metavar="RECORDING_DIR")
     _settings_arguments(upload)
+    _backup_argument(upload)
     check = sub.add_parser(
         "s3-check",
         help="prove the settings' keys can write, read and delete under their prefix",
@@ -252,6 +254,17 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--endpoint-url",
         metavar="URL",
         help="an S3-compatible store's URL, over the settings' own",
+    )
+
+
+def _backup_argument(parser: argparse.ArgumentParser) -> None:
+    """The operator's backup folder, the last resort when every upload failed."""
+    parser.add_argument(
+        "--backup-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the file here when every upload failed, for a later skymix upload "
+        "(default: $SKYMIX_BACKUP_DIR)",
     )
 
 
@@ -459,17 +472,11 @@ def _read_settings(path: Path) -> RecordingSettings:
 
 def _upload(args: argparse.Namespace) -> int:
     """Resume a recording's delivery; print its link (exit 0) or why it failed (exit 1)."""
-    from .deliver.chain import resume
-    from .deliver.settings import SmtpSettings
+    from .deliver.chain import DeliveryOptions, resume
 
     settings = _read_settings(args.settings)
-    outcome = resume(
-        args.recording_dir,
-        settings,
-        smtp=SmtpSettings.from_env(),
-        endpoint_url=args.endpoint_url,
-    )
-    return _said(outcome)
+    options = DeliveryOptions.from_env(endpoint_url=args.endpoint_url, backup_dir=args.backup_dir)
+    return _said(resume(args.recording_dir, settings, options=options))
 
 
 def _said(outcome: DeliveryOutcome) -> int:
@@ -489,14 +496,22 @@ def _s3_check(args: argparse.Namespace) -> None:
     """check_access on the settings' bucket and prefix; OK, or a DeliveryError naming why."""
     from .deliver.chain import s3_access, storage_of
     from .deliver.s3 import check_access
+    from .errors import DeliveryError
 
     storage = storage_of(_read_settings(args.settings))
-    destination = storage.destination
-    prefix = destination.key.rpartition("/")[0] if destination.names_object else destination.key
-    assert destination.bucket is not None  # an S3 destination always names its bucket
-    check_access(
-        destination.bucket, prefix, access=s3_access(storage, endpoint_url=args.endpoint_url)
-    )
+    buckets = [("", storage, args.endpoint_url)]
+    if storage.backup is not None:
+        buckets.append(("backup bucket: ", storage.backup, None))
+    for label, bucket, endpoint in buckets:
+        destination = bucket.destination
+        prefix = destination.key.rpartition("/")[0] if destination.names_object else destination.key
+        assert destination.bucket is not None  # an S3 destination always names its bucket
+        try:
+            check_access(
+                destination.bucket, prefix, access=s3_access(bucket, endpoint_url=endpoint)
+            )
+        except DeliveryError as exc:
+            raise DeliveryError(f"{label}{exc}", exc.last_exception) from None
     print("OK")
 
 
@@ -592,18 +607,12 @@ def _deliver_mixed(
     args: argparse.Namespace, settings: RecordingSettings, recording: Recording, report: MixReport
 ) -> int:
     """The chain for a freshly mixed recording: print its link (0) or why it failed (1)."""
-    from .deliver.chain import deliver_recording
-    from .deliver.settings import SmtpSettings
+    from .deliver.chain import DeliveryOptions, deliver_recording
 
-    outcome = deliver_recording(
-        args.output,
-        settings,
-        recording,
-        report=report,
-        smtp=SmtpSettings.from_env(),
-        endpoint_url=args.endpoint_url,
+    options = DeliveryOptions.from_env(endpoint_url=args.endpoint_url, backup_dir=args.backup_dir)
+    return _said(
+        deliver_recording(args.output, settings, recording, report=report, options=options)
     )
-    return _said(outcome)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Path]:

@@ -46,6 +46,8 @@ from .arn import Destination, parse_destination
 from .email import SmtpTarget
 
 __all__ = [
+    "BackupSettings",
+    "BucketSettings",
     "DEFAULT_KEY_TEMPLATE",
     "KEY_FIELDS",
     "MAX_LINK_EXPIRY_S",
@@ -202,11 +204,11 @@ def _http_url(value: str, what: str) -> str:
     return value
 
 
-class StorageSettings(JsonDocument):
-    """Where an application's recordings go: an S3 bucket (by ARN, or s3:// URL) and the keys
-    that can write there (none: boto3's default credential chain)."""
+class BucketSettings(JsonDocument):
+    """An S3 bucket (by ARN, or s3:// URL) and the keys that can write there (none: boto3's
+    default credential chain)."""
 
-    model_config = ConfigDict(title="storage")
+    model_config = ConfigDict(title="bucket")
 
     arn: str = Field(description="arn:aws:s3:<region>::<bucket>/<prefix>, or s3://bucket/prefix")
     access_key_id: str | None = Field(default=None, min_length=1)
@@ -214,10 +216,6 @@ class StorageSettings(JsonDocument):
     endpoint_url: str | None = Field(
         default=None, description="an S3-compatible store's URL; none for AWS itself"
     )
-    key_template: str = Field(
-        default=DEFAULT_KEY_TEMPLATE, description="fields: " + ", ".join(KEY_FIELDS)
-    )
-    link_expiry_s: json_int(1, MAX_LINK_EXPIRY_S) = MAX_LINK_EXPIRY_S  # type: ignore[valid-type]
 
     @field_validator("arn")
     @classmethod
@@ -232,33 +230,65 @@ class StorageSettings(JsonDocument):
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else _http_url(value, "endpoint")
 
-    @field_validator("key_template")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        _as_problem(_example_key, value)
-        return value
-
     @property
     def destination(self) -> Destination:
         """The bucket, prefix (or object), region and partition ``arn`` names."""
         return parse_destination(self.arn)
 
-    def object_key(self, **fields: str | datetime) -> str:
-        """The key of a recording's object: the key template rendered with ``fields``
-        (render_key) under the prefix, or the object ``arn`` names itself."""
-        destination = self.destination
-        if destination.names_object:
-            return destination.key
-        return destination.object_key(render_key(self.key_template, **fields))
-
     @model_validator(mode="after")
-    def _key_pair(self) -> StorageSettings:
+    def _key_pair(self) -> BucketSettings:
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise problem(
                 "give both access_key_id and secret_access_key, or neither "
                 "(the default credential chain)"
             )
         return self
+
+
+class BackupSettings(BucketSettings):
+    """A second bucket that takes a recording when the upload to the primary one has failed
+    after its retries. Its object key is the primary's (the key template under this ARN's
+    prefix, or the object this ARN names)."""
+
+    model_config = ConfigDict(title="backup")
+
+
+class StorageSettings(BucketSettings):
+    """Where an application's recordings go: the primary bucket and its keys, how objects are
+    named, how long links live, an optional backup bucket, and whether the local file is
+    deleted once an upload is verified."""
+
+    model_config = ConfigDict(title="storage")
+
+    key_template: str = Field(
+        default=DEFAULT_KEY_TEMPLATE, description="fields: " + ", ".join(KEY_FIELDS)
+    )
+    link_expiry_s: json_int(1, MAX_LINK_EXPIRY_S) = MAX_LINK_EXPIRY_S  # type: ignore[valid-type]
+    backup: BackupSettings | None = Field(
+        default=None, description="a second bucket, used when the primary upload has failed"
+    )
+    delete_local_after_upload: StrictBool = Field(
+        default=False,
+        description="delete the local file once an upload is verified complete",
+    )
+
+    @field_validator("key_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        _as_problem(_example_key, value)
+        return value
+
+    def object_key(self, **fields: str | datetime) -> str:
+        """The key of a recording's object: the key template rendered with ``fields``
+        (render_key) under the prefix, or the object ``arn`` names itself."""
+        return self.key_in(self.destination, **fields)
+
+    def key_in(self, destination: Destination, **fields: str | datetime) -> str:
+        """The key of a recording's object in ``destination`` (this storage's or its backup's):
+        the key template under its prefix, or the object it names."""
+        if destination.names_object:
+            return destination.key
+        return destination.object_key(render_key(self.key_template, **fields))
 
 
 def _check_webhook_secret(value: Secret) -> Secret:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from ulid import ULIDGenerator
@@ -51,6 +51,8 @@ from ..errors import (
 from ..report import MixReport
 
 __all__ = [
+    "BackupCopy",
+    "MultipartStart",
     "EVENT_LOG_NAME",
     "ErrorReason",
     "NotificationDue",
@@ -71,7 +73,9 @@ EVENT_LOG_NAME = "events.jsonl"
 
 _IDS = ULIDGenerator()
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_RESERVED_KINDS = frozenset({"recording", "state", "mixed", "upload", "notification"})
+_RESERVED_KINDS = frozenset(
+    {"recording", "state", "mixed", "upload", "notification", "multipart_started", "backup_copy"}
+)
 _CHANNEL_OUTCOMES = frozenset({"delivered", "failed"})
 
 
@@ -165,6 +169,25 @@ class StoredUpload:
 
 
 @dataclass(frozen=True, slots=True)
+class MultipartStart:
+    """A multipart upload the store began for an attempt: aborted before the next attempt, so
+    a crash mid-upload leaves nothing unfinished (and billed) once the delivery resumes."""
+
+    bucket: str
+    key: str
+    upload_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackupCopy:
+    """The file copied complete into the operator's backup folder after every upload failed."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationDue:
     """An announced LINK or ERROR still to be sent on ``channels`` ("webhook", "email"): those
     with no final outcome (delivered, or failed after their retries) in the log."""
@@ -207,6 +230,8 @@ class Recording:
         self.stopped_at: datetime | None = None
         self.mixed_file: Path | None = None
         self.upload: StoredUpload | None = None
+        self.multipart_starts: list[MultipartStart] = []
+        self.backup_copy: BackupCopy | None = None
         self.notification_sequence = 0
         self._sequence = 0
         self._notifications: dict[int, tuple[RecordingState, set[str], set[str]]] = {}
@@ -347,6 +372,14 @@ class Recording:
             )
         elif kind == "notification":
             self._mark(int(event["notification"]), event["channel"], event["outcome"])
+        elif kind == "multipart_started":
+            self.multipart_starts.append(
+                MultipartStart(str(event["bucket"]), str(event["key"]), str(event["upload_id"]))
+            )
+        elif kind == "backup_copy":
+            self.backup_copy = BackupCopy(
+                self._resolve(event["path"]), int(event["size"]), str(event["sha256"])
+            )
 
     def _resolve(self, name: str) -> Path:
         p = Path(name)
@@ -481,6 +514,25 @@ class Recording:
             self.upload = stored
             return seq
 
+    def record_multipart_start(self, bucket: str, key: str, upload_id: str) -> int:
+        """The store began multipart upload ``upload_id`` of ``bucket``/``key`` (written before
+        any part is sent, so that a later attempt can abort it)."""
+        start = MultipartStart(bucket, key, upload_id)
+        with self._lock:
+            seq = self._write(
+                "multipart_started", {"bucket": bucket, "key": key, "upload_id": upload_id}
+            )
+            self.multipart_starts.append(start)
+            return seq
+
+    def record_backup_copy(self, path: str | os.PathLike[str], size: int, sha256: str) -> int:
+        """The file is complete in the operator's backup folder at ``path``."""
+        copy = BackupCopy(Path(path), size, sha256)
+        with self._lock:
+            seq = self._write("backup_copy", {"path": str(path), "size": size, "sha256": sha256})
+            self.backup_copy = copy
+            return seq
+
     def record_notification(
         self, notification: int, channel: str, outcome: str, reason: str | None = None
     ) -> int:
@@ -605,7 +657,12 @@ class NotificationPayload(BaseModel):
     url_expires_at: datetime | None
     bucket: str | None
     key: str | None
-    backup: bool = Field(description="the file went to the backup destination")
+    backup: bool = Field(description="the file went to a backup destination")
+    stored_in: Literal["primary", "backup", "backup_folder"] | None = Field(
+        description="where the file is: the application's bucket, its backup bucket (both "
+        "LINK), or the operator's backup folder (ERROR: to be delivered later); none when "
+        "nothing was stored"
+    )
     duration_s: float | None
     size: int | None
     sha256: str | None
@@ -639,12 +696,19 @@ class NotificationPayload(BaseModel):
                 to=None,
             )
         up = recording.upload
+        stored_in: Literal["primary", "backup", "backup_folder"] | None = None
         if up is not None:
             bucket = up.bucket if bucket is None else bucket
             key = up.key if key is None else key
             size = up.size if size is None else size
             sha256 = up.sha256 if sha256 is None else sha256
             backup = backup or up.backup
+            stored_in = "backup" if backup else "primary"
+        elif recording.backup_copy is not None:
+            copy = recording.backup_copy
+            size = copy.size if size is None else size
+            sha256 = copy.sha256 if sha256 is None else sha256
+            backup, stored_in = True, "backup_folder"
         participants = []
         for p in report.participants if report else []:
             spans = p.presence_s
@@ -667,6 +731,7 @@ class NotificationPayload(BaseModel):
             bucket=bucket,
             key=key,
             backup=backup,
+            stored_in=stored_in,
             duration_s=report.duration_s if report else None,
             size=size,
             sha256=sha256,
