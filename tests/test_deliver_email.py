@@ -326,3 +326,12 @@ def test_a_target_built_directly_is_checked_too(kwargs: dict[str, Any], field: s
         SmtpTarget(**{"host": "mail", "port": 25, **kwargs})
     assert caught.value.field == field
     assert "hunter2hunter2" not in str(caught.value)
+
+
+def test_the_message_says_when_a_backup_took_the_file():
+    backup = message_for({"room": "r", "recording_id": "1", "state": "LINK", "url": "https://x/y",
+                          "stored_in": "backup"})  # fmt: skip
+    assert "Stored in: the backup bucket" in backup.text
+    primary = message_for({"room": "r", "recording_id": "1", "state": "LINK", "url": "https://x/y",
+                           "stored_in": "primary"})  # fmt: skip
+    assert "Stored in" not in primary.text

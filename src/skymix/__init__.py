@@ -40,13 +40,14 @@ from .session import load_description
 from .streams.room import scan_room
 
 if TYPE_CHECKING:
-    from .deliver.chain import DeliveryOutcome, deliver_recording
+    from .deliver.chain import DeliveryOptions, DeliveryOutcome, deliver_recording
     from .deliver.chain import resume as resume_delivery
     from .deliver.settings import RecordingSettings
 
 #: Names imported on first use (boto3 and pydantic's models cost ~180 ms at every start
 #: otherwise): name -> (module, attribute).
 _LAZY = {
+    "DeliveryOptions": (".deliver.chain", "DeliveryOptions"),
     "DeliveryOutcome": (".deliver.chain", "DeliveryOutcome"),
     "deliver_recording": (".deliver.chain", "deliver_recording"),
     "resume_delivery": (".deliver.chain", "resume"),
@@ -82,6 +83,7 @@ __all__ = [
     "DamageError",
     "DecodeError",
     "DeliveryError",
+    "DeliveryOptions",
     "DeliveryOutcome",
     "DescriptionError",
     "EncodeSettings",

@@ -11,12 +11,20 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .chain import DeliveryOutcome, deliver_recording, resume, s3_access, storage_of
+    from .chain import (
+        DeliveryOptions,
+        DeliveryOutcome,
+        deliver_recording,
+        resume,
+        s3_access,
+        storage_of,
+    )
     from .settings import RecordingSettings, SmtpSettings
     from .states import EVENT_LOG_NAME, Recording, RecordingState
 
 __all__ = [
     "EVENT_LOG_NAME",
+    "DeliveryOptions",
     "DeliveryOutcome",
     "Recording",
     "RecordingSettings",
@@ -29,6 +37,7 @@ __all__ = [
 ]
 
 _HOME = {
+    "DeliveryOptions": ".chain",
     "DeliveryOutcome": ".chain",
     "deliver_recording": ".chain",
     "resume": ".chain",

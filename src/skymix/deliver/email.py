@@ -180,12 +180,19 @@ def _one_line(value: object) -> str:
     return _CONTROL.sub(" ", str(value)).strip()
 
 
+_STORED_IN = {
+    "backup": "the backup bucket (the application's bucket failed)",
+    "backup_folder": "the operator's backup folder, to be delivered later",
+}
+
+
 def message_for(payload: Mapping[str, object]) -> EmailMessageParts:
     """The e-mail announcing a recording, from its notification payload.
 
     Reads ``app_id``, ``room``, ``recording_id``, ``state`` (LINK or ERROR), ``url`` and
-    ``url_expires_at`` (the download link and when it stops working), and ``error`` (a string,
-    or a mapping with ``code`` and ``message``). Missing fields are left out.
+    ``url_expires_at`` (the download link and when it stops working), ``stored_in`` (said when
+    a backup took the file), and ``error`` (a string, or a mapping with ``code`` and
+    ``message``). Missing fields are left out.
     """
     room = _one_line(payload.get("room") or "(no room)")
     recording_id = _one_line(payload.get("recording_id") or "(no id)")
@@ -215,6 +222,9 @@ def message_for(payload: Mapping[str, object]) -> EmailMessageParts:
         lines.append(("Download", str(url)))
     if url and expires:
         lines.append(("Link expires", str(expires)))
+    stored_in = payload.get("stored_in")
+    if stored_in in _STORED_IN:
+        lines.append(("Stored in", _STORED_IN[str(stored_in)]))
     if error:
         lines.append(("Error", str(error)))
     text = f"The recording of room {room} {headline}.\n\n" + "".join(
