@@ -1,4 +1,4 @@
-"""The `skymix demo` job: the main job, on a sample session made on the spot.
+"""The demo's mix: the main job, on a sample session made on the spot.
 
 A four-party call is synthesized (skymix.synth: real VP8, H.264 and Opus encoders, aiortc's
 packetizers, every sender with a clock of its own, seconds off and drifting): a 15 fps webcam that
@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .job import mix
-from .options import MixOptions
-from .progress import ProgressCallback
-from .report import MixReport
-from .session import load_description
-from .synth import Impairments, preset, synthesize
+from ..job import mix
+from ..options import MixOptions
+from ..progress import ProgressCallback
+from ..report import MixReport
+from ..session import load_description
+from ..synth import Impairments, preset, synthesize
 
 __all__ = ["run_demo"]
 
