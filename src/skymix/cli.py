@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import SkymixError
 from .progress import TerminalProgress
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from .report import MixReport
 
 __all__ = ["build_parser", "main"]
+
+#: How ``skymix mix -o s3://...`` names objects under a prefix when no settings are given.
+CLI_KEY_TEMPLATE = "{room}/{recording_id}.mp4"
 
 
 class _Version(argparse.Action):
@@ -87,13 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         required=True,
         help="the recording (.mp4, or .webm for VP9 + Opus), or arn:aws:s3:... or s3://... to "
-        "mix into a working folder and deliver it (upload, link, notifications; needs --settings)",
+        "mix into a working folder and deliver it (upload, link, notifications)",
     )
     mixer.add_argument(
         "--settings",
         type=Path,
         metavar="FILE.json",
-        help="the application's recording settings, for an arn: or s3:// output",
+        help="the application's recording settings, for an arn: or s3:// output (without: "
+        "the default AWS credential chain, objects named ROOM/RECORDING_ID.mp4, no notifications)",
     )
     mixer.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible store's URL")
     _backup_argument(mixer)
@@ -567,24 +571,38 @@ def _mix(args: argparse.Namespace, cancellation: Cancellation) -> int:
 
 
 def _remote_output(args: argparse.Namespace) -> RecordingSettings | None:
-    """For an arn: or s3:// output: the settings with that destination; args.output and
-    args.report now point into the recording's working folder."""
+    """For an arn: or s3:// output: the settings with that destination (without --settings:
+    app "cli", the default credential chain, no notifications, objects named
+    {room}/{recording_id}.mp4); args.output and args.report now point into the recording's
+    working folder, the recording in the format the object's name asks (.mp4 or .webm)."""
     from .deliver.settings import RecordingSettings
     from .deliver.states import new_recording_id
+    from .errors import OptionsError
 
     output = str(args.output)
     if not output.startswith(("arn:", "s3://")):
         args.output = Path(output)
         return None
     if args.settings is None:
-        print("skymix mix: error: an arn: or s3:// output needs --settings", file=sys.stderr)
-        raise SystemExit(2)
-    data = _read_settings(args.settings).to_json(reveal=True)
+        data: dict[str, Any] = {"app_id": "cli", "storage": {"key_template": CLI_KEY_TEMPLATE}}
+    else:
+        data = _read_settings(args.settings).to_json(reveal=True)
     data["storage"] = {**(data.get("storage") or {}), "arn": output}
-    settings = RecordingSettings.from_json(data)
+    try:
+        settings = RecordingSettings.from_json(data)
+    except OptionsError as exc:
+        if exc.field != "storage.arn":
+            raise
+        message = str(exc).removeprefix("storage.arn: ")
+        print(f"skymix mix: error: argument -o/--output: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    assert settings.storage is not None
+    destination = settings.storage.destination
+    named = destination.key if destination.names_object else settings.storage.key_template
+    suffix = ".webm" if named.lower().endswith(".webm") else ".mp4"
     args.recording_id = args.recording_id or new_recording_id()
     args.work_dir = args.work_dir or Path("skymix-work") / args.recording_id
-    args.output = args.work_dir / "recording.mp4"
+    args.output = args.work_dir / f"recording{suffix}"
     args.report = args.report or args.work_dir / "report.json"
     return settings
 
