@@ -327,3 +327,52 @@ def test_cli_mix_that_fails_leaves_the_recording_in_error(
     assert recording.state is RecordingState.ERROR and recording.room == "broken"
     assert recording.error is not None and recording.error.code != "internal_error"
     assert not (work / "recording.mp4").exists()
+
+
+def test_cli_mix_to_s3_without_settings_uses_the_default_chain(
+    seaweed: SeaweedS3, tmp_path: Path
+) -> None:
+    """No --settings: the keys come from the environment (boto3's chain), the object is the one
+    the URL names, in the format its name asks (.webm: VP9 + Opus), with that content type."""
+    room = synthesize(preset(2, 1.5), 1.5, tmp_path / "room", seed=4)
+    work = tmp_path / "work"
+    done = run_cli(
+        "mix",
+        str(room.pcap),
+        *[a for sdp in room.sdps for a in ("--sdp", str(sdp))],
+        "--size",
+        "160x90",
+        "-o",
+        f"s3://{seaweed.bucket}/nosettings/standup.webm",
+        "--endpoint-url",
+        seaweed.endpoint_url,
+        "--work-dir",
+        str(work),
+        env_extra={
+            "AWS_ACCESS_KEY_ID": S3_ADMIN.access_key,
+            "AWS_SECRET_ACCESS_KEY": S3_ADMIN.secret_key,
+            "AWS_DEFAULT_REGION": seaweed.region,
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    head = seaweed.client().head_object(Bucket=seaweed.bucket, Key="nosettings/standup.webm")
+    assert head["ContentType"] == "video/webm"
+    fetched = tmp_path / "fetched.webm"
+    with urllib.request.urlopen(done.stdout.strip().splitlines()[-1], timeout=10) as response:
+        fetched.write_bytes(response.read())
+    with av.open(str(fetched)) as container:
+        assert "webm" in container.format.name
+        assert container.streams.video[0].codec_context.name == "vp9"
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames >= 20
+    assert (
+        S3_ADMIN.secret_key not in done.stdout + done.stderr + (work / EVENT_LOG_NAME).read_text()
+    )
+
+
+def test_cli_mix_to_a_bad_arn_names_the_output_argument(tmp_path: Path) -> None:
+    done = run_cli(
+        "mix", str(tmp_path / "none.pcap"), "-o", "arn:aws:s3:::Bad_Bucket/x/", "--room", "r"
+    )
+    assert done.returncode == 2
+    assert "argument -o/--output: bad bucket name 'Bad_Bucket'" in done.stderr

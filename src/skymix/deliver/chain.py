@@ -58,6 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The content type of a recording by its file's suffix.
+CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm"}
+
 #: The environment variable naming the operator's backup folder.
 BACKUP_DIR_ENV = "SKYMIX_BACKUP_DIR"
 
@@ -361,6 +364,7 @@ def _upload_to(
         target.key,
         access=target.access,
         metadata=metadata,
+        content_type=CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"),
         on_multipart_start=started,
     )
 
