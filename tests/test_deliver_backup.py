@@ -259,3 +259,13 @@ def test_server_killed_mid_upload_then_skymix_upload_links(tmp_path: Path) -> No
         assert left.get("Uploads", []) == []
     finally:
         server.stop()
+
+
+def test_s3_check_checks_the_backup_bucket_too(seaweed: SeaweedS3, tmp_path: Path) -> None:
+    settings_file = tmp_path / "settings.json"
+    chosen = settings(seaweed, backup="no-such-backup-bucket")
+    settings_file.write_text(json.dumps(chosen.to_json(reveal=True)))
+    done = run_cli("s3-check", "--settings", str(settings_file))
+    assert done.returncode == 1
+    assert "backup bucket: access check (s3:PutObject)" in done.stderr
+    assert "NoSuchBucket" in done.stderr

@@ -513,10 +513,11 @@ def _s3_check(args: argparse.Namespace) -> None:
     """check_access on the settings' bucket and prefix; OK, or a DeliveryError naming why."""
     from .deliver.chain import s3_access, storage_of
     from .deliver.s3 import check_access
+    from .deliver.settings import BucketSettings
     from .errors import DeliveryError
 
     storage = storage_of(_read_settings(args.settings))
-    buckets = [("", storage, args.endpoint_url)]
+    buckets: list[tuple[str, BucketSettings, str | None]] = [("", storage, args.endpoint_url)]
     if storage.backup is not None:
         buckets.append(("backup bucket: ", storage.backup, None))
     for label, bucket, endpoint in buckets:
