@@ -5,23 +5,19 @@ run as a user runs it."""
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import standardwebhooks
-
 from skymix.deliver.chain import DeliveryOptions
 from skymix.deliver.states import EVENT_LOG_NAME, Recording
+from skymix.demo.receiver import WebhookReceiver
 
 HOOK_SECRET = "whsec_" + base64.b64encode(b"skymix-chain-webhook-secret-0123").decode()
 WRONG_S3_SECRET = "wrong-Secret-Key-9999ZZZZ"
@@ -35,50 +31,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
 class Hooks:
-    """What the receiver took: each verified payload, and each webhook-id header."""
+    """What the receiver (the demo's, verifying with standardwebhooks) took: each verified
+    payload, and each webhook-id header, in order."""
 
-    payloads: list[dict[str, Any]] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    port: int = 0
+    def __init__(self, receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
+        return self.receiver.url
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        return [w.payload for w in self.receiver.received]
+
+    @property
+    def ids(self) -> list[str]:
+        return [w.webhook_id for w in self.receiver.received]
 
 
 @contextmanager
 def webhook_receiver(secret: str = HOOK_SECRET) -> Iterator[Hooks]:
-    """A receiver that keeps what verifies (204) and refuses what does not (401)."""
-    state = Hooks()
-    verifier = standardwebhooks.Webhook(secret)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            try:
-                state.payloads.append(verifier.verify(body, headers))
-                state.ids.append(headers["webhook-id"])
-                self.send_response(204)
-            except standardwebhooks.webhooks.WebhookVerificationError:
-                self.send_response(401)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    """A receiver on 127.0.0.1 that keeps what verifies (204) and refuses what does not (401)."""
+    with WebhookReceiver(secret) as receiver:
+        yield Hooks(receiver)
 
 
 def stopped_recording(folder: Path, mp4: bytes, room: str = "room 7") -> tuple[Recording, Path]:
