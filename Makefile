@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.skymix-installed
 # fonts: name labels in every script (Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, CJK, emoji)
-DEBIAN_PACKAGES := ffmpeg tcpdump faketime janus janus-tools iproute2 \
+DEBIAN_PACKAGES := ffmpeg tcpdump faketime janus janus-tools iproute2 postgresql \
 	fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from deliver_tools import Hooks, webhook_receiver
+from postgres import Postgres
 from seaweed import NO_DELETE_PREFIX, S3_ADMIN, S3_READ_ONLY, S3_WRITE_ONLY, SeaweedS3
 
 
@@ -46,3 +48,27 @@ def mp4(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         timeout=60,
     )
     return out.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server on 127.0.0.1 (and a Unix socket in its folder) for the session."""
+    server = Postgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A new empty database of each kind the service runs on: an SQLite file, and a database
+    on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'skymix.db'}"
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.create_database(f"t{next(_DATABASES)}")
+
+
+_DATABASES = itertools.count(1)

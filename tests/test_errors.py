@@ -24,6 +24,7 @@ PINNED = {
     "DeliveryError": ((OSError,), "delivery_failed"),
     "InternalError": ((RuntimeError,), "internal_error"),
     "RecordingStateError": ((RuntimeError,), "recording_state_invalid"),
+    "SecretKeyError": ((ValueError,), "secret_key_invalid"),
 }
 
 

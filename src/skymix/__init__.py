@@ -28,6 +28,7 @@ from .errors import (
     OutputConflictError,
     OutputError,
     RecordingStateError,
+    SecretKeyError,
     SkymixError,
 )
 from .events import JobControl, JobState, JobSubscriber, StateEvent
@@ -105,6 +106,7 @@ __all__ = [
     "ProgressEvent",
     "RecordingSettings",
     "RecordingStateError",
+    "SecretKeyError",
     "Rect",
     "SkymixError",
     "SpeakerSpec",

@@ -29,6 +29,7 @@ __all__ = [
     "OutputConflictError",
     "OutputError",
     "RecordingStateError",
+    "SecretKeyError",
     "SkymixError",
 ]
 
@@ -201,3 +202,10 @@ class RecordingStateError(SkymixError, RuntimeError):
         self.recording_id = recording_id
         self.state = state
         self.to = to
+
+
+class SecretKeyError(SkymixError, ValueError):
+    """The service's secret keys are missing, malformed, or none of them opens a stored secret
+    (the key was changed without keeping the old one for rotation). Never quotes a key."""
+
+    code = "secret_key_invalid"

@@ -1,0 +1,133 @@
+"""The service's own settings: where its data and database are, its secret keys, where it
+listens, where jobs run. From a TOML file, then ``SKYMIX_*`` environment variables over it.
+
+The embedded default needs no set-up: data in ``./skymix-data``, SQLite in it, a secret key
+file made there on first start (readable by its owner only), 127.0.0.1:8765, a local process
+pool with one worker per core.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import OptionsError
+from ..jsondoc import JsonDocument, validation_problems
+
+__all__ = ["ENV_VARS", "ServiceConfig"]
+
+#: Environment variable -> config field. Variables win over the file.
+ENV_VARS = {
+    "SKYMIX_DATA_DIR": "data_dir",
+    "SKYMIX_DATABASE_URL": "database_url",
+    "SKYMIX_SECRET_KEY": "secret_keys",
+    "SKYMIX_SECRET_KEY_FILE": "secret_key_file",
+    "SKYMIX_HOST": "host",
+    "SKYMIX_PORT": "port",
+    "SKYMIX_WORKERS": "workers",
+    "SKYMIX_DASK": "dask",
+    "SKYMIX_MAX_BODY_BYTES": "max_body_bytes",
+    "SKYMIX_BACKUP_DIR": "backup_dir",
+}
+
+
+class ServiceConfig(JsonDocument):
+    """What ``skymix serve`` runs with (docs/service.md lists every field and variable)."""
+
+    model_config = ConfigDict(title="skymix service configuration")
+
+    data_dir: Path = Field(default=Path("skymix-data"), description="recordings, keys, SQLite")
+    database_url: str | None = Field(
+        default=None,
+        description="sqlite:///PATH or postgresql://...; default: SQLite in the data folder",
+    )
+    secret_keys: list[str] = Field(
+        default_factory=list,
+        description="Fernet keys, newest first: the first encrypts, every one decrypts",
+    )
+    secret_key_file: Path | None = Field(
+        default=None, description="a file of keys, one per line, newest first"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    dask: str | None = Field(default=None, description="a Dask scheduler: tcp://HOST:PORT")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    backup_dir: Path | None = None
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
+            raise ValueError("expected sqlite:///PATH or postgresql://...")
+        return value
+
+    @field_validator("dask")
+    @classmethod
+    def _dask(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("tcp://", "tls://", "inproc://")):
+            raise ValueError("expected a scheduler address: tcp://HOST:PORT")
+        return value
+
+    @property
+    def database(self) -> str:
+        """The database URL: the configured one, or SQLite in the data folder."""
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'skymix.db').resolve()}"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where each recording's working folder is made: recordings/<app_id>/<recording_id>."""
+        return self.data_dir / "recordings"
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ServiceConfig:
+        """The configuration of a TOML ``file`` (optional), the ``SKYMIX_*`` variables of
+        ``environ`` over it, then ``overrides`` (command-line flags) over both. OptionsError
+        naming the file's field or the variable; no message quotes a secret key."""
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        if file is not None:
+            try:
+                data = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise OptionsError(f"{file}: cannot read: {exc.strerror}") from exc
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise OptionsError(f"{file}: not TOML: {exc}") from None
+        origin = {key: f"{file}: {key}" for key in data}
+        for variable, key in ENV_VARS.items():
+            value = env.get(variable)
+            if value:
+                data[key] = _env_value(key, value)
+                origin[key] = variable
+        for key, value in overrides.items():
+            if value is not None:
+                data[key] = value
+                origin[key] = key
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            path, message = validation_problems(exc)[0]
+        top = path.split(".")[0].split("[")[0] if path else ""
+        if top == "secret_keys":  # a message may quote the value: never for keys
+            message = "expected a list of keys (the value is not shown)"
+        raise OptionsError(message, field=origin.get(top, path or None))
+
+
+def _env_value(key: str, value: str) -> Any:
+    """A variable's text as the field takes it: key lists are comma-separated."""
+    if key == "secret_keys":
+        return [k.strip() for k in value.split(",") if k.strip()]
+    return value

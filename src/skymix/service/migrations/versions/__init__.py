@@ -1,0 +1,1 @@
+"""One module per schema version, in order; a version is never edited once released."""
