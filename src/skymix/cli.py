@@ -196,6 +196,36 @@ def build_parser() -> argparse.ArgumentParser:
         "prefix; print OK, or the permission or problem that stops delivery (exit 1).",
     )
     _settings_arguments(check)
+    serve = sub.add_parser(
+        "serve",
+        help="run the recording service (REST API, jobs) on 127.0.0.1",
+        description="Serve the settings and recordings API and run mix-and-deliver jobs on a "
+        "local process pool or a Dask cluster. Configuration: --config FILE.toml, SKYMIX_* "
+        "variables, these flags (docs/service.md).",
+    )
+    _service_arguments(serve)
+    serve.add_argument("--host", help="the address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="the port (default: 8765)")
+    serve.add_argument("--workers", type=int, help="local job processes (default: the cores)")
+    serve.add_argument("--dask", metavar="tcp://HOST:PORT", help="run jobs on this Dask cluster")
+    serve.add_argument(
+        "--new-key", action="store_true", help="print a new secret key for SKYMIX_SECRET_KEY"
+    )
+    apps = sub.add_parser(
+        "apps",
+        help="create applications, rotate or revoke their API keys (operator)",
+        description="An application's API key is printed once, when it is made; only its hash "
+        "is stored.",
+    )
+    apps_sub = apps.add_subparsers(dest="apps_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("create", "create an application and print its API key"),
+        ("rotate-key", "replace an application's API key (the old one stops working)"),
+        ("delete", "delete an application, its settings and its recordings' records"),
+    ):
+        one = apps_sub.add_parser(action, help=text, description=text)
+        one.add_argument("app_id", metavar="APP_ID")
+        _service_arguments(one)
     synth = sub.add_parser(
         "synth",
         help="write a synthetic relay capture (pcap + SDPs + truth) with chosen impairments",
@@ -261,6 +291,14 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--endpoint-url",
         metavar="URL",
         help="an S3-compatible store's URL, over the settings' own",
+    )
+
+
+def _service_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the service's configuration and data are."""
+    parser.add_argument("--config", type=Path, metavar="FILE.toml", help="configuration file")
+    parser.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="data folder (default: ./skymix-data)"
     )
 
 
@@ -336,6 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _upload(args)
             elif args.command == "s3-check":
                 _s3_check(args)
+            elif args.command == "serve":
+                from .service.commands import serve_command
+
+                return serve_command(args)
+            elif args.command == "apps":
+                from .service.commands import apps_command
+
+                return apps_command(args)
             elif args.command == "synth":
                 from .synth import Impairments, preset, synthesize
 

@@ -1,0 +1,82 @@
+"""The FastAPI application: its routes, the request-size limit, and the service's lifetime
+(open the database and migrate it, start the job executor and the outbox, recover the jobs a
+crash left; stop them at shutdown).
+
+The OpenAPI document (``/openapi.json``) is generated from the routes' request and response
+models, so it stays true to what the service does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from ... import __version__
+from ..config import ServiceConfig
+from ..state import ServiceState
+from . import health
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+#: What starts and stops with the service besides the database: (start, stop) pairs that the
+#: job executor and the outbox register (ServiceState in, nothing out).
+Lifecycle = tuple[Callable[[ServiceState], None], Callable[[ServiceState], None]]
+
+
+def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = None) -> FastAPI:
+    """The service for ``config``: routes, limits, and what starts and stops with it."""
+    parts = list(lifecycle or [])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState.open(config)
+        app.state.service = state
+        started: list[Lifecycle] = []
+        try:
+            for part in parts:
+                part[0](state)
+                started.append(part)
+            log.info("skymix service ready on %s:%d", config.host, config.port)
+            yield
+        finally:
+            for part in reversed(started):
+                try:
+                    part[1](state)
+                except Exception:  # noqa: BLE001 - every part gets its chance to stop
+                    log.exception("stopping a part of the service failed")
+            state.close()
+
+    app = FastAPI(
+        title="skymix recording service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Recording settings, recordings and their jobs. Every /rest route takes an "
+        "application's key: `Authorization: Bearer skm_...`.",
+    )
+    limit = config.max_body_bytes
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return JSONResponse(
+                {"detail": f"request body over the limit of {limit} bytes"}, status_code=413
+            )
+        if declared is None and request.method in ("POST", "PUT", "PATCH"):
+            body = await request.body()  # chunked: read, and refuse once over the limit
+            if len(body) > limit:
+                return JSONResponse(
+                    {"detail": f"request body over the limit of {limit} bytes"}, status_code=413
+                )
+        return await call_next(request)
+
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,59 @@
+"""The service's commands: ``skymix serve`` and ``skymix apps create|rotate-key|delete``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from .config import ServiceConfig
+from .crypto import new_key
+from .state import ServiceState
+
+__all__ = ["apps_command", "serve_command"]
+
+log = logging.getLogger(__name__)
+
+
+def config_of(args: argparse.Namespace) -> ServiceConfig:
+    """The configuration: the file, the environment, then the command's flags."""
+    flags = {
+        name: getattr(args, name, None) for name in ("data_dir", "host", "port", "workers", "dask")
+    }
+    return ServiceConfig.load(args.config, **flags)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Run the service until SIGINT or SIGTERM (uvicorn's graceful shutdown)."""
+    if args.new_key:
+        print(new_key())  # noqa: T201 - the command's output
+        return 0
+    from .api.app import create_app
+    from .runtime import lifecycle
+
+    config = config_of(args)
+    app = create_app(config, lifecycle=lifecycle(config))
+    uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False)
+    return 0
+
+
+def apps_command(args: argparse.Namespace) -> int:
+    """Create an application (its key printed once), rotate its key, or delete it."""
+    from . import apps
+
+    state = ServiceState.open(config_of(args))
+    try:
+        if args.apps_command == "create":
+            key = apps.create_app(state, args.app_id)
+        elif args.apps_command == "rotate-key":
+            key = apps.rotate_key(state, args.app_id)
+        else:
+            apps.delete_app(state, args.app_id)
+            print(f"deleted {args.app_id}", file=sys.stderr)  # noqa: T201
+            return 0
+    finally:
+        state.close()
+    print(key)  # noqa: T201 - shown once: only its hash is stored
+    return 0

@@ -1,0 +1,39 @@
+"""``skymix serve`` as a process: it starts with no set-up on 127.0.0.1, migrates its database,
+answers /healthz and /openapi.json, and refuses bodies over its limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from service_tools import Service
+
+
+def test_serve_answers_on_loopback_and_refuses_big_bodies(
+    database_url: str, tmp_path: Path
+) -> None:
+    with Service(tmp_path / "data", database_url) as service:
+        with service.client() as client:
+            health = client.get("/healthz")
+            assert health.status_code == 200
+            assert health.json()["database"] in ("sqlite", "postgresql")
+            spec = client.get("/openapi.json").json()
+            assert spec["info"]["title"] == "skymix recording service"
+            big = client.post("/healthz", content=b"x" * (2 << 20))
+            assert big.status_code == 413
+        # bound to 127.0.0.1 only: the machine's other addresses do not answer
+        with open("/proc/net/tcp") as table:
+            listening = [line.split()[1] for line in table if line.split()[3] == "0A"]
+        assert f"0100007F:{service.port:04X}" in listening
+        assert f"00000000:{service.port:04X}" not in listening
+    assert "Traceback" not in service.log()
+
+
+def test_the_embedded_default_needs_no_set_up(tmp_path: Path) -> None:
+    service = Service(tmp_path / "data", "")
+    service.env = {"SKYMIX_SECRET_KEY": "", "SKYMIX_DATABASE_URL": ""}
+    with service:
+        assert httpx.get(f"{service.url}/healthz").json()["database"] == "sqlite"
+    assert (tmp_path / "data" / "skymix.db").is_file()
+    assert (tmp_path / "data" / "secret.key").is_file()
