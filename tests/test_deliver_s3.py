@@ -1,13 +1,20 @@
-"""skymix.deliver.s3 against a real SeaweedFS S3 server started with credentials."""
+"""skymix.deliver.s3 against a real SeaweedFS S3 server started with credentials (some tests
+through a relay on 127.0.0.1 that changes one request or answer on the way, as a faulty network
+or store would)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import logging
 import os
+import re
+import threading
 import urllib.request
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -84,7 +91,6 @@ def test_upload_reads_back_with_metadata_and_checksum(seaweed: SeaweedS3, tmp_pa
     assert got["Metadata"]["recording-id"] == "01JABCDEF"
     assert got["Metadata"]["room"] == "Caf%C3%A9 support"
     assert got["Metadata"]["participants"] == "3"
-    assert got["Metadata"]["sha256"] == result.sha256
     assert got["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
@@ -113,6 +119,210 @@ def test_multipart_upload_intact_and_nothing_left_unfinished(
     )
     listed = client.list_multipart_uploads(Bucket=seaweed.bucket, Prefix="big/")
     assert listed.get("Uploads", []) == []
+
+
+def test_empty_file(seaweed: SeaweedS3, tmp_path: Path) -> None:
+    src = media_file(tmp_path / "empty.mp4", 0)
+    result = upload(src, seaweed.bucket, "app/empty.mp4", access=access_for(seaweed), metadata={})
+    assert result.size == 0 and result.sha256 == hashlib.sha256(b"").hexdigest()
+    got = seaweed.client().get_object(Bucket=seaweed.bucket, Key="app/empty.mp4")
+    assert got["Body"].read() == b""
+
+
+def test_bytes_changed_in_flight_are_refused_by_the_store(
+    seaweed: SeaweedS3, tmp_path: Path
+) -> None:
+    """A part's bytes change between its hashing and its sending (the file is rewritten while the
+    part goes out): the store checks the declared SHA-256, refuses the part (BadDigest), and the
+    attempt's multipart upload is aborted."""
+    data = os.urandom(12 * MiB)
+    src = tmp_path / "changing.mp4"
+    src.write_bytes(data)
+    sent = [0]
+    offset = 10 * MiB - 1  # the last byte of the second part
+
+    def rewrite_during_second_part(n: int) -> None:
+        # the first read of the second part's body for sending: its end is not read yet
+        if sent[0] <= 5 * MiB < sent[0] + n:
+            with src.open("r+b") as f:
+                f.seek(offset)
+                f.write(bytes([data[offset] ^ 0xFF]))
+        sent[0] += n
+
+    one_at_a_time = TransferConfig(
+        multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=1
+    )
+    with pytest.raises(DeliveryError) as info:
+        upload(
+            src,
+            seaweed.bucket,
+            "changed/one.mp4",
+            access=access_for(seaweed),
+            metadata=META,
+            config=one_at_a_time,
+            progress=rewrite_during_second_part,
+        )
+    assert "BadDigest" in str(info.value) and "s3://recordings/changed/one.mp4" in str(info.value)
+    client = seaweed.client()
+    with pytest.raises(ClientError):
+        client.head_object(Bucket=seaweed.bucket, Key="changed/one.mp4")
+    assert (
+        client.list_multipart_uploads(Bucket=seaweed.bucket, Prefix="changed/").get("Uploads", [])
+        == []
+    )
+
+
+class _Relay(BaseHTTPRequestHandler):
+    """Passes each request to the store and its answer back, through ``server.fault``."""
+
+    protocol_version = "HTTP/1.1"
+    server: _RelayServer
+
+    def _relay(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        body = self.server.fault_request(self.command, self.path, body)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
+        headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection(self.server.upstream, timeout=30)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            answer = resp.read()
+            out = self.server.fault_answer(self.command, self.path, dict(resp.getheaders()))
+        finally:
+            conn.close()
+        self.send_response(resp.status)
+        for name, value in out.items():
+            if name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", resp.getheader("Content-Length") or str(len(answer)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _RelayServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        upstream: str,
+        fault_request: Callable[[str, str, bytes], bytes],
+        fault_answer: Callable[[str, str, dict[str, str]], dict[str, str]],
+    ) -> None:
+        super().__init__(("127.0.0.1", 0), _Relay)
+        self.upstream = upstream
+        self.fault_request = fault_request
+        self.fault_answer = fault_answer
+
+
+def _unchanged_request(method: str, path: str, body: bytes) -> bytes:
+    return body
+
+
+def _unchanged_answer(method: str, path: str, headers: dict[str, str]) -> dict[str, str]:
+    return headers
+
+
+def _drop_last_part(method: str, path: str, body: bytes) -> bytes:
+    """CompleteMultipartUpload asks for the parts but the last: the store assembles less."""
+    if method == "POST" and "uploadId=" in path:
+        return re.sub(rb"<Part>(?:(?!<Part>).)*</Part>(?=</CompleteMultipartUpload>)", b"", body)
+    return body
+
+
+def _other_checksum(method: str, path: str, headers: dict[str, str]) -> dict[str, str]:
+    """The store reports the checksum of other bytes for the object."""
+    if method == "HEAD":
+        for name in headers:
+            if name.lower() == "x-amz-checksum-sha256":
+                headers[name] = base64.b64encode(hashlib.sha256(b"other").digest()).decode() + "-3"
+    return headers
+
+
+@pytest.fixture
+def relay(seaweed: SeaweedS3) -> Iterator[Callable[..., str]]:
+    """Starts a relay to the store with the given faults; returns its endpoint URL."""
+    started: list[_RelayServer] = []
+
+    def start(
+        fault_request: Callable[[str, str, bytes], bytes] = _unchanged_request,
+        fault_answer: Callable[[str, str, dict[str, str]], dict[str, str]] = _unchanged_answer,
+    ) -> str:
+        server = _RelayServer(urlsplit(seaweed.endpoint_url).netloc, fault_request, fault_answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected"),
+    [
+        ({"fault_request": _drop_last_part}, "the store holds 10485760 bytes, 12582912 were sent"),
+        ({"fault_answer": _other_checksum}, "the store's SHA-256 checksum"),
+    ],
+    ids=["fewer-parts-assembled", "other-checksum-reported"],
+)
+def test_stored_object_unlike_the_bytes_sent_is_deleted(
+    seaweed: SeaweedS3,
+    relay: Callable[..., str],
+    tmp_path: Path,
+    faults: dict[str, Any],
+    expected: str,
+) -> None:
+    """What the store holds after the upload is compared with what was sent: an object
+    assembled from fewer parts than were sent (the completion request changed on the way), or
+    one whose checksum is not that of the bytes sent, is deleted and the upload fails."""
+    src = media_file(tmp_path / "big.mp4", 12 * MiB)
+    access = access_for(seaweed)
+    access = S3Access(
+        region=access.region,
+        endpoint_url=relay(**faults),
+        access_key_id=access.access_key_id,
+        secret_access_key=access.secret_access_key,
+    )
+    with pytest.raises(DeliveryError) as info:
+        upload(
+            src, seaweed.bucket, "relayed/one.mp4", access=access, metadata=META, config=SMALL_PARTS
+        )
+    assert expected in str(info.value) and "the object was deleted" in str(info.value)
+    client = seaweed.client()
+    with pytest.raises(ClientError):
+        client.head_object(Bucket=seaweed.bucket, Key="relayed/one.mp4")
+    assert (
+        client.list_multipart_uploads(Bucket=seaweed.bucket, Prefix="relayed/").get("Uploads", [])
+        == []
+    )
+
+
+def test_relay_without_faults_delivers(
+    seaweed: SeaweedS3, relay: Callable[..., str], tmp_path: Path
+) -> None:
+    """The relay itself changes nothing: the same upload through it succeeds."""
+    src = media_file(tmp_path / "big.mp4", 12 * MiB)
+    access = access_for(seaweed)
+    access = S3Access(
+        region=access.region,
+        endpoint_url=relay(),
+        access_key_id=access.access_key_id,
+        secret_access_key=access.secret_access_key,
+    )
+    result = upload(
+        src, seaweed.bucket, "relayed/ok.mp4", access=access, metadata=META, config=SMALL_PARTS
+    )
+    body = seaweed.client().get_object(Bucket=seaweed.bucket, Key="relayed/ok.mp4")["Body"].read()
+    assert body == src.read_bytes() and result.sha256 == hashlib.sha256(body).hexdigest()
 
 
 def test_wrong_secret_names_the_code_and_hides_the_secret(

@@ -22,9 +22,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +36,6 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from s3transfer.subscribers import BaseSubscriber
-from s3transfer.utils import ChunksizeAdjuster
 from ulid import ULID
 
 from ..errors import DeliveryError
@@ -161,19 +160,24 @@ def _mask(secret: str | None) -> str | None:
     return "****" + (secret[-4:] if len(secret) >= 12 else "")
 
 
-def make_client(access: S3Access) -> Any:
+def make_client(access: S3Access, *, sign_payload: bool | None = None) -> Any:
     """A boto3 S3 client for ``access``.
 
     Path-style addressing when an endpoint is given (SeaweedFS, MinIO and most S3-compatible
     stores serve buckets under the path, not as host names); botocore's standard retry mode
     (connection errors, throttling, 5xx, with backoff) bounded to ``access.attempts``;
-    connect and read timeouts so a silent store cannot hang a delivery.
+    connect and read timeouts so a silent store cannot hang a delivery. ``sign_payload``
+    False leaves request bodies out of the signature (botocore's default, None, signs them over
+    http and not over https): for a caller that sends a checksum header the store verifies.
     """
     if access.attempts < 1:
         raise DeliveryError(f"attempts must be at least 1, got {access.attempts}")
     config = Config(
         region_name=access.region,
-        s3={"addressing_style": "path" if access.endpoint_url else "auto"},
+        s3={
+            "addressing_style": "path" if access.endpoint_url else "auto",
+            "payload_signing_enabled": sign_payload,
+        },
         retries={"mode": "standard", "max_attempts": access.attempts},
         connect_timeout=access.connect_timeout_s,
         read_timeout=access.read_timeout_s,
@@ -253,36 +257,78 @@ def _metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+class _SentDigests:
+    """The SHA-256 of each part as it is sent, and the whole file's from those same bytes.
 
+    A hook reads each part just before its request is built (in the transfer manager's worker
+    thread, while other parts are in flight), hashes it and declares the digest as the part's
+    ``ChecksumSHA256``: the store verifies the part against it, botocore computes no checksum
+    of its own, and no pass over the file precedes the first byte. The whole file's digest is
+    fed the same bytes in part order (a part read ahead of its turn waits, so at most about
+    one part per worker thread is held); it is therefore the digest of what the store holds.
+    """
 
-def _digests(path: Path, size: int, config: TransferConfig) -> tuple[str, str]:
-    """The file's SHA-256 (hex) and the checksum the store will report for it (base64): the
-    whole file's digest for a single PUT; for a multipart upload (parts cut as the transfer
-    manager cuts them) the digest of the parts' digests, then "-" and the number of parts."""
-    whole = hashlib.sha256()
-    multipart = size >= config.multipart_threshold
-    part_size = ChunksizeAdjuster().adjust_chunksize(config.multipart_chunksize, size)
-    # a part's digest on a second thread while this one adds the part to the whole file's
-    # (hashlib releases the GIL): each byte is read once and the two digests overlap
-    # (one part at a time: memory stays at two parts whatever the file's size)
-    parts: list[bytes] = []
-    pending: Future[bytes] | None = None
-    with path.open("rb") as f, ThreadPoolExecutor(1, thread_name_prefix="skymix-sha") as pool:
-        while chunk := f.read(part_size if multipart else 8 * MiB):
-            if pending is not None:
-                parts.append(pending.result())
-                pending = None
-            if multipart:
-                pending = pool.submit(_sha256, chunk)
-            whole.update(chunk)
-        if pending is not None:
-            parts.append(pending.result())
-    if not multipart:
-        return whole.hexdigest(), base64.b64encode(whole.digest()).decode()
-    composite = hashlib.sha256(b"".join(parts)).digest()
-    return whole.hexdigest(), f"{base64.b64encode(composite).decode()}-{len(parts)}"
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: dict[int, bytes] = {}
+        self._waiting: dict[int, bytes] = {}
+        self._next = 1
+        self._draining = False
+        self._whole = hashlib.sha256()
+        self.changed = False
+        self.multipart = False
+
+    def before_part(self, params: dict[str, Any], **kwargs: object) -> None:
+        """botocore's ``before-parameter-build`` hook for PutObject and UploadPart."""
+        body = params.get("Body")
+        if body is None or "ChecksumSHA256" in params:
+            return
+        self.multipart = self.multipart or "PartNumber" in params
+        # callbacks off while reading: the bytes are not being sent yet (s3transfer turns
+        # them on once the request is built)
+        getattr(body, "signal_not_transferring", lambda: None)()
+        data = body.read()
+        body.seek(0)
+        digest = self.add(int(params.get("PartNumber", 1)), data)
+        params["ChecksumSHA256"] = base64.b64encode(digest).decode()
+
+    def add(self, number: int, data: bytes) -> bytes:
+        """Record part ``number`` (from 1) and hand its bytes to the whole file's digest."""
+        digest = hashlib.sha256(data).digest()
+        with self._lock:
+            if self._parts.setdefault(number, digest) != digest:
+                self.changed = True
+            if number < self._next:
+                return digest
+            self._waiting[number] = data
+            if self._draining:
+                return digest
+            self._draining = True
+        while True:
+            with self._lock:
+                ready = self._waiting.pop(self._next, None)
+                if ready is None:
+                    self._draining = False
+                    return digest
+                self._next += 1
+            self._whole.update(ready)
+
+    def results(self) -> tuple[str, str]:
+        """The whole file's SHA-256 (hex) and the checksum the store must report (base64): the
+        whole file's digest for a single PUT; for a multipart upload the digest of the parts'
+        digests, then "-" and the number of parts. Raises if a part was missed or changed."""
+        with self._lock:
+            count = len(self._parts)
+            if self.changed:
+                raise DeliveryError("the file changed while it was being sent")
+            if self._waiting or self._next != count + 1:
+                raise DeliveryError(f"parts {sorted(self._parts)} do not make a whole file")
+            parts = [self._parts[n] for n in range(1, count + 1)]
+            whole = self._whole.copy()
+        if not self.multipart:
+            return whole.hexdigest(), base64.b64encode(whole.digest()).decode()
+        composite = hashlib.sha256(b"".join(parts)).digest()
+        return whole.hexdigest(), f"{base64.b64encode(composite).decode()}-{count}"
 
 
 class _Progress(BaseSubscriber):  # type: ignore[misc]
@@ -309,10 +355,12 @@ def upload(
 ) -> UploadResult:
     """Upload ``path`` to ``bucket``/``key`` with a SHA-256 checksum the store verifies.
 
-    ``metadata`` (recording id, room, duration, participants) is stored with the object, plus
-    ``sha256`` (hex, of the whole file); values that are not printable ASCII are percent-encoded.
-    The stored object's size and checksum are compared with the file's before returning (a
-    mismatch is deleted). ``progress`` receives byte counts as parts are sent.
+    ``metadata`` (recording id, room, duration, participants) is stored with the object; values
+    that are not printable ASCII are percent-encoded. Each part is hashed as it is sent (no
+    pass over the file first) and the store verifies it; the stored object's size and checksum
+    are then compared with those of the bytes sent (a mismatch is deleted), and the whole
+    file's SHA-256, of the same bytes, is returned. ``progress`` receives byte counts as parts
+    are sent.
     ``on_multipart_start`` receives the id of a multipart upload as soon as the store gives it,
     before any part is sent: a caller that records it can abort that upload after a crash
     (``abort_uploads``) without the right to list the bucket's uploads. On
@@ -322,15 +370,19 @@ def upload(
     path = Path(path)
     try:
         size = path.stat().st_size
-        digest, checksum = _digests(path, size, config)
     except OSError as exc:
         raise DeliveryError(f"cannot read {path}: {exc.strerror}", exc) from exc
     extra = {
         "ChecksumAlgorithm": "SHA256",
         "ContentType": content_type,
-        "Metadata": {**_metadata(metadata), "sha256": digest},
+        "Metadata": _metadata(metadata),
     }
-    client = make_client(access)
+    # the SHA-256 checksum header, which the store verifies and the signature covers, protects
+    # the body: no second SHA-256 of it for the signature (the default over http)
+    client = make_client(access, sign_payload=False)
+    sent = _SentDigests()
+    for operation in ("PutObject", "UploadPart"):
+        client.meta.events.register(f"before-parameter-build.s3.{operation}", sent.before_part)
     started_ids: set[str] = set()
 
     def seen_create(parsed: Mapping[str, Any], **kwargs: object) -> None:
@@ -355,7 +407,7 @@ def upload(
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise _error("upload to", "s3:PutObject", bucket, key, exc, access) from None
-    _verify(client, bucket, key, head, size, checksum, access)
+    digest = _verify(client, bucket, key, head, size, sent, access)
     log.info(
         "uploaded %s (%d bytes) to s3://%s/%s in %.2f s",
         path.name,
@@ -380,21 +432,28 @@ def _verify(
     key: str,
     head: Mapping[str, Any],
     size: int,
-    checksum: str,
+    sent: _SentDigests,
     access: S3Access,
-) -> None:
-    """The stored object has the file's size and checksum, or it is deleted: a wrong object
-    must not look delivered. A store that reports no checksum is trusted on its size."""
+) -> str:
+    """The stored object has the file's size and the checksum of the bytes sent, or it is
+    deleted: a wrong object must not look delivered. A store that reports no checksum is
+    trusted on its size. Returns the whole file's SHA-256 (hex)."""
     stored = head.get("ChecksumSHA256")
     problem = None
-    if int(head["ContentLength"]) != size:
+    try:
+        digest, checksum = sent.results()
+    except DeliveryError as exc:
+        digest, checksum, problem = "", "", str(exc)
+    if problem is not None:
+        log.debug("s3://%s/%s: %s", bucket, key, problem)
+    elif int(head["ContentLength"]) != size:
         problem = f"the store holds {head['ContentLength']} bytes, {size} were sent"
     elif stored is not None and stored != checksum:
-        problem = f"the store's SHA-256 checksum {stored} is not the file's {checksum}"
+        problem = f"the store's SHA-256 checksum {stored} is not that of the bytes sent {checksum}"
     elif stored is None:
         log.debug("s3://%s/%s: the store reports no checksum", bucket, key)
     if problem is None:
-        return
+        return digest
     try:
         client.delete_object(Bucket=bucket, Key=key)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
