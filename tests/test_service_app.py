@@ -37,3 +37,24 @@ def test_the_embedded_default_needs_no_set_up(tmp_path: Path) -> None:
         assert httpx.get(f"{service.url}/healthz").json()["database"] == "sqlite"
     assert (tmp_path / "data" / "skymix.db").is_file()
     assert (tmp_path / "data" / "secret.key").is_file()
+
+
+def test_metrics_count_requests_by_route_and_read_jobs_from_the_database(tmp_path: Path) -> None:
+    with Service(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'm.db'}") as service:
+        with service.client() as client:
+            before = healthz_count(client.get("/metrics").text)
+            for _ in range(3):
+                assert client.get("/healthz").status_code == 200
+            assert client.get("/no/such/route").status_code == 404
+            text = client.get("/metrics").text
+    assert healthz_count(text) == before + 3
+    assert 'skymix_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert 'skymix_job_duration_seconds_bucket{le="+Inf"} 0.0' in text
+    assert "# TYPE skymix_jobs gauge" in text
+
+
+def healthz_count(metrics: str) -> float:
+    """The counter of answered GET /healthz in a scrape (the readiness polls count too)."""
+    line = 'skymix_http_requests_total{method="GET",route="/healthz",status="200"} '
+    (value,) = [row.removeprefix(line) for row in metrics.splitlines() if row.startswith(line)]
+    return float(value)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from ... import __version__
 from ..config import ServiceConfig
+from ..metrics import ServiceMetrics
 from ..state import ServiceState
 from . import health
 
@@ -37,6 +38,7 @@ def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServiceState.open(config)
         app.state.service = state
+        app.state.metrics = ServiceMetrics(state.db)
         started: list[Lifecycle] = []
         try:
             for part in parts:
@@ -77,6 +79,18 @@ def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = Non
                     {"detail": f"request body over the limit of {limit} bytes"}, status_code=413
                 )
         return await call_next(request)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics: ServiceMetrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        return response
 
     app.include_router(health.router)
     return app

@@ -1,11 +1,14 @@
-"""``GET /healthz``: the service answers and its database too."""
+"""``GET /healthz`` (the service answers and its database too) and ``GET /metrics``
+(Prometheus text)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from ..metrics import ServiceMetrics
 from ..state import ServiceState
 
 __all__ = ["router"]
@@ -25,3 +28,11 @@ def healthz(request: Request) -> Health:
     with state.db.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
     return Health(status="ok", database=state.db.engine.dialect.name)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: HTTP requests, jobs by status and duration, recordings by state,
+    notification attempts by outcome."""
+    registry: ServiceMetrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
