@@ -8,6 +8,10 @@ from pathlib import Path
 import httpx
 
 from service_tools import Service
+from skymix.service.config import ServiceConfig
+from skymix.service.crypto import SecretBox, new_key
+from skymix.service.models import App, AppSettings
+from skymix.service.state import ServiceState
 
 
 def test_serve_answers_on_loopback_and_refuses_big_bodies(
@@ -58,3 +62,34 @@ def healthz_count(metrics: str) -> float:
     line = 'skymix_http_requests_total{method="GET",route="/healthz",status="200"} '
     (value,) = [row.removeprefix(line) for row in metrics.splitlines() if row.startswith(line)]
     return float(value)
+
+
+def test_rotate_secrets_moves_every_stored_secret_to_the_new_key(tmp_path: Path) -> None:
+    service = Service(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'r.db'}")
+    old, new = service.secret_key, new_key()
+    config = ServiceConfig.load(environ=service.environment())
+    state = ServiceState.open(config)
+    try:
+        with state.db.session() as session:
+            session.add(App(app_id="acme", key_id="k1", key_hash="0" * 64))
+            session.flush()
+            session.add(
+                AppSettings(
+                    app_id="acme", document_enc=state.box.encrypt("whsec_x"), recording_enabled=True
+                )
+            )
+    finally:
+        state.close()
+    service.env["SKYMIX_SECRET_KEY"] = f"{new},{old}"
+    done = service.command("serve", "--rotate-secrets")
+    assert done.returncode == 0, done.stderr
+    assert "1 applications" in done.stdout
+    assert old not in done.stdout + done.stderr and new not in done.stdout + done.stderr
+    only_new = ServiceState.open(ServiceConfig.load(environ={**service.environment()}))
+    try:
+        with only_new.db.session() as session:
+            row = session.get(AppSettings, "acme")
+            assert row is not None
+            assert SecretBox([new]).decrypt(row.document_enc) == "whsec_x"
+    finally:
+        only_new.close()

@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--new-key", action="store_true", help="print a new secret key for SKYMIX_SECRET_KEY"
     )
+    serve.add_argument(
+        "--rotate-secrets",
+        action="store_true",
+        help="re-encrypt every stored secret under the first key, then exit (after adding a "
+        "new key in front of the old ones; the old key can go once this is done)",
+    )
     apps = sub.add_parser(
         "apps",
         help="create applications, rotate or revoke their API keys (operator)",

@@ -7,12 +7,14 @@ import logging
 import sys
 
 import uvicorn
+from sqlalchemy import select
 
 from .config import ServiceConfig
 from .crypto import new_key
+from .models import AppSettings
 from .state import ServiceState
 
-__all__ = ["apps_command", "serve_command"]
+__all__ = ["apps_command", "rotate_secrets", "serve_command"]
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,28 @@ def serve_command(args: argparse.Namespace) -> int:
     from .runtime import lifecycle
 
     config = config_of(args)
+    if args.rotate_secrets:
+        state = ServiceState.open(config)
+        try:
+            count = rotate_secrets(state)
+        finally:
+            state.close()
+        print(f"re-encrypted the secrets of {count} applications under the first key")  # noqa: T201
+        return 0
     app = create_app(config, lifecycle=lifecycle(config))
     uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False)
     return 0
+
+
+def rotate_secrets(state: ServiceState) -> int:
+    """Re-encrypt every application's stored settings under the first key, in one
+    transaction; returns how many."""
+    with state.db.session() as session:
+        rows = session.scalars(select(AppSettings)).all()
+        for row in rows:
+            row.document_enc = state.box.rotate(row.document_enc)
+    log.info("re-encrypted %d settings documents under the first key", len(rows))
+    return len(rows)
 
 
 def apps_command(args: argparse.Namespace) -> int:
