@@ -1,0 +1,457 @@
+"""The mix-and-deliver job of a recording, as a worker process runs it.
+
+``run_job(config_json, recording_id)`` takes plain values (it runs in another process, or on
+another machine), opens the database itself, claims the job's lease, and does what the
+recording's event log says is left: mix (unless a mixed file is on record; ``MixJob`` writes
+atomically, so a killed mix leaves nothing half-written), then ``deliver_recording`` or, after a
+crash, ``resume`` (which aborts the recorded multipart upload and sends the notifications not
+yet acknowledged with the same webhook-id). Every state change goes to the recording's row as
+it happens. Running it twice finishes it once: the lease is taken with a compare-and-set, and a
+finished job is left alone.
+
+A notification that failed its in-job tries goes to the outbox (``outbox.py``) for retries
+across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+
+from ..deliver.chain import DeliveryOptions, deliver_recording
+from ..deliver.settings import RecordingSettings
+from ..deliver.states import EVENT_LOG_NAME, ErrorReason, Recording, RecordingState
+from ..errors import DeliveryError, OptionsError, SkymixError
+from ..options import MixOptions
+from ..report import MixReport
+from .config import ServiceConfig
+from .models import AppSettings, Job, RecordingRow, utcnow
+from .state import ServiceState
+
+__all__ = [
+    "LEASE_S",
+    "MAX_ATTEMPTS",
+    "CaptureSpec",
+    "claimable",
+    "lease_owner",
+    "load_settings",
+    "resolve_inside",
+    "run_job",
+]
+
+log = logging.getLogger(__name__)
+
+#: How long a job's lease lasts without renewal; the worker renews it every third of that.
+LEASE_S = 30.0
+#: Runs of one job (crashes included) before it is given up in ERROR.
+MAX_ATTEMPTS = 5
+#: The webhook's in-job retry bounds, from the environment (the outbox retries later).
+WEBHOOK_TRIES_ENV = "SKYMIX_WEBHOOK_MAX_TRIES"
+WEBHOOK_TOTAL_ENV = "SKYMIX_WEBHOOK_MAX_TOTAL_S"
+#: What a recording's working folder holds.
+MIXED_NAME = "recording"
+REPORT_NAME = "report.json"
+INPUTS_DIR = "inputs"
+
+
+def lease_owner() -> str:
+    """This process as a lease owner: host and process id."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """Whether a lease owner of this host is alive; None for another host's (unknown)."""
+    host, _, pid = owner.rpartition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claimable(job: Job, now: datetime) -> bool:
+    """Whether a job may be run now: queued, or running under a lease that expired or whose
+    owner (a process of this host) is dead."""
+    if job.status == "queued":
+        return True
+    if job.status != "running":
+        return False
+    if job.lease_until is None or job.lease_until < now:
+        return True
+    return job.lease_owner is not None and _owner_alive(job.lease_owner) is False
+
+
+def resolve_inside(root: Path, name: str, field: str) -> Path:
+    """``name`` under ``root``, refused (OptionsError naming ``field``) when it is empty, holds
+    a NUL, is absolute, climbs with ``..``, or leads out of ``root`` through a symbolic link;
+    the file must exist."""
+    if not name or "\x00" in name:
+        raise OptionsError("expected a file name under the captures folder", field=field)
+    relative = Path(name)
+    if relative.is_absolute() or name.startswith(("/", "\\")) or ".." in relative.parts:
+        raise OptionsError(
+            "expected a path relative to the captures folder, without '..'", field=field
+        )
+    base = root.resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base):
+        raise OptionsError("leads out of the captures folder", field=field)
+    if not path.is_file():
+        raise OptionsError(f"no such capture file: {name}", field=field)
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSpec:
+    """What a recording job mixes: capture files and their SDPs or manifest, named relative to
+    the service's captures folder or to an S3 prefix (read with the application's keys)."""
+
+    captures: tuple[str, ...]
+    sdp: tuple[str, ...]
+    manifest: str | None
+    s3_prefix: str | None
+    options: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CaptureSpec:
+        return cls(
+            tuple(data.get("captures") or ()),
+            tuple(data.get("sdp") or ()),
+            data.get("manifest"),
+            data.get("s3_prefix"),
+            dict(data.get("options") or {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "captures": list(self.captures),
+            "sdp": list(self.sdp),
+            "manifest": self.manifest,
+            "s3_prefix": self.s3_prefix,
+            "options": self.options,
+        }
+
+    def names(self) -> list[tuple[str, str]]:
+        """(field, name) of every file the job reads."""
+        named = [(f"captures[{n}]", c) for n, c in enumerate(self.captures)]
+        named += [(f"sdp[{n}]", s) for n, s in enumerate(self.sdp)]
+        if self.manifest is not None:
+            named.append(("manifest", self.manifest))
+        return named
+
+    def mix_options(self) -> MixOptions:
+        """The options, refusing what would write outside the recording's folder."""
+        for name in ("per_participant", "channels"):
+            if self.options.get(name) is not None:
+                raise OptionsError("not available in the service", field=f"options.{name}")
+        return MixOptions.from_json(self.options)
+
+
+def load_settings(state: ServiceState, app_id: str) -> RecordingSettings:
+    """The application's stored settings; DeliveryError when it has none."""
+    with state.db.session() as session:
+        row = session.get(AppSettings, app_id)
+        document = None if row is None else row.document_enc
+    if document is None:
+        raise DeliveryError(f"application {app_id} has no recording settings")
+    return RecordingSettings.from_json(json.loads(state.box.decrypt(document)))
+
+
+def delivery_options(config: ServiceConfig) -> DeliveryOptions:
+    """The operator's delivery options: the environment's, the config's backup folder, the
+    webhook's in-job retry bounds (SKYMIX_WEBHOOK_MAX_TRIES, SKYMIX_WEBHOOK_MAX_TOTAL_S)."""
+    base = DeliveryOptions.from_env(backup_dir=config.backup_dir)
+    try:
+        tries = int(os.environ.get(WEBHOOK_TRIES_ENV) or base.webhook_max_tries)
+        total = float(os.environ.get(WEBHOOK_TOTAL_ENV) or base.webhook_max_total_s)
+    except ValueError:
+        raise OptionsError("expected a number", field=WEBHOOK_TRIES_ENV) from None
+    return DeliveryOptions(
+        smtp=base.smtp,
+        allow_private=base.allow_private,
+        backup_dir=base.backup_dir,
+        webhook_max_tries=max(1, tries),
+        webhook_max_total_s=max(0.0, total),
+    )
+
+
+def _claim(state: ServiceState, recording_id: str, owner: str) -> int | None:
+    """Take the job's lease (compare-and-set on its status, owner and attempts); the attempt's
+    number, or None when it is done or another live worker holds it."""
+    now = utcnow()
+    with state.db.session() as session:
+        job = session.get(Job, recording_id)
+        if job is None or not claimable(job, now):
+            return None
+        before = (job.status, job.lease_owner, job.attempts)
+    with state.db.session() as session:
+        taken = session.execute(
+            update(Job)
+            .where(
+                Job.recording_id == recording_id,
+                Job.status == before[0],
+                Job.attempts == before[2],
+                Job.lease_owner.is_(None) if before[1] is None else Job.lease_owner == before[1],
+            )
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=LEASE_S),
+                attempts=before[2] + 1,
+                updated_at=now,
+            )
+        )
+    return before[2] + 1 if taken.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def _finish_job(
+    state: ServiceState, recording_id: str, owner: str, status: str, error: str | None
+) -> None:
+    with state.db.session() as session:
+        session.execute(
+            update(Job)
+            .where(Job.recording_id == recording_id, Job.lease_owner == owner)
+            .values(status=status, lease_until=None, last_error=error, updated_at=utcnow())
+        )
+
+
+class _Lease:
+    """Renews a job's lease every third of LEASE_S on a thread while the job runs."""
+
+    def __init__(self, state: ServiceState, recording_id: str, owner: str) -> None:
+        self._state, self._id, self._owner = state, recording_id, owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="skymix-lease", daemon=True)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(LEASE_S / 3):
+            try:
+                with self._state.db.session() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.recording_id == self._id, Job.lease_owner == self._owner)
+                        .values(lease_until=utcnow() + timedelta(seconds=LEASE_S))
+                    )
+            except Exception:  # noqa: BLE001 - a missed renewal is retried at the next tick
+                log.warning("recording %s: the job's lease could not be renewed", self._id)
+
+
+def _row_follower(state: ServiceState, recording: Recording) -> None:
+    """Subscribe the recording's row to its state changes (written as they happen)."""
+
+    def changed(new: str, rid: str, url: str | None, error: ErrorReason | None) -> None:
+        values: dict[str, Any] = {"state": new, "updated_at": utcnow()}
+        if new == RecordingState.LINK.value:
+            values.update(url=url, link_expires_at=recording.link_expires_at)
+            values.update(error_code=None, error_message=None)
+        if error is not None and new == RecordingState.ERROR.value:
+            values.update(error_code=error.code, error_message=error.message)
+        with state.db.session() as session:
+            session.execute(update(RecordingRow).where(RecordingRow.id == rid).values(**values))
+
+    recording.on("recordingState", changed)
+
+
+def _summary(report: MixReport) -> dict[str, Any]:
+    """The part of a mix report the API shows."""
+    return {
+        "duration_s": round(report.duration_s, 3),
+        "frames": report.frames,
+        "participants": [p.name for p in report.participants],
+        "damage": list(report.damage),
+        "text": report.summary(),
+    }
+
+
+def _fetch_inputs(
+    spec: CaptureSpec, settings: RecordingSettings, folder: Path, recording: Recording
+) -> Path:
+    """The spec's files under its S3 prefix, downloaded into the recording's inputs folder with
+    the application's keys; that folder."""
+    from ..deliver.arn import parse_destination
+    from ..deliver.chain import s3_access, storage_of
+    from ..deliver.s3 import make_client
+
+    assert spec.s3_prefix is not None
+    storage = storage_of(settings)
+    source = parse_destination(spec.s3_prefix)
+    if source.bucket is None:
+        raise OptionsError("expected an S3 prefix: s3://bucket/prefix", field="s3_prefix")
+    client = make_client(s3_access(storage))
+    inputs = folder / INPUTS_DIR
+    for field, name in spec.names():
+        target = inputs / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        key = f"{source.key.rstrip('/')}/{name}" if source.key else name
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            client.download_file(source.bucket, key, str(partial))
+        except Exception as exc:  # noqa: BLE001 - boto3's errors, named without secrets
+            partial.unlink(missing_ok=True)
+            raise DeliveryError(
+                f"{field}: cannot read s3://{source.bucket}/{key}: {type(exc).__name__}"
+            ) from None
+        partial.replace(target)
+    recording.append("inputs_fetched", count=len(spec.names()))
+    return inputs
+
+
+def _mix(
+    spec: CaptureSpec, root: Path, folder: Path, recording: Recording
+) -> tuple[Path, MixReport]:
+    """Mix the spec's captures (under ``root``) into the working folder."""
+    from ..job import MixJob
+    from ..session import load_description
+
+    options = spec.mix_options()
+    paths = {field: resolve_inside(root, name, field) for field, name in spec.names()}
+    captures = [paths[f"captures[{n}]"] for n in range(len(spec.captures))]
+    sdps = [str(paths[f"sdp[{n}]"]) for n in range(len(spec.sdp))]
+    manifest = paths.get("manifest")
+    description = load_description(sdps, manifest)
+    suffix = ".webm" if options.container == "webm" else ".mp4"
+    output = folder / f"{MIXED_NAME}{suffix}"
+    recording.append("mixing")
+    report = MixJob(
+        captures,
+        output,
+        description=description,
+        options=options,
+        job_id=recording.id,
+        report=folder / REPORT_NAME,
+    ).run()
+    return output, report
+
+
+def run_job(config_json: str, recording_id: str) -> str:
+    """Run (or finish) the job of ``recording_id`` in this process: what the worker pool and a
+    Dask worker call. Returns the job's status: "done", "failed", or "skipped" (finished
+    already, or another worker holds it)."""
+    config = ServiceConfig.model_validate_json(config_json)
+    state = ServiceState.open(config, migrate=False)
+    try:
+        return _run(state, recording_id)
+    finally:
+        state.close()
+
+
+def _run(state: ServiceState, recording_id: str) -> str:
+    owner = lease_owner()
+    attempt = _claim(state, recording_id, owner)
+    if attempt is None:
+        log.info("recording %s: finished already or running elsewhere", recording_id)
+        return "skipped"
+    with state.db.session() as session:
+        row = session.get(RecordingRow, recording_id)
+        assert row is not None  # the job's foreign key
+        app_id, folder = row.app_id, Path(row.work_dir)
+        spec = CaptureSpec.from_json(row.spec)
+    recording = Recording.load(folder / EVENT_LOG_NAME)
+    _row_follower(state, recording)
+    recording.append("job_attempt", attempt=attempt, owner=owner)
+    log.info("recording %s: job attempt %d", recording_id, attempt)
+    if attempt > MAX_ATTEMPTS:
+        if recording.state is RecordingState.STOP:
+            recording.fail(DeliveryError(f"the job failed {MAX_ATTEMPTS} times; given up"))
+        _finish_job(state, recording_id, owner, "failed", "too many attempts")
+        return "failed"
+    status, error = "done", None
+    with _Lease(state, recording_id, owner):
+        try:
+            _work(state, spec, app_id, folder, recording)
+        except Exception as exc:  # noqa: BLE001 - the recording says why, the job is over
+            reason = ErrorReason.from_exception(exc)
+            if not isinstance(exc, SkymixError):
+                log.exception("recording %s: the job failed", recording_id)
+            if recording.state in (RecordingState.START, RecordingState.STOP):
+                recording.fail(reason)
+            status, error = "failed", str(reason)
+    if recording.state is RecordingState.ERROR:
+        status = "failed"
+        error = error or (str(recording.error) if recording.error else None)
+    _finish_job(state, recording_id, owner, status, error)
+    log.info("recording %s: job %s (%s)", recording_id, status, recording.state)
+    return status
+
+
+def _work(
+    state: ServiceState, spec: CaptureSpec, app_id: str, folder: Path, recording: Recording
+) -> None:
+    from .outbox import enqueue_failed
+
+    _sync_row(state, recording)
+    settings = load_settings(state, app_id)
+    options = delivery_options(state.config)
+    if recording.state is RecordingState.ERROR and recording.mixed_file is None:
+        return  # the mix failed for good: nothing to deliver
+    report_file = folder / REPORT_NAME
+    report: MixReport | None
+    if recording.pending().mix:
+        root = state.config.data_dir / "captures"
+        if spec.s3_prefix is not None:
+            root = _fetch_inputs(spec, settings, folder, recording)
+        file, report = _mix(spec, root, folder, recording)
+    else:
+        # what resume() does, on this Recording so that its subscriber sees every change
+        assert recording.mixed_file is not None
+        file = recording.mixed_file
+        copy = recording.backup_copy
+        if recording.upload is None and not file.is_file() and copy is not None:
+            file = copy.path
+        report = MixReport.from_json(report_file.read_bytes()) if report_file.is_file() else None
+        if recording.state is RecordingState.START:
+            recording.stop()
+        log.info("recording %s: resuming (%s)", recording.id, recording.pending())
+    if report is not None:
+        _store_summary(state, recording.id, report)
+    deliver_recording(file, settings, recording, report=report, options=options)
+    _sync_row(state, recording)
+    enqueue_failed(state, recording)
+
+
+def _sync_row(state: ServiceState, recording: Recording) -> None:
+    """The row as the event log says (a crash may have come between the two)."""
+    assert recording.state is not None
+    error = recording.error
+    with state.db.session() as session:
+        session.execute(
+            update(RecordingRow)
+            .where(RecordingRow.id == recording.id)
+            .values(
+                state=recording.state.value,
+                url=recording.url,
+                link_expires_at=recording.link_expires_at,
+                error_code=None if error is None else error.code,
+                error_message=None if error is None else error.message,
+            )
+        )
+
+
+def _store_summary(state: ServiceState, recording_id: str, report: MixReport) -> None:
+    with state.db.session() as session:
+        session.execute(
+            update(RecordingRow)
+            .where(RecordingRow.id == recording_id)
+            .values(report_summary=_summary(report), updated_at=utcnow())
+        )

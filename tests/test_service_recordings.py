@@ -1,0 +1,274 @@
+"""The recordings API on a live ``skymix serve`` (SQLite and PostgreSQL): a job on synthesized
+captures followed over Server-Sent Events to LINK, the object in SeaweedFS decoding to the
+participants, the webhook verified; paging; another application's recordings; paths that
+would leave the captures folder."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import pytest
+
+from deliver_tools import HOOK_SECRET, Hooks
+from postgres import Postgres
+from seaweed import S3_ADMIN, SeaweedS3
+from service_tools import Service
+from skymix.deliver.settings import RecordingSettings
+from skymix.service.config import ServiceConfig
+from skymix.service.models import AppSettings
+from skymix.service.state import ServiceState
+from skymix.synth import preset, synthesize
+
+OPTIONS = {"size": "160x90", "encode": {"preset": "ultrafast"}}
+_NAMES = itertools.count(1)
+
+
+def settings_doc(
+    app_id: str, seaweed: SeaweedS3, prefix: str, hook_url: str | None = None
+) -> dict[str, Any]:
+    """Recording settings for SeaweedFS (its admin keys), with a webhook when given."""
+    return {
+        "app_id": app_id,
+        "storage": {
+            "arn": f"arn:aws:s3:{seaweed.region}::{seaweed.bucket}/{prefix}/",
+            "access_key_id": S3_ADMIN.access_key,
+            "secret_access_key": S3_ADMIN.secret_key,
+            "endpoint_url": seaweed.endpoint_url,
+            "link_expiry_s": 600,
+        },
+        "notifications": {
+            "enabled": hook_url is not None,
+            "url": hook_url,
+            "secret": HOOK_SECRET if hook_url else None,
+        },
+    }
+
+
+def store_settings(service: Service, app_id: str, doc: dict[str, Any]) -> None:
+    """The application's settings row, written as the settings API stores it (encrypted)."""
+    settings = RecordingSettings.from_json(doc)
+    config = ServiceConfig.load(environ=service.environment())
+    state = ServiceState.open(config, migrate=False)
+    try:
+        with state.db.session() as session:
+            session.merge(
+                AppSettings(
+                    app_id=app_id,
+                    document_enc=state.box.encrypt(json.dumps(settings.to_json(reveal=True))),
+                    recording_enabled=settings.recording_enabled,
+                    verified=True,
+                )
+            )
+    finally:
+        state.close()
+
+
+def synth_room(service: Service, name: str, seed: int, seconds: float = 2.0) -> dict[str, Any]:
+    """A synthesized two-person capture copied under the service's captures folder; the
+    request body naming it."""
+    made = synthesize(
+        preset(2, seconds), seconds, service.data_dir.parent / f"synth-{name}", seed=seed
+    )
+    folder = service.data_dir / "captures" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(made.pcap, folder / made.pcap.name)
+    for sdp in made.sdps:
+        shutil.copy(sdp, folder / sdp.name)
+    return {
+        "captures": [f"{name}/{made.pcap.name}"],
+        "sdp": [f"{name}/{sdp.name}" for sdp in made.sdps],
+        "options": OPTIONS,
+    }
+
+
+def follow(client: httpx.Client, recording_id: str) -> list[dict[str, Any]]:
+    """The recording's event stream, read to its end: each event's data."""
+    seen = []
+    with client.stream("GET", f"/rest/recordings/{recording_id}/events", timeout=120) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                assert kind == "recordingState"
+                seen.append(json.loads(line.removeprefix("data: ")))
+    return seen
+
+
+@dataclass
+class Live:
+    service: Service
+    acme: str
+    other: str
+
+
+def _url(request: pytest.FixtureRequest, tmp: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp / 'skymix.db'}"
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.create_database(f"rec{next(_NAMES)}")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    """One service per database for the module, with apps acme and other."""
+    tmp = tmp_path_factory.mktemp("recordings")
+    service = Service(tmp / "data", _url(request, tmp), env={"SKYMIX_ALLOW_PRIVATE_NOTIFY": "1"})
+    service.data_dir.mkdir(parents=True)
+    acme = service.create_app("acme")
+    other = service.create_app("other")
+    with service:
+        yield Live(service, acme, other)
+    log = service.log()
+    assert "Traceback" not in log
+    for secret in (S3_ADMIN.secret_key, HOOK_SECRET, acme, other):
+        assert secret not in log
+
+
+def test_a_job_runs_to_link_over_the_api(live: Live, seaweed: SeaweedS3, hooks: Hooks) -> None:
+    service = live.service
+    store_settings(service, "acme", settings_doc("acme", seaweed, "svc", hooks.url))
+    body = synth_room(service, "standup", seed=3) | {"room": "standup"}
+    with service.client(live.acme) as client:
+        answer = client.post("/rest/recordings", json=body)
+        assert answer.status_code == 202, answer.text
+        created = answer.json()
+        rid = created["id"]
+        assert created["state"] == "STOP" and created["room"] == "standup"
+        assert answer.headers["location"] == f"/rest/recordings/{rid}"
+        states = follow(client, rid)
+        assert [s["state"] for s in states] in (["STOP", "LINK"], ["LINK"])
+        assert states[-1]["url"] and states[-1]["recording_id"] == rid
+        got = client.get(f"/rest/recordings/{rid}").json()
+        assert json.dumps(got).count(S3_ADMIN.secret_key) == 0
+    assert got["state"] == "LINK" and got["error"] is None
+    assert got["link_expires_at"] is not None
+    assert got["report"]["participants"] and len(got["report"]["participants"]) == 2
+    timings = got["timings"]
+    assert timings["created_at"] <= timings["job_started_at"] <= timings["mixed_at"]
+    assert timings["mixed_at"] <= timings["finished_at"]
+    fetched = service.data_dir.parent / f"{rid}.mp4"
+    with urllib.request.urlopen(got["url"], timeout=10) as response:
+        fetched.write_bytes(response.read())
+    with av.open(str(fetched)) as container:
+        assert container.streams.video[0].width == 160
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames >= 30
+    key = f"svc/acme/standup/{rid}.mp4"
+    assert seaweed.client().head_object(Bucket=seaweed.bucket, Key=key)["ContentLength"] > 0
+    (payload,) = [p for p in hooks.payloads if p["recording_id"] == rid]
+    assert payload["state"] == "LINK" and len(payload["participants"]) == 2
+    assert hooks.ids == [f"msg_{rid}_1"]
+
+
+def test_recordings_are_paged_newest_first_and_filtered(live: Live, seaweed: SeaweedS3) -> None:
+    service = live.service
+    store_settings(service, "other", settings_doc("other", seaweed, "paging"))
+    broken = service.data_dir / "captures" / "broken.pcap"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
+    made = []
+    with service.client(live.other) as client:
+        for n in range(5):
+            answer = client.post(
+                "/rest/recordings", json={"captures": ["broken.pcap"], "room": f"r{n % 2}"}
+            )
+            assert answer.status_code == 202, answer.text
+            made.append(answer.json()["id"])
+        for rid in made:
+            assert [s["state"] for s in follow(client, rid)][-1] == "ERROR"
+        pages, cursor = [], None
+        while True:
+            params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            page = client.get("/rest/recordings", params=params).json()
+            pages.append([item["id"] for item in page["items"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert [len(p) for p in pages] == [2, 2, 1]
+        assert [rid for page in pages for rid in page] == made[::-1]
+        # a recording made meanwhile does not shift the pages already given
+        later = client.get("/rest/recordings", params={"limit": 2, "cursor": made[3]}).json()
+        assert [item["id"] for item in later["items"]] == [made[2], made[1]]
+        rooms = client.get("/rest/recordings", params={"room": "r1"}).json()["items"]
+        assert {item["id"] for item in rooms} == {made[1], made[3]}
+        errors = client.get("/rest/recordings", params={"state": "ERROR"}).json()["items"]
+        assert len(errors) == 5 and all(e["error"]["code"] for e in errors)
+        assert client.get("/rest/recordings", params={"state": "LINK"}).json()["items"] == []
+        assert client.get("/rest/recordings", params={"state": "DONE"}).status_code == 422
+        assert client.get("/rest/recordings", params={"cursor": "../x"}).status_code == 422
+        assert client.get("/rest/recordings", params={"limit": 0}).status_code == 422
+    with service.client(live.acme) as client:
+        mine = client.get("/rest/recordings", params={"limit": 100}).json()["items"]
+        assert not {item["id"] for item in mine} & set(made)
+        # another application's recording is exactly as missing as one that does not exist
+        for path in (f"/rest/recordings/{made[0]}", f"/rest/recordings/{made[0]}/events"):
+            theirs, missing = client.get(path), client.get(path.replace(made[0], "01NOSUCH"))
+            assert theirs.status_code == missing.status_code == 404
+            assert theirs.json() == missing.json()
+    with service.client() as client:
+        assert client.get(f"/rest/recordings/{made[0]}").status_code == 401
+        assert client.post("/rest/recordings", json={"captures": ["x"]}).status_code == 401
+
+
+def test_paths_out_of_the_captures_folder_are_refused(live: Live, tmp_path: Path) -> None:
+    service = live.service
+    secret_file = tmp_path / "secret.pcap"
+    secret_file.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
+    captures = service.data_dir / "captures"
+    captures.mkdir(parents=True, exist_ok=True)
+    link = captures / "escape.pcap"
+    if not link.is_symlink():
+        link.symlink_to(secret_file)
+    outside = service.data_dir / "skymix.db"
+    bad = [
+        ({"captures": ["../skymix.db"]}, ["body", "captures", 0]),
+        ({"captures": [str(outside)]}, ["body", "captures", 0]),
+        ({"captures": ["a\x00b.pcap"]}, ["body", "captures", 0]),
+        ({"captures": ["escape.pcap"]}, ["body", "captures", 0]),
+        ({"captures": ["broken.pcap"], "sdp": ["x/../../skymix.db"]}, ["body", "sdp", 0]),
+        ({"captures": ["broken.pcap"], "manifest": "/etc/passwd"}, ["body", "manifest"]),
+        ({"captures": ["no-such.pcap"]}, ["body", "captures", 0]),
+        (
+            {"captures": ["x.pcap"], "s3_prefix": "s3://b/p", "sdp": ["../x.sdp"]},
+            ["body", "sdp", 0],
+        ),
+        ({"captures": ["broken.pcap"], "options": {"channels": "/tmp/x.wav"}}, None),
+        ({"captures": ["broken.pcap"], "options": {"size": "huge"}}, None),
+    ]
+    (captures / "broken.pcap").write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
+    with service.client(live.other) as client:
+        before = len(client.get("/rest/recordings", params={"limit": 100}).json()["items"])
+        for body, loc in bad:
+            answer = client.post("/rest/recordings", json=body)
+            assert answer.status_code == 422, (body, answer.text)
+            detail = answer.json()["detail"][0]
+            if loc is not None:
+                assert detail["loc"] == loc, (body, detail)
+            assert detail["loc"][:2] != ["body", None]
+        after = len(client.get("/rest/recordings", params={"limit": 100}).json()["items"])
+    assert after == before
+
+
+def test_a_job_needs_settings(live: Live) -> None:
+    service = live.service
+    key = service.create_app("bare")
+    (service.data_dir / "captures").mkdir(parents=True, exist_ok=True)
+    (service.data_dir / "captures" / "empty.pcap").write_bytes(b"")
+    with service.client(key) as client:
+        answer = client.post("/rest/recordings", json={"captures": ["empty.pcap"]})
+        assert answer.status_code == 409
+        assert client.get("/rest/recordings").json()["items"] == []
