@@ -50,6 +50,7 @@ __all__ = [
     "ALLOW_PRIVATE_ENV",
     "WebhookAttempt",
     "WebhookResult",
+    "check_notify_host",
     "is_forbidden_address",
     "send_webhook",
 ]
@@ -143,6 +144,21 @@ def _resolve(host: str, port: int, allow_private: bool) -> list[IpAddress]:
             f"({', '.join(str(a) for a in seen)}); refused"
         )
     return allowed
+
+
+def check_notify_host(host: str, port: int, *, allow_private: bool = False) -> None:
+    """OptionsError when the guard would refuse ``host``: it resolves only to loopback, private
+    or otherwise non-public addresses, or not at all. For a notification URL when settings are
+    stored (every send checks again: the answer can change). ``allow_private`` or
+    ``SKYMIX_ALLOW_PRIVATE_NOTIFY=1`` lets any host through unresolved."""
+    if allow_private or os.environ.get(ALLOW_PRIVATE_ENV) == "1":
+        return
+    try:
+        _resolve(host, port, allow_private=False)
+    except _Refused as exc:
+        raise OptionsError(str(exc)) from None
+    except (OSError, UnicodeError) as exc:
+        raise OptionsError(f"{host}: {_describe(exc)}") from None
 
 
 def _connect_vetted(

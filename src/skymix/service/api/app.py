@@ -19,7 +19,7 @@ from ... import __version__
 from ..config import ServiceConfig
 from ..metrics import ServiceMetrics
 from ..state import ServiceState
-from . import health
+from . import health, recordings_api, settings_api
 
 __all__ = ["create_app"]
 
@@ -93,4 +93,6 @@ def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = Non
         return response
 
     app.include_router(health.router)
+    app.include_router(settings_api.router)
+    app.include_router(recordings_api.router)
     return app
