@@ -21,9 +21,12 @@ change is recomputed on the newest version, so no acknowledged write is lost.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
+import random
 import re
+import time
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
@@ -57,8 +60,9 @@ SECRET_PATHS = (
     ("storage", "backup", "secret_access_key"),
     ("notifications", "secret"),
 )
-#: Tries of a write that lost the race to another (without If-Match) before a 409.
-_WRITE_TRIES = 5
+#: How long a write that keeps losing the race to others (without If-Match) is recomputed and
+#: tried again, after a short random pause each time, before a 409.
+_WRITE_PATIENCE_S = 10.0
 _NOT_FOUND = "no notification settings for this application id"
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -384,7 +388,12 @@ def _change(
     the newest version when another write came first (409 instead when If-Match was given)."""
     document = _object(body)
     checked: list[tuple[str, Any]] | None = None
-    for _ in range(_WRITE_TRIES):
+    deadline = time.monotonic() + _WRITE_PATIENCE_S
+    for attempt in itertools.count():
+        if attempt and time.monotonic() > deadline:
+            break
+        if attempt:
+            time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
         row = _load(state, caller, app_id)
         if expected is not None and row.version != expected:
             _conflict(f"the settings are at version {row.version}, not {expected}")
