@@ -271,7 +271,8 @@ def test_bodies_that_are_not_a_json_object(service: Service) -> None:
             answer = problem(client.post(SETTINGS, content=body))
             assert answer["loc"] == ["body"]
         bad_match = client.put(f"{SETTINGS}/shapes", json={}, headers={"If-Match": "soon"})
-        assert problem(bad_match)["loc"] == ["header", "if-match"]
+        assert bad_match.status_code == 422  # FastAPI's own check of the header's pattern
+        assert bad_match.json()["detail"][0]["loc"] == ["header", "if-match"]
 
 
 def test_concurrent_patches_lose_no_write(service: Service, seaweed: SeaweedS3) -> None:

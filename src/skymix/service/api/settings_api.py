@@ -64,6 +64,9 @@ SECRET_PATHS = (
 #: tried again, after a short random pause each time, before a 409.
 _WRITE_PATIENCE_S = 10.0
 _NOT_FOUND = "no notification settings for this application id"
+#: What RecordingSettings takes as an app id (for the OpenAPI document).
+APP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_VERSION = r'^\s*(?:W/)?"?(\d{1,18})"?\s*$'
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
@@ -94,8 +97,11 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
 
 
 def _document_schema() -> dict[str, Any]:
+    """The settings document's JSON Schema, inlined, with the app id's pattern (its validator
+    checks it in code) so that clients and API testers see it."""
     schema = RecordingSettings.model_json_schema()
     inlined: dict[str, Any] = _inline(schema, schema.get("$defs", {}))
+    inlined["properties"]["app_id"]["pattern"] = APP_ID_PATTERN
     return inlined
 
 
@@ -322,21 +328,12 @@ def _load(state: ServiceState, caller: str, app_id: str) -> AppSettings:
 
 
 def _if_match(value: str | None) -> int | None:
-    """The version an If-Match header names (``"3"``, ``W/"3"`` or ``3``); None without one."""
-    if value is None or value.strip() == "*":
+    """The version an If-Match header names (``"3"``, ``W/"3"`` or ``3``: the header's pattern,
+    checked by FastAPI); None without one."""
+    if value is None:
         return None
-    match = re.fullmatch(r'\s*(?:W/)?"?(\d{1,18})"?\s*', value)
-    if match is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            [
-                {
-                    "loc": ["header", "if-match"],
-                    "msg": 'expected a version: "3"',
-                    "type": "value_error",
-                }
-            ],
-        )
+    match = re.fullmatch(_VERSION, value)
+    assert match is not None
     return int(match.group(1))
 
 
@@ -467,7 +464,11 @@ VerifyQuery = Annotated[
     bool, Query(description="prove the storage keys can write (false: skipped, recorded)")
 ]
 IfMatch = Annotated[
-    str | None, Header(description="the version the change is for (an ETag); 409 if stale")
+    str | None,
+    Header(
+        description='the version the change is for (the ETag, "3"); 409 if stale',
+        pattern=_VERSION,
+    ),
 ]
 
 
