@@ -21,6 +21,7 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from importlib import import_module
 from typing import Protocol
 
 from sqlalchemy import select
@@ -63,6 +64,11 @@ def _watch_parent(parent: int, level: int) -> None:
     threading.Thread(target=watch, name="skymix-parent-watch", daemon=True).start()
 
 
+def _warm() -> None:
+    """Import what a job needs, so that the first job does not wait for it."""
+    import_module("skymix.job")
+
+
 class LocalExecutor:
     """A process pool of ``config.workers`` spawned processes; remade if a worker dies."""
 
@@ -72,6 +78,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._pool = self._new_pool()
+        self._pool.submit(_warm)
 
     def __repr__(self) -> str:
         return f"LocalExecutor(workers={self._workers})"
