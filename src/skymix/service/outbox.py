@@ -3,9 +3,9 @@
 The job writes one row per failed channel (``OutboxItem``: the recording, the announcement's
 sequence number, the channel, the webhook-id the job used) and the service's ``Outbox`` thread
 sends it again on a schedule, across restarts, with the same webhook-id every time, until it is
-delivered or given up. The schedule (``SCHEDULE_S``): 1 min, 5 min, 30 min, 2 h, 6 h after the
-job's failure, then ``failed``; ``SKYMIX_OUTBOX_SCHEDULE`` (seconds, comma-separated) replaces
-it. An announcement superseded by a newer one of the same recording is given up (its
+delivered or given up. The schedule (``SCHEDULE_S``): the first try 1 min after the job's
+failure, the next ones 5 min, 30 min, 2 h and 6 h after the previous; after the fifth,
+``failed``. ``SKYMIX_OUTBOX_SCHEDULE`` (seconds, comma-separated) replaces it. An announcement superseded by a newer one of the same recording is given up (its
 receiver sees the gap in the sequence numbers).
 """
 
