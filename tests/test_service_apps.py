@@ -18,6 +18,7 @@ from postgres import Postgres
 from service_tools import Service
 from skymix.errors import OptionsError
 from skymix.service import apps
+from skymix.service.auth import hash_secret, new_key, parse_key
 from skymix.service.config import ServiceConfig
 from skymix.service.db import Database
 from skymix.service.state import ServiceState
@@ -167,3 +168,15 @@ def test_failed_attempts_are_limited_per_client_address(service: Service) -> Non
         assert right.status_code == 429
     with from_address(service, "127.0.0.1", key) as client:  # another address is not limited
         assert client.get(f"{SETTINGS}/acme-4").status_code == 404
+
+
+def test_keys_have_their_shape_and_only_their_secret_hash_is_kept() -> None:
+    made = {new_key() for _ in range(50)}
+    assert len({key.token for key in made}) == 50 and len({key.key_id for key in made}) == 50
+    for key in made:
+        parsed = parse_key(key.token)
+        assert parsed is not None and parsed[0] == key.key_id
+        assert hash_secret(parsed[1]) == key.secret_hash and parsed[1] not in repr(key)
+    token = next(iter(made)).token
+    for bad in (token + "A", token[:-1], token.replace("skm_", "skx_"), token.upper(), ""):
+        assert parse_key(bad) is None

@@ -21,6 +21,7 @@ from postgres import Postgres
 from seaweed import S3_ADMIN, S3_READ_ONLY, SeaweedS3
 from service_tools import Service
 from skymix.deliver.settings import RecordingSettings
+from skymix.service.api.settings_api import merge_patch
 from skymix.service.crypto import SecretBox
 from skymix.service.db import Database
 
@@ -359,3 +360,27 @@ def test_the_log_holds_no_secret(service: Service) -> None:
     assert "notification settings of crud created" in log
     assert not any(secret in log for secret in SECRETS)
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(
+    ("target", "patch", "result"),
+    [  # RFC 7396, appendix A
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        (["a", "b"], ["c", "d"], ["c", "d"]),
+        ({"a": "b"}, ["c"], ["c"]),
+        ({"a": "foo"}, None, None),
+        ({"a": "foo"}, "bar", "bar"),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+    ],
+)
+def test_merge_patch_follows_rfc_7396(target: Any, patch: Any, result: Any) -> None:
+    assert merge_patch(target, patch) == result

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import math
 import re
 import secrets
@@ -44,6 +45,8 @@ __all__ = [
     "new_key",
     "parse_key",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The one answer to every failed authentication.
 UNAUTHORIZED = "missing or invalid API key"
@@ -175,6 +178,7 @@ def current_app(
     app_id = None if credentials is None else _app_of(state, credentials.credentials)
     if app_id is None:
         limiter.fail(client)
+        log.info("authentication failed from %s", client)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"}
         )

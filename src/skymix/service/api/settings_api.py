@@ -48,7 +48,7 @@ from ..auth import CurrentApp
 from ..models import AppSettings, utcnow
 from ..state import ServiceState
 
-__all__ = ["SettingsOut", "router"]
+__all__ = ["SettingsOut", "merge_patch", "router"]
 
 log = logging.getLogger(__name__)
 
