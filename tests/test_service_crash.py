@@ -6,7 +6,8 @@ job is sent again on its schedule, across a restart, with the same webhook-id.
 
 The phase is read from the event log, as tests/test_deliver_backup.py's killed-server test
 does; SeaweedFS is paused (SIGSTOP) to hold a job in its upload, and a receiver that listens
-but does not answer yet holds one in its notification."""
+but does not answer yet holds one in its notification. The database kinds alternate (SQLite,
+PostgreSQL) to keep the file short: each test is two service starts and up to two mixes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from deliver_tools import HOOK_SECRET, Hooks, free_port
+from postgres import Postgres
 from seaweed import S3_ADMIN, SeaweedS3
 from service_tools import Service
 from skymix.demo.receiver import WebhookReceiver
@@ -97,13 +99,15 @@ def check_delivered_once(
         assert secret not in service.log()
 
 
-def start_job(service: Service, seaweed: SeaweedS3, prefix: str, hook_url: str) -> tuple[str, str]:
+def start_job(
+    service: Service, seaweed: SeaweedS3, prefix: str, hook_url: str, seconds: float = 2.0
+) -> tuple[str, str]:
     """The service started with app acme (its settings naming ``hook_url``) and a job posted;
     the app's key and the recording id."""
     service.data_dir.mkdir(parents=True, exist_ok=True)
     key = service.create_app("acme")
     store_settings(service, "acme", settings_doc("acme", seaweed, prefix, hook_url))
-    body = synth_room(service, "crash", seed=5, seconds=3.0) | {"room": "crash"}
+    body = synth_room(service, "crash", seed=5, seconds=seconds) | {"room": "crash"}
     service.start()
     with service.client(key) as client:
         answer = client.post("/rest/recordings", json=body)
@@ -118,7 +122,7 @@ def service_for(tmp_path: Path, database_url: str) -> Service:
 def test_killed_while_mixing(seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path) -> None:
     service = service_for(tmp_path, f"sqlite:///{tmp_path / 'skymix.db'}")
     try:
-        key, rid = start_job(service, seaweed, "crash-mix", hooks.url)
+        key, rid = start_job(service, seaweed, "crash-mix", hooks.url, seconds=4.0)
         wait_for(service, rid, lambda events: "mixing" in kinds(events))
         kill_service(service, rid)
         assert "mixed" not in kinds(log_events(service, rid))
@@ -131,9 +135,9 @@ def test_killed_while_mixing(seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path) -
 
 
 def test_killed_while_uploading(
-    database_url: str, seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path
+    postgres: Postgres, seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path
 ) -> None:
-    service = service_for(tmp_path, database_url)
+    service = service_for(tmp_path, postgres.create_database("crash_upload"))
     assert seaweed.proc is not None
     paused = False
     try:
@@ -184,9 +188,9 @@ def test_killed_while_notifying(seaweed: SeaweedS3, tmp_path: Path) -> None:
 
 
 def test_the_outbox_retries_a_failed_notification_across_a_restart(
-    database_url: str, seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path
+    postgres: Postgres, seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path
 ) -> None:
-    service = service_for(tmp_path, database_url)
+    service = service_for(tmp_path, postgres.create_database("crash_outbox"))
     service.env |= {"SKYMIX_WEBHOOK_MAX_TRIES": "1", "SKYMIX_OUTBOX_SCHEDULE": "0.5,0.5,0.5,60"}
     nobody = f"http://127.0.0.1:{free_port()}/hooks"  # refuses every connection
     prefix = f"outbox-{tmp_path.name}"

@@ -24,7 +24,8 @@ from seaweed import S3_ADMIN, SeaweedS3
 from service_tools import Service
 from skymix.deliver.settings import RecordingSettings
 from skymix.service.config import ServiceConfig
-from skymix.service.models import AppSettings
+from skymix.service.jobs import run_job
+from skymix.service.models import AppSettings, Job
 from skymix.service.state import ServiceState
 from skymix.synth import preset, synthesize
 
@@ -72,6 +73,16 @@ def store_settings(service: Service, app_id: str, doc: dict[str, Any]) -> None:
         state.close()
 
 
+def put_settings(client: httpx.Client, doc: dict[str, Any]) -> None:
+    """The application's settings over the settings API (created, or replaced); the service
+    checks the keys against SeaweedFS."""
+    answer = client.post("/rest/recording/notifications", json=doc)
+    if answer.status_code == 409:
+        answer = client.put(f"/rest/recording/notifications/{doc['app_id']}", json=doc)
+    assert answer.status_code in (200, 201), answer.text
+    assert answer.json()["verified"] is True
+
+
 def synth_room(service: Service, name: str, seed: int, seconds: float = 2.0) -> dict[str, Any]:
     """A synthesized two-person capture copied under the service's captures folder; the
     request body naming it."""
@@ -88,6 +99,18 @@ def synth_room(service: Service, name: str, seed: int, seconds: float = 2.0) -> 
         "sdp": [f"{name}/{sdp.name}" for sdp in made.sdps],
         "options": OPTIONS,
     }
+
+
+def set_job(service: Service, recording_id: str, status: str) -> None:
+    """Put a job back in a status, as a crash or an operator could leave it."""
+    state = ServiceState.open(ServiceConfig.load(environ=service.environment()), migrate=False)
+    try:
+        with state.db.session() as session:
+            job = session.get(Job, recording_id)
+            assert job is not None
+            job.status, job.lease_owner, job.lease_until = status, None, None
+    finally:
+        state.close()
 
 
 def follow(client: httpx.Client, recording_id: str) -> list[dict[str, Any]]:
@@ -140,9 +163,9 @@ def live(
 
 def test_a_job_runs_to_link_over_the_api(live: Live, seaweed: SeaweedS3, hooks: Hooks) -> None:
     service = live.service
-    store_settings(service, "acme", settings_doc("acme", seaweed, "svc", hooks.url))
     body = synth_room(service, "standup", seed=3) | {"room": "standup"}
     with service.client(live.acme) as client:
+        put_settings(client, settings_doc("acme", seaweed, "svc", hooks.url))
         answer = client.post("/rest/recordings", json=body)
         assert answer.status_code == 202, answer.text
         created = answer.json()
@@ -172,6 +195,46 @@ def test_a_job_runs_to_link_over_the_api(live: Live, seaweed: SeaweedS3, hooks: 
     (payload,) = [p for p in hooks.payloads if p["recording_id"] == rid]
     assert payload["state"] == "LINK" and len(payload["participants"]) == 2
     assert hooks.ids == [f"msg_{rid}_1"]
+    # run twice, finished once: a done job is skipped; one queued again does nothing new
+    config_json = ServiceConfig.load(environ=service.environment()).model_dump_json()
+    log = service.data_dir / "recordings" / "acme" / rid / "events.jsonl"
+    before = log.read_text()
+    assert run_job(config_json, rid) == "skipped"
+    assert log.read_text() == before
+    set_job(service, rid, "queued")
+    assert run_job(config_json, rid) == "done"
+    after = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert after.count("upload") == 1 and after.count("mixed") == 1
+    assert [e for e in after[len(before.splitlines()) :]] == ["job_attempt"]
+    assert hooks.ids == [f"msg_{rid}_1"]
+
+
+def test_captures_are_read_from_an_s3_prefix_with_the_apps_keys(
+    live: Live, seaweed: SeaweedS3
+) -> None:
+    service = live.service
+    body = synth_room(service, "from-s3", seed=4)
+    folder = service.data_dir / "captures"
+    client = seaweed.client()
+    prefix = f"inputs/{service.data_dir.parent.name}"
+    for name in body["captures"] + body["sdp"]:
+        client.upload_file(str(folder / name), seaweed.bucket, f"{prefix}/{name}")
+        (folder / name).unlink()
+    body |= {"s3_prefix": f"s3://{seaweed.bucket}/{prefix}", "room": "s3room"}
+    with service.client(live.acme) as api:
+        put_settings(api, settings_doc("acme", seaweed, "svc"))
+        answer = api.post("/rest/recordings", json=body)
+        assert answer.status_code == 202, answer.text
+        rid = answer.json()["id"]
+        assert follow(api, rid)[-1]["state"] == "LINK"
+        got = api.get(f"/rest/recordings/{rid}").json()
+        assert len(got["report"]["participants"]) == 2
+        missing = api.post("/rest/recordings", json=body | {"captures": ["from-s3/none.pcap"]})
+        assert missing.status_code == 202
+        states = follow(api, missing.json()["id"])
+    assert states[-1]["state"] == "ERROR"
+    assert "from-s3/none.pcap" in states[-1]["error"]["message"]
+    assert S3_ADMIN.secret_key not in json.dumps(states)
 
 
 def test_recordings_are_paged_newest_first_and_filtered(live: Live, seaweed: SeaweedS3) -> None:
