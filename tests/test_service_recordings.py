@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,10 @@ from postgres import Postgres
 from seaweed import S3_ADMIN, SeaweedS3
 from service_tools import Service
 from skymix.deliver.settings import RecordingSettings
+from skymix.deliver.states import EVENT_LOG_NAME, Recording
 from skymix.service.config import ServiceConfig
-from skymix.service.jobs import run_job
-from skymix.service.models import AppSettings, Job
+from skymix.service.jobs import MAX_ATTEMPTS, run_job
+from skymix.service.models import App, AppSettings, Job, RecordingRow, utcnow
 from skymix.service.state import ServiceState
 from skymix.synth import preset, synthesize
 
@@ -335,3 +339,78 @@ def test_a_job_needs_settings(live: Live) -> None:
         answer = client.post("/rest/recordings", json={"captures": ["empty.pcap"]})
         assert answer.status_code == 409
         assert client.get("/rest/recordings").json()["items"] == []
+
+
+def _job_state(tmp_path: Path, database_url: str) -> ServiceState:
+    """A migrated database and data folder with app acme (no storage: nothing to upload)."""
+    config = ServiceConfig.load(
+        environ={"SKYMIX_DATA_DIR": str(tmp_path / "data"), "SKYMIX_DATABASE_URL": database_url}
+    )
+    state = ServiceState.open(config)
+    with state.db.session() as session:
+        session.add(App(app_id="acme", key_id="k" * 12, key_hash="0" * 64))
+        session.flush()
+        session.add(
+            AppSettings(
+                app_id="acme",
+                document_enc=state.box.encrypt(json.dumps({"app_id": "acme"})),
+                recording_enabled=True,
+            )
+        )
+    return state
+
+
+def _queued(state: ServiceState, rid: str, folder: Path, **job: Any) -> None:
+    with state.db.session() as session:
+        session.add(
+            RecordingRow(
+                id=rid, app_id="acme", room="r", kind="capture", state="STOP", work_dir=str(folder)
+            )
+        )
+        session.flush()
+        session.add(Job(recording_id=rid, **({"status": "queued"} | job)))
+
+
+def test_leases_decide_who_runs_a_job(database_url: str, tmp_path: Path) -> None:
+    """A live worker's lease is respected; a dead worker's, or an expired one, is taken; a job
+    cut short too often is given up; a job whose working folder is gone fails, named."""
+    state = _job_state(tmp_path, database_url)
+    config_json = state.config.model_dump_json()
+    try:
+        soon = utcnow() + timedelta(seconds=60)
+        host = socket.gethostname()
+        alive = f"{host}/{os.getppid()}"
+        for rid, job in {
+            "held": {"status": "running", "lease_owner": alive, "lease_until": soon},
+            "gone": {"status": "running", "lease_owner": f"{host}/999999999", "lease_until": soon},
+            "tired": {"status": "running", "attempts": MAX_ATTEMPTS, "lease_until": utcnow()},
+        }.items():
+            folder = tmp_path / rid
+            folder.mkdir()
+            recording = Recording.create(folder / EVENT_LOG_NAME, "acme", "r", rid)
+            recording.start()
+            recording.stop()
+            _queued(state, rid, folder, **job)
+        _queued(state, "lost", tmp_path / "no-such-folder")
+        assert run_job(config_json, "held") == "skipped"
+        assert run_job(config_json, "tired") == "failed"
+        assert run_job(config_json, "lost") == "failed"
+        with state.db.session() as session:
+            held = session.get(Job, "held")
+            assert held is not None and held.status == "running" and held.attempts == 0
+            tired = session.get(RecordingRow, "tired")
+            assert tired is not None and tired.state == "ERROR"
+            assert tired.error_message is not None and "given up" in tired.error_message
+            lost = session.get(RecordingRow, "lost")
+            assert lost is not None and lost.state == "ERROR" and lost.error_code
+            lost_job = session.get(Job, "lost")
+            assert lost_job is not None and lost_job.duration_s is not None
+        # a dead owner's lease is taken at once (nothing to mix: the job fails, named)
+        assert run_job(config_json, "gone") == "failed"
+        with state.db.session() as session:
+            gone = session.get(Job, "gone")
+            assert (
+                gone is not None and gone.attempts == 1 and gone.lease_owner != f"{host}/999999999"
+            )
+    finally:
+        state.close()

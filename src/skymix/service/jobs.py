@@ -220,12 +220,15 @@ def _claim(state: ServiceState, recording_id: str, owner: str) -> int | None:
 def _finish_job(
     state: ServiceState, recording_id: str, owner: str, status: str, error: str | None
 ) -> None:
+    """The job's end: its status, why it failed, how long it took from its creation."""
+    now = utcnow()
     with state.db.session() as session:
-        session.execute(
-            update(Job)
-            .where(Job.recording_id == recording_id, Job.lease_owner == owner)
-            .values(status=status, lease_until=None, last_error=error, updated_at=utcnow())
-        )
+        job = session.get(Job, recording_id)
+        if job is None or job.lease_owner != owner:
+            return  # deleted, or given to another worker after this one's lease ran out
+        job.status, job.lease_until, job.last_error = status, None, error
+        job.duration_s = (now - job.created_at).total_seconds()
+        job.updated_at = now
 
 
 class _Lease:
@@ -367,15 +370,23 @@ def _run(state: ServiceState, recording_id: str) -> str:
         assert row is not None  # the job's foreign key
         app_id, folder = row.app_id, Path(row.work_dir)
         spec = CaptureSpec.from_json(row.spec)
-    recording = Recording.load(folder / EVENT_LOG_NAME)
+    try:
+        recording = Recording.load(folder / EVENT_LOG_NAME)
+    except SkymixError as exc:  # the working folder is gone or its log unreadable
+        reason = ErrorReason.from_exception(exc)
+        log.error("recording %s: %s", recording_id, reason)
+        _set_row_error(state, recording_id, reason)
+        _finish_job(state, recording_id, owner, "failed", str(reason))
+        return "failed"
     _row_follower(state, recording)
     recording.append("job_attempt", attempt=attempt, owner=owner)
     log.info("recording %s: job attempt %d", recording_id, attempt)
     if attempt > MAX_ATTEMPTS:
-        if recording.state is RecordingState.STOP:
-            recording.fail(DeliveryError(f"the job failed {MAX_ATTEMPTS} times; given up"))
-        _finish_job(state, recording_id, owner, "failed", "too many attempts")
-        return "failed"
+        if recording.state in (RecordingState.START, RecordingState.STOP):
+            recording.fail(DeliveryError(f"the job was cut short {MAX_ATTEMPTS} times; given up"))
+        status = "done" if recording.state is RecordingState.LINK else "failed"
+        _finish_job(state, recording_id, owner, status, "too many attempts")
+        return status
     status, error = "done", None
     with _Lease(state, recording_id, owner):
         try:
@@ -444,6 +455,20 @@ def _sync_row(state: ServiceState, recording: Recording) -> None:
                 link_expires_at=recording.link_expires_at,
                 error_code=None if error is None else error.code,
                 error_message=None if error is None else error.message,
+            )
+        )
+
+
+def _set_row_error(state: ServiceState, recording_id: str, reason: ErrorReason) -> None:
+    with state.db.session() as session:
+        session.execute(
+            update(RecordingRow)
+            .where(RecordingRow.id == recording_id)
+            .values(
+                state=RecordingState.ERROR.value,
+                error_code=reason.code,
+                error_message=reason.message,
+                updated_at=utcnow(),
             )
         )
 
