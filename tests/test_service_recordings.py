@@ -313,6 +313,9 @@ def test_paths_out_of_the_captures_folder_are_refused(live: Live, tmp_path: Path
             {"captures": ["x.pcap"], "s3_prefix": "s3://b/p", "sdp": ["../x.sdp"]},
             ["body", "sdp", 0],
         ),
+        ({"captures": ["x" * 300 + ".pcap"]}, ["body", "captures", 0]),
+        ({"captures": ["broken.pcap"], "room": "a\x00b"}, ["body", "room"]),
+        ({"captures": ["broken.pcap"], "options": {"labels": "\ud800"}}, ["body"]),
         ({"captures": ["broken.pcap"], "options": {"channels": "/tmp/x.wav"}}, None),
         ({"captures": ["broken.pcap"], "options": {"size": "huge"}}, None),
     ]
@@ -320,12 +323,18 @@ def test_paths_out_of_the_captures_folder_are_refused(live: Live, tmp_path: Path
     with service.client(live.other) as client:
         before = len(client.get("/rest/recordings", params={"limit": 100}).json()["items"])
         for body, loc in bad:
-            answer = client.post("/rest/recordings", json=body)
+            sent = json.dumps(body)  # ASCII: a lone surrogate goes as its escape
+            answer = client.post(
+                "/rest/recordings", content=sent, headers={"content-type": "application/json"}
+            )
             assert answer.status_code == 422, (body, answer.text)
             detail = answer.json()["detail"][0]
             if loc is not None:
                 assert detail["loc"] == loc, (body, detail)
             assert detail["loc"][:2] != ["body", None]
+        for path in ("/rest/recordings/..%2Fetc", "/rest/recordings/a%00b/events"):
+            assert client.get(path).status_code in (404, 422)
+        assert client.get("/rest/recordings", params={"room": "a\x00"}).status_code == 422
         after = len(client.get("/rest/recordings", params={"limit": 100}).json()["items"])
     assert after == before
 

@@ -105,11 +105,15 @@ def resolve_inside(root: Path, name: str, field: str) -> Path:
         raise OptionsError(
             "expected a path relative to the captures folder, without '..'", field=field
         )
-    base = root.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base):
-        raise OptionsError("leads out of the captures folder", field=field)
-    if not path.is_file():
+    try:
+        base = root.resolve()
+        path = (base / relative).resolve()
+        if not path.is_relative_to(base):
+            raise OptionsError("leads out of the captures folder", field=field)
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long, or not encodable on this system
+        raise OptionsError("not a usable file name", field=field) from None
+    if not found:
         raise OptionsError(f"no such capture file: {name}", field=field)
     return path
 

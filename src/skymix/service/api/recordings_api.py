@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -41,7 +42,20 @@ router = APIRouter(prefix="/rest/recordings", tags=["recordings"])
 #: connection open.
 POLL_S = 0.25
 KEEPALIVE_S = 15.0
-_CURSOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: A recording id (and a cursor, which is one); a room: any text but NUL.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ROOM_PATTERN = r"^[^\x00]+$"
+#: Every route's answers besides its own (the key's, the body's).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no key, or not a valid one"},
+    422: {"description": "a field that cannot be used: loc names it, msg says why"},
+    429: {"description": "too many failed authentication attempts from this address"},
+}
+_MISSING: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such recording (or it is another application's)"}
+}
+RecordingId = Annotated[str, PathParam(pattern=ID_PATTERN)]
+_Name = Annotated[str, Field(max_length=1024)]
 _FINAL = (RecordingState.LINK.value, RecordingState.ERROR.value)
 
 StateName = Literal["START", "STOP", "LINK", "ERROR"]
@@ -54,16 +68,20 @@ class RecordingRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    captures: list[str] = Field(min_length=1, max_length=64, description="capture files")
-    sdp: list[str] = Field(default_factory=list, max_length=64, description="SDP files")
-    manifest: str | None = Field(default=None, description="a JSON manifest")
+    captures: list[_Name] = Field(min_length=1, max_length=64, description="capture files")
+    sdp: list[_Name] = Field(default_factory=list, max_length=64, description="SDP files")
+    manifest: str | None = Field(default=None, max_length=1024, description="a JSON manifest")
     s3_prefix: str | None = Field(
         default=None,
         max_length=1024,
         description="read the files under this S3 prefix (s3://bucket/prefix or an ARN)",
     )
     room: str | None = Field(
-        default=None, min_length=1, max_length=256, description="default: the first capture's name"
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=ROOM_PATTERN,
+        description="default: the first capture's name",
     )
     options: dict[str, Any] | None = Field(
         default=None, description="skymix mix options (docs/options.schema.json)"
@@ -138,6 +156,10 @@ def _check_name(name: str, field: str) -> None:
 
 
 def _spec_of(body: RecordingRequest, state: ServiceState) -> CaptureSpec:
+    try:
+        json.dumps(body.model_dump(), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid([], "text that is not Unicode (a lone surrogate)") from None
     options = dict(body.options or {})
     if body.layout is not None:
         options["layout"] = body.layout
@@ -163,8 +185,6 @@ def _spec_of(body: RecordingRequest, state: ServiceState) -> CaptureSpec:
     except OptionsError as exc:
         field = exc.field or "captures"
         raise _invalid(_loc(field), _message(exc, field)) from None
-    if body.room is not None and "\x00" in body.room:
-        raise _invalid(["room"], "must not hold a NUL character")
     return spec
 
 
@@ -195,7 +215,10 @@ def _out(row: RecordingRow, timings: Timings | None = None) -> RecordingOut:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RecordingOut,
-    responses={404: {"description": "no settings"}, 409: {"description": "recording disabled"}},
+    responses={
+        **_ERRORS,
+        409: {"description": "the application has no settings, or recording is disabled"},
+    },
 )
 def create_recording(
     body: RecordingRequest, request: Request, response: Response, app_id: CurrentApp
@@ -277,29 +300,24 @@ def _timings(row: RecordingRow) -> Timings:
     return timings
 
 
-@router.get("/{recording_id}", response_model=RecordingOut, responses={404: {}})
-def get_recording(recording_id: str, request: Request, app_id: CurrentApp) -> RecordingOut:
+@router.get("/{recording_id}", response_model=RecordingOut, responses={**_ERRORS, **_MISSING})
+def get_recording(recording_id: RecordingId, request: Request, app_id: CurrentApp) -> RecordingOut:
     """A recording: state, link and its expiry, error, timings, the mix report's summary."""
     row = _own(_state(request), app_id, recording_id)
     return _out(row, _timings(row))
 
 
-@router.get("", response_model=RecordingPage)
+@router.get("", response_model=RecordingPage, responses=_ERRORS)
 def list_recordings(
     request: Request,
     app_id: CurrentApp,
-    room: Annotated[str | None, Query(max_length=256)] = None,
+    room: Annotated[str | None, Query(max_length=256, pattern=ROOM_PATTERN)] = None,
     state: StateName | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=128)] = None,
+    cursor: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
 ) -> RecordingPage:
     """The application's recordings, newest first, ``limit`` a page; ``next_cursor`` gives the
     next page (stable: recordings made meanwhile do not shift it)."""
-    if cursor is not None and not _CURSOR.fullmatch(cursor):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            [{"loc": ["query", "cursor"], "msg": "not a cursor", "type": "value_error"}],
-        )
     query = select(RecordingRow).where(RecordingRow.app_id == app_id)
     if room is not None:
         query = query.where(RecordingRow.room == room)
@@ -334,11 +352,14 @@ def _event(row: RecordingRow, number: int) -> str:
     "/{recording_id}/events",
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "the state changes"},
-        404: {},
+        **_ERRORS,
+        **_MISSING,
     },
     response_class=StreamingResponse,
 )
-def recording_events(recording_id: str, request: Request, app_id: CurrentApp) -> StreamingResponse:
+def recording_events(
+    recording_id: RecordingId, request: Request, app_id: CurrentApp
+) -> StreamingResponse:
     """Server-Sent Events (``event: recordingState``, JSON data: state, recording_id, url,
     expires_at, error): the current state first, then each change; the stream ends after LINK
     or ERROR."""
