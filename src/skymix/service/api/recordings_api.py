@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -42,7 +42,7 @@ router = APIRouter(prefix="/rest/recordings", tags=["recordings"])
 #: connection open.
 POLL_S = 0.25
 KEEPALIVE_S = 15.0
-#: A recording id (and a cursor, which is one); a room: any text but NUL.
+#: A recording id (and a cursor, which is one); a room or a file name: any text but NUL.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ROOM_PATTERN = r"^[^\x00]+$"
 #: Every route's answers besides its own (the key's, the body's).
@@ -55,7 +55,7 @@ _MISSING: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such recording (or it is another application's)"}
 }
 RecordingId = Annotated[str, PathParam(pattern=ID_PATTERN)]
-_Name = Annotated[str, Field(max_length=1024)]
+_Name = Annotated[str, Field(min_length=1, max_length=1024, pattern=ROOM_PATTERN)]
 _FINAL = (RecordingState.LINK.value, RecordingState.ERROR.value)
 
 StateName = Literal["START", "STOP", "LINK", "ERROR"]
@@ -70,10 +70,11 @@ class RecordingRequest(BaseModel):
 
     captures: list[_Name] = Field(min_length=1, max_length=64, description="capture files")
     sdp: list[_Name] = Field(default_factory=list, max_length=64, description="SDP files")
-    manifest: str | None = Field(default=None, max_length=1024, description="a JSON manifest")
+    manifest: _Name | None = Field(default=None, description="a JSON manifest")
     s3_prefix: str | None = Field(
         default=None,
         max_length=1024,
+        pattern=r"^(s3://|arn:)[^\x00]*$",
         description="read the files under this S3 prefix (s3://bucket/prefix or an ARN)",
     )
     room: str | None = Field(
@@ -178,8 +179,6 @@ def _spec_of(body: RecordingRequest, state: ServiceState) -> CaptureSpec:
             for field, name in spec.names():
                 resolve_inside(root, name, field)
         else:
-            if not body.s3_prefix.startswith(("s3://", "arn:")):
-                raise OptionsError("expected s3://bucket/prefix or an S3 ARN", field="s3_prefix")
             for field, name in spec.names():
                 _check_name(name, field)
     except OptionsError as exc:
@@ -217,6 +216,7 @@ def _out(row: RecordingRow, timings: Timings | None = None) -> RecordingOut:
     response_model=RecordingOut,
     responses={
         **_ERRORS,
+        400: {"description": "the body is not JSON"},
         409: {"description": "the application has no settings, or recording is disabled"},
     },
 )
@@ -267,6 +267,19 @@ def create_recording(
         state.executor.submit(recording_id)
     response.headers["Location"] = f"/rest/recordings/{recording_id}"
     return _out(row)
+
+
+@router.api_route(
+    "", methods=["PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"], include_in_schema=False
+)
+def recordings_other_methods() -> Response:
+    """405 naming both methods of /rest/recordings (GET and POST are two routes: the framework's
+    own 405 would name the first one only)."""
+    return JSONResponse(
+        {"detail": "Method Not Allowed"},
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        headers={"Allow": "GET, POST"},
+    )
 
 
 def _own(state: ServiceState, app_id: str, recording_id: str) -> RecordingRow:
