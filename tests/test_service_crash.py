@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from deliver_tools import HOOK_SECRET, Hooks, free_port
@@ -59,10 +60,16 @@ def worker_gone(pid: int) -> bool:
     return "State:\tZ" in status
 
 
-def kill_service(service: Service, rid: str) -> None:
-    """SIGKILL the service; its job's worker goes with it."""
+def kill_service(service: Service, rid: str, graceful: bool = False) -> None:
+    """SIGKILL the service (or SIGTERM: stopped in a few seconds, not after the job); its
+    job's worker goes with it."""
     attempts = [e for e in log_events(service, rid) if e["event"] == "job_attempt"]
-    service.kill()
+    if graceful:
+        began = time.monotonic()
+        service.stop()
+        assert time.monotonic() - began < 10
+    else:
+        service.kill()
     pid = int(attempts[-1]["owner"].rpartition("/")[2])
     deadline = time.monotonic() + 10
     while not worker_gone(pid):
@@ -119,19 +126,22 @@ def service_for(tmp_path: Path, database_url: str) -> Service:
     return Service(tmp_path / "data", database_url, env={"SKYMIX_ALLOW_PRIVATE_NOTIFY": "1"})
 
 
-def test_killed_while_mixing(seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path) -> None:
+@pytest.mark.parametrize("graceful", [False, True], ids=["SIGKILL", "SIGTERM"])
+def test_killed_while_mixing(
+    graceful: bool, seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path
+) -> None:
     service = service_for(tmp_path, f"sqlite:///{tmp_path / 'skymix.db'}")
     try:
-        key, rid = start_job(service, seaweed, "crash-mix", hooks.url, seconds=4.0)
+        key, rid = start_job(service, seaweed, f"crash-mix-{graceful}", hooks.url, seconds=4.0)
         wait_for(service, rid, lambda events: "mixing" in kinds(events))
-        kill_service(service, rid)
+        kill_service(service, rid, graceful)
         assert "mixed" not in kinds(log_events(service, rid))
         recording = finish(service, key, rid)
     finally:
         service.stop()
     assert recording["state"] == "LINK" and len(recording["report"]["participants"]) == 2
     assert kinds(log_events(service, rid)).count("mixing") == 2
-    check_delivered_once(service, seaweed, "crash-mix", rid, hooks.ids)
+    check_delivered_once(service, seaweed, f"crash-mix-{graceful}", rid, hooks.ids)
 
 
 def test_killed_while_uploading(

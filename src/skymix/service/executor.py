@@ -119,7 +119,13 @@ class LocalExecutor:
             return frozenset(self._running)
 
     def close(self) -> None:
+        """Stop the workers now (SIGTERM): a running job is run again at the next start, from
+        what its event log says, rather than holding the service's exit for its whole length."""
+        workers = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
 
 
 class JobWatcher:
