@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -239,6 +240,32 @@ def test_captures_are_read_from_an_s3_prefix_with_the_apps_keys(
     assert states[-1]["state"] == "ERROR"
     assert "from-s3/none.pcap" in states[-1]["error"]["message"]
     assert S3_ADMIN.secret_key not in json.dumps(states)
+
+
+def test_a_capture_that_cannot_be_mixed_is_announced_in_error(
+    live: Live, seaweed: SeaweedS3, hooks: Hooks
+) -> None:
+    service = live.service
+    bad = service.data_dir / "captures" / "unmixable.pcap"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
+    with service.client(live.acme) as client:
+        put_settings(client, settings_doc("acme", seaweed, "svc", hooks.url))
+        answer = client.post("/rest/recordings", json={"captures": ["unmixable.pcap"]})
+        assert answer.status_code == 202, answer.text
+        rid = answer.json()["id"]
+        states = follow(client, rid)
+        got = client.get(f"/rest/recordings/{rid}").json()
+    assert states[-1]["state"] == "ERROR" and states[-1]["error"]["code"]
+    assert got["room"] == "unmixable" and got["error"] == states[-1]["error"]
+    assert got["url"] is None and got["report"] is None
+    deadline = time.monotonic() + 30
+    while not hooks.ids:
+        assert time.monotonic() < deadline, "the ERROR was not announced"
+        time.sleep(0.1)
+    assert hooks.ids == [f"msg_{rid}_1"]
+    (payload,) = hooks.payloads
+    assert payload["state"] == "ERROR" and payload["error"]["code"] == got["error"]["code"]
 
 
 def test_recordings_are_paged_newest_first_and_filtered(live: Live, seaweed: SeaweedS3) -> None:

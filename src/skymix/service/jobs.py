@@ -3,10 +3,11 @@
 ``run_job(config_json, recording_id)`` takes plain values (it runs in another process, or on
 another machine), opens the database itself, claims the job's lease, and does what the
 recording's event log says is left: mix (unless a mixed file is on record; ``MixJob`` writes
-atomically, so a killed mix leaves nothing half-written), then ``deliver_recording`` or, after a
-crash, ``resume`` (which aborts the recorded multipart upload and sends the notifications not
-yet acknowledged with the same webhook-id). Every state change goes to the recording's row as
-it happens. Running it twice finishes it once: the lease is taken with a compare-and-set, and a
+atomically, so a killed mix leaves nothing half-written), then the delivery chain
+(``deliver_recording`` on the loaded recording, as ``resume`` would: it aborts the recorded
+multipart upload before uploading again, skips an upload on record, and sends the notifications
+not yet acknowledged with the same webhook-id). Every state change goes to the recording's row
+as it happens. Running it twice finishes it once: the lease is taken with a compare-and-set, and a
 finished job is left alone.
 
 A notification that failed its in-job tries goes to the outbox (``outbox.py``) for retries
@@ -178,11 +179,8 @@ def delivery_options(config: ServiceConfig) -> DeliveryOptions:
     """The operator's delivery options: the environment's, the config's backup folder, the
     webhook's in-job retry bounds (SKYMIX_WEBHOOK_MAX_TRIES, SKYMIX_WEBHOOK_MAX_TOTAL_S)."""
     base = DeliveryOptions.from_env(backup_dir=config.backup_dir)
-    try:
-        tries = int(os.environ.get(WEBHOOK_TRIES_ENV) or base.webhook_max_tries)
-        total = float(os.environ.get(WEBHOOK_TOTAL_ENV) or base.webhook_max_total_s)
-    except ValueError:
-        raise OptionsError("expected a number", field=WEBHOOK_TRIES_ENV) from None
+    tries = int(_number(WEBHOOK_TRIES_ENV, base.webhook_max_tries))
+    total = _number(WEBHOOK_TOTAL_ENV, base.webhook_max_total_s)
     return DeliveryOptions(
         smtp=base.smtp,
         allow_private=base.allow_private,
@@ -190,6 +188,17 @@ def delivery_options(config: ServiceConfig) -> DeliveryOptions:
         webhook_max_tries=max(1, tries),
         webhook_max_total_s=max(0.0, total),
     )
+
+
+def _number(variable: str, default: float) -> float:
+    """A variable's number, or ``default`` when it is unset; OptionsError naming it."""
+    text = os.environ.get(variable)
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise OptionsError("expected a number", field=variable) from None
 
 
 def _claim(state: ServiceState, recording_id: str, owner: str) -> int | None:
@@ -413,20 +422,27 @@ def _run(state: ServiceState, recording_id: str) -> str:
 def _work(
     state: ServiceState, spec: CaptureSpec, app_id: str, folder: Path, recording: Recording
 ) -> None:
-    from .outbox import enqueue_failed
+    from .outbox import enqueue_failed, enqueue_unsent
 
     _sync_row(state, recording)
     settings = load_settings(state, app_id)
     options = delivery_options(state.config)
+    channels = _channels(settings, options)
     if recording.state is RecordingState.ERROR and recording.mixed_file is None:
-        return  # the mix failed for good: nothing to deliver
+        enqueue_unsent(state, recording, channels)  # the mix failed: its ERROR is announced
+        return
     report_file = folder / REPORT_NAME
     report: MixReport | None
     if recording.pending().mix:
-        root = state.config.data_dir / "captures"
-        if spec.s3_prefix is not None:
-            root = _fetch_inputs(spec, settings, folder, recording)
-        file, report = _mix(spec, root, folder, recording)
+        try:
+            root = state.config.data_dir / "captures"
+            if spec.s3_prefix is not None:
+                root = _fetch_inputs(spec, settings, folder, recording)
+            file, report = _mix(spec, root, folder, recording)
+        except Exception as exc:
+            recording.fail(exc)
+            enqueue_unsent(state, recording, channels)
+            raise
     else:
         # what resume() does, on this Recording so that its subscriber sees every change
         assert recording.mixed_file is not None
@@ -443,6 +459,19 @@ def _work(
     deliver_recording(file, settings, recording, report=report, options=options)
     _sync_row(state, recording)
     enqueue_failed(state, recording)
+
+
+def _channels(settings: RecordingSettings, options: DeliveryOptions) -> tuple[str, ...]:
+    """The notification channels the settings use (as the delivery chain decides them)."""
+    notify = settings.notifications
+    if not notify.enabled:
+        return ()
+    used = []
+    if notify.url is not None and notify.secret is not None:
+        used.append("webhook")
+    if options.smtp is not None and notify.emails:
+        used.append("email")
+    return tuple(used)
 
 
 def _sync_row(state: ServiceState, recording: Recording) -> None:

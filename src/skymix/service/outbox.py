@@ -5,8 +5,10 @@ sequence number, the channel, the webhook-id the job used) and the service's ``O
 sends it again on a schedule, across restarts, with the same webhook-id every time, until it is
 delivered or given up. The schedule (``SCHEDULE_S``): the first try 1 min after the job's
 failure, the next ones 5 min, 30 min, 2 h and 6 h after the previous; after the fifth,
-``failed``. ``SKYMIX_OUTBOX_SCHEDULE`` (seconds, comma-separated) replaces it. An announcement superseded by a newer one of the same recording is given up (its
-receiver sees the gap in the sequence numbers).
+``failed``. ``SKYMIX_OUTBOX_SCHEDULE`` (seconds, comma-separated) replaces it. The ERROR of a
+job that failed before its delivery chain ran (a capture that cannot be mixed) is sent from the
+outbox too, at once. An announcement superseded by a newer one of the same recording is given
+up (its receiver sees the gap in the sequence numbers).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..report import MixReport
 from .models import OutboxItem, RecordingRow, utcnow
 from .state import ServiceState
 
-__all__ = ["SCHEDULE_ENV", "SCHEDULE_S", "Outbox", "enqueue_failed", "schedule"]
+__all__ = ["SCHEDULE_ENV", "SCHEDULE_S", "Outbox", "enqueue_failed", "enqueue_unsent", "schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +59,32 @@ def schedule() -> tuple[float, ...]:
 
 
 def enqueue_failed(state: ServiceState, recording: Recording) -> int:
-    """Outbox rows for the channels of the recording's latest announcement that failed (one row
-    per channel, made once); how many were added."""
+    """Outbox rows for the channels of the recording's latest announcement that failed in the
+    job (one row per channel, made once), first tried after the schedule's first wait; how many
+    were added."""
     sequence = recording.notification_sequence
     if not sequence:
         return 0
-    failed = [
-        e["channel"]
-        for e in _events(recording)
-        if e.get("event") == "notification"
-        and e.get("notification") == sequence
-        and e.get("outcome") == "failed"
-    ]
-    delivered = {
-        e["channel"]
-        for e in _events(recording)
-        if e.get("event") == "notification"
-        and e.get("notification") == sequence
-        and e.get("outcome") == "delivered"
-    }
+    outcomes: dict[str, set[object]] = {}
+    for e in _events(recording):
+        if e.get("event") == "notification" and e.get("notification") == sequence:
+            outcomes.setdefault(str(e["channel"]), set()).add(e.get("outcome"))
+    failed = [c for c, seen in outcomes.items() if "failed" in seen and "delivered" not in seen]
+    retries = schedule()
+    return _add(state, recording, failed, retries[0] if retries else 0.0)
+
+
+def enqueue_unsent(state: ServiceState, recording: Recording, channels: tuple[str, ...]) -> int:
+    """Outbox rows, due now, for the channels (of ``channels``) on which the recording's latest
+    announcement has no outcome: the ERROR of a job that failed before its delivery chain ran."""
+    due = recording.pending(channels).notification
+    return 0 if due is None else _add(state, recording, list(due.channels), 0.0)
+
+
+def _add(state: ServiceState, recording: Recording, channels: list[str], delay_s: float) -> int:
+    sequence = recording.notification_sequence
     added = 0
-    first = schedule()[0] if schedule() else 0.0
-    for channel in dict.fromkeys(c for c in failed if c not in delivered):
+    for channel in channels:
         with state.db.session() as session:
             exists = session.scalar(
                 select(OutboxItem.id).where(
@@ -97,16 +103,13 @@ def enqueue_failed(state: ServiceState, recording: Recording) -> int:
                     webhook_id=f"msg_{recording.id}_{sequence}",
                     status="pending",
                     attempts=0,
-                    next_attempt_at=utcnow() + timedelta(seconds=first),
+                    next_attempt_at=utcnow() + timedelta(seconds=delay_s),
                 )
             )
-            added += 1
-            log.info(
-                "recording %s: notification %d by %s queued for retries",
-                recording.id,
-                sequence,
-                channel,
-            )
+        added += 1
+        log.info(
+            "recording %s: notification %d by %s in the outbox", recording.id, sequence, channel
+        )
     return added
 
 
