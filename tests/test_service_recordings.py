@@ -5,6 +5,9 @@ would leave the captures folder."""
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import itertools
 import json
 import os
@@ -13,7 +16,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,9 @@ from typing import Any
 import av
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
-from deliver_tools import HOOK_SECRET, Hooks
+from deliver_tools import HOOK_SECRET, Hooks, free_port
 from postgres import Postgres
 from seaweed import S3_ADMIN, SeaweedS3
 from service_tools import Service
@@ -39,9 +43,14 @@ _NAMES = itertools.count(1)
 
 
 def settings_doc(
-    app_id: str, seaweed: SeaweedS3, prefix: str, hook_url: str | None = None
+    app_id: str,
+    seaweed: SeaweedS3,
+    prefix: str,
+    hook_url: str | None = None,
+    emails: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Recording settings for SeaweedFS (its admin keys), with a webhook when given."""
+    """Recording settings for SeaweedFS (its admin keys), with a webhook and e-mail addresses
+    when given."""
     return {
         "app_id": app_id,
         "storage": {
@@ -52,9 +61,10 @@ def settings_doc(
             "link_expiry_s": 600,
         },
         "notifications": {
-            "enabled": hook_url is not None,
+            "enabled": hook_url is not None or bool(emails),
             "url": hook_url,
             "secret": HOOK_SECRET if hook_url else None,
+            "emails": list(emails),
         },
     }
 
@@ -118,6 +128,17 @@ def set_job(service: Service, recording_id: str, status: str) -> None:
         state.close()
 
 
+def job_status(service: Service, recording_id: str) -> str:
+    state = ServiceState.open(ServiceConfig.load(environ=service.environment()), migrate=False)
+    try:
+        with state.db.session() as session:
+            job = session.get(Job, recording_id)
+            assert job is not None
+            return job.status
+    finally:
+        state.close()
+
+
 def follow(client: httpx.Client, recording_id: str) -> list[dict[str, Any]]:
     """The recording's event stream, read to its end: each event's data."""
     seen = []
@@ -135,10 +156,24 @@ def follow(client: httpx.Client, recording_id: str) -> list[dict[str, Any]]:
 
 
 @dataclass
+class Inbox:
+    """What the SMTP server (aiosmtpd on 127.0.0.1) took: (recipients, message)."""
+
+    mails: list[tuple[list[str], email.message.EmailMessage]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        self.mails.append((list(envelope.rcpt_tos), message))
+        return "250 OK"
+
+
+@dataclass
 class Live:
     service: Service
     acme: str
     other: str
+    inbox: Inbox
 
 
 def _url(request: pytest.FixtureRequest, tmp: Path) -> str:
@@ -154,12 +189,24 @@ def live(
 ) -> Iterator[Live]:
     """One service per database for the module, with apps acme and other."""
     tmp = tmp_path_factory.mktemp("recordings")
-    service = Service(tmp / "data", _url(request, tmp), env={"SKYMIX_ALLOW_PRIVATE_NOTIFY": "1"})
+    inbox = Inbox()
+    port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    env = {
+        "SKYMIX_ALLOW_PRIVATE_NOTIFY": "1",
+        "SKYMIX_SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "SKYMIX_SMTP_FROM": "recordings@skymix.test",
+    }
+    service = Service(tmp / "data", _url(request, tmp), env=env)
     service.data_dir.mkdir(parents=True)
     acme = service.create_app("acme")
     other = service.create_app("other")
-    with service:
-        yield Live(service, acme, other)
+    smtp.start()
+    try:
+        with service:
+            yield Live(service, acme, other, inbox)
+    finally:
+        smtp.stop()
     log = service.log()
     assert "Traceback" not in log
     for secret in (S3_ADMIN.secret_key, HOOK_SECRET, acme, other):
@@ -170,7 +217,7 @@ def test_a_job_runs_to_link_over_the_api(live: Live, seaweed: SeaweedS3, hooks: 
     service = live.service
     body = synth_room(service, "standup", seed=3) | {"room": "standup"}
     with service.client(live.acme) as client:
-        put_settings(client, settings_doc("acme", seaweed, "svc", hooks.url))
+        put_settings(client, settings_doc("acme", seaweed, "svc", hooks.url, ("ops@acme.test",)))
         answer = client.post("/rest/recordings", json=body)
         assert answer.status_code == 202, answer.text
         created = answer.json()
@@ -197,17 +244,31 @@ def test_a_job_runs_to_link_over_the_api(live: Live, seaweed: SeaweedS3, hooks: 
     assert frames >= 30
     key = f"svc/acme/standup/{rid}.mp4"
     assert seaweed.client().head_object(Bucket=seaweed.bucket, Key=key)["ContentLength"] > 0
+    # LINK comes before the announcements: wait for both channels' outcomes in the event log
+    log = service.data_dir / "recordings" / "acme" / rid / "events.jsonl"
+    deadline = time.monotonic() + 30
+    while log.read_text().count('"event": "notification"') < 2:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
     (payload,) = [p for p in hooks.payloads if p["recording_id"] == rid]
     assert payload["state"] == "LINK" and len(payload["participants"]) == 2
     assert hooks.ids == [f"msg_{rid}_1"]
+    (text,) = [
+        part.get_content()
+        for to, mail in live.inbox.mails
+        if to == ["ops@acme.test"] and (part := mail.get_body(("plain",))) is not None
+    ]
+    assert rid in text and got["url"] in text
     # run twice, finished once: a done job is skipped; one queued again does nothing new
     config_json = ServiceConfig.load(environ=service.environment()).model_dump_json()
-    log = service.data_dir / "recordings" / "acme" / rid / "events.jsonl"
     before = log.read_text()
     assert run_job(config_json, rid) == "skipped"
     assert log.read_text() == before
-    set_job(service, rid, "queued")
-    assert run_job(config_json, rid) == "done"
+    set_job(service, rid, "queued")  # the service's watcher may take it too: one run wins
+    assert run_job(config_json, rid) in ("done", "skipped")
+    while job_status(service, rid) != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     after = [json.loads(line)["event"] for line in log.read_text().splitlines()]
     assert after.count("upload") == 1 and after.count("mixed") == 1
     assert [e for e in after[len(before.splitlines()) :]] == ["job_attempt"]
