@@ -45,6 +45,7 @@ __all__ = [
     "claimable",
     "lease_owner",
     "load_settings",
+    "relative_name",
     "resolve_inside",
     "run_job",
 ]
@@ -95,17 +96,26 @@ def claimable(job: Job, now: datetime) -> bool:
     return job.lease_owner is not None and _owner_alive(job.lease_owner) is False
 
 
+def relative_name(name: str, field: str) -> Path:
+    """``name`` as a relative path; OptionsError naming ``field`` when it is empty, holds a NUL,
+    is absolute or climbs with ``..``."""
+    relative = Path(name)
+    if (
+        not name
+        or "\x00" in name
+        or relative.is_absolute()
+        or name.startswith(("/", "\\"))
+        or ".." in relative.parts
+    ):
+        raise OptionsError("expected a relative path without '..'", field=field)
+    return relative
+
+
 def resolve_inside(root: Path, name: str, field: str) -> Path:
     """``name`` under ``root``, refused (OptionsError naming ``field``) when it is empty, holds
     a NUL, is absolute, climbs with ``..``, or leads out of ``root`` through a symbolic link;
     the file must exist."""
-    if not name or "\x00" in name:
-        raise OptionsError("expected a file name under the captures folder", field=field)
-    relative = Path(name)
-    if relative.is_absolute() or name.startswith(("/", "\\")) or ".." in relative.parts:
-        raise OptionsError(
-            "expected a path relative to the captures folder, without '..'", field=field
-        )
+    relative = relative_name(name, field)
     try:
         base = root.resolve()
         path = (base / relative).resolve()
@@ -317,7 +327,7 @@ def _fetch_inputs(
     client = make_client(s3_access(storage))
     inputs = folder / INPUTS_DIR
     for field, name in spec.names():
-        target = inputs / name
+        target = inputs / relative_name(name, field)
         target.parent.mkdir(parents=True, exist_ok=True)
         key = f"{source.key.rstrip('/')}/{name}" if source.key else name
         partial = target.with_name(f".{target.name}.partial")

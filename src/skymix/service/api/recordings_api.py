@@ -28,7 +28,7 @@ from sqlalchemy import select
 from ...deliver.states import EVENT_LOG_NAME, Recording, RecordingState, new_recording_id
 from ...errors import DescriptionError, OptionsError
 from ..auth import CurrentApp
-from ..jobs import CaptureSpec, resolve_inside
+from ..jobs import CaptureSpec, relative_name, resolve_inside
 from ..models import AppSettings, Job, RecordingRow, utcnow
 from ..state import ServiceState
 
@@ -150,12 +150,6 @@ def _loc(field: str) -> list[str | int]:
     return parts
 
 
-def _check_name(name: str, field: str) -> None:
-    """A file name under an S3 prefix: relative, no '..', no NUL."""
-    if not name or "\x00" in name or name.startswith(("/", "\\")) or ".." in Path(name).parts:
-        raise OptionsError("expected a path relative to the prefix, without '..'", field=field)
-
-
 def _spec_of(body: RecordingRequest, state: ServiceState) -> CaptureSpec:
     try:
         json.dumps(body.model_dump(), ensure_ascii=False).encode("utf-8")
@@ -180,7 +174,7 @@ def _spec_of(body: RecordingRequest, state: ServiceState) -> CaptureSpec:
                 resolve_inside(root, name, field)
         else:
             for field, name in spec.names():
-                _check_name(name, field)
+                relative_name(name, field)
     except OptionsError as exc:
         field = exc.field or "captures"
         raise _invalid(_loc(field), _message(exc, field)) from None
