@@ -28,7 +28,7 @@ from seaweed import S3_ADMIN, SeaweedS3
 from service_tools import Service
 from skymix.demo.receiver import WebhookReceiver
 from skymix.service.config import ServiceConfig
-from skymix.service.models import Job, OutboxItem
+from skymix.service.models import Job, OutboxItem, RecordingRow
 from skymix.service.state import ServiceState
 from test_service_recordings import follow, settings_doc, store_settings, synth_room
 
@@ -241,3 +241,40 @@ def test_the_outbox_retries_a_failed_notification_across_a_restart(
     assert hooks.payloads[0]["state"] == "LINK"
     failed = [e for e in log_events(service, rid) if e["event"] == "notification"]
     assert [e["outcome"] for e in failed] == ["failed"]
+
+
+def test_a_stop_ends_open_event_streams(tmp_path: Path) -> None:
+    """SIGTERM with a client following a recording that is not finished: the stream ends and
+    the service stops at once (the server would otherwise wait for the response to end)."""
+    service = service_for(tmp_path, f"sqlite:///{tmp_path / 'skymix.db'}")
+    service.data_dir.mkdir(parents=True)
+    key = service.create_app("acme")
+    with service:
+        state = ServiceState.open(ServiceConfig.load(environ=service.environment()), migrate=False)
+        try:
+            with state.db.session() as session:
+                session.add(
+                    RecordingRow(
+                        id="held",
+                        app_id="acme",
+                        room="r",
+                        kind="capture",
+                        state="STOP",
+                        work_dir=str(tmp_path),
+                    )
+                )
+                session.flush()
+                session.add(Job(recording_id="held", status="failed"))
+        finally:
+            state.close()
+        lines: list[str] = []
+        with service.client(key) as client:
+            with client.stream("GET", "/rest/recordings/held/events", timeout=30) as answer:
+                for line in answer.iter_lines():
+                    lines.append(line)
+                    if line.startswith("data: "):
+                        began = time.monotonic()
+                        service.stop()
+                        assert time.monotonic() - began < 5
+    (data,) = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert json.loads(data)["state"] == "STOP"

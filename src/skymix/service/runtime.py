@@ -1,9 +1,15 @@
 """What runs beside the API for as long as the service does (the parts ``create_app`` starts
-and stops): the job executor with its watcher (which also recovers the jobs a crash left), and
-the notification outbox."""
+and stops): the job executor with its watcher (which also recovers the jobs a crash left), the
+notification outbox, and the end of the event streams when a stop signal comes."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from .api import recordings_api
 from .api.app import Lifecycle
 from .config import ServiceConfig
 from .executor import JobWatcher, LocalExecutor
@@ -18,7 +24,12 @@ def lifecycle(config: ServiceConfig) -> list[Lifecycle]:
     parts: dict[str, JobWatcher | Outbox] = {}
 
     def start_jobs(state: ServiceState) -> None:
-        state.executor = LocalExecutor(config)
+        if config.dask is not None:
+            from .dask_executor import DaskExecutor
+
+            state.executor = DaskExecutor(config)
+        else:
+            state.executor = LocalExecutor(config)
         watcher = JobWatcher(state, state.executor)
         parts["jobs"] = watcher
         watcher.start()
@@ -39,4 +50,43 @@ def lifecycle(config: ServiceConfig) -> list[Lifecycle]:
         if "outbox" in parts:
             parts.pop("outbox").stop()
 
-    return [(start_jobs, stop_jobs), (start_outbox, stop_outbox)]
+    undo: list[Callable[[], None]] = []
+
+    def start_streams(state: ServiceState) -> None:
+        recordings_api.STREAMS_END.clear()
+        undo.append(_end_streams_on_stop_signals())
+
+    def stop_streams(state: ServiceState) -> None:
+        recordings_api.STREAMS_END.set()
+        while undo:
+            undo.pop()()
+
+    return [(start_jobs, stop_jobs), (start_outbox, stop_outbox), (start_streams, stop_streams)]
+
+
+def _end_streams_on_stop_signals() -> Callable[[], None]:
+    """SIGINT and SIGTERM end the open event streams, then go to the handler that was there
+    (the server's, which stops it once no response is open); the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        recordings_api.STREAMS_END.set()
+        before = previous[signal.Signals(signum)]
+        if callable(before):
+            before(signum, frame)
+        elif before == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for sig in signals:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, before in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, before)
+
+    return restore

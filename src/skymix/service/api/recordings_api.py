@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..jobs import CaptureSpec, relative_name, resolve_inside
 from ..models import AppSettings, Job, RecordingRow, utcnow
 from ..state import ServiceState
 
-__all__ = ["router"]
+__all__ = ["STREAMS_END", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ _MISSING: dict[int | str, dict[str, Any]] = {
 RecordingId = Annotated[str, PathParam(pattern=ID_PATTERN)]
 _Name = Annotated[str, Field(min_length=1, max_length=1024, pattern=ROOM_PATTERN)]
 _FINAL = (RecordingState.LINK.value, RecordingState.ERROR.value)
+#: Set when the service is stopping: open event streams end (the server waits for open
+#: responses before it stops; a client's EventSource reconnects to the next start).
+STREAMS_END = threading.Event()
 
 StateName = Literal["START", "STOP", "LINK", "ERROR"]
 
@@ -386,7 +390,7 @@ def recording_events(
         quiet = loop.time()
         while row is not None and row.state not in _FINAL:
             await asyncio.sleep(POLL_S)
-            if await request.is_disconnected():
+            if STREAMS_END.is_set() or await request.is_disconnected():
                 return
             row = await anyio.to_thread.run_sync(read)
             if row is None:
