@@ -273,6 +273,20 @@ def test_a_job_runs_to_link_over_the_api(live: Live, seaweed: SeaweedS3, hooks: 
     assert after.count("upload") == 1 and after.count("mixed") == 1
     assert [e for e in after[len(before.splitlines()) :]] == ["job_attempt"]
     assert hooks.ids == [f"msg_{rid}_1"]
+    # the metrics count the job and its notifications, sent by the worker process
+    with service.client() as client:
+        metrics = client.get("/metrics").text
+    for channel in ("webhook", "email"):
+        line = f'skymix_notification_attempts_total{{channel="{channel}",outcome="delivered"}} '
+        assert metric(metrics, line) >= 1
+    assert metric(metrics, "skymix_job_duration_seconds_count ") >= 1
+    assert metric(metrics, 'skymix_recordings{state="LINK"} ') >= 1
+
+
+def metric(text: str, prefix: str) -> float:
+    """The value of the one sample of a Prometheus scrape that starts with ``prefix``."""
+    (value,) = [line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)]
+    return float(value)
 
 
 def test_captures_are_read_from_an_s3_prefix_with_the_apps_keys(

@@ -52,7 +52,7 @@ class _DatabaseCollector(Collector):
                 select(
                     OutboxItem.channel,
                     OutboxItem.status,
-                    func.coalesce(func.sum(OutboxItem.attempts), 0),
+                    func.coalesce(func.sum(OutboxItem.attempts + OutboxItem.job_attempts), 0),
                 ).group_by(OutboxItem.channel, OutboxItem.status)
             ).all()
         by_status = GaugeMetricFamily("skymix_jobs", "Jobs by status", labels=["status"])
@@ -74,7 +74,8 @@ class _DatabaseCollector(Collector):
         )
         tries = CounterMetricFamily(
             "skymix_notification_attempts",
-            "Notification attempts by channel and the notification's outcome",
+            "Notification attempts (the job's and the outbox's) by channel and the "
+            "notification's outcome: delivered, pending (to be retried), failed",
             labels=["channel", "outcome"],
         )
         for channel, status, n in attempts:

@@ -140,8 +140,9 @@ class Job(Base):
 
 
 class OutboxItem(Base):
-    """One notification on one channel, written before it is sent and retried on its schedule
-    across restarts until delivered or given up; the same webhook-id on every try."""
+    """One notification on one channel: the job's attempts at it (``job_attempts``), and when
+    they failed, the outbox's retries on its schedule across restarts (``attempts``) until
+    delivered or given up; the same webhook-id on every try."""
 
     __tablename__ = "outbox"
 
@@ -154,6 +155,7 @@ class OutboxItem(Base):
     webhook_id: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    job_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

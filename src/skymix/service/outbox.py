@@ -1,14 +1,15 @@
 """The notification outbox: a notification that failed its tries inside the job is not lost.
 
-The job writes one row per failed channel (``OutboxItem``: the recording, the announcement's
-sequence number, the channel, the webhook-id the job used) and the service's ``Outbox`` thread
-sends it again on a schedule, across restarts, with the same webhook-id every time, until it is
-delivered or given up. The schedule (``SCHEDULE_S``): the first try 1 min after the job's
-failure, the next ones 5 min, 30 min, 2 h and 6 h after the previous; after the fifth,
-``failed``. ``SKYMIX_OUTBOX_SCHEDULE`` (seconds, comma-separated) replaces it. The ERROR of a
-job that failed before its delivery chain ran (a capture that cannot be mixed) is sent from the
-outbox too, at once. An announcement superseded by a newer one of the same recording is given
-up (its receiver sees the gap in the sequence numbers).
+The job writes one row per channel of its announcement (``OutboxItem``: the recording, the
+announcement's sequence number, the channel, the webhook-id the job used, the attempts the job
+made): those it delivered are kept as delivered (for the metrics); those that failed the
+service's ``Outbox`` thread sends again on a schedule, across restarts, with the same webhook-id
+every time, until it is delivered or given up. The schedule (``SCHEDULE_S``): the first try
+1 min after the job's failure, the next ones 5 min, 30 min, 2 h and 6 h after the previous;
+after the fifth, ``failed``. ``SKYMIX_OUTBOX_SCHEDULE`` (seconds, comma-separated) replaces it.
+The ERROR of a job that failed before its delivery chain ran (a capture that cannot be mixed)
+is sent from the outbox too, at once. An announcement superseded by a newer one of the same
+recording is given up (its receiver sees the gap in the sequence numbers).
 """
 
 from __future__ import annotations
@@ -59,19 +60,30 @@ def schedule() -> tuple[float, ...]:
 
 
 def enqueue_failed(state: ServiceState, recording: Recording) -> int:
-    """Outbox rows for the channels of the recording's latest announcement that failed in the
-    job (one row per channel, made once), first tried after the schedule's first wait; how many
-    were added."""
+    """Outbox rows for the channels of the recording's latest announcement: those that failed
+    in the job, to be retried after the schedule's first wait, and those it delivered, kept as
+    delivered (the metrics count every notification and its attempts); each with the job's
+    attempts on it (one row per channel, made once). Returns how many are to be retried."""
     sequence = recording.notification_sequence
     if not sequence:
         return 0
     outcomes: dict[str, set[object]] = {}
+    tries: dict[str, int] = {}
     for e in _events(recording):
-        if e.get("event") == "notification" and e.get("notification") == sequence:
-            outcomes.setdefault(str(e["channel"]), set()).add(e.get("outcome"))
+        if e.get("notification") != sequence:
+            continue
+        if e.get("event") == "notification":
+            channel = str(e["channel"])
+            outcomes.setdefault(channel, set()).add(e.get("outcome"))
+            if channel == "email":
+                tries["email"] = tries.get("email", 0) + 1
+        elif e.get("event") == "webhook_attempt":
+            tries["webhook"] = tries.get("webhook", 0) + 1
     failed = [c for c, seen in outcomes.items() if "failed" in seen and "delivered" not in seen]
+    delivered = [c for c, seen in outcomes.items() if "delivered" in seen]
     retries = schedule()
-    return _add(state, recording, failed, retries[0] if retries else 0.0)
+    _add(state, recording, delivered, 0.0, tries, status="delivered")
+    return _add(state, recording, failed, retries[0] if retries else 0.0, tries)
 
 
 def enqueue_unsent(state: ServiceState, recording: Recording, channels: tuple[str, ...]) -> int:
@@ -81,7 +93,15 @@ def enqueue_unsent(state: ServiceState, recording: Recording, channels: tuple[st
     return 0 if due is None else _add(state, recording, list(due.channels), 0.0)
 
 
-def _add(state: ServiceState, recording: Recording, channels: list[str], delay_s: float) -> int:
+def _add(
+    state: ServiceState,
+    recording: Recording,
+    channels: list[str],
+    delay_s: float,
+    job_attempts: dict[str, int] | None = None,
+    *,
+    status: str = "pending",
+) -> int:
     sequence = recording.notification_sequence
     added = 0
     for channel in channels:
@@ -101,14 +121,19 @@ def _add(state: ServiceState, recording: Recording, channels: list[str], delay_s
                     notification=sequence,
                     channel=channel,
                     webhook_id=f"msg_{recording.id}_{sequence}",
-                    status="pending",
+                    status=status,
                     attempts=0,
+                    job_attempts=(job_attempts or {}).get(channel, 0),
                     next_attempt_at=utcnow() + timedelta(seconds=delay_s),
                 )
             )
         added += 1
         log.info(
-            "recording %s: notification %d by %s in the outbox", recording.id, sequence, channel
+            "recording %s: notification %d by %s in the outbox (%s)",
+            recording.id,
+            sequence,
+            channel,
+            status,
         )
     return added
 
