@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import venv
@@ -114,8 +115,12 @@ def test_ctrl_c_during_delivery_stops_both_servers(tmp_path: Path) -> None:
     try:
         for line in demo.stderr:  # ends when the demo does, at the latest
             started = started or STARTED.search(line)
-            if "webhook receiver listening on" in line:
+            if "webhook receiver listening on" in line and started is not None:
+                # the store held still: the delivery cannot finish before the signal lands
+                os.kill(int(started[1]), signal.SIGSTOP)
                 demo.send_signal(signal.SIGINT)
+                time.sleep(0.5)
+                os.kill(int(started[1]), signal.SIGCONT)
                 break
         rest = demo.stderr.read()
         assert demo.wait(60) == 130
