@@ -2,7 +2,9 @@
 127.0.0.1 started by the test, ``skymix serve`` with ``SKYMIX_DASK`` on PostgreSQL, two
 recordings mixed on the workers; the worker running one of them SIGKILLed mid-mix (the moment
 read from the event log, the worker from the job's lease owner): the job is rerun on the other
-worker and ends in LINK once, its object in SeaweedFS decoding. The workers hold the secret key
+worker and ends in LINK once, its object in SeaweedFS decoding. Then the service stopped while a
+third job mixes: the cluster finishes it (LINK in its event log with the service down), and the
+service started again shows it in LINK without running it again. The workers hold the secret key
 and the database URL in their environment; the tasks carry neither."""
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def test_jobs_run_on_dask_and_a_killed_workers_job_is_rerun_elsewhere(
     store_settings(service, "acme", settings_doc("acme", seaweed, "dask"))
     long_body = synth_room(service, "long", seed=7, seconds=4.0) | {"room": "long"}
     short_body = synth_room(service, "short", seed=8) | {"room": "short"}
+    later_body = synth_room(service, "later", seed=9, seconds=3.0) | {"room": "later"}
     cluster.start()
     try:
         service.start()
@@ -79,11 +82,26 @@ def test_jobs_run_on_dask_and_a_killed_workers_job_is_rerun_elsewhere(
             got = {rid: client.get(f"/rest/recordings/{rid}").json() for rid in ends}
         attempts = [e for e in events(service, long_id) if e["event"] == "job_attempt"]
         rerun_by = worker_running(cluster, attempts[-1]["owner"])
+        # the service stopped mid-mix: the cluster finishes the job without it
+        with service.client(key) as client:
+            later_id = client.post("/rest/recordings", json=later_body).json()["id"]
+        while "mixing" not in [e["event"] for e in events(service, later_id)]:
+            assert time.monotonic() < deadline + 60, events(service, later_id)
+            time.sleep(0.01)
+        service.stop()
+        while "LINK" not in [e.get("state") for e in events(service, later_id)]:
+            assert time.monotonic() < deadline + 120, events(service, later_id)
+            time.sleep(0.05)
+        service.start()
+        with service.client(key) as client:
+            later = client.get(f"/rest/recordings/{later_id}").json()
     finally:
         service.stop()
         cluster.stop()
-    for rid in (long_id, short_id):
-        assert ends[rid]["state"] == "LINK" and got[rid]["state"] == "LINK", got[rid]
+    assert later["state"] == "LINK" and later["url"]
+    assert [e["event"] for e in events(service, later_id)].count("job_attempt") == 1
+    for rid in (long_id, short_id, later_id):
+        assert rid == later_id or ends[rid]["state"] == got[rid]["state"] == "LINK", got[rid]
         states = [e["state"] for e in events(service, rid) if e["event"] == "state"]
         assert states == ["START", "STOP", "LINK"]
         assert [e["event"] for e in events(service, rid)].count("upload") == 1
@@ -93,9 +111,15 @@ def test_jobs_run_on_dask_and_a_killed_workers_job_is_rerun_elsewhere(
     assert rerun_at - killed_at < LEASE_S / 2
     listed = seaweed.client().list_objects_v2(Bucket=seaweed.bucket, Prefix="dask/")
     keys = sorted(o["Key"] for o in listed.get("Contents", []))
-    assert keys == sorted([f"dask/acme/long/{long_id}.mp4", f"dask/acme/short/{short_id}.mp4"])
+    assert keys == sorted(
+        [
+            f"dask/acme/long/{long_id}.mp4",
+            f"dask/acme/short/{short_id}.mp4",
+            f"dask/acme/later/{later_id}.mp4",
+        ]
+    )
     fetched = tmp_path / "long.mp4"
-    seaweed.client().download_file(seaweed.bucket, keys[0], str(fetched))
+    seaweed.client().download_file(seaweed.bucket, f"dask/acme/long/{long_id}.mp4", str(fetched))
     with av.open(str(fetched)) as container:
         assert container.streams.video[0].width == 160
         frames = sum(1 for _ in container.decode(video=0))
