@@ -6,7 +6,9 @@ Once on SQLite, once on PostgreSQL (tests/postgres.py, a real server in a temp f
 
 Asserted: no errors, no lost writes (every acknowledged write read back, each client's last one
 in the final read of every document). Recorded (``extra_info`` and printed): per operation its
-count and p50/p99 latency in ms, the requests per second, the If-Match conflicts retried;
+count and p50/p99 latency in ms, the requests per second, the If-Match conflicts retried, the
+service's CPU milliseconds per request (its process only: the job workers are idle), the
+clients' CPU seconds and the load average before the run;
 docs/performance.md, "Service load", quotes them. The service and this process share the
 machine's cores: the latencies include the clients' own CPU time.
 
@@ -19,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -60,11 +64,16 @@ def test_service_load(
     results: list[LoadResult] = []
     benchmark.group = f"service load: {CLIENTS} clients for {SECONDS:g} s"
     with service:
+        assert service.proc is not None
+        server = psutil.Process(service.proc.pid)
 
         def once() -> None:
             results.append(asyncio.run(run_load(service.url, keys, CLIENTS, SECONDS, PER_APP)))
 
+        load_before = os.getloadavg()[0]
+        server_before, clients_before = server.cpu_times(), time.process_time()
         benchmark.pedantic(once, rounds=1, warmup_rounds=0)
+        server_after, clients_after = server.cpu_times(), time.process_time()
     (result,) = results
     assert result.errors == [], result.errors[:10]
     assert result.lost == [], result.lost[:10]
@@ -76,6 +85,14 @@ def test_service_load(
         seconds=SECONDS,
         requests_per_s=round(result.requests / SECONDS, 1),
         conflicts_retried=result.conflicts,
+        server_cpu_ms_per_request=round(
+            1000
+            * (server_after.user + server_after.system - server_before.user - server_before.system)
+            / result.requests,
+            2,
+        ),
+        clients_cpu_s=round(clients_after - clients_before, 1),
+        load_average_before=round(load_before, 1),
         **{f"{op}_{name}": value for op, row in figures.items() for name, value in row.items()},
     )
     print(benchmark.extra_info)  # noqa: T201 - the figures docs/performance.md quotes
