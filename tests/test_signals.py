@@ -113,3 +113,21 @@ def test_cancel_on_signals_raises_once_then_restores_the_handlers() -> None:
                 time.sleep(0.01)
     assert (cancellation.signal, cancellation.exit_code) == (signal.SIGTERM, 143)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_cancellation_the_work_swallowed_is_raised_at_the_end() -> None:
+    """The demo's case: SIGINT landed while a log line was written, and logging swallowed the
+    CancelledError; the block still ends cancelled."""
+    from skymix.errors import CancelledError
+    from skymix.outputs import cancel_on_signals
+
+    finished = False
+    with pytest.raises(CancelledError, match="cancelled by SIGINT"):
+        with cancel_on_signals() as cancellation:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except Exception:  # noqa: BLE001 - what logging.Handler.handleError amounts to
+                pass
+            finished = True
+    assert finished and cancellation.exit_code == 130

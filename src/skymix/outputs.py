@@ -468,7 +468,9 @@ def cancel_on_signals(
     """Within the block, the first of `signals` raises CancelledError in the main thread, so
     the work unwinds and cleans up as after an error (threads are stopped by the code they
     belong to, on the way out); later ones are ignored until the block ends, so the clean-up
-    itself is not cut short. Outside the main thread this does nothing (Python runs signal
+    itself is not cut short. A CancelledError the work swallowed (raised while a logging call
+    wrote, caught by a handler of every exception) is raised again when the block ends: a
+    signal is never lost. Outside the main thread this does nothing (Python runs signal
     handlers only there)."""
     cancellation = Cancellation()
     if threading.current_thread() is not threading.main_thread():
@@ -490,3 +492,5 @@ def cancel_on_signals(
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    if cancellation.signal is not None:
+        raise CancelledError(f"cancelled by {cancellation.signal.name}")
