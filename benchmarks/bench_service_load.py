@@ -65,15 +65,15 @@ def test_service_load(
     benchmark.group = f"service load: {CLIENTS} clients for {SECONDS:g} s"
     with service:
         assert service.proc is not None
-        server = psutil.Process(service.proc.pid)
+        process = psutil.Process(service.proc.pid)
 
         def once() -> None:
             results.append(asyncio.run(run_load(service.url, keys, CLIENTS, SECONDS, PER_APP)))
 
         load_before = os.getloadavg()[0]
-        server_before, clients_before = server.cpu_times(), time.process_time()
+        server_before, clients_before = process.cpu_times(), time.process_time()
         benchmark.pedantic(once, rounds=1, warmup_rounds=0)
-        server_after, clients_after = server.cpu_times(), time.process_time()
+        server_after, clients_after = process.cpu_times(), time.process_time()
     (result,) = results
     assert result.errors == [], result.errors[:10]
     assert result.lost == [], result.lost[:10]

@@ -22,6 +22,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import allow_header_conformance
 
 from service_tools import Service
@@ -92,6 +93,9 @@ def fuzz(
     failures: list[str] = []
     operations = 0
     for result in document.get_all_operations():
+        if isinstance(result, Err):
+            failures.append(f"an operation schemathesis cannot read: {result.err()}")
+            continue
         operation = result.ok()
         operations += 1
 
