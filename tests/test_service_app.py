@@ -93,3 +93,25 @@ def test_rotate_secrets_moves_every_stored_secret_to_the_new_key(tmp_path: Path)
             assert SecretBox([new]).decrypt(row.document_enc) == "whsec_x"
     finally:
         only_new.close()
+
+
+def test_text_that_is_not_unicode_gets_422_not_500(tmp_path: Path) -> None:
+    """A lone surrogate ("\\ud800", valid JSON, not Unicode) in a body: FastAPI's own answer
+    could not encode it back and the connection died or a 500 came."""
+    with Service(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 's.db'}") as service:
+        key = service.create_app("acme")
+        with service.client(key) as client:
+            for path, body in (
+                ("/rest/recordings", b'{"room": "\\ud800", "captures": ["a.pcap"]}'),
+                ("/rest/recording/notifications", b'{"app_id": "\\ud800"}'),
+                (
+                    "/rest/recording/notifications",
+                    b'{"app_id": "acme", "notifications": {"emails": ["\\ud800@x.com"]}}',
+                ),
+            ):
+                answer = client.post(
+                    path, content=body, headers={"content-type": "application/json"}
+                )
+                assert answer.status_code == 422, answer.text
+                assert answer.json()["detail"][0]["loc"][0] == "body"
+    assert "Traceback" not in service.log()

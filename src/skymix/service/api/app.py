@@ -8,13 +8,17 @@ models, so it stays true to what the service does.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ... import __version__
 from ..config import ServiceConfig
@@ -22,7 +26,18 @@ from ..metrics import ServiceMetrics
 from ..state import ServiceState
 from . import health, recordings_api, settings_api
 
-__all__ = ["create_app"]
+__all__ = ["AsciiJSONResponse", "create_app"]
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every character outside ASCII escaped: valid for any text a client sent,
+    lone surrogates included (the UTF-8 of the default response cannot hold them)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode()
+
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +88,26 @@ def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = Non
         title="skymix recording service",
         version=__version__,
         lifespan=lifespan,
+        default_response_class=AsciiJSONResponse,
         description="Recording settings, recordings and their jobs. Every /rest route takes an "
         "application's key: `Authorization: Bearer skm_...`.",
     )
+
+    # FastAPI's own handlers, answering with AsciiJSONResponse: a request's text that is not
+    # Unicode (a lone surrogate, "\ud800") is echoed back escaped instead of failing to encode
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        body = {"detail": jsonable_encoder(exc.errors())}
+        return AsciiJSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return AsciiJSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
     limit = config.max_body_bytes
 
     @app.middleware("http")
@@ -84,13 +116,13 @@ def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = Non
     ) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return JSONResponse(
+            return AsciiJSONResponse(
                 {"detail": f"request body over the limit of {limit} bytes"}, status_code=413
             )
         if declared is None and request.method in ("POST", "PUT", "PATCH"):
             body = await request.body()  # chunked: read, and refuse once over the limit
             if len(body) > limit:
-                return JSONResponse(
+                return AsciiJSONResponse(
                     {"detail": f"request body over the limit of {limit} bytes"}, status_code=413
                 )
         return await call_next(request)

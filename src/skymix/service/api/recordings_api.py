@@ -138,7 +138,7 @@ def _state(request: Request) -> ServiceState:
 
 def _invalid(field: list[str | int], message: str) -> HTTPException:
     return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
         [{"loc": ["body", *field], "msg": message, "type": "value_error"}],
     )
 

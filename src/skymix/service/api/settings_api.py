@@ -143,7 +143,7 @@ def _loc(field: str | None) -> list[str | int]:
 
 def _invalid(field: str | None, message: str, kind: str = "value_error") -> NoReturn:
     raise HTTPException(
-        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
         [{"loc": _loc(field), "msg": message, "type": kind}],
     )
 
