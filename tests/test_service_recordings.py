@@ -525,3 +525,25 @@ def test_leases_decide_who_runs_a_job(database_url: str, tmp_path: Path) -> None
             )
     finally:
         state.close()
+
+
+def test_a_room_named_like_a_path_stays_under_the_prefix(live: Live, seaweed: SeaweedS3) -> None:
+    """A room is free text: "../../.." in it climbs out of neither the bucket prefix (the key's
+    part is made safe) nor the data folder (working folders are named by app and recording)."""
+    service = live.service
+    room = "../../../etc/passwd"
+    body = synth_room(service, "climber", seed=5, seconds=1.0) | {"room": room}
+    with service.client(live.acme) as client:
+        put_settings(client, settings_doc("acme", seaweed, "jail"))
+        answer = client.post("/rest/recordings", json=body)
+        assert answer.status_code == 202, answer.text
+        rid = answer.json()["id"]
+        assert follow(client, rid)[-1]["state"] == "LINK"
+        got = client.get(f"/rest/recordings/{rid}").json()
+    assert got["room"] == room
+    listed = seaweed.client().list_objects_v2(Bucket=seaweed.bucket, Prefix="jail/")
+    keys = [o["Key"] for o in listed.get("Contents", []) if rid in o["Key"]]
+    assert keys == [f"jail/acme/_.._.._etc_passwd/{rid}.mp4"]
+    folder = service.data_dir / "recordings" / "acme" / rid
+    assert (folder / "events.jsonl").is_file()
+    assert folder.resolve().is_relative_to(service.data_dir.resolve())
