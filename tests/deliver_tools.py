@@ -5,6 +5,9 @@ run as a user runs it."""
 from __future__ import annotations
 
 import base64
+import email
+import email.message
+import email.policy
 import json
 import os
 import socket
@@ -12,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,20 @@ def webhook_receiver(secret: str = HOOK_SECRET) -> Iterator[Hooks]:
     """A receiver on 127.0.0.1 that keeps what verifies (204) and refuses what does not (401)."""
     with WebhookReceiver(secret) as receiver:
         yield Hooks(receiver)
+
+
+@dataclass
+class Inbox:
+    """What an SMTP server (aiosmtpd on 127.0.0.1, this its handler) took: (recipients,
+    message)."""
+
+    mails: list[tuple[list[str], email.message.EmailMessage]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        self.mails.append((list(envelope.rcpt_tos), message))
+        return "250 OK"
 
 
 def stopped_recording(folder: Path, mp4: bytes, room: str = "room 7") -> tuple[Recording, Path]:

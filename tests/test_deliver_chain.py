@@ -4,14 +4,10 @@ notifications, a failure kept for later, resume, and the ``upload`` and ``s3-che
 
 from __future__ import annotations
 
-import email
-import email.message
-import email.policy
 import json
 import logging
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +20,7 @@ from deliver_tools import (
     LOOPBACK,
     WRONG_S3_SECRET,
     Hooks,
+    Inbox,
     events,
     free_port,
     run_cli,
@@ -35,17 +32,6 @@ from skymix.deliver.email import SmtpTarget
 from skymix.deliver.settings import RecordingSettings, SmtpSettings
 from skymix.deliver.states import EVENT_LOG_NAME, Recording, RecordingState
 from skymix.synth import preset, synthesize
-
-
-@dataclass
-class Inbox:
-    mails: list[tuple[list[str], email.message.EmailMessage]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, email.message.EmailMessage)
-        self.mails.append((list(envelope.rcpt_tos), message))
-        return "250 OK"
 
 
 @pytest.fixture

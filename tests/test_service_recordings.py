@@ -5,9 +5,6 @@ would leave the captures folder."""
 
 from __future__ import annotations
 
-import email
-import email.message
-import email.policy
 import itertools
 import json
 import os
@@ -16,7 +13,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from deliver_tools import HOOK_SECRET, Hooks, free_port
+from deliver_tools import HOOK_SECRET, Hooks, Inbox, free_port
 from postgres import Postgres
 from seaweed import S3_ADMIN, SeaweedS3
 from service_tools import Service
@@ -153,19 +150,6 @@ def follow(client: httpx.Client, recording_id: str) -> list[dict[str, Any]]:
                 assert kind == "recordingState"
                 seen.append(json.loads(line.removeprefix("data: ")))
     return seen
-
-
-@dataclass
-class Inbox:
-    """What the SMTP server (aiosmtpd on 127.0.0.1) took: (recipients, message)."""
-
-    mails: list[tuple[list[str], email.message.EmailMessage]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, email.message.EmailMessage)
-        self.mails.append((list(envelope.rcpt_tos), message))
-        return "250 OK"
 
 
 @dataclass

@@ -51,6 +51,7 @@ __all__ = [
     "DeliveryOptions",
     "DeliveryOutcome",
     "deliver_recording",
+    "notification_channels",
     "resume",
     "s3_access",
     "storage_of",
@@ -146,8 +147,11 @@ def s3_access(bucket: BucketSettings, *, endpoint_url: str | None = None) -> S3A
     )
 
 
-def _channels(settings: RecordingSettings, smtp: SmtpSettings | None) -> tuple[str, ...]:
-    """The notification channels these settings use."""
+def notification_channels(
+    settings: RecordingSettings, smtp: SmtpSettings | None
+) -> tuple[str, ...]:
+    """The notification channels these settings use: "webhook" (enabled, with a URL and its
+    secret), "email" (enabled, addresses, and the operator's SMTP server)."""
     notify = settings.notifications
     if not notify.enabled:
         return ()
@@ -192,7 +196,7 @@ def resume(
     recording = Recording.load(folder / EVENT_LOG_NAME)
     if report is None and (folder / "report.json").is_file():
         report = MixReport.from_json((folder / "report.json").read_bytes())
-    pending = recording.pending(_channels(settings, options.smtp))
+    pending = recording.pending(notification_channels(settings, options.smtp))
     if pending.link and recording.mixed_file is None:
         raise DeliveryError(f"recording {recording.id}: nothing was mixed, so nothing to deliver")
     if recording.state is RecordingState.START:
@@ -417,7 +421,7 @@ def _notify(
     """Send the latest announcement on each channel with no outcome for it yet; every outcome
     is written to the log, and nothing raises."""
     smtp = options.smtp
-    due = recording.pending(_channels(settings, smtp)).notification
+    due = recording.pending(notification_channels(settings, smtp)).notification
     if due is None:
         return None, None
     try:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from ..deliver.chain import DeliveryOptions, deliver_recording
+from ..deliver.chain import DeliveryOptions, deliver_recording, notification_channels
 from ..deliver.settings import RecordingSettings
 from ..deliver.states import EVENT_LOG_NAME, ErrorReason, Recording, RecordingState
 from ..errors import DeliveryError, OptionsError, SkymixError
@@ -437,7 +437,7 @@ def _work(
     _sync_row(state, recording)
     settings = load_settings(state, app_id)
     options = delivery_options(state.config)
-    channels = _channels(settings, options)
+    channels = notification_channels(settings, options.smtp)
     if recording.state is RecordingState.ERROR and recording.mixed_file is None:
         enqueue_unsent(state, recording, channels)  # the mix failed: its ERROR is announced
         return
@@ -469,19 +469,6 @@ def _work(
     deliver_recording(file, settings, recording, report=report, options=options)
     _sync_row(state, recording)
     enqueue_failed(state, recording)
-
-
-def _channels(settings: RecordingSettings, options: DeliveryOptions) -> tuple[str, ...]:
-    """The notification channels the settings use (as the delivery chain decides them)."""
-    notify = settings.notifications
-    if not notify.enabled:
-        return ()
-    used = []
-    if notify.url is not None and notify.secret is not None:
-        used.append("webhook")
-    if options.smtp is not None and notify.emails:
-        used.append("email")
-    return tuple(used)
 
 
 def _sync_row(state: ServiceState, recording: Recording) -> None:

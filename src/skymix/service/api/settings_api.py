@@ -455,6 +455,26 @@ def _read(state: ServiceState, caller: str, app_id: str) -> SettingsOut:
     return _out(state, _load(state, caller, app_id))
 
 
+async def _changed(
+    request: Request,
+    response: Response,
+    app_id: str,
+    caller: str,
+    verify: bool,
+    if_match: str | None,
+    *,
+    patch: bool,
+) -> SettingsOut:
+    """A PUT (``patch`` False) or PATCH, its checks and storage off the event loop."""
+    expected = _if_match(if_match)
+    body = await request.body()
+    state = _state(request)
+    out = await run_in_threadpool(
+        lambda: _change(state, caller, app_id, body, patch=patch, verify=verify, expected=expected)
+    )
+    return _respond(response, out)
+
+
 def _state(request: Request) -> ServiceState:
     service: ServiceState = request.app.state.service
     return service
@@ -514,20 +534,7 @@ async def replace_settings(
     if_match: IfMatch = None,
 ) -> SettingsOut:
     """Replace the settings; a secret sent back masked as shown keeps the stored one."""
-    expected = _if_match(if_match)
-    body = await request.body()
-    out = await run_in_threadpool(
-        lambda: _change(
-            _state(request),
-            caller,
-            app_id,
-            body,
-            patch=False,
-            verify=verify,
-            expected=expected,
-        )
-    )
-    return _respond(response, out)
+    return await _changed(request, response, app_id, caller, verify, if_match, patch=False)
 
 
 @router.patch(
@@ -547,20 +554,7 @@ async def patch_settings(
 ) -> SettingsOut:
     """Change some fields (a JSON merge patch: null removes a field); a secret sent back masked
     as shown keeps the stored one."""
-    expected = _if_match(if_match)
-    body = await request.body()
-    out = await run_in_threadpool(
-        lambda: _change(
-            _state(request),
-            caller,
-            app_id,
-            body,
-            patch=True,
-            verify=verify,
-            expected=expected,
-        )
-    )
-    return _respond(response, out)
+    return await _changed(request, response, app_id, caller, verify, if_match, patch=True)
 
 
 @router.delete(
