@@ -164,19 +164,21 @@ def current_app(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The id of the application whose key the request carries. 401 (one body for every
-    failure, with ``WWW-Authenticate: Bearer``) or 429 (too many failures from this address)."""
+    failure, with ``WWW-Authenticate: Bearer``) or 429 (too many failures from this address).
+    A valid key is always taken: the limit slows guessing, it must not lock out the
+    applications behind a shared address (a proxy, NAT, the live-rooms relay)."""
     state: ServiceState = request.app.state.service
     limiter = _limiter(request, state)
     client = request.client.host if request.client is not None else "unknown"
-    wait = limiter.blocked_for(client)
-    if wait > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many failed authentication attempts; try again later",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
     app_id = None if credentials is None else _app_of(state, credentials.credentials)
     if app_id is None:
+        wait = limiter.blocked_for(client)
+        if wait > 0:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "too many failed authentication attempts; try again later",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         limiter.fail(client)
         log.info("authentication failed from %s", client)
         raise HTTPException(
