@@ -3,6 +3,7 @@ answers /healthz and /openapi.json, and refuses bodies over its limit."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -115,3 +116,37 @@ def test_text_that_is_not_unicode_gets_422_not_500(tmp_path: Path) -> None:
                 assert answer.status_code == 422, answer.text
                 assert answer.json()["detail"][0]["loc"][0] == "body"
     assert "Traceback" not in service.log()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(tmp_path: Path) -> None:
+    """Without Content-Length the body is counted as it comes: 413 once past the limit, the
+    service never holding it whole (it did: 400 MiB sent took its memory from 141 to 910 MB)."""
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        block = b"x" * (1 << 16)
+        while sent < 256 << 20:
+            sent += len(block)
+            yield block
+
+    with Service(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'c.db'}") as service:
+        assert service.proc is not None
+        before = resident_mb(service.proc.pid)
+        try:
+            with service.client() as client:
+                answer = client.post(
+                    "/rest/recordings", content=chunks(), headers={"content-type": "text/plain"}
+                )
+            assert answer.status_code == 413
+        except httpx.TransportError:
+            pass  # the service answered and closed while the client was still sending
+        assert resident_mb(service.proc.pid) < before + 64
+        assert httpx.get(f"{service.url}/healthz").status_code == 200
+
+
+def resident_mb(pid: int) -> float:
+    """A process's resident memory (MB), from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        (line,) = [row for row in status if row.startswith("VmRSS:")]
+    return int(line.split()[1]) / 1024

@@ -32,7 +32,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.new_key:
         print(new_key())  # noqa: T201 - the command's output
         return 0
-    from .api.app import create_app
+    from .api.app import DeclaredBodyLimit, create_app
     from .runtime import lifecycle
 
     config = config_of(args)
@@ -44,7 +44,7 @@ def serve_command(args: argparse.Namespace) -> int:
             state.close()
         print(f"re-encrypted the secrets of {count} applications under the first key")  # noqa: T201
         return 0
-    app = create_app(config, lifecycle=lifecycle(config))
+    app = DeclaredBodyLimit(create_app(config, lifecycle=lifecycle(config)), config.max_body_bytes)
     uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False)
     return 0
 

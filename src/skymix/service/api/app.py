@@ -19,6 +19,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ... import __version__
 from ..config import ServiceConfig
@@ -26,7 +27,7 @@ from ..metrics import ServiceMetrics
 from ..state import ServiceState
 from . import health, recordings_api, settings_api
 
-__all__ = ["AsciiJSONResponse", "create_app"]
+__all__ = ["AsciiJSONResponse", "DeclaredBodyLimit", "create_app"]
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -60,6 +61,26 @@ TOO_LARGE: dict[str, Any] = {
 }
 
 
+class DeclaredBodyLimit:
+    """Around the application: a request whose Content-Length is over the limit gets the JSON
+    413 at once, as the document says. FastAPI's own limit (``max_body_size``, inside) counts a
+    chunked body as it arrives, but replaces any answer to a request that declares too much
+    with a plain-text one."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope["headers"]).get(b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+                detail = f"request body over the limit of {self.limit} bytes"
+                await AsciiJSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = None) -> FastAPI:
     """The service for ``config``: routes, limits, and what starts and stops with it."""
     parts = list(lifecycle or [])
@@ -89,6 +110,7 @@ def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = Non
         version=__version__,
         lifespan=lifespan,
         default_response_class=AsciiJSONResponse,
+        max_body_size=config.max_body_bytes,  # 413, counted as the body arrives (chunked too)
         description="Recording settings, recordings and their jobs. Every /rest route takes an "
         "application's key: `Authorization: Bearer skm_...`.",
     )
@@ -107,25 +129,6 @@ def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = Non
         return AsciiJSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
-
-    limit = config.max_body_bytes
-
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return AsciiJSONResponse(
-                {"detail": f"request body over the limit of {limit} bytes"}, status_code=413
-            )
-        if declared is None and request.method in ("POST", "PUT", "PATCH"):
-            body = await request.body()  # chunked: read, and refuse once over the limit
-            if len(body) > limit:
-                return AsciiJSONResponse(
-                    {"detail": f"request body over the limit of {limit} bytes"}, status_code=413
-                )
-        return await call_next(request)
 
     @app.middleware("http")
     async def count_requests(
