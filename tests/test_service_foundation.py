@@ -154,3 +154,13 @@ def test_configuration_from_a_file_and_the_environment(tmp_path: Path) -> None:
         ServiceConfig.load(config_file, {})
     assert "a-key-given-as-a-string" not in str(info.value)
     assert os.fspath(config_file) in str(info.value)
+
+
+def test_the_configuration_shows_no_key_and_no_password_and_absolute_paths() -> None:
+    key = new_key()
+    env = {"SKYMIX_SECRET_KEY": key, "SKYMIX_DATABASE_URL": "postgresql://u:pw-Secret9@h/db"}
+    config = ServiceConfig.load(environ=env, data_dir=Path("rel/data"))
+    shown = repr(config) + str(config)
+    assert key not in shown and "pw-Secret9" not in shown and "<1 keys>" in shown
+    assert config.data_dir == Path.cwd() / "rel" / "data"
+    assert ServiceConfig.load(environ={}).data_dir == Path.cwd() / "skymix-data"

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
 
 from ..errors import OptionsError
 from ..jsondoc import JsonDocument, validation_problems
@@ -41,7 +42,9 @@ class ServiceConfig(JsonDocument):
 
     model_config = ConfigDict(title="skymix service configuration")
 
-    data_dir: Path = Field(default=Path("skymix-data"), description="recordings, keys, SQLite")
+    data_dir: Path = Field(
+        default=Path("skymix-data"), validate_default=True, description="recordings, keys, SQLite"
+    )
     database_url: str | None = Field(
         default=None,
         description="sqlite:///PATH or postgresql://...; default: SQLite in the data folder",
@@ -60,6 +63,23 @@ class ServiceConfig(JsonDocument):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     backup_dir: Path | None = None
     auth_failures_per_minute: int = Field(default=20, ge=1)
+
+    @field_validator("data_dir", "secret_key_file", "backup_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Folders and files as absolute paths: a job worker started elsewhere (a Dask worker
+        in another folder) must find the same ones."""
+        return None if value is None else value.expanduser().absolute()
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The fields, keys counted and the database's password hidden, never shown."""
+        for name, value in super().__repr_args__():
+            if name == "secret_keys":
+                yield name, f"<{len(value)} keys>"
+            elif name == "database_url" and value is not None:
+                yield name, make_url(value).render_as_string(hide_password=True)
+            else:
+                yield name, value
 
     @field_validator("database_url")
     @classmethod
