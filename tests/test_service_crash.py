@@ -122,6 +122,18 @@ def start_job(
     return key, answer.json()["id"]
 
 
+def job_of(service: Service, rid: str) -> tuple[str, int]:
+    """The job's status and attempts, read from the database."""
+    state = ServiceState.open(ServiceConfig.load(environ=service.environment()), migrate=False)
+    try:
+        with state.db.session() as session:
+            job = session.get(Job, rid)
+            assert job is not None
+            return job.status, job.attempts
+    finally:
+        state.close()
+
+
 def service_for(tmp_path: Path, database_url: str) -> Service:
     return Service(tmp_path / "data", database_url, env={"SKYMIX_ALLOW_PRIVATE_NOTIFY": "1"})
 
@@ -136,12 +148,51 @@ def test_killed_while_mixing(
         wait_for(service, rid, lambda events: "mixing" in kinds(events))
         kill_service(service, rid, graceful)
         assert "mixed" not in kinds(log_events(service, rid))
+        # a run the service's own stop cut short is not one of the job's attempts; a crash's is
+        assert job_of(service, rid) == (("queued", 0) if graceful else ("running", 1))
         recording = finish(service, key, rid)
+        assert job_of(service, rid) == ("done", 1 if graceful else 2)
     finally:
         service.stop()
     assert recording["state"] == "LINK" and len(recording["report"]["participants"]) == 2
     assert kinds(log_events(service, rid)).count("mixing") == 2
     check_delivered_once(service, seaweed, f"crash-mix-{graceful}", rid, hooks.ids)
+
+
+def test_a_dead_worker_costs_only_its_own_job(
+    seaweed: SeaweedS3, hooks: Hooks, tmp_path: Path
+) -> None:
+    """Two jobs mixing side by side; one's worker is SIGKILLed (as the kernel's OOM killer
+    would): that job runs again, the other finishes on its first attempt."""
+    service = service_for(tmp_path, f"sqlite:///{tmp_path / 'skymix.db'}")
+    service.env["SKYMIX_WORKERS"] = "2"
+    service.data_dir.mkdir(parents=True, exist_ok=True)
+    key = service.create_app("acme")
+    prefix = f"crash-oom-{tmp_path.name}"
+    store_settings(service, "acme", settings_doc("acme", seaweed, prefix, hooks.url))
+    bodies = [
+        synth_room(service, "victim", seed=7, seconds=3.0) | {"room": "victim"},
+        synth_room(service, "survivor", seed=8, seconds=8.0) | {"room": "survivor"},
+    ]
+    try:
+        service.start()
+        with service.client(key) as client:
+            victim, survivor = [
+                client.post("/rest/recordings", json=b).json()["id"] for b in bodies
+            ]
+            for rid in (victim, survivor):
+                wait_for(service, rid, lambda events: "mixing" in kinds(events))
+            assert "mixed" not in kinds(log_events(service, survivor))
+            (attempt,) = [e for e in log_events(service, victim) if e["event"] == "job_attempt"]
+            os.kill(int(attempt["owner"].rpartition("/")[2]), signal.SIGKILL)
+            for rid in (survivor, victim):
+                assert follow(client, rid)[-1]["state"] == "LINK"
+    finally:
+        service.stop()
+    assert kinds(log_events(service, survivor)).count("job_attempt") == 1
+    assert kinds(log_events(service, victim)).count("job_attempt") == 2
+    assert job_of(service, survivor) == ("done", 1) and job_of(service, victim) == ("done", 2)
+    assert "Traceback" not in service.log()
 
 
 def test_killed_while_uploading(

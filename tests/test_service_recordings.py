@@ -22,6 +22,7 @@ import av
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import select, text
 
 from deliver_tools import HOOK_SECRET, Hooks, Inbox, free_port
 from postgres import Postgres
@@ -31,7 +32,7 @@ from skymix.deliver.settings import RecordingSettings
 from skymix.deliver.states import EVENT_LOG_NAME, Recording
 from skymix.service.config import ServiceConfig
 from skymix.service.jobs import MAX_ATTEMPTS, run_job
-from skymix.service.models import App, AppSettings, Job, RecordingRow, utcnow
+from skymix.service.models import App, AppSettings, Job, OutboxItem, RecordingRow, utcnow
 from skymix.service.state import ServiceState
 from skymix.synth import preset, synthesize
 
@@ -95,13 +96,20 @@ def put_settings(client: httpx.Client, doc: dict[str, Any]) -> None:
     assert answer.json()["verified"] is True
 
 
-def synth_room(service: Service, name: str, seed: int, seconds: float = 2.0) -> dict[str, Any]:
-    """A synthesized two-person capture copied under the service's captures folder; the
+def synth_room(
+    service: Service, name: str, seed: int, seconds: float = 2.0, app_id: str = "acme"
+) -> dict[str, Any]:
+    """A synthesized two-person capture copied under the application's captures folder; the
     request body naming it."""
-    made = synthesize(
-        preset(2, seconds), seconds, service.data_dir.parent / f"synth-{name}", seed=seed
-    )
-    folder = service.data_dir / "captures" / name
+    return synth_into(service.data_dir, name, seed, seconds, app_id)
+
+
+def synth_into(
+    data_dir: Path, name: str, seed: int, seconds: float = 2.0, app_id: str = "acme"
+) -> dict[str, Any]:
+    """``synth_room`` for the data folder ``data_dir``."""
+    made = synthesize(preset(2, seconds), seconds, data_dir.parent / f"synth-{name}", seed=seed)
+    folder = data_dir / "captures" / app_id / name
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(made.pcap, folder / made.pcap.name)
     for sdp in made.sdps:
@@ -197,7 +205,9 @@ def live(
         assert secret not in log
 
 
-def test_a_job_runs_to_link_over_the_api(live: Live, seaweed: SeaweedS3, hooks: Hooks) -> None:
+def test_a_job_runs_to_link_over_the_api(
+    live: Live, seaweed: SeaweedS3, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
     service = live.service
     body = synth_room(service, "standup", seed=3) | {"room": "standup"}
     with service.client(live.acme) as client:
@@ -243,7 +253,9 @@ def test_a_job_runs_to_link_over_the_api(live: Live, seaweed: SeaweedS3, hooks: 
         if to == ["ops@acme.test"] and (part := mail.get_body(("plain",))) is not None
     ]
     assert rid in text and got["url"] in text
-    # run twice, finished once: a done job is skipped; one queued again does nothing new
+    # run twice, finished once: a done job is skipped; one queued again does nothing new (run
+    # here as the service's workers run it: with its environment's SKYMIX_ALLOW_PRIVATE_NOTIFY)
+    monkeypatch.setenv("SKYMIX_ALLOW_PRIVATE_NOTIFY", "1")
     config_json = ServiceConfig.load(environ=service.environment()).model_dump_json()
     before = log.read_text()
     assert run_job(config_json, rid) == "skipped"
@@ -278,7 +290,7 @@ def test_captures_are_read_from_an_s3_prefix_with_the_apps_keys(
 ) -> None:
     service = live.service
     body = synth_room(service, "from-s3", seed=4)
-    folder = service.data_dir / "captures"
+    folder = service.data_dir / "captures" / "acme"
     client = seaweed.client()
     prefix = f"inputs/{service.data_dir.parent.name}"
     for name in body["captures"] + body["sdp"]:
@@ -305,7 +317,7 @@ def test_a_capture_that_cannot_be_mixed_is_announced_in_error(
     live: Live, seaweed: SeaweedS3, hooks: Hooks
 ) -> None:
     service = live.service
-    bad = service.data_dir / "captures" / "unmixable.pcap"
+    bad = service.data_dir / "captures" / "acme" / "unmixable.pcap"
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
     with service.client(live.acme) as client:
@@ -317,6 +329,10 @@ def test_a_capture_that_cannot_be_mixed_is_announced_in_error(
         got = client.get(f"/rest/recordings/{rid}").json()
     assert states[-1]["state"] == "ERROR" and states[-1]["error"]["code"]
     assert got["room"] == "unmixable" and got["error"] == states[-1]["error"]
+    # the file is named relative to the data folder, never by the service's own path
+    message = got["error"]["message"]
+    assert "captures/acme/unmixable.pcap" in message, message
+    assert str(service.data_dir) not in message and str(service.data_dir.resolve()) not in message
     assert got["url"] is None and got["report"] is None
     deadline = time.monotonic() + 30
     while not hooks.ids:
@@ -330,7 +346,7 @@ def test_a_capture_that_cannot_be_mixed_is_announced_in_error(
 def test_recordings_are_paged_newest_first_and_filtered(live: Live, seaweed: SeaweedS3) -> None:
     service = live.service
     store_settings(service, "other", settings_doc("other", seaweed, "paging"))
-    broken = service.data_dir / "captures" / "broken.pcap"
+    broken = service.data_dir / "captures" / "other" / "broken.pcap"
     broken.parent.mkdir(parents=True, exist_ok=True)
     broken.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
     made = []
@@ -381,13 +397,24 @@ def test_paths_out_of_the_captures_folder_are_refused(live: Live, tmp_path: Path
     service = live.service
     secret_file = tmp_path / "secret.pcap"
     secret_file.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
-    captures = service.data_dir / "captures"
+    captures = service.data_dir / "captures" / "other"
     captures.mkdir(parents=True, exist_ok=True)
     link = captures / "escape.pcap"
     if not link.is_symlink():
         link.symlink_to(secret_file)
+    # another application's captures: neither read nor told apart from missing files
+    theirs = service.data_dir / "captures" / "acme" / "private" / "theirs.pcap"
+    theirs.parent.mkdir(parents=True, exist_ok=True)
+    theirs.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 20)
+    peek = captures / "peek.pcap"
+    if not peek.is_symlink():
+        peek.symlink_to(theirs)
     outside = service.data_dir / "skymix.db"
     bad = [
+        ({"captures": ["private/theirs.pcap"]}, ["body", "captures", 0]),
+        ({"captures": ["acme/private/theirs.pcap"]}, ["body", "captures", 0]),
+        ({"captures": ["../acme/private/theirs.pcap"]}, ["body", "captures", 0]),
+        ({"captures": ["peek.pcap"]}, ["body", "captures", 0]),
         ({"captures": ["../skymix.db"]}, ["body", "captures", 0]),
         ({"captures": [str(outside)]}, ["body", "captures", 0]),
         ({"captures": ["a\x00b.pcap"]}, ["body", "captures", 0]),
@@ -418,6 +445,10 @@ def test_paths_out_of_the_captures_folder_are_refused(live: Live, tmp_path: Path
             if loc is not None:
                 assert detail["loc"] == loc, (body, detail)
             assert detail["loc"][:2] != ["body", None]
+        # acme's file is as missing to other as a file nobody has
+        for name in ("private/theirs.pcap", "private/nobody.pcap"):
+            answer = client.post("/rest/recordings", json={"captures": [name]})
+            assert answer.json()["detail"][0]["msg"] == f"no such capture file: {name}"
         for path in ("/rest/recordings/..%2Fetc", "/rest/recordings/a%00b/events"):
             assert client.get(path).status_code in (404, 422)
         assert client.get("/rest/recordings", params={"room": "a\x00"}).status_code == 422
@@ -428,16 +459,19 @@ def test_paths_out_of_the_captures_folder_are_refused(live: Live, tmp_path: Path
 def test_a_job_needs_settings(live: Live) -> None:
     service = live.service
     key = service.create_app("bare")
-    (service.data_dir / "captures").mkdir(parents=True, exist_ok=True)
-    (service.data_dir / "captures" / "empty.pcap").write_bytes(b"")
+    (service.data_dir / "captures" / "bare").mkdir(parents=True, exist_ok=True)
+    (service.data_dir / "captures" / "bare" / "empty.pcap").write_bytes(b"")
     with service.client(key) as client:
         answer = client.post("/rest/recordings", json={"captures": ["empty.pcap"]})
         assert answer.status_code == 409
         assert client.get("/rest/recordings").json()["items"] == []
 
 
-def _job_state(tmp_path: Path, database_url: str) -> ServiceState:
-    """A migrated database and data folder with app acme (no storage: nothing to upload)."""
+def _job_state(
+    tmp_path: Path, database_url: str, settings: dict[str, Any] | None = None
+) -> ServiceState:
+    """A migrated database and data folder with app acme and its ``settings`` (by default no
+    storage: nothing to upload)."""
     config = ServiceConfig.load(
         environ={"SKYMIX_DATA_DIR": str(tmp_path / "data"), "SKYMIX_DATABASE_URL": database_url}
     )
@@ -448,7 +482,7 @@ def _job_state(tmp_path: Path, database_url: str) -> ServiceState:
         session.add(
             AppSettings(
                 app_id="acme",
-                document_enc=state.box.encrypt(json.dumps({"app_id": "acme"})),
+                document_enc=state.box.encrypt(json.dumps(settings or {"app_id": "acme"})),
                 recording_enabled=True,
             )
         )
@@ -531,3 +565,181 @@ def test_a_room_named_like_a_path_stays_under_the_prefix(live: Live, seaweed: Se
     folder = service.data_dir / "recordings" / "acme" / rid
     assert (folder / "events.jsonl").is_file()
     assert folder.resolve().is_relative_to(service.data_dir.resolve())
+
+
+def _recording(state: ServiceState, rid: str, spec: dict[str, Any], **job: Any) -> Path:
+    """A recording of acme in STOP as the API makes it, its job queued; its event log."""
+    folder = state.config.recordings_dir / "acme" / rid
+    folder.mkdir(parents=True)
+    recording = Recording.create(folder / EVENT_LOG_NAME, "acme", "r", rid)
+    recording.start()
+    recording.stop()
+    with state.db.session() as session:
+        session.add(
+            RecordingRow(
+                id=rid,
+                app_id="acme",
+                room="r",
+                kind="capture",
+                state="STOP",
+                spec={"options": OPTIONS} | spec,
+                work_dir=str(folder),
+            )
+        )
+        session.flush()
+        session.add(Job(recording_id=rid, **({"status": "queued"} | job)))
+    return folder / EVENT_LOG_NAME
+
+
+def _rows(state: ServiceState, rid: str) -> tuple[RecordingRow, Job, list[OutboxItem]]:
+    with state.db.session() as session:
+        row, job = session.get(RecordingRow, rid), session.get(Job, rid)
+        items = list(session.scalars(select(OutboxItem).where(OutboxItem.recording_id == rid)))
+    assert row is not None and job is not None
+    return row, job, items
+
+
+def _kinds(log: Path) -> list[str]:
+    return [json.loads(line)["event"] for line in log.read_text().splitlines()]
+
+
+#: A write to a recording's row once it is in LINK fails, as when the database restarts.
+_FAIL_AFTER_LINK = {
+    "sqlite": [
+        "CREATE TRIGGER fail_after_link BEFORE UPDATE ON recordings WHEN OLD.state = 'LINK' "
+        "BEGIN SELECT RAISE(ABORT, 'the database is restarting'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_after_link() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'the database is restarting'; END $$",
+        "CREATE TRIGGER fail_after_link BEFORE UPDATE ON recordings FOR EACH ROW "
+        "WHEN (OLD.state = 'LINK') EXECUTE FUNCTION fail_after_link()",
+    ],
+}
+_DROP = {
+    "sqlite": "DROP TRIGGER fail_after_link",
+    "postgresql": "DROP TRIGGER fail_after_link ON recordings",
+}
+
+
+def test_a_database_error_after_link_queues_the_job_again_and_fills_the_outbox(
+    database_url: str, seaweed: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails after LINK (a trigger refuses the row's last write): the recording
+    stays in LINK, the notification that failed in the job is in the outbox all the same, the
+    job is queued again without a lease; run again, it is done without mixing or uploading
+    again."""
+    monkeypatch.setenv("SKYMIX_ALLOW_PRIVATE_NOTIFY", "1")
+    monkeypatch.setenv("SKYMIX_WEBHOOK_MAX_TRIES", "1")
+    nobody = f"http://127.0.0.1:{free_port()}/hooks"
+    doc = settings_doc("acme", seaweed, f"transient-{tmp_path.name}", nobody)
+    state = _job_state(
+        tmp_path, database_url, RecordingSettings.from_json(doc).to_json(reveal=True)
+    )
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    config_json = state.config.model_dump_json()
+    try:
+        log = _recording(state, "afterlink", synth_into(state.config.data_dir, "t", seed=6))
+        with state.db.session() as session:
+            for statement in _FAIL_AFTER_LINK[dialect]:
+                session.execute(text(statement))
+        assert run_job(config_json, "afterlink") == "queued"
+        row, job, items = _rows(state, "afterlink")
+        assert row.state == "LINK" and row.error_code is None and row.url
+        assert job.status == "queued" and job.lease_owner is None and job.attempts == 1
+        assert job.last_error is not None and "restarting" not in job.last_error
+        assert [(i.channel, i.status) for i in items] == [("webhook", "pending")]
+        with state.db.session() as session:
+            session.execute(text(_DROP[dialect]))
+        assert run_job(config_json, "afterlink") == "done"
+        row, job, items = _rows(state, "afterlink")
+        assert row.state == "LINK" and job.status == "done" and job.attempts == 2
+        assert len(items) == 1
+        kinds = _kinds(log)
+        assert kinds.count("mixing") == 1 and kinds.count("upload") == 1
+    finally:
+        state.close()
+
+
+def test_an_unreachable_store_queues_the_job_again(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The S3 store of the inputs does not answer: not the input's fault, so the recording
+    does not fail; the job is queued again for the watcher."""
+    monkeypatch.setenv("SKYMIX_ALLOW_PRIVATE_NOTIFY", "1")
+    settings = {
+        "app_id": "acme",
+        "storage": {
+            "arn": "arn:aws:s3:us-east-1::bucket/p/",
+            "access_key_id": "AKIDEXAMPLE",
+            "secret_access_key": "not-a-real-secret-0123456789",
+            "endpoint_url": f"http://127.0.0.1:{free_port()}",
+        },
+    }
+    state = _job_state(tmp_path, database_url, settings)
+    try:
+        spec = {"captures": ["a.pcap"], "s3_prefix": "s3://bucket/in"}
+        log = _recording(state, "nostore", spec)
+        assert run_job(state.config.model_dump_json(), "nostore") == "queued"
+        row, job, items = _rows(state, "nostore")
+        assert row.state == "STOP" and row.error_code is None
+        assert job.status == "queued" and job.lease_owner is None and job.attempts == 1
+        assert job.last_error is not None and "delivery_failed" in job.last_error
+        assert items == [] and _kinds(log).count("state") == 2
+    finally:
+        state.close()
+
+
+def test_a_job_given_up_announces_its_error(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job run MAX_ATTEMPTS times goes to ERROR, naming the last error, and its ERROR is in
+    the outbox for the webhook."""
+    monkeypatch.setenv("SKYMIX_ALLOW_PRIVATE_NOTIFY", "1")
+    hook = f"http://127.0.0.1:{free_port()}/hooks"
+    settings = {
+        "app_id": "acme",
+        "notifications": {"enabled": True, "url": hook, "secret": HOOK_SECRET},
+    }
+    state = _job_state(tmp_path, database_url, settings)
+    try:
+        _recording(
+            state,
+            "tired",
+            {"captures": ["a.pcap"]},
+            status="queued",
+            attempts=MAX_ATTEMPTS,
+            last_error="delivery_failed: the store did not answer",
+        )
+        assert run_job(state.config.model_dump_json(), "tired") == "failed"
+        row, job, items = _rows(state, "tired")
+        assert [(i.channel, i.status) for i in items] == [("webhook", "pending")]
+        assert row.state == "ERROR" and row.error_message is not None
+        assert "given up" in row.error_message and "did not answer" in row.error_message
+    finally:
+        state.close()
+
+
+def test_a_store_whose_name_now_resolves_to_this_host_is_refused(
+    database_url: str, seaweed: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings' S3 endpoint is checked again when the job runs (DNS may have changed):
+    localhost is refused unless the operator allows private addresses, and the ERROR names
+    the setting; nothing is uploaded."""
+    monkeypatch.delenv("SKYMIX_ALLOW_PRIVATE_NOTIFY", raising=False)
+    prefix = f"rebound-{tmp_path.name}"
+    doc = settings_doc("acme", seaweed, prefix)
+    doc["storage"]["endpoint_url"] = seaweed.endpoint_url.replace("127.0.0.1", "localhost")
+    settings = RecordingSettings.from_json(doc).to_json(reveal=True)
+    state = _job_state(tmp_path, database_url, settings)
+    try:
+        _recording(state, "rebound", synth_into(state.config.data_dir, "rb", seed=2, seconds=1.0))
+        assert run_job(state.config.model_dump_json(), "rebound") == "failed"
+        row, job, _ = _rows(state, "rebound")
+        assert row.state == "ERROR" and row.error_code == "options_invalid"
+        assert row.error_message is not None and "storage.endpoint_url" in row.error_message
+        assert "refused" in row.error_message and job.status == "failed"
+        listed = seaweed.client().list_objects_v2(Bucket=seaweed.bucket, Prefix=f"{prefix}/")
+        assert listed.get("Contents", []) == []
+    finally:
+        state.close()

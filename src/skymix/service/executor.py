@@ -2,10 +2,12 @@
 memory cannot take the API down.
 
 ``Executor`` is the small interface every place to run jobs implements: ``submit`` a recording
-id, the ids ``in_flight``, ``close``. ``LocalExecutor`` is a process pool on this machine (spawn
-context, ``config.workers`` processes); each worker dies with the service (it watches its
-parent), so a killed service leaves no worker finishing a job the restarted one runs again.
-The job itself is ``jobs.run_job(config_json, recording_id)``: plain, picklable arguments.
+id, the ids ``in_flight``, ``close``. ``LocalExecutor`` runs each job in its own spawned process
+on this machine, at most ``config.workers`` at once: a job whose process dies (out of memory, a
+native crash) costs that job one attempt and no other job anything (a shared process pool breaks
+as a whole when one of its workers dies). Each process dies with the service (it watches its
+parent), so a killed service leaves no worker finishing a job the restarted one runs again. The
+job itself is ``jobs.run_job(config_json, recording_id)``: plain, picklable arguments.
 
 ``JobWatcher`` is the service's thread that keeps the jobs moving: at start and every second it
 submits the jobs that are queued, and those running under a lease that expired or whose worker
@@ -17,16 +19,20 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
+import socket
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from importlib import import_module
+from collections import deque
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from .config import ServiceConfig
+from .db import Database
 from .jobs import claimable, run_job
 from .models import Job, utcnow
 from .state import ServiceState
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: How often the watcher looks for jobs to run.
 WATCH_S = 1.0
+#: How long ``LocalExecutor.close`` waits for the workers it stopped to end.
+STOP_WAIT_S = 5.0
 
 
 class Executor(Protocol):
@@ -64,68 +72,153 @@ def _watch_parent(parent: int, level: int) -> None:
     threading.Thread(target=watch, name="skymix-parent-watch", daemon=True).start()
 
 
-def _warm() -> None:
-    """Import what a job needs, so that the first job does not wait for it."""
-    import_module("skymix.job")
+def _worker(config_json: str, recording_id: str, parent: int, level: int) -> None:
+    """A job's process: the job, its failure logged in a line (the job's own log says more).
+    Ctrl-C in the service's terminal reaches the whole process group: the worker leaves it to
+    the service, which stops it (``LocalExecutor.close``) knowing the run was cut short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_parent(parent, level)
+    try:
+        run_job(config_json, recording_id)
+    except Exception as exc:  # noqa: BLE001 - the watcher runs the job again
+        log.warning("recording %s: the job's worker failed: %s", recording_id, exc)
+        raise SystemExit(1) from None
 
 
 class LocalExecutor:
-    """A process pool of ``config.workers`` spawned processes; remade if a worker dies."""
+    """Each job in its own spawned process, ``config.workers`` at most at once; the others
+    wait their turn in the order they came."""
 
     def __init__(self, config: ServiceConfig) -> None:
+        self._config = config
         self._config_json = config.model_dump_json()
         self._workers = config.workers
+        self._context = multiprocessing.get_context("spawn")
+        self._level = logging.getLogger().getEffectiveLevel()
         self._lock = threading.Lock()
-        self._running: set[str] = set()
-        self._pool = self._new_pool()
-        self._pool.submit(_warm)
+        self._waiting: deque[str] = deque()
+        self._running: dict[str, BaseProcess] = {}
+        self._closed = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._dispatch, name="skymix-workers", daemon=True)
+        self._thread.start()
 
     def __repr__(self) -> str:
         return f"LocalExecutor(workers={self._workers})"
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_watch_parent,
-            initargs=(os.getpid(), logging.getLogger().getEffectiveLevel()),
-        )
-
     def submit(self, recording_id: str) -> None:
         with self._lock:
-            if recording_id in self._running:
+            if self._closed or recording_id in self._running or recording_id in self._waiting:
                 return
-            try:
-                future = self._pool.submit(run_job, self._config_json, recording_id)
-            except BrokenProcessPool:
-                log.warning("a job worker died: starting a new pool")
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
-                future = self._pool.submit(run_job, self._config_json, recording_id)
-            self._running.add(recording_id)
-        future.add_done_callback(lambda done: self._done(recording_id, done))
+            self._waiting.append(recording_id)
+        self._wake()
 
-    def _done(self, recording_id: str, future: Future[str]) -> None:
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # closed: the dispatcher is gone
+            pass
+
+    def _dispatch(self) -> None:
+        """Start waiting jobs while there is room; reap the processes that end."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                while self._waiting and len(self._running) < self._workers:
+                    recording_id = self._waiting.popleft()
+                    self._running[recording_id] = self._start(recording_id)
+                sentinels = {p.sentinel: rid for rid, p in self._running.items()}
+            ready = wait([self._wake_r, *sentinels])
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            for sentinel in ready:
+                if sentinel in sentinels:
+                    self._reap(sentinels[sentinel])
+
+    def _start(self, recording_id: str) -> BaseProcess:
+        process = self._context.Process(
+            target=_worker,
+            args=(self._config_json, recording_id, os.getpid(), self._level),
+            name=f"skymix-job-{recording_id}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def _reap(self, recording_id: str) -> None:
         with self._lock:
-            self._running.discard(recording_id)
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            log.warning("recording %s: the job's worker failed: %s", recording_id, error)
+            if self._closed:
+                return
+            process = self._running.pop(recording_id)
+        process.join()
+        if process.exitcode not in (0, 1):  # 1: the job's failure, logged by the worker
+            log.warning(
+                "recording %s: the job's worker died (exit code %s)",
+                recording_id,
+                process.exitcode,
+            )
+        process.close()
 
     def in_flight(self) -> frozenset[str]:
         with self._lock:
-            return frozenset(self._running)
+            return frozenset(self._running) | frozenset(self._waiting)
 
     def close(self) -> None:
         """Stop the workers now (SIGTERM): a running job is run again at the next start, from
-        what its event log says, rather than holding the service's exit for its whole length."""
-        workers = list((getattr(self._pool, "_processes", None) or {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
+        what its event log says, rather than holding the service's exit for its whole length.
+        A run this cut short does not count as one of the job's attempts."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._waiting.clear()
+            running = dict(self._running)
+            self._running.clear()
+        self._wake()
+        self._thread.join(STOP_WAIT_S)
+        os.close(self._wake_w)
+        os.close(self._wake_r)
+        for process in running.values():
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + STOP_WAIT_S
+        stopped = {}
+        for recording_id, process in running.items():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode == -signal.SIGTERM and process.pid is not None:
+                stopped[recording_id] = process.pid
+        if stopped:
+            self._uncount(stopped)
+
+    def _uncount(self, stopped: dict[str, int]) -> None:
+        """Give back the attempt of each job whose worker the stop ended (its lease still held
+        by that worker, running): the job is queued for the next start."""
+        host = socket.gethostname()
+        database = Database(self._config.database)
+        try:
+            for recording_id, pid in stopped.items():
+                with database.session() as session:
+                    session.execute(
+                        update(Job)
+                        .where(
+                            Job.recording_id == recording_id,
+                            Job.status == "running",
+                            Job.lease_owner == f"{host}/{pid}",
+                            Job.attempts > 0,
+                        )
+                        .values(
+                            status="queued",
+                            lease_owner=None,
+                            lease_until=None,
+                            attempts=Job.attempts - 1,
+                            updated_at=utcnow(),
+                        )
+                    )
+        except SQLAlchemyError:
+            log.warning("the attempts of the jobs the stop cut short could not be given back")
+        finally:
+            database.close()
 
 
 class JobWatcher:

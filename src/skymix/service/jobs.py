@@ -11,7 +11,14 @@ as it happens. Running it twice finishes it once: the lease is taken with a comp
 finished job is left alone.
 
 A notification that failed its in-job tries goes to the outbox (``outbox.py``) for retries
-across restarts.
+across restarts; the outbox is filled even when something after LINK fails.
+
+Only an error about the input (a ``SkymixError`` that is not a delivery or ``OSError`` one: a
+capture that cannot be mixed, options, an S3 endpoint the guard refuses) fails the recording. A
+transient one (``SQLAlchemyError``: the database locked or restarting; ``OSError``, delivery
+errors included) puts the job back in the queue for the watcher to run again; after
+MAX_ATTEMPTS runs it is given up in ERROR, announced. The captures are an application's own:
+``DATA_DIR/captures/<app_id>/``. Error messages name files relative to the data folder.
 """
 
 from __future__ import annotations
@@ -25,12 +32,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..deliver.chain import DeliveryOptions, deliver_recording, notification_channels
 from ..deliver.settings import RecordingSettings
 from ..deliver.states import EVENT_LOG_NAME, ErrorReason, Recording, RecordingState
+from ..deliver.webhook import check_notify_host
 from ..errors import DeliveryError, OptionsError, SkymixError
 from ..options import MixOptions
 from ..report import MixReport
@@ -42,12 +52,14 @@ __all__ = [
     "LEASE_S",
     "MAX_ATTEMPTS",
     "CaptureSpec",
+    "captures_root",
     "claimable",
     "lease_owner",
     "load_settings",
     "relative_name",
     "resolve_inside",
     "run_job",
+    "transient",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +108,19 @@ def claimable(job: Job, now: datetime) -> bool:
     return job.lease_owner is not None and _owner_alive(job.lease_owner) is False
 
 
+def captures_root(config: ServiceConfig, app_id: str) -> Path:
+    """The folder an application's local captures are named relative to: its own, so that no
+    application reads (or probes for) another's files."""
+    return config.data_dir / "captures" / app_id
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an error may go away when the job runs again (the database locked or
+    restarting, a file system or network error, a delivery that failed), rather than being
+    about the input."""
+    return isinstance(exc, (SQLAlchemyError, OSError))
+
+
 def relative_name(name: str, field: str) -> Path:
     """``name`` as a relative path; OptionsError naming ``field`` when it is empty, holds a NUL,
     is absolute or climbs with ``..``."""
@@ -131,8 +156,8 @@ def resolve_inside(root: Path, name: str, field: str) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class CaptureSpec:
-    """What a recording job mixes: capture files and their SDPs or manifest, named relative to
-    the service's captures folder or to an S3 prefix (read with the application's keys)."""
+    """What a recording job mixes: capture files and their SDPs or manifest, named relative to the
+    application's captures folder or to an S3 prefix (read with the application's keys)."""
 
     captures: tuple[str, ...]
     sdp: tuple[str, ...]
@@ -335,12 +360,44 @@ def _fetch_inputs(
             client.download_file(source.bucket, key, str(partial))
         except Exception as exc:  # noqa: BLE001 - boto3's errors, named without secrets
             partial.unlink(missing_ok=True)
+            if _missing(exc):
+                raise OptionsError(
+                    f"no such capture file: s3://{source.bucket}/{key}", field=field
+                ) from None
             raise DeliveryError(
                 f"{field}: cannot read s3://{source.bucket}/{key}: {type(exc).__name__}"
             ) from None
         partial.replace(target)
     recording.append("inputs_fetched", count=len(spec.names()))
     return inputs
+
+
+def _missing(exc: Exception) -> bool:
+    """Whether a boto3 error says the object (or its bucket) does not exist."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NoSuchBucket")
+
+
+def _check_endpoints(settings: RecordingSettings, options: DeliveryOptions) -> None:
+    """OptionsError naming the setting when the host of an S3 endpoint the job would talk to
+    resolves to an address the notification guard refuses (loopback, private, link-local such
+    as 169.254.169.254): DNS may have changed since the settings were stored. The operator's
+    SKYMIX_ALLOW_PRIVATE_NOTIFY lets any host through, as the settings API does."""
+    storage = settings.storage
+    if storage is None:
+        return
+    named = [("storage.endpoint_url", storage.endpoint_url)]
+    if storage.backup is not None:
+        named.append(("storage.backup.endpoint_url", storage.backup.endpoint_url))
+    for field, url in named:
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            check_notify_host(parts.hostname or "", port, allow_private=options.allow_private)
+        except (OptionsError, ValueError) as exc:
+            raise OptionsError(f"refused: {exc}", field=field) from None
 
 
 def _mix(
@@ -372,8 +429,8 @@ def _mix(
 
 def run_job(config_json: str, recording_id: str) -> str:
     """Run (or finish) the job of ``recording_id`` in this process: what the worker pool and a
-    Dask worker call. Returns the job's status: "done", "failed", or "skipped" (finished
-    already, or another worker holds it)."""
+    Dask worker call. Returns the job's status: "done", "failed", "queued" (a transient error:
+    to be run again), or "skipped" (finished already, or another worker holds it)."""
     config = ServiceConfig.model_validate_json(config_json)
     state = ServiceState.open(config, migrate=False)
     try:
@@ -390,13 +447,15 @@ def _run(state: ServiceState, recording_id: str) -> str:
         return "skipped"
     with state.db.session() as session:
         row = session.get(RecordingRow, recording_id)
-        assert row is not None  # the job's foreign key
+        job = session.get(Job, recording_id)
+        assert row is not None and job is not None  # the job's foreign key
         app_id, folder = row.app_id, Path(row.work_dir)
         spec = CaptureSpec.from_json(row.spec)
+        last_error = job.last_error
     try:
         recording = Recording.load(folder / EVENT_LOG_NAME)
     except SkymixError as exc:  # the working folder is gone or its log unreadable
-        reason = ErrorReason.from_exception(exc)
+        reason = _reason(state.config, exc)
         log.error("recording %s: %s", recording_id, reason)
         _set_row_error(state, recording_id, reason)
         _finish_job(state, recording_id, owner, "failed", str(reason))
@@ -405,17 +464,17 @@ def _run(state: ServiceState, recording_id: str) -> str:
     recording.append("job_attempt", attempt=attempt, owner=owner)
     log.info("recording %s: job attempt %d", recording_id, attempt)
     if attempt > MAX_ATTEMPTS:
-        if recording.state in (RecordingState.START, RecordingState.STOP):
-            recording.fail(DeliveryError(f"the job was cut short {MAX_ATTEMPTS} times; given up"))
-        status = "done" if recording.state is RecordingState.LINK else "failed"
-        _finish_job(state, recording_id, owner, status, "too many attempts")
-        return status
+        return _give_up(state, recording, app_id, owner, last_error)
     status, error = "done", None
     with _Lease(state, recording_id, owner):
         try:
             _work(state, spec, app_id, folder, recording)
-        except Exception as exc:  # noqa: BLE001 - the recording says why, the job is over
-            reason = ErrorReason.from_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - the recording says why, or the job runs again
+            reason = _reason(state.config, exc)
+            if transient(exc):
+                log.warning("recording %s: queued again after: %s", recording_id, reason)
+                _requeue(state, recording_id, owner, str(reason))
+                return "queued"
             if not isinstance(exc, SkymixError):
                 log.exception("recording %s: the job failed", recording_id)
             if recording.state in (RecordingState.START, RecordingState.STOP):
@@ -429,6 +488,64 @@ def _run(state: ServiceState, recording_id: str) -> str:
     return status
 
 
+def _reason(config: ServiceConfig, exc: BaseException) -> ErrorReason:
+    """The reason an error gives, the service's own paths in its message made relative to the
+    data folder (it goes into notifications and API answers)."""
+    reason = ErrorReason.from_exception(exc)
+    message = reason.message
+    roots = {str(config.data_dir), str(config.data_dir.resolve())}
+    for root in sorted(roots, key=len, reverse=True):
+        message = message.replace(root.rstrip(os.sep) + os.sep, "")
+    return ErrorReason(reason.code, message)
+
+
+def _requeue(state: ServiceState, recording_id: str, owner: str, error: str) -> None:
+    """The job back in the queue, without a lease, for the watcher to run again; when even
+    that cannot be written, the lease runs out (or its owner ends) and the job is run again."""
+    try:
+        with state.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.recording_id == recording_id, Job.lease_owner == owner)
+                .values(
+                    status="queued",
+                    lease_owner=None,
+                    lease_until=None,
+                    last_error=error,
+                    updated_at=utcnow(),
+                )
+            )
+    except SQLAlchemyError:
+        log.warning("recording %s: the job could not be queued again", recording_id)
+
+
+def _give_up(
+    state: ServiceState, recording: Recording, app_id: str, owner: str, last_error: str | None
+) -> str:
+    """A job run MAX_ATTEMPTS times already: its recording to ERROR (unless it reached LINK),
+    announced on the channels that have not heard of it."""
+    if recording.state in (RecordingState.START, RecordingState.STOP):
+        why = f"the job was cut short {MAX_ATTEMPTS} times; given up"
+        recording.fail(DeliveryError(why + (f" (last: {last_error})" if last_error else "")))
+    try:
+        _announce(state, recording, app_id)
+    except Exception:  # noqa: BLE001 - the job is over either way; the log says why
+        log.exception("recording %s: its end could not be announced", recording.id)
+    status = "done" if recording.state is RecordingState.LINK else "failed"
+    _finish_job(state, recording.id, owner, status, "too many attempts")
+    return status
+
+
+def _announce(state: ServiceState, recording: Recording, app_id: str) -> None:
+    """Outbox rows for what the recording's latest announcement has not delivered."""
+    from .outbox import enqueue_failed, enqueue_unsent
+
+    settings = load_settings(state, app_id)
+    channels = notification_channels(settings, delivery_options(state.config).smtp)
+    enqueue_failed(state, recording)
+    enqueue_unsent(state, recording, channels)
+
+
 def _work(
     state: ServiceState, spec: CaptureSpec, app_id: str, folder: Path, recording: Recording
 ) -> None:
@@ -438,37 +555,44 @@ def _work(
     settings = load_settings(state, app_id)
     options = delivery_options(state.config)
     channels = notification_channels(settings, options.smtp)
-    if recording.state is RecordingState.ERROR and recording.mixed_file is None:
-        enqueue_unsent(state, recording, channels)  # the mix failed: its ERROR is announced
-        return
-    report_file = folder / REPORT_NAME
-    report: MixReport | None
-    if recording.pending().mix:
-        try:
-            root = state.config.data_dir / "captures"
+    try:
+        if recording.state is RecordingState.ERROR and recording.mixed_file is None:
+            return  # the mix failed: its ERROR is announced (finally)
+        pending = recording.pending()
+        if pending.upload or (pending.mix and spec.s3_prefix is not None):
+            _check_endpoints(settings, options)  # before the job talks to the store
+        report_file = folder / REPORT_NAME
+        report: MixReport | None
+        if pending.mix:
+            root = captures_root(state.config, app_id)
             if spec.s3_prefix is not None:
                 root = _fetch_inputs(spec, settings, folder, recording)
             file, report = _mix(spec, root, folder, recording)
-        except Exception as exc:
-            recording.fail(exc)
+        else:
+            # what resume() does, on this Recording so that its subscriber sees every change
+            assert recording.mixed_file is not None
+            file = recording.mixed_file
+            copy = recording.backup_copy
+            if recording.upload is None and not file.is_file() and copy is not None:
+                file = copy.path
+            report = None
+            if report_file.is_file():
+                report = MixReport.from_json(report_file.read_bytes())
+            if recording.state is RecordingState.START:
+                recording.stop()
+            log.info("recording %s: resuming (%s)", recording.id, recording.pending())
+        if report is not None:
+            _store_summary(state, recording.id, report)
+        deliver_recording(file, settings, recording, report=report, options=options)
+        _sync_row(state, recording)
+    except Exception as exc:
+        if not transient(exc) and recording.state in (RecordingState.START, RecordingState.STOP):
+            recording.fail(_reason(state.config, exc))
+        raise
+    finally:
+        if recording.state is RecordingState.ERROR:
             enqueue_unsent(state, recording, channels)
-            raise
-    else:
-        # what resume() does, on this Recording so that its subscriber sees every change
-        assert recording.mixed_file is not None
-        file = recording.mixed_file
-        copy = recording.backup_copy
-        if recording.upload is None and not file.is_file() and copy is not None:
-            file = copy.path
-        report = MixReport.from_json(report_file.read_bytes()) if report_file.is_file() else None
-        if recording.state is RecordingState.START:
-            recording.stop()
-        log.info("recording %s: resuming (%s)", recording.id, recording.pending())
-    if report is not None:
-        _store_summary(state, recording.id, report)
-    deliver_recording(file, settings, recording, report=report, options=options)
-    _sync_row(state, recording)
-    enqueue_failed(state, recording)
+        enqueue_failed(state, recording)
 
 
 def _sync_row(state: ServiceState, recording: Recording) -> None:

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from ...deliver.states import EVENT_LOG_NAME, Recording, RecordingState, new_recording_id
 from ...errors import DescriptionError, OptionsError
 from ..auth import CurrentApp
-from ..jobs import CaptureSpec, relative_name, resolve_inside
+from ..jobs import CaptureSpec, captures_root, relative_name, resolve_inside
 from ..models import AppSettings, Job, RecordingRow, utcnow
 from ..state import ServiceState
 
@@ -66,9 +66,10 @@ StateName = Literal["START", "STOP", "LINK", "ERROR"]
 
 
 class RecordingRequest(BaseModel):
-    """A job on finished captures: files named relative to the service's ``captures`` folder
-    (or to ``s3_prefix``, read with the application's storage keys), their SDPs (one per
-    participant, in order) or a manifest, the room, and skymix mix options."""
+    """A job on finished captures: files named relative to the application's own captures
+    folder, ``captures/<app_id>/`` (or to ``s3_prefix``, read with the application's storage
+    keys), their SDPs (one per participant, in order) or a manifest, the room, and skymix mix
+    options."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -154,7 +155,7 @@ def _loc(field: str) -> list[str | int]:
     return parts
 
 
-def _spec_of(body: RecordingRequest, state: ServiceState) -> CaptureSpec:
+def _spec_of(body: RecordingRequest, state: ServiceState, app_id: str) -> CaptureSpec:
     try:
         json.dumps(body.model_dump(), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -173,7 +174,7 @@ def _spec_of(body: RecordingRequest, state: ServiceState) -> CaptureSpec:
         raise _invalid(_loc(prefix + field), _message(exc, field)) from None
     try:
         if body.s3_prefix is None:
-            root = state.config.data_dir / "captures"
+            root = captures_root(state.config, app_id)
             for field, name in spec.names():
                 resolve_inside(root, name, field)
         else:
@@ -224,7 +225,7 @@ def create_recording(
     """Start the mix-and-deliver job of finished captures; it is on record before the answer.
     The recording starts in STOP and goes to LINK or ERROR."""
     state = _state(request)
-    spec = _spec_of(body, state)
+    spec = _spec_of(body, state, app_id)
     with state.db.session() as session:
         settings = session.get(AppSettings, app_id)
         enabled = None if settings is None else settings.recording_enabled
