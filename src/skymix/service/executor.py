@@ -127,7 +127,12 @@ class LocalExecutor:
                     return
                 while self._waiting and len(self._running) < self._workers:
                     recording_id = self._waiting.popleft()
-                    self._running[recording_id] = self._start(recording_id)
+                    try:
+                        self._running[recording_id] = self._start(recording_id)
+                    except OSError as exc:  # no process to be had: the watcher submits it again
+                        log.warning(
+                            "recording %s: no worker could be started: %s", recording_id, exc
+                        )
                 sentinels = {p.sentinel: rid for rid, p in self._running.items()}
             ready = wait([self._wake_r, *sentinels])
             if self._wake_r in ready:
