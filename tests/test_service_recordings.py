@@ -599,6 +599,14 @@ def _rows(state: ServiceState, rid: str) -> tuple[RecordingRow, Job, list[Outbox
     return row, job, items
 
 
+def _due(state: ServiceState, rid: str) -> None:
+    """A job queued again after a transient error made due now (its wait over)."""
+    with state.db.session() as session:
+        job = session.get(Job, rid)
+        assert job is not None and job.status == "queued" and job.lease_until is not None
+        job.lease_until = None
+
+
 def _kinds(log: Path) -> list[str]:
     return [json.loads(line)["event"] for line in log.read_text().splitlines()]
 
@@ -651,6 +659,7 @@ def test_a_database_error_after_link_queues_the_job_again_and_fills_the_outbox(
         assert [(i.channel, i.status) for i in items] == [("webhook", "pending")]
         with state.db.session() as session:
             session.execute(text(_DROP[dialect]))
+        _due(state, "afterlink")
         assert run_job(config_json, "afterlink") == "done"
         row, job, items = _rows(state, "afterlink")
         assert row.state == "LINK" and job.status == "done" and job.attempts == 2
@@ -686,6 +695,9 @@ def test_an_unreachable_store_queues_the_job_again(
         assert job.status == "queued" and job.lease_owner is None and job.attempts == 1
         assert job.last_error is not None and "delivery_failed" in job.last_error
         assert items == [] and _kinds(log).count("state") == 2
+        # run again only once its wait is over
+        assert job.lease_until is not None and job.lease_until > utcnow() + timedelta(seconds=1)
+        assert run_job(state.config.model_dump_json(), "nostore") == "skipped"
     finally:
         state.close()
 

@@ -16,8 +16,9 @@ across restarts; the outbox is filled even when something after LINK fails.
 Only an error about the input (a ``SkymixError`` that is not a delivery or ``OSError`` one: a
 capture that cannot be mixed, options, an S3 endpoint the guard refuses) fails the recording. A
 transient one (``SQLAlchemyError``: the database locked or restarting; ``OSError``, delivery
-errors included) puts the job back in the queue for the watcher to run again; after
-MAX_ATTEMPTS runs it is given up in ERROR, announced. The captures are an application's own:
+errors included) puts the job back in the queue, without an owner, for the watcher to run again
+once a wait that doubles with each attempt (``retry_delay``) is over; after MAX_ATTEMPTS runs
+it is given up in ERROR, announced. The captures are an application's own:
 ``DATA_DIR/captures/<app_id>/``. Error messages name files relative to the data folder.
 """
 
@@ -57,6 +58,7 @@ __all__ = [
     "lease_owner",
     "load_settings",
     "relative_name",
+    "retry_delay",
     "resolve_inside",
     "run_job",
     "transient",
@@ -68,6 +70,9 @@ log = logging.getLogger(__name__)
 LEASE_S = 30.0
 #: Runs of one job (crashes included) before it is given up in ERROR.
 MAX_ATTEMPTS = 5
+#: The wait before a job that met a transient error runs again: doubled with each attempt.
+RETRY_S = 2.0
+RETRY_MAX_S = 60.0
 #: The webhook's in-job retry bounds, from the environment (the outbox retries later).
 WEBHOOK_TRIES_ENV = "SKYMIX_WEBHOOK_MAX_TRIES"
 WEBHOOK_TOTAL_ENV = "SKYMIX_WEBHOOK_MAX_TOTAL_S"
@@ -96,11 +101,18 @@ def _owner_alive(owner: str) -> bool | None:
     return True
 
 
+def retry_delay(attempt: int) -> float:
+    """Seconds before a job whose run ``attempt`` met a transient error runs again: 2, 4, 8,
+    16, 32 (a database restarting has a minute to come back before the job is given up)."""
+    return min(RETRY_MAX_S, RETRY_S * 2 ** max(0, attempt - 1))
+
+
 def claimable(job: Job, now: datetime) -> bool:
-    """Whether a job may be run now: queued, or running under a lease that expired or whose
+    """Whether a job may be run now: queued (and due: ``lease_until`` is when a job queued
+    again after a transient error is due), or running under a lease that expired or whose
     owner (a process of this host) is dead."""
     if job.status == "queued":
-        return True
+        return job.lease_until is None or job.lease_until <= now
     if job.status != "running":
         return False
     if job.lease_until is None or job.lease_until < now:
@@ -473,7 +485,7 @@ def _run(state: ServiceState, recording_id: str) -> str:
             reason = _reason(state.config, exc)
             if transient(exc):
                 log.warning("recording %s: queued again after: %s", recording_id, reason)
-                _requeue(state, recording_id, owner, str(reason))
+                _requeue(state, recording_id, owner, attempt, str(reason))
                 return "queued"
             if not isinstance(exc, SkymixError):
                 log.exception("recording %s: the job failed", recording_id)
@@ -499,9 +511,10 @@ def _reason(config: ServiceConfig, exc: BaseException) -> ErrorReason:
     return ErrorReason(reason.code, message)
 
 
-def _requeue(state: ServiceState, recording_id: str, owner: str, error: str) -> None:
-    """The job back in the queue, without a lease, for the watcher to run again; when even
-    that cannot be written, the lease runs out (or its owner ends) and the job is run again."""
+def _requeue(state: ServiceState, recording_id: str, owner: str, attempt: int, error: str) -> None:
+    """The job back in the queue, without an owner, due after ``retry_delay(attempt)``, for the
+    watcher to run again; when even that cannot be written, the lease runs out (or its owner
+    ends) and the job is run again."""
     try:
         with state.db.session() as session:
             session.execute(
@@ -510,7 +523,7 @@ def _requeue(state: ServiceState, recording_id: str, owner: str, error: str) -> 
                 .values(
                     status="queued",
                     lease_owner=None,
-                    lease_until=None,
+                    lease_until=utcnow() + timedelta(seconds=retry_delay(attempt)),
                     last_error=error,
                     updated_at=utcnow(),
                 )
