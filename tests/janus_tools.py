@@ -32,23 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-JANUS = shutil.which("janus") or "/usr/bin/janus"
-JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
+from skymix.errors import RelayError
+from skymix.relay.janus import JANUS_BINARY, JANUS_LIBRARIES, JanusProcess
+from skymix.relay.janus import janus_available as _janus_available
+from skymix.relay.janus import write_config as _write_config
+
+JANUS = JANUS_BINARY
+JANUS_LIB = JANUS_LIBRARIES
 
 
 def janus_available() -> bool:
-    return (
-        Path(JANUS).exists()
-        and (JANUS_LIB / "plugins" / "libjanus_videoroom.so").exists()
-        and (JANUS_LIB / "transports" / "libjanus_http.so").exists()
-    )
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the process that started it dies."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    return _janus_available(JANUS, JANUS_LIB)
 
 
 def free_port() -> int:
@@ -60,84 +54,14 @@ def free_port() -> int:
 def write_config(
     directory: Path, port: int, rooms: dict[int, dict[str, object]], ice_interface: str
 ) -> Path:
-    """Write janus.jcfg, the HTTP transport and videoroom configs; return the janus.jcfg path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for sub, lib in (("plugins", "libjanus_videoroom.so"), ("transports", "libjanus_http.so")):
-        (directory / sub).mkdir(exist_ok=True)
-        link = directory / sub / lib
-        if not link.exists():
-            link.symlink_to(JANUS_LIB / sub / lib)
-    for sub in ("events", "loggers"):
-        (directory / sub).mkdir(exist_ok=True)
-    (directory / "janus.jcfg").write_text(f"""\
-general: {{
-	configs_folder = "{directory}"
-	plugins_folder = "{directory / "plugins"}"
-	transports_folder = "{directory / "transports"}"
-	events_folder = "{directory / "events"}"
-	loggers_folder = "{directory / "loggers"}"
-	debug_level = 4
-	debug_timestamps = true
-	session_timeout = 60
-	server_name = "skymix-test"
-	interface = "127.0.0.1"
-}}
-certificates: {{
-}}
-media: {{
-	ipv6 = false
-	rtp_port_range = "20000-60000"
-}}
-nat: {{
-	nice_debug = false
-	full_trickle = false
-	ice_lite = false
-	ice_tcp = false
-	ignore_mdns = true
-	ice_enforce_list = "{ice_interface}"
-}}
-plugins: {{
-}}
-transports: {{
-}}
-loggers: {{
-}}
-events: {{
-	broadcast = false
-}}
-""")
-    (directory / "janus.transport.http.jcfg").write_text(f"""\
-general: {{
-	json = "plain"
-	base_path = "/janus"
-	http = true
-	ip = "127.0.0.1"
-	port = {port}
-	https = false
-}}
-admin: {{
-	admin_base_path = "/admin"
-	admin_http = false
-	admin_ip = "127.0.0.1"
-	admin_https = false
-}}
-cors: {{
-}}
-""")
-    lines = ["general: {", "\tstring_ids = false", "}"]
-    for room, settings in rooms.items():
-        lines.append(f"room-{room}: {{")
-        for key, value in settings.items():
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, int):
-                text = str(value)
-            else:
-                text = json.dumps(str(value))
-            lines.append(f"\t{key} = {text}")
-        lines.append("}")
-    (directory / "janus.plugin.videoroom.jcfg").write_text("\n".join(lines) + "\n")
-    return directory / "janus.jcfg"
+    """The library's minimal config with static rooms; return the janus.jcfg path."""
+    return _write_config(
+        directory,
+        http_port=port,
+        admin_key=uuid.uuid4().hex,
+        rooms=rooms,
+        ice_interface=ice_interface,
+    )
 
 
 class JanusError(RuntimeError):
@@ -146,15 +70,23 @@ class JanusError(RuntimeError):
 
 @dataclass
 class Gateway:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
+    janus: JanusProcess
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.janus.process is not None
+        return self.janus.process
+
+    @property
+    def url(self) -> str:
+        return self.janus.url
+
+    @property
+    def log(self) -> Path:
+        return self.janus.log_path
 
     def log_text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.janus.log_text()
 
     def request(
         self, path: str = "", body: dict[str, object] | None = None, timeout: float = 10.0
@@ -174,30 +106,8 @@ class Gateway:
             raise JanusError(f"{body}: {reply['error']}")
         return reply
 
-    def wait_ready(self, timeout: float = 15.0) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise JanusError(f"janus exited with {self.process.returncode}:\n{self.log_text()}")
-            try:
-                info = self.request("info", timeout=2.0)
-                if info.get("janus") == "server_info":
-                    return info
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise JanusError(f"janus did not answer /janus/info:\n{self.log_text()}")
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return self.process.returncode
+    def stop(self, timeout: float = 10.0) -> int | None:
+        return self.janus.stop(timeout)
 
 
 @contextlib.contextmanager
@@ -205,35 +115,15 @@ def janus_gateway(
     directory: Path, rooms: dict[int, dict[str, object]], ice_interface: str
 ) -> Iterator[Gateway]:
     """Start Janus with a minimal config in directory; always stop it (SIGTERM, then SIGKILL)."""
-    last: JanusError | None = None
-    for _ in range(3):  # a port picked free can be taken before Janus binds it
-        port = free_port()
-        config = write_config(directory, port, rooms, ice_interface)
-        log = directory / f"janus-{port}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [JANUS, "-C", str(config), "-F", str(directory), "-o"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=directory,
-                env={**os.environ, "TZ": "UTC"},
-                preexec_fn=_die_with_parent,
-            )  # noqa: PLW1509 - before any thread
-        gateway = Gateway(process, f"http://127.0.0.1:{port}/janus", log)
-        try:
-            gateway.wait_ready()
-        except JanusError as exc:
-            gateway.stop()
-            last = exc
-            continue
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
-        return
-    assert last is not None
-    raise last
+    janus = JanusProcess(directory, rooms=rooms, ice_interface=ice_interface, die_with_parent=True)
+    try:
+        janus.start()
+    except RelayError as exc:
+        raise JanusError(f"{exc}\n{janus.log_text()}") from exc
+    try:
+        yield Gateway(janus)
+    finally:
+        janus.stop()
 
 
 # --- the recorded room ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ PINNED = {
     "InternalError": ((RuntimeError,), "internal_error"),
     "RecordingStateError": ((RuntimeError,), "recording_state_invalid"),
     "SecretKeyError": ((ValueError,), "secret_key_invalid"),
+    "RelayError": ((OSError,), "relay_failed"),
 }
 
 

@@ -28,6 +28,7 @@ from .errors import (
     OutputConflictError,
     OutputError,
     RecordingStateError,
+    RelayError,
     SecretKeyError,
     SkymixError,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "ProgressEvent",
     "RecordingSettings",
     "RecordingStateError",
+    "RelayError",
     "SecretKeyError",
     "Rect",
     "SkymixError",

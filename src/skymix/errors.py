@@ -29,6 +29,7 @@ __all__ = [
     "OutputConflictError",
     "OutputError",
     "RecordingStateError",
+    "RelayError",
     "SecretKeyError",
     "SkymixError",
 ]
@@ -209,3 +210,14 @@ class SecretKeyError(SkymixError, ValueError):
     (the key was changed without keeping the old one for rotation). Never quotes a key."""
 
     code = "secret_key_invalid"
+
+
+class RelayError(SkymixError, OSError):
+    """The media relay (Janus) could not be started, did not answer, or refused a request;
+    ``error_code`` is Janus's or its videoroom's code when it gave one. Never quotes a secret."""
+
+    code = "relay_failed"
+
+    def __init__(self, message: str, *, error_code: int | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
