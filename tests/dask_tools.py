@@ -14,6 +14,8 @@ from pathlib import Path
 
 from distributed import Client
 
+from skymix.processes import stop_process
+
 DASK = str(Path(sys.executable).with_name("dask"))
 
 
@@ -77,11 +79,5 @@ class DaskCluster:
 
     def stop(self) -> None:
         for name, proc in reversed(list(self.procs.items())):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc, f"dask {name}")
             del self.procs[name]

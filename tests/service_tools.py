@@ -5,16 +5,17 @@ killed, for the crash tests) by the test, its log kept for grepping secrets."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from skymix.processes import stop_process
 from skymix.service.crypto import new_key
 
 READY_TIMEOUT_S = 30.0
@@ -115,13 +116,7 @@ class Service:
         """SIGTERM, then SIGKILL if it lingers."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, "skymix serve", 15)
         self.proc = None
 
     def __enter__(self) -> Service:
@@ -130,3 +125,13 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_until(check: Callable[[], object], what: object, bound_s: float = 60.0) -> None:
+    """Poll ``check`` until it is true. The bound is not a speed requirement: it only keeps a
+    test whose awaited event never comes from hanging, and the failure then says ``what``."""
+    deadline = time.monotonic() + bound_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(what() if callable(what) else what)
+        time.sleep(0.02)

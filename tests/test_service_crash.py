@@ -25,7 +25,7 @@ from sqlalchemy import select
 from deliver_tools import HOOK_SECRET, Hooks, free_port
 from postgres import Postgres
 from seaweed import S3_ADMIN, SeaweedS3
-from service_tools import Service
+from service_tools import Service, wait_until
 from skymix.demo.receiver import WebhookReceiver
 from skymix.service.config import ServiceConfig
 from skymix.service.models import Job, OutboxItem, RecordingRow
@@ -41,10 +41,7 @@ def log_events(service: Service, rid: str) -> list[dict[str, Any]]:
 
 
 def wait_for(service: Service, rid: str, done: Callable[[list[dict[str, Any]]], bool]) -> None:
-    deadline = time.monotonic() + 60
-    while not done(log_events(service, rid)):
-        assert time.monotonic() < deadline, log_events(service, rid)
-        time.sleep(0.005)
+    wait_until(lambda: done(log_events(service, rid)), lambda: log_events(service, rid))
 
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:
@@ -80,10 +77,7 @@ def kill_service(service: Service, rid: str, graceful: bool = False) -> None:
     else:
         service.kill()
     pid = int(attempts[-1]["owner"].rpartition("/")[2])
-    deadline = time.monotonic() + 10
-    while not worker_gone(pid):
-        assert time.monotonic() < deadline, "the job's worker outlived the service"
-        time.sleep(0.05)
+    wait_until(lambda: worker_gone(pid), "the job's worker outlived the service", 10)
 
 
 def finish(service: Service, key: str, rid: str) -> dict[str, Any]:
@@ -243,10 +237,11 @@ def test_killed_while_notifying(seaweed: SeaweedS3, tmp_path: Path) -> None:
         kill_service(service, rid)
         receiver.start()
         recording = finish(service, key, rid)
-        deadline = time.monotonic() + 30
-        while "notification" not in kinds(log_events(service, rid)):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(
+            lambda: "notification" in kinds(log_events(service, rid)),
+            "no notification outcome after the restart",
+            30,
+        )
     finally:
         service.stop()
         receiver.stop()
@@ -273,19 +268,14 @@ def test_the_outbox_retries_a_failed_notification_across_a_restart(
                 with state.db.session() as session:
                     return list(session.scalars(select(OutboxItem)))
 
-            deadline = time.monotonic() + 60
-            while not items() or items()[0].attempts < 1:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            wait_until(lambda: bool(items()) and items()[0].attempts >= 1, "the outbox never tried")
             (item,) = items()
             assert item.status == "pending" and item.webhook_id == f"msg_{rid}_1"
             service.kill()
             # the receiver is fixed while the service is down; the retries go on after it
             store_settings(service, "acme", settings_doc("acme", seaweed, prefix, hooks.url))
             service.start()
-            while items()[0].status != "delivered":
-                assert time.monotonic() < deadline, items()[0].last_error
-                time.sleep(0.1)
+            wait_until(lambda: items()[0].status == "delivered", lambda: items()[0].last_error)
             (item,) = items()
             assert item.attempts >= 2 and item.webhook_id == f"msg_{rid}_1"
             with state.db.session() as session:

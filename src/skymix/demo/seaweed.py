@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import DeliveryError
+from ..processes import stop_process
 
 __all__ = ["Identity", "SeaweedS3", "free_port_pairs", "weed_binary"]
 
@@ -228,13 +229,7 @@ class SeaweedS3:
         """Stop the server by its process id (SIGTERM, then SIGKILL if it lingers)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, "SeaweedFS", STOP_TIMEOUT_S)
         log.info("SeaweedFS (pid %d) stopped", self.proc.pid)
         self.proc = None
 

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import RelayError
+from ..processes import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -343,13 +344,7 @@ class JanusProcess:
         if process is None:
             return None
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("Janus (pid %d) ignored SIGTERM for %s s: killed", process.pid, timeout)
-                process.kill()
-                process.wait()
+            stop_process(process, "Janus", timeout)
             log.info("Janus (pid %d) stopped with %s", process.pid, process.returncode)
         return process.returncode
 
