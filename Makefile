@@ -7,8 +7,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.skymix-installed
+# libjs-*: janus.js and adapter.js, served to browsers by `skymix serve`; chromium: the
+# browser the live-room tests drive (through Playwright, never `playwright install`)
 # fonts: name labels in every script (Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, CJK, emoji)
 DEBIAN_PACKAGES := ffmpeg tcpdump faketime janus janus-tools iproute2 postgresql \
+	libjs-janus-gateway libjs-webrtc-adapter chromium \
 	fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
