@@ -8,6 +8,7 @@ pool with one worker per core.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -34,6 +35,13 @@ ENV_VARS = {
     "SKYMIX_DASK": "dask",
     "SKYMIX_MAX_BODY_BYTES": "max_body_bytes",
     "SKYMIX_BACKUP_DIR": "backup_dir",
+    "SKYMIX_JANUS": "janus",
+    "SKYMIX_JANUS_WS_URL": "janus_ws_url",
+    "SKYMIX_JANUS_ADMIN_KEY": "janus_admin_key",
+    "SKYMIX_JANUS_ICE_INTERFACE": "janus_ice_interface",
+    "SKYMIX_JANUS_NAT_1_1": "janus_nat_1_1",
+    "SKYMIX_ICE_SERVERS": "ice_servers",
+    "SKYMIX_DEMO_APP": "demo_app",
 }
 
 
@@ -63,6 +71,35 @@ class ServiceConfig(JsonDocument):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     backup_dir: Path | None = None
     auth_failures_per_minute: int = Field(default=20, ge=1)
+    # live rooms (docs/live.md): the media relay and what browsers are told of it
+    janus: str = Field(
+        default="auto",
+        description="'auto': start a Janus of its own on 127.0.0.1 when Janus is installed; "
+        "'off': no live rooms; or the HTTP API of an existing Janus, http://HOST:PORT/janus",
+    )
+    janus_ws_url: str | None = Field(
+        default=None,
+        description="the Janus WebSocket browsers connect to (ws:// or wss://); default: the "
+        "own Janus's; required with an existing Janus",
+    )
+    janus_admin_key: str | None = Field(
+        default=None,
+        description="the videoroom admin_key of an existing Janus (the own one gets a new one)",
+    )
+    janus_ice_interface: str | None = Field(
+        default=None, description="the own Janus gathers ICE candidates on this interface only"
+    )
+    janus_nat_1_1: str | None = Field(
+        default=None, description="the own Janus's public address (1:1 NAT, e.g. on EC2)"
+    )
+    ice_servers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="STUN/TURN servers given to browsers, as RTCIceServer objects (JSON in "
+        "the variable)",
+    )
+    demo_app: str | None = Field(
+        default=None, description="serve /demo for this application (its public key)"
+    )
 
     @field_validator("data_dir", "secret_key_file", "backup_dir")
     @classmethod
@@ -76,6 +113,10 @@ class ServiceConfig(JsonDocument):
         for name, value in super().__repr_args__():
             if name == "secret_keys":
                 yield name, f"<{len(value)} keys>"
+            elif name == "janus_admin_key" and value is not None:
+                yield name, "<hidden>"
+            elif name == "ice_servers":
+                yield name, f"<{len(value)} servers>"
             elif name == "database_url" and value is not None:
                 yield name, make_url(value).render_as_string(hide_password=True)
             else:
@@ -86,6 +127,20 @@ class ServiceConfig(JsonDocument):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
             raise ValueError("expected sqlite:///PATH or postgresql://...")
+        return value
+
+    @field_validator("janus")
+    @classmethod
+    def _janus(cls, value: str) -> str:
+        if value not in ("auto", "off") and not value.startswith(("http://", "https://")):
+            raise ValueError("expected 'auto', 'off' or http://HOST:PORT/janus")
+        return value
+
+    @field_validator("janus_ws_url")
+    @classmethod
+    def _ws(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("expected ws://HOST:PORT/ or wss://HOST:PORT/")
         return value
 
     @field_validator("dask")
@@ -143,6 +198,8 @@ class ServiceConfig(JsonDocument):
         top = path.split(".")[0].split("[")[0] if path else ""
         if top == "secret_keys":  # a message may quote the value: never for keys
             message = "expected a list of keys (the value is not shown)"
+        elif top in ("janus_admin_key", "ice_servers"):  # TURN credentials, the admin key
+            message = "not a valid value (the value is not shown)"
         raise OptionsError(message, field=origin.get(top, path or None))
 
 
@@ -150,4 +207,11 @@ def _env_value(key: str, value: str) -> Any:
     """A variable's text as the field takes it: key lists are comma-separated."""
     if key == "secret_keys":
         return [k.strip() for k in value.split(",") if k.strip()]
+    if key == "ice_servers":
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise OptionsError(
+                "expected a JSON list of RTCIceServer objects", field="SKYMIX_ICE_SERVERS"
+            ) from None
     return value
