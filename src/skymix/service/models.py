@@ -27,7 +27,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["App", "AppSettings", "Base", "Job", "OutboxItem", "RecordingRow", "utcnow"]
+__all__ = [
+    "App",
+    "AppSettings",
+    "Base",
+    "BrowserAccess",
+    "Job",
+    "OutboxItem",
+    "RecordingRow",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -89,6 +98,21 @@ class AppSettings(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class BrowserAccess(Base):
+    """An application's browser access: its public key (``pk_...``, public by design, so kept in
+    clear) and the page origins allowed to use it (``scheme://host[:port]``, a JSON list)."""
+
+    __tablename__ = "browser_access"
+
+    app_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("apps.app_id", ondelete="CASCADE"), primary_key=True
+    )
+    public_key: Mapped[str] = mapped_column(String(32), unique=True)
+    origins: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class RecordingRow(Base):
