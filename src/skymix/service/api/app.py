@@ -25,7 +25,7 @@ from ... import __version__
 from ..config import ServiceConfig
 from ..metrics import ServiceMetrics
 from ..state import ServiceState
-from . import health, live_api, recordings_api, settings_api
+from . import health, live_api, recordings_api, settings_api, static_api
 
 __all__ = ["AsciiJSONResponse", "DeclaredBodyLimit", "create_app"]
 
@@ -146,6 +146,7 @@ def create_app(config: ServiceConfig, *, lifecycle: list[Lifecycle] | None = Non
     app.include_router(settings_api.router)
     app.include_router(recordings_api.router)
     app.include_router(live_api.router)
+    app.include_router(static_api.router)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
