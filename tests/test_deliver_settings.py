@@ -70,6 +70,7 @@ def test_the_issue_document_round_trips_through_storage_json():
     # the issue's document, and the storage fields it leaves at their defaults
     expected = document()
     expected["storage"] |= {"backup": None, "delete_local_after_upload": False}
+    expected["limits"] = {"max_length_s": 14400, "empty_room_s": 60}
     assert stored == expected
     assert RecordingSettings.from_json(json.dumps(stored)) == settings
 
@@ -150,7 +151,7 @@ def test_a_masked_secret_sent_back_is_refused():
             "colour",
             "red",
             "colour: unknown property (expected one of app_id, recording_enabled, "
-            "storage, notifications)",
+            "storage, notifications, limits)",
         ),
         (
             "storage.arn",

@@ -50,6 +50,7 @@ __all__ = [
     "BucketSettings",
     "DEFAULT_KEY_TEMPLATE",
     "KEY_FIELDS",
+    "LimitSettings",
     "MAX_LINK_EXPIRY_S",
     "NotificationSettings",
     "RecordingSettings",
@@ -342,6 +343,20 @@ class NotificationSettings(JsonDocument):
         return self
 
 
+class LimitSettings(JsonDocument):
+    """Limits of a live recording: it is stopped when it has run ``max_length_s``, or when its
+    room has had nobody in it for ``empty_room_s``."""
+
+    model_config = ConfigDict(title="limits")
+
+    max_length_s: json_int(1, 86400) = Field(  # type: ignore[valid-type]
+        default=14400, description="the longest a live recording runs (seconds)"
+    )
+    empty_room_s: json_int(1, 3600) = Field(  # type: ignore[valid-type]
+        default=60, description="a live recording stops after its room is empty this long"
+    )
+
+
 class RecordingSettings(JsonDocument):
     """An application's recording settings: the JSON document the REST API stores."""
 
@@ -351,6 +366,7 @@ class RecordingSettings(JsonDocument):
     recording_enabled: StrictBool = True
     storage: StorageSettings | None = None
     notifications: NotificationSettings = NotificationSettings()
+    limits: LimitSettings = LimitSettings()
 
     @field_validator("app_id")
     @classmethod

@@ -75,13 +75,16 @@ def write_config(
     ws_port: int | None = None,
     rooms: dict[int, dict[str, object]] | None = None,
     ice_interface: str | None = None,
+    nat_1_1: str | None = None,
     libraries: Path = JANUS_LIBRARIES,
 ) -> Path:
     """Write a minimal Janus config into directory; return the janus.jcfg path.
 
     Only the videoroom plugin and the HTTP transport (and WebSockets when ws_port is given) are
     loaded, both listening on 127.0.0.1; rooms are static videoroom rooms (settings as in
-    janus.plugin.videoroom.jcfg), usually none: rooms are created through the API.
+    janus.plugin.videoroom.jcfg), usually none: rooms are created through the API. ice_interface
+    limits ICE candidates to one interface; nat_1_1 is the public address of a 1:1 NAT (EC2 and
+    the like): Janus advertises it in its candidates instead of the host's own.
     """
     directory.mkdir(parents=True, exist_ok=True)
     wanted = [_PLUGIN, _HTTP] + ([_WEBSOCKETS] if ws_port is not None else [])
@@ -98,6 +101,8 @@ def write_config(
     nat = ["\tignore_mdns = true", "\tfull_trickle = false", "\tice_tcp = false"]
     if ice_interface is not None:
         nat.append(f"\tice_enforce_list = {json.dumps(ice_interface)}")
+    if nat_1_1 is not None:
+        nat.append(f"\tnat_1_1_mapping = {json.dumps(nat_1_1)}")
     nat_lines = "\n".join(nat)
     _write_private(
         directory / "janus.jcfg",
@@ -216,6 +221,7 @@ class JanusProcess:
         websockets: bool = False,
         rooms: dict[int, dict[str, object]] | None = None,
         ice_interface: str | None = None,
+        nat_1_1: str | None = None,
         binary: str = JANUS_BINARY,
         libraries: Path = JANUS_LIBRARIES,
         ready_timeout: float = 15.0,
@@ -226,6 +232,7 @@ class JanusProcess:
         self.websockets = websockets
         self.rooms = rooms
         self.ice_interface = ice_interface
+        self.nat_1_1 = nat_1_1
         self.binary = binary
         self.libraries = libraries
         self.ready_timeout = ready_timeout
@@ -281,6 +288,7 @@ class JanusProcess:
                 ws_port=self.ws_port,
                 rooms=self.rooms,
                 ice_interface=self.ice_interface,
+                nat_1_1=self.nat_1_1,
                 libraries=self.libraries,
             )
             try:  # the process is stopped whatever interrupts its start once it exists

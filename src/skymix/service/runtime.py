@@ -1,6 +1,8 @@
 """What runs beside the API for as long as the service does (the parts ``create_app`` starts
 and stops): the job executor with its watcher (which also recovers the jobs a crash left), the
-notification outbox, and the end of the event streams when a stop signal comes."""
+live rooms (their relay; they hand stopped recordings to the executor, so they start after it
+and stop before it), the notification outbox, and the end of the event streams when a stop
+signal comes."""
 
 from __future__ import annotations
 
@@ -41,6 +43,18 @@ def lifecycle(config: ServiceConfig) -> list[Lifecycle]:
             state.executor.close()
             state.executor = None
 
+    def start_live(state: ServiceState) -> None:
+        from .live import LiveRooms
+
+        live = LiveRooms(state)
+        state.live = live
+        live.start()
+
+    def stop_live(state: ServiceState) -> None:
+        if state.live is not None:
+            state.live.stop()
+            state.live = None
+
     def start_outbox(state: ServiceState) -> None:
         outbox = Outbox(state)
         parts["outbox"] = outbox
@@ -61,7 +75,12 @@ def lifecycle(config: ServiceConfig) -> list[Lifecycle]:
         while undo:
             undo.pop()()
 
-    return [(start_jobs, stop_jobs), (start_outbox, stop_outbox), (start_streams, stop_streams)]
+    return [
+        (start_jobs, stop_jobs),
+        (start_live, stop_live),
+        (start_outbox, stop_outbox),
+        (start_streams, stop_streams),
+    ]
 
 
 def _end_streams_on_stop_signals() -> Callable[[], None]:

@@ -12,6 +12,7 @@ from .db import Database
 
 if TYPE_CHECKING:
     from .executor import Executor
+    from .live.rooms import LiveRooms
 
 __all__ = ["ServiceState"]
 
@@ -25,6 +26,7 @@ class ServiceState:
     db: Database
     box: SecretBox
     executor: Executor | None = field(default=None)
+    live: LiveRooms | None = field(default=None)
 
     @classmethod
     def open(cls, config: ServiceConfig, *, migrate: bool = True) -> ServiceState:

@@ -1,0 +1,167 @@
+"""The media relay of the live rooms: the service's own Janus, or an existing one by URL.
+
+``Relay`` holds one control session (a `VideoRoomClient` with the videoroom admin key) and keeps
+it alive well inside Janus's 60 s session timeout. ``check`` tells a dead relay (the own process
+exited, or the API stopped answering) from a live one; ``bring_up`` starts the own Janus again
+(or reconnects to the existing one). The own Janus is started with ``die_with_parent``, so the
+thread that starts it must live as long as the service: `LiveRooms` calls ``bring_up`` from its
+own background thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ...errors import OptionsError, RelayError
+from ...relay.janus import JanusProcess, VideoRoomClient, janus_available
+from ..config import ServiceConfig
+
+__all__ = ["KEEPALIVE_S", "Relay"]
+
+log = logging.getLogger(__name__)
+
+#: How often the control session is kept alive (Janus ends a session after 60 s of silence).
+KEEPALIVE_S = 15.0
+#: Where the own Janus keeps its config and log, under the data folder.
+JANUS_DIR = "janus"
+
+T = TypeVar("T")
+
+
+class Relay:
+    """The Janus the live rooms use, and the control session that drives its videoroom."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.unavailable: str | None = None  # why there are no live rooms, or None
+        self.mode = "own"
+        if config.janus == "off":
+            self.mode, self.unavailable = "off", "live rooms are off in this service"
+        elif config.janus != "auto":
+            self.mode = "url"
+            if not config.janus_admin_key:
+                raise OptionsError(
+                    "an existing Janus needs its videoroom admin key", field="janus_admin_key"
+                )
+            if not config.janus_ws_url:
+                raise OptionsError(
+                    "an existing Janus needs the WebSocket URL browsers connect to",
+                    field="janus_ws_url",
+                )
+        elif not janus_available():
+            self.mode, self.unavailable = "off", "Janus is not installed on this machine"
+        self._process: JanusProcess | None = None
+        self._client: VideoRoomClient | None = None
+        self._lock = threading.RLock()
+        self._last_keepalive = 0.0
+        #: Counts the relays brought up: a Janus room belongs to the generation that made it.
+        self.generation = 0
+        self.ready = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"Relay(mode={self.mode!r}, generation={self.generation}, up={self.ready.is_set()})"
+
+    @property
+    def ws_url(self) -> str | None:
+        """The Janus WebSocket URL browsers are given."""
+        if self.config.janus_ws_url:
+            return self.config.janus_ws_url
+        return None if self._process is None else self._process.ws_url
+
+    @property
+    def pid(self) -> int | None:
+        """The own Janus's process id (None for an existing Janus or none)."""
+        return None if self._process is None else self._process.pid
+
+    def bring_up(self) -> None:
+        """Start the own Janus (or connect to the existing one) and open the control session;
+        RelayError when it cannot. Call from a thread that lives as long as the service."""
+        if self.mode == "off":
+            raise RelayError(self.unavailable or "no relay")
+        with self._lock:
+            self._drop()
+            if self.mode == "own":
+                process = JanusProcess(
+                    self.config.data_dir / JANUS_DIR,
+                    admin_key=secrets.token_urlsafe(24),
+                    websockets=True,
+                    ice_interface=self.config.janus_ice_interface,
+                    nat_1_1=self.config.janus_nat_1_1,
+                    die_with_parent=True,
+                )
+                process.start()
+                self._process = process
+                client = process.client()
+            else:
+                client = VideoRoomClient(self.config.janus, admin_key=self.config.janus_admin_key)
+            try:
+                client.connect()
+            except RelayError:
+                self._drop()
+                raise
+            self._client = client
+            self._last_keepalive = time.monotonic()
+            self.generation += 1
+            self.ready.set()
+        log.info("live rooms: relay up (%s, generation %d)", self.mode, self.generation)
+
+    def check(self) -> str | None:
+        """Why the relay is dead (the own Janus exited, or its API does not answer), or None;
+        keeps the control session alive (a lost session is opened again)."""
+        with self._lock:
+            if not self.ready.is_set() or self._client is None:
+                return None
+            process = self._process
+            if process is not None and process.process is not None:
+                code = process.process.poll()
+                if code is not None:
+                    return f"Janus exited with status {code}"
+            if time.monotonic() - self._last_keepalive < KEEPALIVE_S:
+                return None
+            self._last_keepalive = time.monotonic()
+            try:
+                self._client.keepalive()
+                return None
+            except RelayError as exc:
+                log.warning("live rooms: Janus keepalive failed (%s); opening a new session", exc)
+            try:
+                self._client.connect()
+                return None
+            except RelayError as exc:
+                return f"Janus does not answer: {exc}"
+
+    def fail(self) -> None:
+        """Forget a dead relay (the own Janus is stopped): rooms of this generation are gone."""
+        with self._lock:
+            self.ready.clear()
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._process is not None:
+            self._process.stop(timeout=5.0)
+            self._process = None
+
+    def stop(self) -> None:
+        """Close the control session and stop the own Janus (rooms in it end)."""
+        with self._lock:
+            self.ready.clear()
+            self._drop()
+
+    def call(self, fn: Callable[[VideoRoomClient], T]) -> T:
+        """Run fn with the control client, serialised; RelayError when the relay is down."""
+        with self._lock:
+            if self._client is None or not self.ready.is_set():
+                raise RelayError("the media relay is not running")
+            return fn(self._client)
+
+    def rooms(self) -> list[dict[str, Any]]:
+        """Janus's rooms (with record and rec_dir), for recovery."""
+        return self.call(lambda c: c.list_rooms())

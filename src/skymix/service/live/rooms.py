@@ -1,0 +1,679 @@
+"""Live rooms: who is in which room, the Janus videoroom behind each, and its recording.
+
+A live room is (application, room name). The first join creates its Janus videoroom (random
+secret and pin, the admin key, lock_record so browsers cannot record by themselves); the last
+leave destroys it unless a recording runs. A recording is START at once (its row, its event log,
+Janus recording into ``captures/<app_id>/live/<recording_id>/``), STOP on request, at a limit, when
+the relay fails or after a service restart; at STOP the manifest is written and the usual job
+(mix, deliver, LINK or ERROR) is queued. A background thread keeps the relay alive, applies the
+limits, and tells the peers still in a room how its stopped recordings ended.
+
+Every peer's ``send`` is called with the protocol's messages (docs/live.md); it must not block
+or raise. The public methods are called from worker threads; one lock guards the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ...deliver.settings import RecordingSettings
+from ...deliver.states import (
+    EVENT_LOG_NAME,
+    ErrorReason,
+    Recording,
+    RecordingState,
+    new_recording_id,
+)
+from ...errors import DeliveryError, RelayError, SkymixError
+from ..jobs import CaptureSpec, captures_root, load_settings
+from ..models import Job, RecordingRow, utcnow
+from ..state import ServiceState
+from .manifest import iso, log_presence, recorded_files, write_manifest
+from .relay import Relay
+
+__all__ = ["JoinInfo", "LiveError", "LiveRooms", "Send", "stop_recording_row"]
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], None]
+
+ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Janus videoroom publishers per room (the service refuses joins beyond it).
+MAX_PEERS = 16
+#: The background thread's tick, and how often it reads the rows of stopped recordings.
+TICK_S = 0.25
+WATCH_S = 0.5
+#: How long a join waits for a relay that is being (re)started.
+RELAY_WAIT_S = 20.0
+#: How long the background thread waits before trying again to start a relay that failed.
+RETRY_S = 5.0
+
+
+class LiveError(SkymixError):
+    """A live room request that cannot be done; ``code`` says which (live_unavailable,
+    room_full, invalid_room, invalid_name, unknown_peer, unknown_publisher)."""
+
+    code = "live_error"
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class JoinInfo:
+    """What a page that joined a room needs: its peer id, the Janus room to publish in, the
+    other peers, and the recording that runs (or None)."""
+
+    peer_id: str
+    janus: dict[str, Any]
+    peers: list[dict[str, str]]
+    recording: dict[str, Any] | None
+
+
+@dataclass
+class _Peer:
+    peer_id: str
+    key: tuple[str, str]
+    name: str
+    send: Send
+    janus_id: int | None = None
+
+
+@dataclass
+class _Live:
+    """A recording that runs in a room."""
+
+    recording_id: str
+    recording: Recording
+    rec_dir: Path
+    started_at: datetime
+    max_length_s: int
+    empty_room_s: int
+
+
+@dataclass
+class _Room:
+    key: tuple[str, str]
+    janus_room: int | None
+    secret: str
+    pin: str
+    generation: int
+    peers: dict[str, _Peer] = field(default_factory=dict)
+    live: _Live | None = None
+    empty_since: float | None = None
+
+
+def recording_state(
+    state: str,
+    recording_id: str | None,
+    *,
+    url: str | None = None,
+    error: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A recordingState message."""
+    return {
+        "type": "recordingState",
+        "state": state,
+        "recordingId": recording_id,
+        "url": url,
+        "error": error,
+        "reason": reason,
+    }
+
+
+def _deliver(peer: _Peer, message: dict[str, Any]) -> None:
+    try:
+        peer.send(message)
+    except Exception:  # noqa: BLE001 - a socket's send must not stop the others'
+        log.warning("live peer %s: a message could not be queued", peer.peer_id)
+
+
+class LiveRooms:
+    """The service's live rooms (``state.live``); see the module's docstring."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.config = state.config
+        self.relay = Relay(state.config)
+        self._lock = threading.RLock()
+        self._rooms: dict[tuple[str, str], _Room] = {}
+        self._peers: dict[str, _Peer] = {}
+        self._watched: dict[str, tuple[str, str]] = {}  # stopped recording -> its room
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+        self._last_watch = 0.0
+        self._retry_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"LiveRooms(rooms={len(self._rooms)}, peers={len(self._peers)}, {self.relay!r})"
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring the relay up (on the background thread, which must outlive the own Janus),
+        stop or follow the recordings a previous run left in START, then keep watching."""
+        from .recovery import recover
+
+        self._stop.clear()
+        first = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(first,), name="skymix-live", daemon=True
+        )
+        self._thread.start()
+        first.wait(60.0)
+        if self.relay.unavailable is not None:
+            log.warning("live rooms are unavailable: %s", self.relay.unavailable)
+            self._warned = True
+        recover(self)
+
+    def stop(self) -> None:
+        """Stop the background thread and the own Janus. Recordings that run stay in START:
+        the next start stops them (reason service_restarted) and mixes what was recorded."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30.0)
+            self._thread = None
+        with self._lock:
+            for peer in list(self._peers.values()):
+                peer.send = lambda message: None
+            self._peers.clear()
+            self._rooms.clear()
+
+    def _run(self, first: threading.Event) -> None:
+        try:
+            self._bring_up()
+        finally:
+            first.set()
+        while not self._stop.wait(TICK_S):
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - the thread must go on; the log says why
+                log.exception("live rooms: background check failed")
+        self.relay.stop()
+
+    def _bring_up(self) -> None:
+        if self.relay.mode == "off":
+            return
+        try:
+            self.relay.bring_up()
+        except RelayError as exc:
+            log.error("live rooms: the relay could not be started: %s", exc)
+            self._retry_at = time.monotonic() + RETRY_S
+
+    def _tick(self) -> None:
+        if self.relay.mode != "off":
+            if self.relay.ready.is_set():
+                why = self.relay.check()
+                if why is not None:
+                    self._relay_failed(why)
+            elif time.monotonic() >= self._retry_at:
+                self._bring_up()
+        self._apply_limits()
+        if time.monotonic() - self._last_watch >= WATCH_S:
+            self._last_watch = time.monotonic()
+            self._watch()
+
+    def _relay_failed(self, why: str) -> None:
+        log.error("live rooms: the relay failed: %s", why)
+        self.relay.fail()
+        with self._lock:
+            for room in list(self._rooms.values()):
+                if room.live is not None:
+                    self._stop_live(room, "relay_failed", relay_down=True)
+                room.janus_room = None  # gone with its Janus; the next join makes a new one
+                if not room.peers:
+                    del self._rooms[room.key]
+        self._bring_up()
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def _wait_relay(self) -> None:
+        if self.relay.unavailable is not None:
+            if not self._warned:
+                log.warning("live rooms are unavailable: %s", self.relay.unavailable)
+                self._warned = True
+            raise LiveError(self.relay.unavailable, "live_unavailable")
+        if not self.relay.ready.wait(RELAY_WAIT_S):
+            raise LiveError("the media relay is not running", "live_unavailable")
+
+    def _janus_room(self, room: _Room) -> int:
+        """The room's Janus videoroom, created when it has none (or one of a dead relay)."""
+        if room.janus_room is not None and room.generation == self.relay.generation:
+            return room.janus_room
+        room.secret, room.pin = secrets.token_urlsafe(24), secrets.token_urlsafe(12)
+        number = self.relay.call(
+            lambda c: c.create_room(
+                None,
+                secret=room.secret,
+                pin=room.pin,
+                lock_record=True,
+                publishers=MAX_PEERS,
+                notify_joining=True,
+                record=False,
+                description=f"skymix {room.key[1]}"[:128],
+            )
+        )
+        room.janus_room, room.generation = number, self.relay.generation
+        log.info("live room %s/%s: Janus room created", *room.key)
+        return number
+
+    def join(self, app_id: str, room: str, name: str, send: Send) -> JoinInfo:
+        """A page joins a room: its peer id, the Janus room, the others, the recording."""
+        if not ROOM_NAME.fullmatch(room):
+            raise LiveError(
+                "a room name is 1 to 128 letters, digits, '.', '_' or '-'", "invalid_room"
+            )
+        if not 1 <= len(name) <= 64 or _CONTROL.search(name):
+            raise LiveError("a name is 1 to 64 characters, no control characters", "invalid_name")
+        self._wait_relay()
+        key = (app_id, room)
+        with self._lock:
+            entry = self._rooms.get(key)
+            if entry is None:
+                entry = _Room(key, None, "", "", 0)
+            if len(entry.peers) >= MAX_PEERS:
+                raise LiveError(f"the room has {MAX_PEERS} peers already", "room_full")
+            try:
+                number = self._janus_room(entry)
+            except RelayError as exc:
+                raise LiveError(
+                    f"the media relay refused the room: {exc}", "live_unavailable"
+                ) from None
+            self._rooms[key] = entry
+            peer = _Peer("p_" + secrets.token_hex(8), key, name, send)
+            others = [{"peerId": p.peer_id, "name": p.name} for p in entry.peers.values()]
+            for other in entry.peers.values():
+                _deliver(other, {"type": "peerJoined", "peerId": peer.peer_id, "name": name})
+            entry.peers[peer.peer_id] = peer
+            entry.empty_since = None
+            self._peers[peer.peer_id] = peer
+            live = entry.live
+            log.info("live room %s/%s: %s joined", app_id, room, peer.peer_id)
+            return JoinInfo(
+                peer_id=peer.peer_id,
+                janus={
+                    "server": self.relay.ws_url,
+                    "room": number,
+                    "pin": entry.pin,
+                    "iceServers": list(self.config.ice_servers),
+                },
+                peers=others,
+                recording=None
+                if live is None
+                else {"state": RecordingState.START.value, "recordingId": live.recording_id},
+            )
+
+    def publisher(self, peer_id: str, janus_id: int) -> None:
+        """The peer publishes in its Janus room as janus_id (checked against the room's
+        participants); a recording that runs records its name and time."""
+        with self._lock:
+            peer = self._peer(peer_id)
+            room = self._rooms[peer.key]
+            if room.janus_room is None:
+                raise LiveError("the room's media relay is gone", "live_unavailable")
+            number = room.janus_room
+            try:
+                listed = self.relay.call(lambda c: c.list_participants(number))
+            except RelayError as exc:
+                raise LiveError(
+                    f"the media relay does not answer: {exc}", "live_unavailable"
+                ) from None
+            if not any(int(p.get("id", -1)) == janus_id for p in listed):
+                raise LiveError("no such publisher in the room", "unknown_publisher")
+            now = datetime.now(UTC)
+            if room.live is not None and peer.janus_id not in (None, janus_id):
+                assert peer.janus_id is not None
+                log_presence(room.live.rec_dir, "leave", peer.janus_id, now)
+            peer.janus_id = janus_id
+            if room.live is not None:
+                log_presence(room.live.rec_dir, "publish", janus_id, now, peer.name)
+
+    def leave(self, peer_id: str) -> None:
+        """The peer left (or its socket closed); the others are told. Idempotent."""
+        with self._lock:
+            peer = self._peers.pop(peer_id, None)
+            if peer is None:
+                return
+            room = self._rooms.get(peer.key)
+            if room is None:
+                return
+            room.peers.pop(peer_id, None)
+            if room.live is not None and peer.janus_id is not None:
+                log_presence(room.live.rec_dir, "leave", peer.janus_id, datetime.now(UTC))
+            for other in room.peers.values():
+                _deliver(other, {"type": "peerLeft", "peerId": peer_id, "name": peer.name})
+            log.info("live room %s/%s: %s left", *peer.key, peer_id)
+            if not room.peers:
+                room.empty_since = time.monotonic()
+                if room.live is None:
+                    self._close_room(room)
+
+    def _close_room(self, room: _Room) -> None:
+        """Destroy an empty room's Janus room (a relay already gone is not an error)."""
+        self._rooms.pop(room.key, None)
+        number, secret = room.janus_room, room.secret
+        if number is None or room.generation != self.relay.generation:
+            return
+        try:
+            self.relay.call(lambda c: c.destroy_room(number, secret=secret))
+            log.info("live room %s/%s: Janus room destroyed", *room.key)
+        except RelayError as exc:
+            log.warning("live room %s/%s: Janus room not destroyed: %s", *room.key, exc)
+
+    def _peer(self, peer_id: str) -> _Peer:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            raise LiveError("no such peer (it left)", "unknown_peer")
+        return peer
+
+    def peers_of(self, app_id: str, room: str) -> list[str]:
+        """The peer ids in a room (for tests and the API)."""
+        with self._lock:
+            entry = self._rooms.get((app_id, room))
+            return [] if entry is None else list(entry.peers)
+
+    def janus_room_of(self, app_id: str, room: str) -> int | None:
+        """The Janus room number behind a live room, or None."""
+        with self._lock:
+            entry = self._rooms.get((app_id, room))
+            return None if entry is None else entry.janus_room
+
+    def _broadcast(self, room: _Room, message: dict[str, Any]) -> None:
+        for peer in list(room.peers.values()):
+            _deliver(peer, message)
+
+    # -- recording -------------------------------------------------------------------------
+
+    def _refuse(self, peer: _Peer, code: str, message: str, **more: Any) -> None:
+        _deliver(
+            peer, recording_state("ERROR", None, error={"code": code, "message": message, **more})
+        )
+
+    def _settings(self, app_id: str) -> tuple[RecordingSettings | None, str, str]:
+        """The application's settings, or None with the code and message of why it cannot
+        record."""
+        try:
+            settings = load_settings(self.state, app_id)
+        except DeliveryError:
+            return None, "no_settings", "the application has no recording settings"
+        if not settings.recording_enabled:
+            return None, "recording_disabled", "recording is disabled in the settings"
+        if settings.storage is None:
+            return None, "no_storage", "the application's settings configure no storage"
+        return settings, "", ""
+
+    def _running_row(self, app_id: str, room: str) -> str | None:
+        with self.state.db.session() as session:
+            return session.scalars(
+                select(RecordingRow.id).where(
+                    RecordingRow.app_id == app_id,
+                    RecordingRow.room == room,
+                    RecordingRow.kind == "live",
+                    RecordingRow.state == RecordingState.START.value,
+                )
+            ).first()
+
+    def start_recording(self, peer_id: str) -> None:
+        """Start the room's recording: START to every peer, or ERROR (why) to this one."""
+        with self._lock:
+            peer = self._peer(peer_id)
+            room = self._rooms[peer.key]
+            app_id, name = peer.key
+            running = room.live.recording_id if room.live is not None else None
+            running = running or self._running_row(app_id, name)
+            if running is not None:
+                self._refuse(
+                    peer,
+                    "recording_running",
+                    f"a recording is running in this room: {running}",
+                    recordingId=running,
+                )
+                return
+            settings, code, why = self._settings(app_id)
+            if settings is None:
+                self._refuse(peer, code, why)
+                return
+            if room.janus_room is None or room.generation != self.relay.generation:
+                self._refuse(peer, "relay_failed", "the media relay is not running")
+                return
+            try:
+                live = self._begin(room, peer, settings)
+            except (RelayError, OSError, SkymixError) as exc:
+                log.error("live room %s/%s: recording not started: %s", app_id, name, exc)
+                self._refuse(
+                    peer, getattr(exc, "code", "relay_failed"), "the recording could not be started"
+                )
+                return
+            room.live = live
+            self._broadcast(room, recording_state("START", live.recording_id))
+
+    def _begin(self, room: _Room, peer: _Peer, settings: RecordingSettings) -> _Live:
+        """Janus records into the recording's own folder; then its row and event log."""
+        app_id, name = room.key
+        recording_id = new_recording_id()
+        relative = f"live/{recording_id}"
+        rec_dir = captures_root(self.config, app_id) / relative
+        rec_dir.mkdir(parents=True, exist_ok=False)
+        number, secret = room.janus_room, room.secret
+        assert number is not None
+        started = datetime.now(UTC)
+        try:
+            self.relay.call(lambda c: c.set_rec_dir(number, rec_dir.resolve(), secret=secret))
+            self.relay.call(lambda c: c.enable_recording(number, True, secret=secret))
+        except RelayError:
+            shutil.rmtree(rec_dir, ignore_errors=True)
+            raise
+        folder = self.config.recordings_dir / app_id / recording_id
+        spec = {
+            "live": {
+                "janus_room": number,
+                "secret_enc": self.state.box.encrypt(secret),
+                "pin_enc": self.state.box.encrypt(room.pin),
+                "rec_dir": relative,
+                "started_at": iso(started),
+                "started_by": peer.name,
+            }
+        }
+        try:
+            with self.state.db.session() as session:
+                session.add(
+                    RecordingRow(
+                        id=recording_id,
+                        app_id=app_id,
+                        room=name,
+                        kind="live",
+                        state=RecordingState.START.value,
+                        spec=spec,
+                        work_dir=str(folder.resolve()),
+                        created_at=utcnow(),
+                        updated_at=utcnow(),
+                    )
+                )
+                session.flush()
+                folder.mkdir(parents=True, exist_ok=False)
+                recording = Recording.create(folder / EVENT_LOG_NAME, app_id, name, recording_id)
+                recording.start()
+        except BaseException:
+            try:
+                self.relay.call(lambda c: c.enable_recording(number, False, secret=secret))
+            except RelayError:
+                pass
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(rec_dir, ignore_errors=True)
+            raise
+        for other in room.peers.values():
+            if other.janus_id is not None:
+                log_presence(rec_dir, "publish", other.janus_id, started, other.name)
+        limits = settings.limits
+        log.info("live room %s/%s: recording %s started", app_id, name, recording_id)
+        return _Live(
+            recording_id, recording, rec_dir, started, limits.max_length_s, limits.empty_room_s
+        )
+
+    def stop_recording(self, peer_id: str) -> None:
+        """Stop the room's recording: STOP to every peer (ERROR to this one when none runs)."""
+        with self._lock:
+            peer = self._peer(peer_id)
+            room = self._rooms[peer.key]
+            if room.live is None:
+                self._refuse(peer, "no_recording", "no recording is running in this room")
+                return
+            self._stop_live(room, "requested")
+
+    def _stop_live(self, room: _Room, reason: str, *, relay_down: bool = False) -> None:
+        """End the room's recording: Janus stops writing, STOP with reason to every peer, the
+        job queued; the room is closed when nobody is left."""
+        live = room.live
+        assert live is not None
+        room.live = None
+        number, secret = room.janus_room, room.secret
+        if not relay_down and number is not None:
+            try:
+                self.relay.call(lambda c: c.enable_recording(number, False, secret=secret))
+            except RelayError as exc:
+                log.warning(
+                    "recording %s: Janus did not stop recording: %s", live.recording_id, exc
+                )
+        now = datetime.now(UTC)
+        for peer in room.peers.values():
+            if peer.janus_id is not None:
+                log_presence(live.rec_dir, "leave", peer.janus_id, now)
+        self._broadcast(room, recording_state("STOP", live.recording_id, reason=reason))
+        self._watched[live.recording_id] = room.key
+        stop_recording_row(self.state, live.recording, live.rec_dir, live.started_at, now, reason)
+        if not room.peers and not relay_down:
+            self._close_room(room)
+
+    # -- background --------------------------------------------------------------------------
+
+    def _apply_limits(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for room in list(self._rooms.values()):
+                live = room.live
+                if live is None:
+                    continue
+                length = (datetime.now(UTC) - live.started_at).total_seconds()
+                if length >= live.max_length_s:
+                    self._stop_live(room, "max_length")
+                elif room.empty_since is not None and now - room.empty_since >= live.empty_room_s:
+                    self._stop_live(room, "room_empty")
+
+    def _watch(self) -> None:
+        """LINK or ERROR of the stopped recordings' jobs, to the peers still in their rooms."""
+        with self._lock:
+            watched = dict(self._watched)
+        if not watched:
+            return
+        with self.state.db.session() as session:
+            rows = session.execute(
+                select(
+                    RecordingRow.id,
+                    RecordingRow.state,
+                    RecordingRow.url,
+                    RecordingRow.error_code,
+                    RecordingRow.error_message,
+                ).where(
+                    RecordingRow.id.in_(list(watched)),
+                    RecordingRow.state.in_([RecordingState.LINK.value, RecordingState.ERROR.value]),
+                )
+            ).all()
+        with self._lock:
+            for rid, state_name, url, code, message in rows:
+                key = self._watched.pop(rid, None)
+                room = self._rooms.get(key) if key is not None else None
+                if room is None:
+                    continue
+                error = None if code is None else {"code": code, "message": message or ""}
+                self._broadcast(room, recording_state(state_name, rid, url=url, error=error))
+
+    def watch(self, recording_id: str, app_id: str, room: str) -> None:
+        """Tell the peers of (app_id, room) how this stopped recording ends (recovery)."""
+        with self._lock:
+            self._watched[recording_id] = (app_id, room)
+
+    def follow(
+        self, app_id: str, room: str, janus_room: int, secret: str, pin: str, live: _Live
+    ) -> None:
+        """Take over a recording that still runs in the relay after a restart (recovery)."""
+        with self._lock:
+            entry = _Room((app_id, room), janus_room, secret, pin, self.relay.generation)
+            entry.live = live
+            entry.empty_since = time.monotonic()
+            self._rooms[entry.key] = entry
+
+
+def stop_recording_row(
+    state: ServiceState,
+    recording: Recording,
+    rec_dir: Path,
+    started_at: datetime,
+    stopped_at: datetime,
+    reason: str,
+) -> None:
+    """A live recording's STOP: its manifest, its spec (the capture files, the "live" entry
+    kept), STOP in its event log and row, its job queued and handed to the executor. With no
+    .mjr file at all it ends in ERROR nothing_recorded, announced by the job like any ERROR."""
+    rid = recording.id
+    app_id = recording.app_id
+    root = captures_root(state.config, app_id)
+    files, unreadable = recorded_files(rec_dir)
+    for path, why in unreadable:
+        log.warning("recording %s: %s cannot be mixed: %s", rid, path.name, why)
+        recording.append("capture_unreadable", file=path.name, reason=why)
+    with state.db.session() as session:
+        row = session.get(RecordingRow, rid)
+        live = dict((row.spec if row is not None else {}).get("live") or {})
+    live.update(stopped_at=iso(stopped_at), stop_reason=reason)
+    manifest: str | None = None
+    if files:
+        try:
+            manifest = (
+                write_manifest(rec_dir, files, started_at, stopped_at).relative_to(root).as_posix()
+            )
+        except (SkymixError, OSError) as exc:
+            log.error("recording %s: no manifest (%s); mixed without names", rid, exc)
+    spec = CaptureSpec(
+        tuple(p.relative_to(root).as_posix() for p in files), (), manifest, None, {}
+    ).to_json()
+    spec["live"] = live
+    recording.append("live_stopped", reason=reason, files=len(files))
+    if recording.state is RecordingState.START:
+        recording.stop()
+    if not files and recording.state is RecordingState.STOP:
+        recording.fail(ErrorReason("nothing_recorded", "the relay recorded no media file"))
+    error = recording.error
+    now = utcnow()
+    with state.db.session() as session:
+        session.execute(
+            update(RecordingRow)
+            .where(RecordingRow.id == rid)
+            .values(
+                state=recording.state.value if recording.state else RecordingState.STOP.value,
+                spec=spec,
+                error_code=None if error is None else error.code,
+                error_message=None if error is None else error.message,
+                updated_at=now,
+            )
+        )
+        if session.get(Job, rid) is None:
+            session.add(Job(recording_id=rid, status="queued", created_at=now))
+    log.info("recording %s: STOP (%s), %d files, job queued", rid, reason, len(files))
+    if state.executor is not None:
+        state.executor.submit(rid)
