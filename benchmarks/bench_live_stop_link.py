@@ -1,8 +1,9 @@
 """STOP -> LINK of a live room's recording: how long after STOP the download link comes, for
 recordings of 1, 10 and 60 minutes with 4 publishers, through a live ``skymix serve``.
 
-The recording: a real Janus videoroom recording of 2 aiortc publishers (``janus_tools.record_room``:
-real Janus, real WebRTC, in a private network namespace; VP8 320x240 30 fps + Opus, ~4 s),
+The recording: a real Janus videoroom recording of 2 Chromium publishers
+(``mjr_tools.record_chromium_room``: Debian Chromium with its built-in fake camera and microphone,
+Debian janus.js, a real Janus, in a private network namespace; VP8 640x480 20 fps + Opus, 6 s),
 extended to the length by ``mjr_tools.extend_room`` (frames repeated with running sequence
 numbers, timestamps and packet times) and copied once more under new user ids: 4 publishers, 8
 .mjr files named as Janus names them. They are put where a live STOP leaves them
@@ -37,8 +38,7 @@ import av
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from janus_tools import record_room  # noqa: E402
-from mjr_tools import extend_room  # noqa: E402
+from mjr_tools import extend_room, record_chromium_room  # noqa: E402
 from seaweed import S3_ADMIN, SeaweedS3  # noqa: E402
 from service_tools import Service, wait_until  # noqa: E402
 
@@ -49,9 +49,9 @@ POLL_S = 0.2
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The real recording: 2 publishers' audio and video .mjr files from a Janus videoroom."""
+    """The real recording: 2 Chromium publishers' audio and video .mjr files from Janus."""
     folder = tmp_path_factory.mktemp("janus")
-    users = record_room(folder)
+    users = record_chromium_room(folder)
     files = sorted((folder / "rec").glob("*.mjr"))
     assert len(users) == 2 and len(files) == 4, files
     return files

@@ -15,13 +15,30 @@ publisher (and another SSRC), so ``extend_room`` turns the 2 publishers of a rec
 
 The source is read here with a plain frame walk, not with skymix's reader: a damaged source is
 refused rather than repaired, and the tests check the copies with skymix's reader independently.
+
+``record_chromium_room`` makes such a source with real browsers: two Debian Chromiums (their
+built-in fake camera, 640x480 with a moving pattern, and fake microphone, a beep a second) publish
+with Debian's janus.js to a real Janus, which records them, as a live room does, between
+``enable_recording`` true and false. Janus and Chromium both refuse ICE on loopback, so this runs
+(``python mjr_tools.py WORKDIR``) in a user + network namespace with lo and a port-less bridge
+only, as janus_tools.record_room does.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import os
+import shutil
+import signal
 import statistics
 import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from skymix.ingest.mjr import CLOCK_RATES, VIDEO_CLOCK, parse_videoroom_name
+from skymix.relay.janus import JanusProcess
 
 MAGIC = b"MJR00002"
 FRAME = struct.Struct("!4sIH")  # "MEET", ms since the first frame, length
@@ -198,3 +216,145 @@ def extend_room(files: Iterable[Path], dst: Path, seconds: float, copies: int = 
             user_id = None if copy == 0 else int(name.user) + copy
             made.append(extend_mjr(path, dst, seconds, user_id=user_id))
     return made
+
+
+CHROMIUM = "/usr/bin/chromium"
+JANUS_JS = Path("/usr/share/javascript/janus-gateway/janus.js")
+ADAPTER_JS = Path("/usr/share/javascript/webrtc-adapter/adapter.js")
+BRIDGE = "skymix0"
+CHROMIUM_PUBLISHERS = ("ada", "bob")
+NAMESPACE_BOUND_S = 120.0  # keeps a hung browser from hanging the caller; no speed requirement
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>publish</title>
+<script src="adapter.js"></script><script src="janus.js"></script><script>
+window.events = [];
+function publish(server, room, name) {
+  Janus.init({debug: false, callback: () => {
+    const janus = new Janus({server, iceServers: [], error: e => events.push("error " + e),
+      success: () => janus.attach({plugin: "janus.plugin.videoroom",
+        success: h => { window.handle = h;
+          h.send({message: {request: "join", room, ptype: "publisher", display: name}}); },
+        onmessage: (msg, jsep) => {
+          events.push(msg.videoroom);
+          if (msg.videoroom === "joined") window.handle.createOffer({
+            tracks: [{type: "audio", capture: true, recv: false},
+                     {type: "video", capture: true, recv: false}],
+            success: offer => window.handle.send(
+              {message: {request: "configure", audio: true, video: true}, jsep: offer}),
+            error: e => events.push("offer " + e)});
+          if (jsep) window.handle.handleRemoteJsep({jsep});
+        },
+        webrtcState: on => { window.up = on; },
+      })});
+  }});
+}
+</script>"""
+
+
+def record_chromium_room(workdir: Path, seconds: float = 6.0) -> dict[str, int]:
+    """Record two Chromium publishers for ``seconds`` in a real Janus videoroom (in a namespace
+    of their own); return {display: Janus user id}. The .mjr files are in ``workdir/rec``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "namespace.log"
+    command = ["unshare", "--user", "--map-root-user", "--net", "--kill-child", "--"]
+    command += [sys.executable, str(Path(__file__).resolve()), str(workdir), str(seconds)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            code = process.wait(NAMESPACE_BOUND_S + seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the group this call started
+            process.wait(10)
+            code = None
+    if code != 0:
+        raise RuntimeError(
+            f"recording Chromium publishers failed (exit {code}):\n"
+            f"{log.read_text(errors='replace')[-6000:]}"
+        )
+    users: dict[str, int] = json.loads((workdir / "users.json").read_text())
+    return users
+
+
+def _serve_page(root: Path) -> http.server.ThreadingHTTPServer:
+    """The publish page and Debian's janus.js and adapter.js on 127.0.0.1 (a secure context)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "index.html").write_text(PAGE)
+    shutil.copy(JANUS_JS, root / "janus.js")
+    shutil.copy(ADAPTER_JS, root / "adapter.js")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _record_in_namespace(workdir: Path, seconds: float) -> None:
+    """Inside the namespace: Janus, the page, two Chromiums publishing; record, then stop."""
+    from playwright.sync_api import sync_playwright
+
+    from janus_tools import _setup_namespace_network
+
+    _setup_namespace_network()
+    secret = uuid.uuid4().hex
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+    ]
+    server = _serve_page(workdir / "www")
+    site = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    with (
+        JanusProcess(
+            workdir / "janus", websockets=True, ice_interface=BRIDGE, die_with_parent=True
+        ) as janus,
+        janus.client() as client,
+        sync_playwright() as driver,
+    ):
+        room = client.create_room(None, secret=secret, publishers=4, rec_dir=workdir / "rec")
+        browsers = []
+        try:
+            for name in CHROMIUM_PUBLISHERS:
+                browser = driver.chromium.launch(executable_path=CHROMIUM, args=flags)
+                browsers.append(browser)
+                page = browser.new_page()
+                page.goto(site)
+                page.evaluate("([s, r, n]) => publish(s, r, n)", [janus.ws_url, room, name])
+                page.wait_for_function("window.up === true", timeout=30_000)
+            deadline = time.monotonic() + 30
+            while True:
+                users = {p["display"]: p["id"] for p in client.list_participants(room)}
+                if set(users) == set(CHROMIUM_PUBLISHERS) and all(
+                    p["publisher"] for p in client.list_participants(room)
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"publishers not up: {users}")
+                time.sleep(0.1)
+            time.sleep(1.0)  # let the encoders ramp up past their first frames
+            client.enable_recording(room, True, secret=secret)
+            time.sleep(seconds)
+            client.enable_recording(room, False, secret=secret)
+        finally:
+            for browser in browsers:
+                browser.close()
+            server.shutdown()
+    (workdir / "users.json").write_text(json.dumps(users))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    _record_in_namespace(Path(sys.argv[1]), float(sys.argv[2]))
