@@ -6,6 +6,7 @@ tests/browser's)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -210,3 +211,44 @@ def test_the_demo_page_loads_in_chromium_and_names_a_room(
         finally:
             browser.close()
     assert problems == []
+
+
+def test_demo_live_serves_the_page_then_stops_everything(tmp_path: Path) -> None:
+    """`skymix demo --live` (SeaweedFS, the service with its own Janus, the application set to
+    store into the bucket): the page is served with a public key; all stops after. One test of
+    the whole command (about 10 s: it starts three servers)."""
+    from websockets.sync.client import connect
+    from websockets.typing import Origin
+
+    from skymix.demo.live import run_live_demo
+
+    steps: list[str] = []
+    seen: dict[str, object] = {}
+
+    def visit(proc: subprocess.Popen[bytes]) -> None:
+        url = re.search(r"open (http://127\.0\.0\.1:\d+)/demo in two tabs", steps[-1])
+        assert url is not None, steps
+        page = httpx.get(f"{url[1]}/demo", timeout=30)
+        key = PUBLIC_KEY.search(page.text)
+        seen.update(status=page.status_code, key=key, proc=proc)
+        assert key is not None
+        # what the page does first: its key from its origin, a room, the relay's address
+        ws = url[1].replace("http", "ws") + "/rest/live/ws"
+        with connect(ws, origin=Origin(url[1]), open_timeout=30) as socket:
+            socket.send(json.dumps({"type": "hello", "key": key[1]}))
+            seen["welcome"] = json.loads(socket.recv(30))
+            socket.send(json.dumps({"type": "join", "room": "r1", "name": "Ada"}))
+            seen["joined"] = json.loads(socket.recv(30))
+            socket.send(json.dumps({"type": "leave"}))
+
+    run_live_demo(tmp_path / "live", on_step=steps.append, until=visit)
+    assert seen["status"] == 200 and seen["key"] is not None
+    assert seen["welcome"] == {"type": "welcome", "appId": "demo", "room": None}
+    joined = seen["joined"]
+    assert isinstance(joined, dict) and joined["type"] == "joined", joined
+    assert joined["janus"]["server"].startswith("ws://127.0.0.1:")
+    proc = seen["proc"]
+    assert isinstance(proc, subprocess.Popen) and proc.poll() is not None
+    log = (tmp_path / "live" / "service.log").read_text()
+    assert "checked: put, get and delete work" in log
+    assert steps[-1] == "stopping the service and SeaweedFS"

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the MP4 (default: %(default)s)",
     )
     demo.add_argument("--seconds", type=float, default=12.0, help="length (default: %(default)s)")
+    demo.add_argument(
+        "--live",
+        action="store_true",
+        help="instead, a live room to try in two browser tabs: SeaweedFS, the service and its "
+        "Janus on 127.0.0.1 (data in ./skymix-live-demo), until Ctrl-C",
+    )
     inspect = sub.add_parser(
         "inspect",
         help="show who and what is in a capture",
@@ -338,7 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command is None:
                 parser.print_help()
                 return 2
-            if args.command == "demo":
+            if args.command == "demo" and args.live:
+                from .demo.live import run_live_demo
+
+                run_live_demo()
+            elif args.command == "demo":
                 from .demo import deliver_demo, run_demo, weed_binary
 
                 check_job([], args.output, report=args.output.with_suffix(".json"))
