@@ -37,6 +37,7 @@ const CLOSE_CODES = {
   4403: ["origin_not_allowed", "this page's origin is not allowed for the application"],
   4408: ["hello_timeout", "the service got no hello in time"],
   4409: ["service_stopping", "the service is stopping"],
+  4429: ["too_many_attempts", "too many refused attempts from this address: wait a minute"],
 };
 
 const HELLO_TIMEOUT_MS = 15000;
