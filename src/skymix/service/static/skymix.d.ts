@@ -70,12 +70,21 @@ export interface JoinedRoom {
   recording: RecordingInfo | null;
 }
 
+/** Why a recording could not start or stop, or failed (as the service sent it). */
+export interface RecordingError {
+  /** e.g. "recording_disabled", "recording_running", "no_recording", "relay_failed" */
+  code: string;
+  message: string;
+  /** the running recording, when a start was refused because one runs */
+  recordingId?: string | null;
+}
+
 /** The answer to startRecording or stopRecording (also given to `recordingState` handlers). */
 export interface RecordingStateMessage {
   state: RecordingState;
   recordingId: string | null;
   url: string | null;
-  error: { code: string; message: string; recordingId?: string | null } | null;
+  error: RecordingError | null;
   reason: StopReason | null;
 }
 
@@ -93,7 +102,7 @@ export interface SkymixEvents {
     state: RecordingState,
     recordingId: string | null,
     url: string | null,
-    error: SkymixError | null,
+    error: RecordingError | null,
     reason: StopReason | null,
   ) => void;
   peerJoined: (peerId: string, name: string) => void;

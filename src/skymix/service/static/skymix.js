@@ -312,9 +312,11 @@ export class Skymix {
     switch (type) {
       case "recordingState": {
         const error = message.error
-          ? new SkymixError(message.error.code, message.error.message, {
+          ? {
+              code: message.error.code,
+              message: message.error.message,
               recordingId: message.error.recordingId ?? null,
-            })
+            }
           : null;
         this._emit("recordingState", message.state, message.recordingId ?? null,
           message.url ?? null, error, message.reason ?? null);
