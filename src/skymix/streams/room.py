@@ -805,6 +805,10 @@ def _mjr_batches(path: Path, room: _Room, stats: ReadStats) -> Iterator[Datagram
     parsed = parse_videoroom_name(path.name)
     pid = parsed.user if parsed else path.stem
     name = f"user {parsed.user}" if parsed else path.stem
+    described = next((p for p in room.description.participants if p.id == pid), None)
+    if described is not None:  # a manifest entry for this user: its name, and its streams
+        name = described.name  # (this file's) are not "unmatched"
+        room.matched.update(id(s) for s in described.streams if s.kind == info.kind)
     if not _mixable(info.codec):
         room.mjr_refused[str(path)] = (f"codec {info.codec} cannot be mixed", pid)
         return read_batches(path, stats, datagrams=recording)

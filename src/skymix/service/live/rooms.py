@@ -554,9 +554,13 @@ class LiveRooms:
         for peer in room.peers.values():
             if peer.janus_id is not None:
                 log_presence(live.rec_dir, "leave", peer.janus_id, now)
-        self._broadcast(room, recording_state("STOP", live.recording_id, reason=reason))
-        self._watched[live.recording_id] = room.key
-        stop_recording_row(self.state, live.recording, live.rec_dir, live.started_at, now, reason)
+        try:
+            stop_recording_row(
+                self.state, live.recording, live.rec_dir, live.started_at, now, reason
+            )
+        finally:  # on record first; when the database fails, the next start stops it again
+            self._broadcast(room, recording_state("STOP", live.recording_id, reason=reason))
+            self._watched[live.recording_id] = room.key
         if not room.peers and not relay_down:
             self._close_room(room)
 

@@ -1,0 +1,399 @@
+"""Live rooms with the real Janus: rooms made and destroyed in Janus, recordings started and
+stopped with the messages each peer gets, the settings' checks, limits, a Janus killed, a service
+killed, and (in a network namespace, where media can flow) real recordings mixed to LINK.
+
+The rules tests run Janus on the host with no media (joins and recordings need none); the media
+test runs the live rooms and aiortc publishers in a namespace (live_tools.record_scenario) and
+the jobs outside, storing in the real SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from live_tools import (
+    APP,
+    Peer,
+    live_state,
+    make_state,
+    new_app,
+    record_scenario,
+    running_rooms,
+)
+from seaweed import S3_ADMIN, SeaweedS3
+from service_tools import wait_until
+from skymix.deliver.settings import RecordingSettings
+from skymix.deliver.states import EVENT_LOG_NAME, Recording
+from skymix.errors import OptionsError
+from skymix.relay.janus import janus_available
+from skymix.report import MixReport
+from skymix.service.jobs import run_job
+from skymix.service.live import LiveError, LiveRooms
+from skymix.service.live.manifest import MANIFEST_NAME, PARTICIPANTS_NAME, log_presence
+from skymix.service.models import Job, RecordingRow
+
+STORAGE = {
+    "storage": {
+        "arn": "s3://recordings/live",
+        "access_key_id": "AKIDEXAMPLE00001",
+        "secret_access_key": "an-example-secret-key-0000",
+        "endpoint_url": "http://127.0.0.1:9/",
+    }
+}
+
+
+@pytest.fixture(autouse=True)
+def _janus_installed() -> None:
+    assert janus_available(), "Debian janus is not installed (make test installs it)"
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[Any, LiveRooms]]:
+    with live_state(tmp_path / "data") as (state, rooms):
+        new_app(state, "a1", STORAGE)
+        yield state, rooms
+
+
+def join(rooms: LiveRooms, name: str, room: str = "r1", app: str = "a1") -> Peer:
+    peer = Peer(name)
+    peer.peer_id = rooms.join(app, room, name, peer.send).peer_id
+    return peer
+
+
+def row(state: Any, recording_id: str) -> RecordingRow:
+    with state.db.session() as session:
+        found = session.get(RecordingRow, recording_id)
+    assert found is not None
+    return found
+
+
+def test_a_room_lives_in_janus_from_the_first_join_to_the_last_leave(live: Any) -> None:
+    state, rooms = live
+    ada = Peer("Ada")
+    info = rooms.join("a1", "r1", "Ada", ada.send)
+    assert info.peer_id.startswith("p_") and len(info.peer_id) == 18
+    assert info.peers == [] and info.recording is None
+    assert info.janus["server"] == rooms.relay.ws_url and info.janus["iceServers"] == []
+    number = info.janus["room"]
+    listed = running_rooms(rooms)[number]
+    assert listed["record"] is False and listed["lock_record"] is True
+    assert listed["pin_required"] is True and listed["max_publishers"] == 16
+    bob = Peer("Bob")
+    info_bob = rooms.join("a1", "r1", "Bob", bob.send)
+    assert info_bob.janus["room"] == number and info_bob.janus["pin"] == info.janus["pin"]
+    assert info_bob.peers == [{"peerId": info.peer_id, "name": "Ada"}]
+    assert ada.of("peerJoined") == [
+        {"type": "peerJoined", "peerId": info_bob.peer_id, "name": "Bob"}
+    ]
+    other = rooms.join("a2", "r1", "Cy", Peer("Cy").send)  # another application's r1
+    assert other.janus["room"] != number
+    rooms.leave(info.peer_id)
+    rooms.leave(info.peer_id)  # idempotent
+    assert bob.of("peerLeft") == [{"type": "peerLeft", "peerId": info.peer_id, "name": "Ada"}]
+    assert number in running_rooms(rooms)
+    rooms.leave(info_bob.peer_id)
+    assert number not in running_rooms(rooms)
+    assert rooms.peers_of("a1", "r1") == []
+    # the secret and pin are in no repr
+    assert info.janus["pin"] not in repr(rooms)
+
+
+@pytest.mark.parametrize(
+    ("room", "name", "code"),
+    [
+        ("a/b", "Ada", "invalid_room"),
+        ("x" * 129, "Ada", "invalid_room"),
+        ("", "Ada", "invalid_room"),
+        ("r1", "", "invalid_name"),
+        ("r1", "A" * 65, "invalid_name"),
+        ("r1", "Ada\n", "invalid_name"),
+    ],
+)
+def test_rooms_and_names_are_checked(live: Any, room: str, name: str, code: str) -> None:
+    _, rooms = live
+    with pytest.raises(LiveError) as caught:
+        rooms.join("a1", room, name, Peer(name).send)
+    assert caught.value.code == code
+
+
+def test_a_room_is_full_at_sixteen(live: Any) -> None:
+    _, rooms = live
+    for n in range(16):
+        join(rooms, f"p{n}")
+    with pytest.raises(LiveError) as caught:
+        join(rooms, "late")
+    assert caught.value.code == "room_full"
+
+
+def test_start_and_stop_reach_every_peer_and_one_recording_runs_at_a_time(live: Any) -> None:
+    state, rooms = live
+    ada, bob = join(rooms, "Ada"), join(rooms, "Bob")
+    rooms.start_recording(ada.peer_id)
+    start = ada.wait_state("START")
+    rid = start["recordingId"]
+    assert bob.states() == [("START", rid)]
+    assert row(state, rid).state == "START" and row(state, rid).kind == "live"
+    number = rooms.janus_room_of("a1", "r1")
+    assert number is not None
+    listed = running_rooms(rooms)[number]
+    rec_dir = state.config.data_dir / "captures" / "a1" / "live" / rid
+    assert listed["record"] is True and listed["rec_dir"] == str(rec_dir.resolve())
+    # a second start: ERROR to that peer only, naming the running recording
+    rooms.start_recording(bob.peer_id)
+    refused = bob.of("recordingState")[-1]
+    assert refused["state"] == "ERROR" and refused["recordingId"] is None
+    assert refused["error"]["code"] == "recording_running"
+    assert refused["error"]["recordingId"] == rid and rid in refused["error"]["message"]
+    assert ada.states() == [("START", rid)]
+    # a late joiner is told of it
+    info = rooms.join("a1", "r1", "Cy", Peer("Cy").send)
+    assert info.recording == {"state": "START", "recordingId": rid}
+    # stop from another peer: STOP to all; a new one may start at once
+    rooms.stop_recording(bob.peer_id)
+    stop = ada.wait_state("STOP")
+    assert stop["recordingId"] == rid and stop["reason"] == "requested"
+    assert ("STOP", rid) in bob.states()
+    assert running_rooms(rooms)[number]["record"] is False
+    rooms.start_recording(bob.peer_id)
+    second = [m for m in ada.of("recordingState") if m["state"] == "START"]
+    assert len(second) == 2 and second[1]["recordingId"] != rid
+    rooms.stop_recording(ada.peer_id)
+    # stop with none running: ERROR to that peer
+    rooms.stop_recording(ada.peer_id)
+    last = ada.of("recordingState")[-1]
+    assert last["state"] == "ERROR" and last["error"]["code"] == "no_recording"
+    # no media was published: each ends in ERROR nothing_recorded, told to the peers still there
+    ended = ada.wait_state("ERROR", recording_id=rid)
+    assert ended["error"]["code"] == "nothing_recorded"
+    got = row(state, rid)
+    assert got.state == "ERROR" and got.error_code == "nothing_recorded"
+    assert got.spec["captures"] == [] and got.spec["live"]["stop_reason"] == "requested"
+    with state.db.session() as session:
+        job = session.get(Job, rid)
+    assert job is not None and job.status == "queued"  # the job announces the ERROR
+    # the stored secrets are encrypted
+    live_spec = got.spec["live"]
+    assert state.box.decrypt(live_spec["secret_enc"]) not in json.dumps(got.spec)
+
+
+@pytest.mark.parametrize(
+    ("document", "code"),
+    [
+        (None, "no_settings"),
+        ({**STORAGE, "recording_enabled": False}, "recording_disabled"),
+        ({}, "no_storage"),
+    ],
+)
+def test_an_app_that_cannot_record_gets_error_and_nothing_is_recorded(
+    tmp_path: Path, document: dict[str, Any] | None, code: str
+) -> None:
+    with live_state(tmp_path / "data") as (state, rooms):
+        new_app(state, "off", document)
+        ada, bob = join(rooms, "Ada", app="off"), join(rooms, "Bob", app="off")
+        rooms.start_recording(ada.peer_id)
+        refused = ada.of("recordingState")
+        assert len(refused) == 1 and refused[0]["state"] == "ERROR"
+        assert refused[0]["error"]["code"] == code and refused[0]["recordingId"] is None
+        assert bob.of("recordingState") == []
+        with state.db.session() as session:
+            assert session.query(RecordingRow).count() == 0
+        assert not (state.config.data_dir / "captures").exists()
+        assert not state.config.recordings_dir.exists()
+
+
+def test_limits_stop_a_recording_at_its_length_and_when_its_room_is_empty(tmp_path: Path) -> None:
+    with live_state(tmp_path / "data") as (state, rooms):
+        new_app(state, "a1", {**STORAGE, "limits": {"max_length_s": 1, "empty_room_s": 1}})
+        ada = join(rooms, "Ada")
+        rooms.start_recording(ada.peer_id)
+        stop = ada.wait_state("STOP", 30)
+        assert stop["reason"] == "max_length"
+        started = ada.wait_state("START")
+        assert stop["recordingId"] == started["recordingId"]
+        new_app(state, "a2", {**STORAGE, "limits": {"empty_room_s": 1}})
+        bob = join(rooms, "Bob", room="r2", app="a2")
+        watcher = join(rooms, "Watcher", room="r2", app="a2")
+        rooms.start_recording(bob.peer_id)
+        rid = bob.wait_state("START")["recordingId"]
+        rooms.leave(bob.peer_id)
+        number = rooms.janus_room_of("a2", "r2")
+        rooms.leave(watcher.peer_id)  # empty now: the Janus room stays while it records
+        assert number in running_rooms(rooms)
+        wait_until(lambda: row(state, rid).state != "START", "the empty room's STOP", 30)
+        assert row(state, rid).spec["live"]["stop_reason"] == "room_empty"
+        wait_until(lambda: number not in running_rooms(rooms), "the room destroyed", 30)
+
+
+def test_limit_settings_are_checked() -> None:
+    ok = RecordingSettings.from_json({"app_id": "a", "limits": {"max_length_s": 86400}})
+    assert ok.limits.max_length_s == 86400 and ok.limits.empty_room_s == 60
+    for limits, field in [
+        ({"max_length_s": 0}, "limits.max_length_s"),
+        ({"max_length_s": 86401}, "limits.max_length_s"),
+        ({"empty_room_s": 3601}, "limits.empty_room_s"),
+        ({"empty_room_s": 1.5}, "limits.empty_room_s"),
+        ({"other": 1}, "limits.other"),
+    ]:
+        with pytest.raises(OptionsError) as caught:
+            RecordingSettings.from_json({"app_id": "a", "limits": limits})
+        assert str(caught.value).startswith(field), caught.value
+
+
+def test_janus_killed_stops_the_recording_and_comes_back_for_the_next_join(live: Any) -> None:
+    state, rooms = live
+    ada = join(rooms, "Ada")
+    rooms.start_recording(ada.peer_id)
+    rid = ada.wait_state("START")["recordingId"]
+    pid = rooms.relay.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    stop = ada.wait_state("STOP", 30)
+    assert stop["recordingId"] == rid and stop["reason"] == "relay_failed"
+    assert row(state, rid).spec["live"]["stop_reason"] == "relay_failed"
+    wait_until(rooms.relay.ready.is_set, "a new Janus", 30)
+    assert rooms.relay.pid not in (None, pid)
+    bob = Peer("Bob")
+    info = rooms.join("a1", "r1", "Bob", bob.send)  # the room, made again in the new Janus
+    assert info.janus["room"] in running_rooms(rooms)
+    rooms.start_recording(info.peer_id)
+    assert bob.wait_state("START")["recordingId"] != rid
+
+
+def test_a_recording_left_in_start_is_stopped_at_the_next_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with live_state(data) as (state, rooms):
+        new_app(state, "a1", STORAGE)
+        ada = join(rooms, "Ada")
+        rooms.start_recording(ada.peer_id)
+        rid = ada.wait_state("START")["recordingId"]
+        rec_dir = data / "captures" / "a1" / "live" / rid
+        # what a service killed mid-recording leaves: the row in START, the participants log
+        log_presence(rec_dir, "publish", 42, datetime.now(UTC), "Ada")
+    # the service stopped without stopping the recording; a new one on the same database
+    assert row(make_state(data), rid).state == "START"
+    with live_state(data, janus="off") as (state, rooms):
+        got = row(state, rid)
+        assert got.state == "ERROR" and got.error_code == "nothing_recorded"
+        assert got.spec["live"]["stop_reason"] == "service_restarted"
+        recording = Recording.load(Path(got.work_dir) / EVENT_LOG_NAME)
+        assert recording.state is not None and recording.state.value == "ERROR"
+        assert (rec_dir / PARTICIPANTS_NAME).exists()
+
+
+def test_live_rooms_are_unavailable_when_off(tmp_path: Path) -> None:
+    with live_state(tmp_path / "data", janus="off") as (_, rooms):
+        with pytest.raises(LiveError) as caught:
+            rooms.join("a1", "r1", "Ada", Peer("Ada").send)
+        assert caught.value.code == "live_unavailable"
+
+
+def test_an_existing_janus_needs_its_admin_key_and_ws_url(tmp_path: Path) -> None:
+    state = make_state(tmp_path / "data", janus="http://127.0.0.1:1/janus")
+    with pytest.raises(OptionsError) as caught:
+        LiveRooms(state)
+    assert caught.value.field == "janus_admin_key"
+    state = make_state(
+        tmp_path / "data2", janus="http://127.0.0.1:1/janus", janus_admin_key="k" * 20
+    )
+    with pytest.raises(OptionsError) as caught:
+        LiveRooms(state)
+    assert caught.value.field == "janus_ws_url"
+
+
+# --- media: recorded in a namespace, mixed here ----------------------------------------------
+
+
+def _job(state: Any, rid: str, monkeypatch: pytest.MonkeyPatch) -> RecordingRow:
+    monkeypatch.setenv("SKYMIX_ALLOW_PRIVATE_NOTIFY", "1")
+    run_job(state.config.model_dump_json(), rid)
+    return row(state, rid)
+
+
+def _report(got: RecordingRow) -> MixReport:
+    return MixReport.from_json((Path(got.work_dir) / "report.json").read_bytes())
+
+
+def _duration(path: Path) -> float:
+    with av.open(str(path)) as container:
+        return float(container.duration or 0) / 1e6
+
+
+def test_live_recordings_are_mixed_with_names_after_stop_a_janus_crash_and_a_service_crash(
+    tmp_path: Path, seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ~40 s: three real recordings (aiortc publishers through Janus) and their three mixes
+    data = tmp_path / "data"
+    state = make_state(data)
+    new_app(
+        state,
+        APP,
+        {
+            "storage": {
+                "arn": f"arn:aws:s3:{seaweed.region}::{seaweed.bucket}/live-test/",
+                "access_key_id": S3_ADMIN.access_key,
+                "secret_access_key": S3_ADMIN.secret_key,
+                "endpoint_url": seaweed.endpoint_url,
+            }
+        },
+    )
+    result = record_scenario(data, tmp_path / "ns")
+    users = {name: str(uid) for name, uid in result["users"].items()}
+    first, crashed_janus, crashed_service = result["recordings"]
+    ada = result["messages"]["Ada"]
+    states = [
+        (m["state"], m["recordingId"], m["reason"]) for m in ada if m["type"] == "recordingState"
+    ]
+    assert states[:4] == [
+        ("START", first, None),
+        ("STOP", first, "requested"),
+        ("START", crashed_janus, None),
+        ("STOP", crashed_janus, "relay_failed"),
+    ]
+    bob = result["messages"]["Bob"]
+    assert [(m["state"], m["recordingId"]) for m in bob if m["type"] == "recordingState"] == []
+
+    # 1: a normal recording; Bob was there for about 1.5 s in the middle
+    got = row(state, first)
+    assert got.state == "STOP"
+    rec_dir = data / "captures" / APP / "live" / first
+    manifest = json.loads((rec_dir / MANIFEST_NAME).read_text())
+    named = {p["id"]: p for p in manifest["participants"]}
+    assert named[users["Ada"]]["name"] == "Ada" and named[users["Bob"]]["name"] == "Bob"
+    assert got.spec["manifest"] == f"live/{first}/{MANIFEST_NAME}"
+    assert all(c.startswith(f"live/{first}/videoroom-") for c in got.spec["captures"])
+    got = _job(state, first, monkeypatch)
+    assert got.state == "LINK", (got.error_code, got.error_message)
+    report = _report(got)
+    people = {p.id: p for p in report.participants}
+    assert people[users["Ada"]].name == "Ada" and people[users["Bob"]].name == "Bob"
+    ((bob_from, bob_to),) = people[users["Bob"]].presence_s
+    assert 0.8 < bob_to - bob_from < 3.0
+    assert 3.0 < report.duration_s < 8.0
+    assert not [d for d in report.damage if "no packet matched" in d], report.damage
+
+    # 2: Janus SIGKILLed: files cut in the middle of a frame, mixed all the same
+    got = row(state, crashed_janus)
+    assert got.spec["live"]["stop_reason"] == "relay_failed" and got.spec["captures"]
+    got = _job(state, crashed_janus, monkeypatch)
+    assert got.state == "LINK", (got.error_code, got.error_message)
+    report = _report(got)
+    assert [p.name for p in report.participants] == ["Ada"]
+    assert report.duration_s > 0.5
+
+    # 3: the service killed: the next start stops it (service_restarted) and mixes what is there
+    assert row(state, crashed_service).state == "START"
+    with live_state(data, janus="off") as (restarted, _):
+        got = row(restarted, crashed_service)
+        assert got.state == "STOP" and got.spec["live"]["stop_reason"] == "service_restarted"
+        got = _job(restarted, crashed_service, monkeypatch)
+    assert got.state == "LINK", (got.error_code, got.error_message)
+    assert [p.name for p in _report(got).participants] == ["Carol"]
