@@ -238,6 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
         one = apps_sub.add_parser(action, help=text, description=text)
         one.add_argument("app_id", metavar="APP_ID")
         _service_arguments(one)
+    browser = apps_sub.add_parser(
+        "browser-access",
+        help="allow page origins to use an application's public key; print the key",
+        description="Create or update an application's browser access for live rooms (the "
+        "origins whose pages may use its public key) and print the public key.",
+    )
+    browser.add_argument("app_id", metavar="APP_ID")
+    browser.add_argument(
+        "--origin",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="an allowed page origin, scheme://host[:port] (repeat for several)",
+    )
+    browser.add_argument("--rotate", action="store_true", help="give it a new public key")
+    _service_arguments(browser)
     synth = sub.add_parser(
         "synth",
         help="write a synthetic relay capture (pcap + SDPs + truth) with chosen impairments",

@@ -1,4 +1,5 @@
-"""The service's commands: ``skymix serve`` and ``skymix apps create|rotate-key|delete``."""
+"""The service's commands: ``skymix serve`` and ``skymix apps create|rotate-key|delete|
+browser-access``."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def rotate_secrets(state: ServiceState) -> int:
 
 
 def apps_command(args: argparse.Namespace) -> int:
-    """Create an application (its key printed once), rotate its key, or delete it."""
+    """Create an application (its key printed once), rotate its key, delete it, or allow page
+    origins its public key (printed)."""
     from . import apps
 
     state = ServiceState.open(config_of(args))
@@ -70,11 +72,25 @@ def apps_command(args: argparse.Namespace) -> int:
             key = apps.create_app(state, args.app_id)
         elif args.apps_command == "rotate-key":
             key = apps.rotate_key(state, args.app_id)
+        elif args.apps_command == "browser-access":
+            key = _browser_access(state, args)
         else:
             apps.delete_app(state, args.app_id)
             print(f"deleted {args.app_id}", file=sys.stderr)  # noqa: T201
             return 0
     finally:
         state.close()
-    print(key)  # noqa: T201 - shown once: only its hash is stored
+    print(key)  # noqa: T201 - shown once: only its hash is stored (a public key: any time)
     return 0
+
+
+def _browser_access(state: ServiceState, args: argparse.Namespace) -> str:
+    """Allow the origins (creating the browser access if needed), rotate the public key if
+    asked; the public key."""
+    from .live import access
+
+    view = access.set_access(state, args.app_id, args.origin)
+    if args.rotate:
+        view = access.rotate_public_key(state, args.app_id) or view
+    print(f"allowed origins: {', '.join(view.origins)}", file=sys.stderr)  # noqa: T201
+    return view.public_key

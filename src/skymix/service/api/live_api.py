@@ -56,7 +56,9 @@ class TokenIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    room: str = Field(pattern=access.ROOM_NAME.pattern, description="the room the token joins")
+    room: str = Field(
+        pattern=f"^{access.ROOM_NAME.pattern}$", description="the room the token joins"
+    )
     ttl_s: int = Field(
         default=600, ge=1, le=access.MAX_TOKEN_TTL_S, description="seconds the token is good for"
     )
@@ -75,6 +77,16 @@ def _state(request: Request) -> ServiceState:
     return service
 
 
+def _invalid(exc: OptionsError, default: str) -> HTTPException:
+    """FastAPI's 422 shape, naming the field."""
+    field = exc.field or default
+    message = str(exc).removeprefix(f"{field}: ")
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        [{"loc": ["body", field], "msg": message, "type": "value_error"}],
+    )
+
+
 def _out(view: access.AccessView) -> AccessOut:
     return AccessOut(public_key=view.public_key, origins=view.origins)
 
@@ -85,12 +97,7 @@ async def put_access(body: AccessIn, request: Request, app_id: CurrentApp) -> Ac
     try:
         view = await run_in_threadpool(access.set_access, _state(request), app_id, body.origins)
     except OptionsError as exc:
-        field = exc.field or "origins"
-        message = str(exc).removeprefix(f"{field}: ")
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"loc": ["body", field], "msg": message, "type": "value_error"}],
-        ) from None
+        raise _invalid(exc, "origins") from None
     return _out(view)
 
 
@@ -131,7 +138,10 @@ async def delete_access(request: Request, app_id: CurrentApp) -> Response:
 )
 async def make_token(body: TokenIn, request: Request, app_id: CurrentApp) -> TokenOut:
     """A token for one room of the application, for the customer's backend to give a page."""
-    token, expires_at = access.make_room_token(_state(request), app_id, body.room, body.ttl_s)
+    try:
+        token, expires_at = access.make_room_token(_state(request), app_id, body.room, body.ttl_s)
+    except OptionsError as exc:
+        raise _invalid(exc, "room") from None
     return TokenOut(token=token, room=body.room, expires_at=expires_at)
 
 
