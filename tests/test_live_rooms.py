@@ -34,7 +34,7 @@ from service_tools import wait_until
 from skymix.deliver.settings import RecordingSettings
 from skymix.deliver.states import EVENT_LOG_NAME, Recording
 from skymix.errors import OptionsError
-from skymix.relay.janus import janus_available
+from skymix.relay.janus import JanusProcess, janus_available
 from skymix.report import MixReport
 from skymix.service.jobs import run_job
 from skymix.service.live import LiveError, LiveRooms
@@ -134,8 +134,15 @@ def test_a_room_is_full_at_sixteen(live: Any) -> None:
     assert caught.value.code == "room_full"
 
 
-def test_start_and_stop_reach_every_peer_and_one_recording_runs_at_a_time(live: Any) -> None:
-    state, rooms = live
+def test_start_and_stop_reach_every_peer_and_one_recording_runs_at_a_time(
+    tmp_path: Path, database_url: str
+) -> None:
+    with live_state(tmp_path / "data", database_url=database_url) as (state, rooms):
+        new_app(state, "a1", STORAGE)
+        _start_and_stop(state, rooms)
+
+
+def _start_and_stop(state: Any, rooms: LiveRooms) -> None:
     ada, bob = join(rooms, "Ada"), join(rooms, "Bob")
     rooms.start_recording(ada.peer_id)
     start = ada.wait_state("START")
@@ -289,6 +296,43 @@ def test_a_recording_left_in_start_is_stopped_at_the_next_start(tmp_path: Path) 
         assert (rec_dir / PARTICIPANTS_NAME).exists()
 
 
+def test_a_recording_an_existing_janus_still_runs_is_followed_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with JanusProcess(
+        tmp_path / "janus", admin_key="existing-" + "k" * 24, websockets=True
+    ) as janus:
+        assert janus.ws_url is not None
+        existing = {
+            "janus": janus.url,
+            "janus_admin_key": janus.admin_key,
+            "janus_ws_url": janus.ws_url,
+        }
+        with live_state(data, **existing) as (state, rooms):
+            new_app(state, "a1", STORAGE)
+            ada = join(rooms, "Ada")
+            info_number = rooms.janus_room_of("a1", "r1")
+            rooms.start_recording(ada.peer_id)
+            rid = ada.wait_state("START")["recordingId"]
+        # the service stopped (or died): the recording still runs in the existing Janus
+        with live_state(data, **existing) as (state, rooms):
+            assert row(state, rid).state == "START"
+            bob = Peer("Bob")
+            info = rooms.join("a1", "r1", "Bob", bob.send)
+            assert info.janus["room"] == info_number and info.janus["server"] == janus.ws_url
+            assert info.recording == {"state": "START", "recordingId": rid}
+            rooms.start_recording(info.peer_id)
+            assert bob.of("recordingState")[-1]["error"]["code"] == "recording_running"
+            rooms.stop_recording(info.peer_id)
+            assert bob.wait_state("STOP")["reason"] == "requested"
+            assert row(state, rid).spec["live"]["stop_reason"] == "requested"
+            rooms.leave(info.peer_id)
+            assert info_number not in running_rooms(rooms)
+        log = (Path(row(make_state(data), rid).work_dir) / EVENT_LOG_NAME).read_text()
+        assert "live_followed" in log
+
+
 def test_live_rooms_are_unavailable_when_off(tmp_path: Path) -> None:
     with live_state(tmp_path / "data", janus="off") as (_, rooms):
         with pytest.raises(LiveError) as caught:
@@ -388,6 +432,7 @@ def test_live_recordings_are_mixed_with_names_after_stop_a_janus_crash_and_a_ser
     report = _report(got)
     assert [p.name for p in report.participants] == ["Ada"]
     assert report.duration_s > 0.5
+    assert any("truncated" in line for line in report.damage), report.damage
 
     # 3: the service killed: the next start stops it (service_restarted) and mixes what is there
     assert row(state, crashed_service).state == "START"
