@@ -172,3 +172,13 @@ def test_interrupted_start_leaves_no_process(tmp_path: Path) -> None:
     assert janus.process is not None
     assert janus.process.returncode is not None
     assert not Path(f"/proc/{janus.process.pid}").exists()
+
+
+def test_a_public_address_is_given_to_janus_as_its_nat_mapping(tmp_path: Path) -> None:
+    with JanusProcess(tmp_path / "janus", nat_1_1="203.0.113.7", ice_interface="lo") as janus:
+        config = (tmp_path / "janus" / "janus.jcfg").read_text()
+        assert 'nat_1_1_mapping = "203.0.113.7"' in config
+        assert 'ice_enforce_list = "lo"' in config
+        assert "Using nat_1_1_mapping for public IP: 203.0.113.7" in janus.log_text()
+    with JanusProcess(tmp_path / "plain"):
+        assert "nat_1_1_mapping" not in (tmp_path / "plain" / "janus.jcfg").read_text()
