@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from service_tools import Service
 from skymix.service import apps
 from skymix.service.config import ServiceConfig
 from skymix.service.crypto import SecretBox, new_key
+from skymix.service.live.ws import HELLO_TIMEOUT_S
 from skymix.service.state import ServiceState
 
 ACCESS = "/rest/live/access"
@@ -78,17 +80,18 @@ def say(page: ClientConnection, message: dict[str, Any]) -> None:
     page.send(json.dumps(message))
 
 
-def hear(page: ClientConnection) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(page.recv(timeout=RECV_S))
+def hear(page: ClientConnection, bound_s: float = RECV_S) -> dict[str, Any]:
+    """The next message (the bound only keeps a test from hanging)."""
+    message: dict[str, Any] = json.loads(page.recv(timeout=bound_s))
     return message
 
 
-def closed(page: ClientConnection) -> tuple[int, list[dict[str, Any]]]:
+def closed(page: ClientConnection, bound_s: float = RECV_S) -> tuple[int, list[dict[str, Any]]]:
     """The close code the service sent, and the messages before it."""
     before = []
     try:
         while True:
-            before.append(hear(page))
+            before.append(hear(page, bound_s))
     except ConnectionClosed as exc:
         assert exc.rcvd is not None, "the service closed without a close frame"
         return exc.rcvd.code, before
@@ -351,5 +354,16 @@ def test_the_cli_allows_origins_and_prints_the_public_key(live: Live) -> None:
 
 def test_a_page_that_never_says_hello_is_closed_after_10_s(live: Live) -> None:
     """The module's silent page opened with the service: this last test rarely waits."""
-    code, before = closed(live.silent)
+    code, before = closed(live.silent, HELLO_TIMEOUT_S + 30)
     assert code == 4408 and [m["code"] for m in before] == ["no_hello"]
+
+
+def test_pages_hear_4409_when_the_service_stops(live: Live) -> None:
+    """Last: it stops the module's service."""
+    _, key = with_access(live, "stopping", [PAGE])
+    with welcomed(live.service, key) as (page, _):
+        assert live.service.proc is not None
+        live.service.proc.send_signal(signal.SIGTERM)
+        code, before = closed(page)
+    assert code == 4409 and before == []
+    live.service.stop()

@@ -15,6 +15,7 @@ from .api import recordings_api
 from .api.app import Lifecycle
 from .config import ServiceConfig
 from .executor import JobWatcher, LocalExecutor
+from .live import ws as live_ws
 from .outbox import Outbox
 from .state import ServiceState
 
@@ -93,6 +94,7 @@ def _end_streams_on_stop_signals() -> Callable[[], None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         recordings_api.STREAMS_END.set()
+        live_ws.end_sockets()  # 4409 to the pages, before the server's own close (1012)
         before = previous[signal.Signals(signum)]
         if callable(before):
             before(signum, frame)
