@@ -79,7 +79,7 @@ class JoinInfo:
     other peers, and the recording that runs (or None)."""
 
     peer_id: str
-    janus: dict[str, Any]
+    janus: dict[str, Any] = field(repr=False)  # holds the room's pin
     peers: list[dict[str, str]]
     recording: dict[str, Any] | None
 
@@ -109,8 +109,8 @@ class _Live:
 class _Room:
     key: tuple[str, str]
     janus_room: int | None
-    secret: str
-    pin: str
+    secret: str = field(repr=False)
+    pin: str = field(repr=False)
     generation: int
     peers: dict[str, _Peer] = field(default_factory=dict)
     live: _Live | None = None
@@ -235,7 +235,7 @@ class LiveRooms:
         with self._lock:
             for room in list(self._rooms.values()):
                 if room.live is not None:
-                    self._stop_live(room, "relay_failed", relay_down=True)
+                    self._guarded(room, "relay_failed", relay_down=True)
                 room.janus_room = None  # gone with its Janus; the next join makes a new one
                 if not room.peers:
                     del self._rooms[room.key]
@@ -450,7 +450,9 @@ class LiveRooms:
                 self._refuse(peer, code, why)
                 return
             if room.janus_room is None or room.generation != self.relay.generation:
-                self._refuse(peer, "relay_failed", "the media relay is not running")
+                self._refuse(
+                    peer, "relay_failed", "the media relay was restarted: join the room again"
+                )
                 return
             try:
                 live = self._begin(room, peer, settings)
@@ -575,9 +577,18 @@ class LiveRooms:
                     continue
                 length = (datetime.now(UTC) - live.started_at).total_seconds()
                 if length >= live.max_length_s:
-                    self._stop_live(room, "max_length")
+                    self._guarded(room, "max_length")
                 elif room.empty_since is not None and now - room.empty_since >= live.empty_room_s:
-                    self._stop_live(room, "room_empty")
+                    self._guarded(room, "room_empty")
+
+    def _guarded(self, room: _Room, reason: str, *, relay_down: bool = False) -> None:
+        """_stop_live for the background thread: one room's failure (the database down) is
+        logged and does not keep the others from stopping; its row stays in START for the
+        next start to stop."""
+        try:
+            self._stop_live(room, reason, relay_down=relay_down)
+        except Exception:  # noqa: BLE001 - logged; the other rooms go on
+            log.exception("live room %s/%s: the recording's STOP failed", *room.key)
 
     def _watch(self) -> None:
         """LINK or ERROR of the stopped recordings' jobs, to the peers still in their rooms."""
