@@ -208,6 +208,14 @@ def test_the_demo_page_loads_in_chromium_and_names_a_room(
                 }"""
             )
             assert states == [["START", "STOP", "LINK", "ERROR"], "function", "object", service.url]
+            # Join: the page's key is accepted from its origin; this service has no relay, which
+            # the page shows as an ERROR, ready to try again
+            page.fill("#name", "Ada")
+            page.click("#join")
+            page.wait_for_selector("#state[data-state='ERROR']")
+            assert (page.text_content("#state") or "").startswith("ERROR: live rooms are")
+            assert "could not join" in (page.text_content("#log") or "")
+            assert page.is_enabled("#join") and page.locator("[data-peer]").count() == 0
         finally:
             browser.close()
     assert problems == []

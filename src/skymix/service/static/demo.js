@@ -98,8 +98,8 @@ async function join() {
     const stream = figure.querySelector("video").srcObject;
     if (on) {
       if (!stream.getTracks().includes(track)) stream.addTrack(track);
-    } else {
-      stream.removeTrack(track);
+    } else if (track.readyState === "ended") {
+      stream.removeTrack(track); // its publisher left (a paused track stays: camera off)
       if (stream.getTracks().length === 0) figure.remove();
     }
   });

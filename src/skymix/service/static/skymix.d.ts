@@ -107,7 +107,9 @@ export interface SkymixEvents {
   ) => void;
   peerJoined: (peerId: string, name: string) => void;
   peerLeft: (peerId: string, name: string) => void;
-  /** a remote track starts (`on` true) or ends (`on` false) */
+  /** a remote track starts (`on` true), or pauses (`on` false, `track.readyState` "live":
+   * no media for a while, e.g. a camera turned off) or ends (false, "ended": its publisher
+   * left) */
   remoteTrack: (remote: RemotePeer, track: MediaStreamTrack, on: boolean) => void;
   /** this page's camera and microphone, as they are published */
   localStream: (stream: MediaStream) => void;

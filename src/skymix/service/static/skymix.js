@@ -513,6 +513,7 @@ export class Skymix {
     call.feeds.delete(janusId);
     if (feed === undefined) return;
     for (const track of feed.tracks.values()) {
+      track.stop(); // ended, not paused: the publisher is gone
       this._emit("remoteTrack", { janusId, name: feed.name }, track, false);
     }
     feed.tracks.clear();
