@@ -21,10 +21,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from live_tools import store_settings
 from service_tools import Service
+from skymix.relay.janus import janus_available
 from skymix.service import apps
 from skymix.service.config import ServiceConfig
 from skymix.service.crypto import SecretBox, new_key
+from skymix.service.live import access
 from skymix.service.live.ws import HELLO_TIMEOUT_S
 from skymix.service.state import ServiceState
 
@@ -32,6 +35,15 @@ ACCESS = "/rest/live/access"
 TOKENS = "/rest/live/tokens"
 PAGE = "https://app.example.com"
 RECV_S = 10.0
+#: Settings that let a recording start (its job's upload is no part of these tests).
+STORAGE = {
+    "storage": {
+        "arn": "s3://recordings/live",
+        "access_key_id": "AKIDEXAMPLE00001",
+        "secret_access_key": "an-example-secret-key-0000",
+        "endpoint_url": "http://127.0.0.1:9/",
+    }
+}
 _ADDRESSES = itertools.count()
 
 
@@ -359,7 +371,7 @@ def test_a_page_that_never_says_hello_is_closed_after_10_s(live: Live) -> None:
 
 
 def test_pages_hear_4409_when_the_service_stops(live: Live) -> None:
-    """Last: it stops the module's service."""
+    """It stops the module's service: the last test on it."""
     _, key = with_access(live, "stopping", [PAGE])
     with welcomed(live.service, key) as (page, _):
         assert live.service.proc is not None
@@ -367,3 +379,93 @@ def test_pages_hear_4409_when_the_service_stops(live: Live) -> None:
         code, before = closed(page)
     assert code == 4409 and before == []
     live.service.stop()
+
+
+# --- the room flow over the socket, with the service's own Janus ------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_janus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
+    """A service with its own Janus; application ``flow`` (settings with storage, whose
+    endpoint is never reached here) with browser access from PAGE; its public key."""
+    assert janus_available(), "Debian janus is not installed (make test installs it)"
+    folder = tmp_path_factory.mktemp("live-flow")
+    env = {"SKYMIX_JANUS": "auto"}
+    with Service(folder / "data", f"sqlite:///{folder / 'skymix.db'}", env=env) as service:
+        state = ServiceState.open(ServiceConfig.load(environ=service.environment()), migrate=False)
+        try:
+            apps.create_app(state, "flow")
+            store_settings(state, "flow", STORAGE)
+            key = access.set_access(state, "flow", [PAGE]).public_key
+        finally:
+            state.close()
+        yield service, key
+
+
+def joined(page: ClientConnection, room: str, name: str) -> dict[str, Any]:
+    say(page, {"type": "join", "room": room, "name": name})
+    answer = hear(page)
+    assert answer["type"] == "joined", answer
+    return answer
+
+
+def after_job(page: ClientConnection) -> dict[str, Any]:
+    """The next message but the stopped recording's LINK or ERROR (its job runs meanwhile)."""
+    while True:
+        message = hear(page)
+        if message.get("state") not in ("LINK", "ERROR") or message["recordingId"] is None:
+            return message
+
+
+def test_two_pages_share_a_room_and_its_recording(with_janus: tuple[Service, str]) -> None:
+    service, key = with_janus
+    with welcomed(service, key) as (ada, _), welcomed(service, key) as (bob, _):
+        first = joined(ada, "r1", "Ada")
+        assert first["peerId"].startswith("p_") and first["room"] == "r1"
+        assert first["peers"] == [] and first["recording"] is None
+        janus = first["janus"]
+        assert janus["server"].startswith("ws://127.0.0.1:") and isinstance(janus["room"], int)
+        assert janus["pin"] and janus["iceServers"] == []
+        second = joined(bob, "r1", "Bob")
+        assert second["janus"] == janus
+        assert second["peers"] == [{"peerId": first["peerId"], "name": "Ada"}]
+        assert hear(ada) == {"type": "peerJoined", "peerId": second["peerId"], "name": "Bob"}
+        say(ada, {"type": "join", "room": "r2", "name": "Ada"})
+        assert hear(ada)["code"] == "already_joined"
+        say(ada, {"type": "publisher", "janusId": 1234})  # not a publisher of that Janus room
+        assert hear(ada)["code"] == "unknown_publisher"
+
+        say(bob, {"type": "start"})
+        start = hear(bob)
+        assert start["type"] == "recordingState" and start["state"] == "START", start
+        recording_id = start["recordingId"]
+        assert hear(ada) == start
+        say(ada, {"type": "start"})
+        refusal = hear(ada)
+        assert refusal["state"] == "ERROR" and refusal["recordingId"] is None
+        assert refusal["error"]["code"] == "recording_running"
+        assert recording_id in refusal["error"]["message"]
+        say(ada, {"type": "stop"})
+        stop = hear(ada)
+        assert (stop["state"], stop["recordingId"], stop["reason"]) == (
+            "STOP",
+            recording_id,
+            "requested",
+        )
+        assert hear(bob) == stop
+        say(ada, {"type": "stop"})
+        assert after_job(ada)["error"]["code"] == "no_recording"
+
+        say(bob, {"type": "leave"})
+        assert after_job(ada) == {"type": "peerLeft", "peerId": second["peerId"], "name": "Bob"}
+        third = joined(bob, "r1", "Bob again")  # a page may join again after leaving
+        assert {"peerId": first["peerId"], "name": "Ada"} in third["peers"]
+        assert after_job(ada)["type"] == "peerJoined"
+        with welcomed(service, key) as (cy, _):
+            cy_id = joined(cy, "r1", "Cy")["peerId"]
+            assert after_job(ada)["peerId"] == cy_id
+        # Cy's socket closed without a leave
+        assert after_job(ada) == {"type": "peerLeft", "peerId": cy_id, "name": "Cy"}
+        assert after_job(bob)["type"] == "peerJoined" and after_job(bob)["type"] == "peerLeft"
+    log = service.log()
+    assert key not in log
