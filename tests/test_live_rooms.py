@@ -20,6 +20,7 @@ from typing import Any
 import av
 import pytest
 
+from deliver_tools import HOOK_SECRET, Hooks
 from live_tools import (
     APP,
     Peer,
@@ -40,6 +41,7 @@ from skymix.service.jobs import run_job
 from skymix.service.live import LiveError, LiveRooms
 from skymix.service.live.manifest import MANIFEST_NAME, PARTICIPANTS_NAME, log_presence
 from skymix.service.models import Job, RecordingRow
+from skymix.service.outbox import Outbox
 
 STORAGE = {
     "storage": {
@@ -275,10 +277,13 @@ def test_janus_killed_stops_the_recording_and_comes_back_for_the_next_join(live:
     assert bob.wait_state("START")["recordingId"] != rid
 
 
-def test_a_recording_left_in_start_is_stopped_at_the_next_start(tmp_path: Path) -> None:
+def test_a_recording_left_in_start_is_stopped_at_the_next_start(
+    tmp_path: Path, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "data"
+    notified = {"enabled": True, "url": hooks.url, "secret": HOOK_SECRET}
     with live_state(data) as (state, rooms):
-        new_app(state, "a1", STORAGE)
+        new_app(state, "a1", {**STORAGE, "notifications": notified})
         ada = join(rooms, "Ada")
         rooms.start_recording(ada.peer_id)
         rid = ada.wait_state("START")["recordingId"]
@@ -294,6 +299,17 @@ def test_a_recording_left_in_start_is_stopped_at_the_next_start(tmp_path: Path) 
         recording = Recording.load(Path(got.work_dir) / EVENT_LOG_NAME)
         assert recording.state is not None and recording.state.value == "ERROR"
         assert (rec_dir / PARTICIPANTS_NAME).exists()
+        # its job announces the ERROR and leaves it as it is
+        monkeypatch.setenv("SKYMIX_ALLOW_PRIVATE_NOTIFY", "1")
+        assert run_job(state.config.model_dump_json(), rid) == "failed"
+        assert Outbox(state).send_due() == 1  # what the service's outbox does next
+        (payload,) = hooks.payloads
+        assert payload["recording_id"] == rid and payload["state"] == "ERROR"
+        assert payload["error"]["code"] == "nothing_recorded"
+        got = row(state, rid)
+        assert got.state == "ERROR" and got.error_code == "nothing_recorded"
+        log = Recording.load(Path(got.work_dir) / EVENT_LOG_NAME)
+        assert log.error is not None and log.error.code == "nothing_recorded"
 
 
 def test_a_recording_an_existing_janus_still_runs_is_followed_after_a_restart(
