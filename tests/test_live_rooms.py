@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import pytest
 
 from deliver_tools import HOOK_SECRET, Hooks
 from live_tools import (
     APP,
+    ROOM,
     Peer,
     live_state,
     make_state,
@@ -382,9 +384,15 @@ def _report(got: RecordingRow) -> MixReport:
     return MixReport.from_json((Path(got.work_dir) / "report.json").read_bytes())
 
 
-def _duration(path: Path) -> float:
-    with av.open(str(path)) as container:
-        return float(container.duration or 0) / 1e6
+def _linked(url: str, folder: Path) -> tuple[float, set[str]]:
+    """The linked MP4 (fetched from the store): its duration and its streams' kinds."""
+    file = folder / "linked.mp4"
+    file.write_bytes(httpx.get(url, timeout=30).raise_for_status().content)
+    with av.open(str(file)) as container:
+        kinds = {s.type for s in container.streams}
+        frames = sum(1 for _ in container.decode(video=0))
+        assert frames > 0
+        return float(container.duration or 0) / 1e6, kinds
 
 
 def test_live_recordings_are_mixed_with_names_after_stop_a_janus_crash_and_a_service_crash(
@@ -433,6 +441,9 @@ def test_live_recordings_are_mixed_with_names_after_stop_a_janus_crash_and_a_ser
     got = _job(state, first, monkeypatch)
     assert got.state == "LINK", (got.error_code, got.error_message)
     report = _report(got)
+    assert got.url is not None
+    seconds, kinds = _linked(got.url, tmp_path)
+    assert kinds == {"video", "audio"} and abs(seconds - report.duration_s) < 0.5
     people = {p.id: p for p in report.participants}
     assert people[users["Ada"]].name == "Ada" and people[users["Bob"]].name == "Bob"
     ((bob_from, bob_to),) = people[users["Bob"]].presence_s
@@ -452,9 +463,12 @@ def test_live_recordings_are_mixed_with_names_after_stop_a_janus_crash_and_a_ser
 
     # 3: the service killed: the next start stops it (service_restarted) and mixes what is there
     assert row(state, crashed_service).state == "START"
-    with live_state(data, janus="off") as (restarted, _):
+    with live_state(data) as (restarted, rooms):
         got = row(restarted, crashed_service)
         assert got.state == "STOP" and got.spec["live"]["stop_reason"] == "service_restarted"
+        dan = join(rooms, "Dan", room=ROOM, app=APP)  # a page back in the room hears the end
         got = _job(restarted, crashed_service, monkeypatch)
-    assert got.state == "LINK", (got.error_code, got.error_message)
+        assert got.state == "LINK", (got.error_code, got.error_message)
+        link = dan.wait_state("LINK", 30)
+        assert link["recordingId"] == crashed_service and link["url"] == got.url
     assert [p.name for p in _report(got).participants] == ["Carol"]
