@@ -53,6 +53,11 @@ ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: Janus videoroom publishers per room (the service refuses joins beyond it).
 MAX_PEERS = 16
+#: Janus asks a publisher for a keyframe when it sent none for this long. Chromium answers the
+#: one Janus asks at the start of a recording only if it sent none just before (a peer that had
+#: just published gave no keyframe and its video was lost to the whole recording); video can
+#: only be decoded from a keyframe on.
+KEYFRAME_EVERY_S = 2
 #: The background thread's tick, and how often it reads the rows of stopped recordings.
 TICK_S = 0.25
 WATCH_S = 0.5
@@ -265,6 +270,7 @@ class LiveRooms:
                 lock_record=True,
                 publishers=MAX_PEERS,
                 notify_joining=True,
+                fir_freq=KEYFRAME_EVERY_S,
                 record=False,
                 description=f"skymix {room.key[1]}"[:128],
             )
