@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import OptionsError
@@ -29,6 +31,16 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/rest/live", tags=["live rooms"])
 
 _NO_ACCESS = "this application has no browser access: PUT /rest/live/access first"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no key, or not a valid one"},
+    429: {"description": "too many failed authentication attempts from this address"},
+}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"description": "a field that cannot be used: loc names it, msg says why"}
+}
+_MISSING: dict[int | str, dict[str, Any]] = {
+    404: {"description": "the application has no browser access"}
+}
 
 
 class AccessIn(BaseModel):
@@ -91,7 +103,12 @@ def _out(view: access.AccessView) -> AccessOut:
     return AccessOut(public_key=view.public_key, origins=view.origins)
 
 
-@router.put("/access", response_model=AccessOut, summary="Create or update browser access")
+@router.put(
+    "/access",
+    response_model=AccessOut,
+    summary="Create or update browser access",
+    responses={**_ERRORS, **_INVALID},
+)
 async def put_access(body: AccessIn, request: Request, app_id: CurrentApp) -> AccessOut:
     """Allow these origins; makes the public key on the first call, keeps it after."""
     try:
@@ -101,7 +118,12 @@ async def put_access(body: AccessIn, request: Request, app_id: CurrentApp) -> Ac
     return _out(view)
 
 
-@router.get("/access", response_model=AccessOut, summary="Read browser access")
+@router.get(
+    "/access",
+    response_model=AccessOut,
+    summary="Read browser access",
+    responses={**_ERRORS, **_MISSING},
+)
 async def get_access(request: Request, app_id: CurrentApp) -> AccessOut:
     view = await run_in_threadpool(access.get_access, _state(request), app_id)
     if view is None:
@@ -109,7 +131,12 @@ async def get_access(request: Request, app_id: CurrentApp) -> AccessOut:
     return _out(view)
 
 
-@router.post("/access/rotate", response_model=AccessOut, summary="Rotate the public key")
+@router.post(
+    "/access/rotate",
+    response_model=AccessOut,
+    summary="Rotate the public key",
+    responses={**_ERRORS, **_MISSING},
+)
 async def rotate_access(request: Request, app_id: CurrentApp) -> AccessOut:
     """A new public key; the old one is refused from now on (open sockets stay open)."""
     view = await run_in_threadpool(access.rotate_public_key, _state(request), app_id)
@@ -123,6 +150,7 @@ async def rotate_access(request: Request, app_id: CurrentApp) -> AccessOut:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Revoke browser access",
+    responses={**_ERRORS, **_MISSING},
 )
 async def delete_access(request: Request, app_id: CurrentApp) -> Response:
     """The public key stops working; room tokens already made stay good until they expire."""
@@ -131,10 +159,22 @@ async def delete_access(request: Request, app_id: CurrentApp) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.api_route("/access", methods=["POST", "PATCH", "OPTIONS", "TRACE"], include_in_schema=False)
+def access_other_methods() -> Response:
+    """405 naming the three methods of /rest/live/access (three routes: the framework's own
+    405 would name the first one only)."""
+    return JSONResponse(
+        {"detail": "Method Not Allowed"},
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        headers={"Allow": "GET, PUT, DELETE"},
+    )
+
+
 @router.post(
     "/tokens",
     response_model=TokenOut,
     summary="Make a room token",
+    responses={**_ERRORS, **_INVALID},
 )
 async def make_token(body: TokenIn, request: Request, app_id: CurrentApp) -> TokenOut:
     """A token for one room of the application, for the customer's backend to give a page."""
