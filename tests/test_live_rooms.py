@@ -37,7 +37,7 @@ from service_tools import wait_until
 from skymix.deliver.settings import RecordingSettings
 from skymix.deliver.states import EVENT_LOG_NAME, Recording
 from skymix.errors import OptionsError
-from skymix.relay.janus import JanusProcess, janus_available
+from skymix.relay.janus import JanusProcess, VideoRoomClient, janus_available
 from skymix.report import MixReport
 from skymix.service.jobs import run_job
 from skymix.service.live import LiveError, LiveRooms
@@ -91,6 +91,10 @@ def test_a_room_lives_in_janus_from_the_first_join_to_the_last_leave(live: Any) 
     listed = running_rooms(rooms)[number]
     assert listed["record"] is False and listed["lock_record"] is True
     assert listed["pin_required"] is True and listed["max_publishers"] == 16
+    assert listed["is_private"] is True and listed["description"] == "skymix"
+    assert rooms.relay.http_url is not None
+    with VideoRoomClient(rooms.relay.http_url) as anyone:  # a browser could ask Janus this
+        assert number not in {r["room"] for r in anyone.list_rooms()}
     bob = Peer("Bob")
     info_bob = rooms.join("a1", "r1", "Bob", bob.send)
     assert info_bob.janus["room"] == number and info_bob.janus["pin"] == info.janus["pin"]

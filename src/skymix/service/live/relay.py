@@ -74,6 +74,13 @@ class Relay:
         return None if self._process is None else self._process.ws_url
 
     @property
+    def http_url(self) -> str | None:
+        """The Janus HTTP API the service drives (None while the own Janus is not running)."""
+        if self.mode == "url":
+            return self.config.janus
+        return None if self._process is None else self._process.url
+
+    @property
     def pid(self) -> int | None:
         """The own Janus's process id (None for an existing Janus or none)."""
         return None if self._process is None else self._process.pid

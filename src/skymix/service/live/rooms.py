@@ -1,7 +1,8 @@
 """Live rooms: who is in which room, the Janus videoroom behind each, and its recording.
 
 A live room is (application, room name). The first join creates its Janus videoroom (random
-secret and pin, the admin key, lock_record so browsers cannot record by themselves); the last
+secret and pin, the admin key, lock_record so browsers cannot record by themselves, private so
+a browser's `list` does not show it); the last
 leave destroys it unless a recording runs. A recording is START at once (its row, its event log,
 Janus recording into ``captures/<app_id>/live/<recording_id>/``), STOP on request, at a limit, when
 the relay fails or after a service restart; at STOP the manifest is written and the usual job
@@ -272,7 +273,8 @@ class LiveRooms:
                 notify_joining=True,
                 fir_freq=KEYFRAME_EVERY_S,
                 record=False,
-                description=f"skymix {room.key[1]}"[:128],
+                is_private=True,  # not in a browser's `list`: room numbers are not shown around
+                description="skymix",
             )
         )
         room.janus_room, room.generation = number, self.relay.generation
