@@ -53,6 +53,7 @@ def test_scripts_are_served_with_their_types(demo_service: tuple[Service, str]) 
         assert js.status_code == 200
         assert js.headers["content-type"] == "text/javascript; charset=utf-8"
         assert js.text == (STATIC / "skymix.js").read_text()
+        assert js.headers["access-control-allow-origin"] == "*"
         types = client.get("/skymix.d.ts")
         assert types.status_code == 200
         assert "export declare class Skymix" in types.text
@@ -216,6 +217,12 @@ def test_the_demo_page_loads_in_chromium_and_names_a_room(
             assert (page.text_content("#state") or "").startswith("ERROR: live rooms are")
             assert "could not join" in (page.text_content("#log") or "")
             assert page.is_enabled("#join") and page.locator("[data-peer]").count() == 0
+            # a page of another origin (a customer's) imports the module: a CORS fetch
+            page.goto(f"http://localhost:{service.port}/demo?room=r")
+            imported = page.evaluate(
+                "async url => Object.keys(await import(url + '/skymix.js')).sort()", service.url
+            )
+            assert imported == ["RECORDING_STATE", "Skymix", "SkymixError"]
         finally:
             browser.close()
     assert problems == []

@@ -42,6 +42,8 @@ JAVASCRIPT = "text/javascript; charset=utf-8"
 KEY_PLACEHOLDER = "__SKYMIX_KEY__"
 #: Browsers revalidate the scripts (a service upgrade changes them) and never keep the page.
 REVALIDATE = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+#: Customers' pages on their own origins import the module: module scripts load with CORS.
+PUBLIC_SCRIPT = {**REVALIDATE, "Access-Control-Allow-Origin": "*"}
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -52,7 +54,7 @@ def _static(name: str) -> str:
 
 @router.get("/skymix.js")
 def skymix_js() -> Response:
-    return Response(_static("skymix.js"), media_type=JAVASCRIPT, headers=REVALIDATE)
+    return Response(_static("skymix.js"), media_type=JAVASCRIPT, headers=PUBLIC_SCRIPT)
 
 
 @router.get("/skymix.d.ts")
@@ -60,7 +62,7 @@ def skymix_types() -> Response:
     return Response(
         _static("skymix.d.ts"),
         media_type="application/typescript; charset=utf-8",
-        headers=REVALIDATE,
+        headers=PUBLIC_SCRIPT,
     )
 
 
@@ -77,7 +79,7 @@ def vendor(name: str) -> Response:
         raise HTTPException(
             503, f"{name} is not installed on the service (Debian package {package})"
         ) from None
-    return Response(body, media_type=JAVASCRIPT, headers=REVALIDATE)
+    return Response(body, media_type=JAVASCRIPT, headers=PUBLIC_SCRIPT)
 
 
 def service_origin(state: ServiceState) -> str:
