@@ -9,6 +9,7 @@ the jobs outside, storing in the real SeaweedFS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ from skymix.relay.janus import JanusProcess, VideoRoomClient, janus_available
 from skymix.report import MixReport
 from skymix.service.jobs import run_job
 from skymix.service.live import LiveError, LiveRooms
+from skymix.service.live import relay as live_relay
 from skymix.service.live.manifest import MANIFEST_NAME, PARTICIPANTS_NAME, log_presence
 from skymix.service.models import Job, RecordingRow
 from skymix.service.outbox import Outbox
@@ -281,6 +283,30 @@ def test_janus_killed_stops_the_recording_and_comes_back_for_the_next_join(live:
     assert info.janus["room"] in running_rooms(rooms)
     rooms.start_recording(info.peer_id)
     assert bob.wait_state("START")["recordingId"] != rid
+
+
+def test_a_janus_that_stops_answering_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_relay, "KEEPALIVE_S", 0.5)
+    monkeypatch.setattr(live_relay, "REQUEST_TIMEOUT_S", 0.5)
+    with live_state(tmp_path / "data") as (state, rooms):
+        new_app(state, "a1", STORAGE)
+        ada = join(rooms, "Ada")
+        rooms.start_recording(ada.peer_id)
+        rid = ada.wait_state("START")["recordingId"]
+        pid = rooms.relay.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # alive, but its API does not answer
+        try:
+            stop = ada.wait_state("STOP", 30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # killed and reaped by then
+                os.kill(pid, signal.SIGCONT)
+        assert stop["recordingId"] == rid and stop["reason"] == "relay_failed"
+        wait_until(lambda: rooms.relay.ready.is_set() and rooms.relay.pid != pid, "a new Janus")
+        assert not Path(f"/proc/{pid}").exists()  # the hung one was killed
+        assert row(state, rid).spec["live"]["stop_reason"] == "relay_failed"
 
 
 def test_a_recording_left_in_start_is_stopped_at_the_next_start(

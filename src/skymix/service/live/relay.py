@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: How often the control session is kept alive (Janus ends a session after 60 s of silence).
 KEEPALIVE_S = 15.0
+#: How long a request to Janus may take before the relay counts as not answering.
+REQUEST_TIMEOUT_S = 10.0
 #: Where the own Janus keeps its config and log, under the data folder.
 JANUS_DIR = "janus"
 
@@ -103,9 +105,13 @@ class Relay:
                 )
                 process.start()
                 self._process = process
-                client = process.client()
+                client = process.client(timeout=REQUEST_TIMEOUT_S)
             else:
-                client = VideoRoomClient(self.config.janus, admin_key=self.config.janus_admin_key)
+                client = VideoRoomClient(
+                    self.config.janus,
+                    admin_key=self.config.janus_admin_key,
+                    timeout=REQUEST_TIMEOUT_S,
+                )
             try:
                 client.connect()
             except RelayError:
@@ -146,14 +152,17 @@ class Relay:
         """Forget a dead relay (the own Janus is stopped): rooms of this generation are gone."""
         with self._lock:
             self.ready.clear()
-            self._drop()
+            self._drop(dead=True)
 
-    def _drop(self) -> None:
+    def _drop(self, *, dead: bool = False) -> None:
+        """Close the session and stop the own Janus; a dead one is neither asked nor waited
+        for long (a hung Janus gets SIGKILL after a second)."""
         if self._client is not None:
-            self._client.close()
+            if not dead:
+                self._client.close()
             self._client = None
         if self._process is not None:
-            self._process.stop(timeout=5.0)
+            self._process.stop(timeout=1.0 if dead else 5.0)
             self._process = None
 
     def stop(self) -> None:
