@@ -10,6 +10,7 @@ Janus last wrote a file. Nothing recorded is left behind silently.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,21 @@ def _still_recording(relay: Relay, live: dict[str, Any], rec_dir: Path) -> bool:
         if room.get("room") == live.get("janus_room"):
             return bool(room.get("record")) and room.get("rec_dir") == str(rec_dir.resolve())
     return False
+
+
+def _stop_janus_recording(
+    relay: Relay, live: dict[str, Any], decrypt: Callable[[str], str]
+) -> None:
+    """An existing Janus may still record a room the service does not follow: tell it to stop
+    (the room's secret is in the row), so no file grows after the recording's STOP."""
+    if relay.mode != "url" or not relay.ready.is_set() or "secret_enc" not in live:
+        return
+    try:
+        secret = decrypt(str(live["secret_enc"]))
+        number = int(live["janus_room"])
+        relay.call(lambda c: c.enable_recording(number, False, secret=secret))
+    except (SkymixError, KeyError, ValueError) as exc:
+        log.info("live recovery: Janus room not told to stop recording: %s", exc)
 
 
 def recover(rooms: LiveRooms) -> None:
@@ -106,6 +122,7 @@ def recover(rooms: LiveRooms) -> None:
                 recording.append("live_followed")
                 log.info("live recovery: recording %s still runs in Janus; followed", row.id)
                 continue
+        _stop_janus_recording(rooms.relay, live, state.box.decrypt)
         end = min(max(_last_write(rec_dir, started), started), now)
         log.warning("live recovery: recording %s stopped (service restarted)", row.id)
         stop_recording_row(state, recording, rec_dir, started, end, "service_restarted")
