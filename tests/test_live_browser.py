@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INNER = ["tests/browser/ice.py"]
+INNER = ["tests/browser/ice.py", "tests/browser/scenarios.py"]
 BOUND_S = 600  # keeps a hung browser from hanging the suite; no speed requirement
 
 

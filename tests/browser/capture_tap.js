@@ -3,7 +3,27 @@
 // encoder as written), and a tap on clones of the captured tracks recording when each beep and
 // flash of the fake files was captured: beeps in Unix ms (AudioData timestamps count from
 // performance.timeOrigin), flashes as VideoFrame timestamps (µs of the system's monotonic clock).
+// Every message with a "type" a WebSocket of the page receives (the service's signalling, not
+// Janus's) is kept in window.__skymixMessages with its arrival time (Unix ms) as "at".
 (() => {
+  const messages = [];
+  window.__skymixMessages = messages;
+  const NativeWebSocket = window.WebSocket;
+  window.WebSocket = class extends NativeWebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (event) => {
+        const at = performance.timeOrigin + performance.now();
+        try {
+          const message = JSON.parse(event.data);
+          if (message && typeof message.type === "string") messages.push({ at, ...message });
+        } catch {
+          // not JSON: not the service's
+        }
+      });
+    }
+  };
+
   const media = navigator.mediaDevices;
   if (!media || !media.getUserMedia) return;
   const capture = { beeps: [], flashes: [], audioChunks: 0, videoFrames: 0 };

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-WIDTH, HEIGHT, FPS = 320, 240, 30
+WIDTH, HEIGHT, FPS = 256, 192, 30
 RATE = 48000
-LOOP_S = 6.0
+LOOP_S = 40.0
 PERIOD_S = 1.5
 FIRST_S = 0.5
 FLASH_FRAMES = 3
