@@ -46,6 +46,8 @@ from skymix.service.live import relay as live_relay
 from skymix.service.live.manifest import MANIFEST_NAME, PARTICIPANTS_NAME, log_presence
 from skymix.service.models import Job, RecordingRow
 from skymix.service.outbox import Outbox
+from skymix.session import load_description
+from skymix.streams.room import scan_room
 
 STORAGE = {
     "storage": {
@@ -468,6 +470,15 @@ def test_live_recordings_are_mixed_with_names_after_stop_a_janus_crash_and_a_ser
     assert named[users["Ada"]]["name"] == "Ada" and named[users["Bob"]]["name"] == "Bob"
     assert got.spec["manifest"] == f"live/{first}/{MANIFEST_NAME}"
     assert all(c.startswith(f"live/{first}/videoroom-") for c in got.spec["captures"])
+    # the engine: a manifest entry whose id is a .mjr file's user gives it its name (and its
+    # declared streams are not "unmatched"); without it the user is "user <id>"
+    files = [data / "captures" / APP / c for c in got.spec["captures"]]
+    plain = scan_room(files)
+    in_first = {users["Ada"]: "Ada", users["Bob"]: "Bob"}
+    assert sorted(p.name for p in plain.participants) == sorted(f"user {u}" for u in in_first)
+    scan = scan_room(files, load_description([], rec_dir / MANIFEST_NAME))
+    assert {p.id: p.name for p in scan.participants} == in_first
+    assert scan.unmatched == []
     got = _job(state, first, monkeypatch)
     assert got.state == "LINK", (got.error_code, got.error_message)
     report = _report(got)
