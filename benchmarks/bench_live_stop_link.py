@@ -15,8 +15,10 @@ service runs on SQLite with one job worker; the storage is a real SeaweedFS S3 s
 Recorded (``extra_info`` and printed): STOP -> LINK from the recording's own timings
 (``created_at`` -> ``finished_at``: the job's queue wait, mix and delivery, split in
 ``queued_s``, ``mix_s``, ``deliver_s``), the same seen by the client (POST sent -> LINK read by
-polling every 0.2 s), each divided by the recording's length, the output's duration, the load
-average before the run. docs/performance.md, "STOP to LINK", quotes them.
+polling every 0.2 s), each divided by the recording's length; the CPU seconds the service spent
+(its own and its finished job processes': on a shared machine the figure that depends least on
+the others' load), the output's duration, the load average before and after.
+docs/performance.md, "STOP to LINK", quotes them.
 
 Run: .venv/bin/python -m pytest benchmarks/bench_live_stop_link.py -o python_files='bench_*.py'
 --benchmark-enable -s    (one round each; the 60-minute case takes many minutes: leave it out
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -93,6 +96,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
         seaweed.stop()
 
 
+def _cpu_s(process: psutil.Process) -> float:
+    """CPU seconds of the service and of its finished job processes (each job runs in a child
+    process of its own, joined when done)."""
+    t = process.cpu_times()
+    return float(t.user + t.system + t.children_user + t.children_system)
+
+
+def _children_cpu_s(process: psutil.Process) -> float:
+    """CPU seconds of the service's child processes it has joined."""
+    t = process.cpu_times()
+    return float(t.children_user + t.children_system)
+
+
 def _seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
@@ -131,8 +147,17 @@ def test_stop_to_link(
 
             wait_until(done, lambda: f"no LINK for {rid}", bound_s=600 + 2 * length_s)
 
+        assert server.proc is not None
+        process = psutil.Process(server.proc.pid)
         load_before = os.getloadavg()[0]
+        cpu_before, children_before = _cpu_s(process), _children_cpu_s(process)
         benchmark.pedantic(once, rounds=1, warmup_rounds=0)
+        # the job's process ends after LINK: its CPU counts once the service has joined it
+        wait_until(
+            lambda: _children_cpu_s(process) > children_before, "the job process did not end"
+        )
+        cpu_s = _cpu_s(process) - cpu_before
+        load_after = os.getloadavg()[0]
     assert seen["state"] == "LINK", seen.get("error")
     assert len(seen["report"]["participants"]) == PUBLISHERS, seen["report"]
     timings = seen["timings"]
@@ -160,7 +185,10 @@ def test_stop_to_link(
         queued_s=round(_seconds(timings["created_at"], timings["job_started_at"]), 2),
         mix_s=round(_seconds(timings["job_started_at"], timings["mixed_at"]), 1),
         deliver_s=round(_seconds(timings["mixed_at"], timings["finished_at"]), 2),
+        service_cpu_s=round(cpu_s, 1),
+        service_cpu_ratio=round(cpu_s / length_s, 4),
         load_average_before=round(load_before, 1),
+        load_average_after=round(load_after, 1),
     )
     for f in files:
         f.unlink()
