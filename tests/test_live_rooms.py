@@ -365,7 +365,14 @@ def test_a_recording_an_existing_janus_still_runs_is_followed_after_a_restart(
             info_number = rooms.janus_room_of("a1", "r1")
             rooms.start_recording(ada.peer_id)
             rid = ada.wait_state("START")["recordingId"]
-        # the service stopped (or died): the recording still runs in the existing Janus
+            join(rooms, "Idle", room="r2")
+            idle_number = rooms.janus_room_of("a1", "r2")
+            assert idle_number in running_rooms(rooms)
+        # the service stopped (or died): the recording still runs in the existing Janus; the
+        # room that recorded nothing is gone from it
+        with janus.client() as admin:
+            left = {r["room"] for r in admin.list_rooms()}
+        assert info_number in left and idle_number not in left
         with live_state(data, **existing) as (state, rooms):
             assert row(state, rid).state == "START"
             bob = Peer("Bob")

@@ -190,7 +190,14 @@ class LiveRooms:
 
     def stop(self) -> None:
         """Stop the background thread and the own Janus. Recordings that run stay in START:
-        the next start stops them (reason service_restarted) and mixes what was recorded."""
+        the next start stops them (reason service_restarted) and mixes what was recorded; an
+        existing Janus keeps recording them for the next start to follow, and its rooms that
+        record nothing are destroyed (they would be left there)."""
+        if self.relay.mode == "url":
+            with self._lock:
+                for room in list(self._rooms.values()):
+                    if room.live is None:
+                        self._close_room(room)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30.0)
