@@ -7,9 +7,12 @@ tests/browser's)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -228,42 +231,80 @@ def test_the_demo_page_loads_in_chromium_and_names_a_room(
     assert problems == []
 
 
-def test_demo_live_serves_the_page_then_stops_everything(tmp_path: Path) -> None:
+def _descendants(pid: int) -> set[int]:
+    """Every process under ``pid`` (from /proc's children lists of each thread)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        children: list[str] = []
+        for task in Path(f"/proc/{parent}/task").glob("*"):  # a thread's children are its own
+            try:
+                children += (task / "children").read_text().split()
+            except OSError:
+                continue
+        for child in map(int, children):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie its parent has not reaped
+
+
+def test_demo_live_serves_the_page_until_ctrl_c(tmp_path: Path) -> None:
     """`skymix demo --live` (SeaweedFS, the service with its own Janus, the application set to
-    store into the bucket): the page is served with a public key; all stops after. One test of
-    the whole command (about 10 s: it starts three servers)."""
+    store into the bucket) as a user runs it: the printed page has a public key and a page's
+    first steps reach the relay; Ctrl-C stops every process it started. One test of the whole
+    command (about 10 s: it starts three servers)."""
     from websockets.sync.client import connect
     from websockets.typing import Origin
 
-    from skymix.demo.live import run_live_demo
-
-    steps: list[str] = []
-    seen: dict[str, object] = {}
-
-    def visit(proc: subprocess.Popen[bytes]) -> None:
-        url = re.search(r"open (http://127\.0\.0\.1:\d+)/demo in two tabs", steps[-1])
-        assert url is not None, steps
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "skymix", "demo", "--live"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches it
+    )
+    assert demo.stdout is not None
+    try:
+        url = None
+        for line in demo.stdout:  # ends when the demo does, at the latest
+            url = re.search(r"open (http://127\.0\.0\.1:\d+)/demo in two tabs", line)
+            if url is not None:
+                break
+        assert url is not None, demo.stdout.read()
         page = httpx.get(f"{url[1]}/demo", timeout=30)
         key = PUBLIC_KEY.search(page.text)
-        seen.update(status=page.status_code, key=key, proc=proc)
-        assert key is not None
+        assert page.status_code == 200 and key is not None
         # what the page does first: its key from its origin, a room, the relay's address
         ws = url[1].replace("http", "ws") + "/rest/live/ws"
         with connect(ws, origin=Origin(url[1]), open_timeout=30) as socket:
             socket.send(json.dumps({"type": "hello", "key": key[1]}))
-            seen["welcome"] = json.loads(socket.recv(30))
+            assert json.loads(socket.recv(30)) == {"type": "welcome", "appId": "demo", "room": None}
             socket.send(json.dumps({"type": "join", "room": "r1", "name": "Ada"}))
-            seen["joined"] = json.loads(socket.recv(30))
+            joined = json.loads(socket.recv(30))
             socket.send(json.dumps({"type": "leave"}))
-
-    run_live_demo(tmp_path / "live", on_step=steps.append, until=visit)
-    assert seen["status"] == 200 and seen["key"] is not None
-    assert seen["welcome"] == {"type": "welcome", "appId": "demo", "room": None}
-    joined = seen["joined"]
-    assert isinstance(joined, dict) and joined["type"] == "joined", joined
-    assert joined["janus"]["server"].startswith("ws://127.0.0.1:")
-    proc = seen["proc"]
-    assert isinstance(proc, subprocess.Popen) and proc.poll() is not None
-    log = (tmp_path / "live" / "service.log").read_text()
-    assert "checked: put, get and delete work" in log
-    assert steps[-1] == "stopping the service and SeaweedFS"
+        assert joined["type"] == "joined", joined
+        assert joined["janus"]["server"].startswith("ws://127.0.0.1:")
+        started = _descendants(demo.pid)
+        assert len(started) >= 3  # SeaweedFS, the service, its Janus
+        os.killpg(demo.pid, signal.SIGINT)
+        rest = demo.stdout.read()
+        assert demo.wait(60) == 130, rest
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)  # the group this test started
+            demo.wait()
+    assert "stopping the service and SeaweedFS" in rest
+    assert all(_gone(pid) for pid in started)
+    log = (tmp_path / "skymix-live-demo" / "service.log").read_text()
+    assert "checked: put, get and delete work" in log  # the settings API took the bucket

@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "demo" and args.live:
                 from .demo.live import run_live_demo
 
-                run_live_demo()
+                run_live_demo(on_step=lambda step: print(step, flush=True))
             elif args.command == "demo":
                 from .demo import deliver_demo, run_demo, weed_binary
 
