@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -388,6 +389,24 @@ def test_a_recording_an_existing_janus_still_runs_is_followed_after_a_restart(
             assert info_number not in running_rooms(rooms)
         log = (Path(row(make_state(data), rid).work_dir) / EVENT_LOG_NAME).read_text()
         assert "live_followed" in log
+
+
+def test_a_recording_whose_folder_is_gone_ends_in_error_at_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with live_state(data) as (state, rooms):
+        new_app(state, "a1", STORAGE)
+        ada = join(rooms, "Ada")
+        rooms.start_recording(ada.peer_id)
+        rid = ada.wait_state("START")["recordingId"]
+        work_dir = Path(row(state, rid).work_dir)
+    shutil.rmtree(work_dir)
+    with live_state(data) as (state, rooms):
+        got = row(state, rid)
+        assert got.state == "ERROR" and "event log cannot be read" in (got.error_message or "")
+        assert str(data) not in (got.error_message or "")  # named inside the data folder
+        bob = join(rooms, "Bob")  # the room records again
+        rooms.start_recording(bob.peer_id)
+        assert bob.wait_state("START")["recordingId"] != rid
 
 
 def test_live_rooms_are_unavailable_when_off(tmp_path: Path) -> None:

@@ -10,17 +10,18 @@ Janus last wrote a file. Nothing recorded is left behind silently.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ...deliver.states import EVENT_LOG_NAME, Recording, RecordingState
 from ...errors import RelayError, SkymixError
 from ..jobs import captures_root
-from ..models import RecordingRow
+from ..models import RecordingRow, utcnow
 from .relay import Relay
 
 if TYPE_CHECKING:
@@ -90,8 +91,20 @@ def recover(rooms: LiveRooms) -> None:
         rec_dir = captures_root(state.config, row.app_id) / str(live.get("rec_dir", ""))
         try:
             recording = Recording.load(Path(row.work_dir) / EVENT_LOG_NAME)
-        except SkymixError as exc:
+        except SkymixError as exc:  # its folder is gone: ERROR, so the room may record again
             log.error("live recovery: recording %s cannot be read: %s", row.id, exc)
+            with state.db.session() as session:
+                session.execute(
+                    update(RecordingRow)
+                    .where(RecordingRow.id == row.id)
+                    .values(
+                        state=RecordingState.ERROR.value,
+                        error_code=exc.code,
+                        error_message="the recording's event log cannot be read: "
+                        + str(exc).replace(str(state.config.data_dir) + os.sep, ""),
+                        updated_at=utcnow(),
+                    )
+                )
             continue
         now = datetime.now(UTC)
         started = _when(live.get("started_at"), row.created_at)
