@@ -5,6 +5,7 @@ errors and close codes, and no browser credential in the service's log."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import signal
@@ -28,7 +29,7 @@ from skymix.service import apps
 from skymix.service.config import ServiceConfig
 from skymix.service.crypto import SecretBox, new_key
 from skymix.service.live import access
-from skymix.service.live.ws import HELLO_TIMEOUT_S
+from skymix.service.live.ws import HELLO_TIMEOUT_S, MAX_WAITING
 from skymix.service.state import ServiceState
 
 ACCESS = "/rest/live/access"
@@ -467,5 +468,14 @@ def test_two_pages_share_a_room_and_its_recording(with_janus: tuple[Service, str
         # Cy's socket closed without a leave
         assert after_job(ada) == {"type": "peerLeft", "peerId": cy_id, "name": "Cy"}
         assert after_job(bob)["type"] == "peerJoined" and after_job(bob)["type"] == "peerLeft"
+        with welcomed(service, key) as (dan, _):  # a flood: more than MAX_WAITING waiting
+            dan_id = joined(dan, "r1", "Dan")["peerId"]
+            with contextlib.suppress(ConnectionClosed):  # closed while it still sends
+                for _ in range(40 * MAX_WAITING):
+                    say(dan, {"type": "publisher", "janusId": 1234})  # each asks Janus
+            code, before = closed(dan)
+            assert code == 1008 and before[-1]["code"] == "too_many_messages"
+        assert after_job(ada)["peerId"] == dan_id
+        assert after_job(ada) == {"type": "peerLeft", "peerId": dan_id, "name": "Dan"}
     log = service.log()
     assert key not in log

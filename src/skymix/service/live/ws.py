@@ -45,6 +45,7 @@ __all__ = [
     "CLOSE_TOO_MANY",
     "HELLO_TIMEOUT_S",
     "MAX_MESSAGE_BYTES",
+    "MAX_WAITING",
     "end_sockets",
     "serve_socket",
 ]
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024
+#: Messages a page may have waiting to be handled; a page that sends faster is closed (1008).
+MAX_WAITING = 64
 CLOSE_NO_HELLO = 4408
 CLOSE_STOPPING = 4409
 CLOSE_TOO_MANY = 4429
@@ -189,6 +192,10 @@ class _Socket:
                     if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
                         self.error("bad_message", 'a message is a JSON object with a "type"')
                         continue
+                    if self.inbox.qsize() >= MAX_WAITING:
+                        self.error("too_many_messages", "messages sent faster than handled")
+                        self.close(1008, "too many messages")
+                        return
                     self.inbox.put_nowait(parsed)
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
