@@ -22,7 +22,11 @@ import pytest
 from fastapi import HTTPException
 
 from service_tools import Service
+from skymix.errors import OptionsError
 from skymix.service.api import static_api
+from skymix.service.config import ServiceConfig
+from skymix.service.crypto import new_key
+from skymix.service.state import ServiceState
 
 STATIC = files("skymix.service") / "static"
 PUBLIC_KEY = re.compile(r'<meta name="skymix-key" content="(pk_[A-Za-z0-9_-]{24})">')
@@ -127,11 +131,17 @@ def test_no_demo_unless_configured(tmp_path: Path) -> None:
         assert httpx.get(f"{plain.url}/demo").status_code == 404
         assert httpx.get(f"{plain.url}/demo/demo.js").status_code == 404
         assert httpx.get(f"{plain.url}/skymix.js").status_code == 200
+    # demo_app naming no application: the page is not made (the route answers 404 with this)
     other = tmp_path / "other"
-    with Service(other, f"sqlite:///{other / 's.db'}", env={"SKYMIX_DEMO_APP": "nope"}) as absent:
-        answer = httpx.get(f"{absent.url}/demo")
-    assert answer.status_code == 404
-    assert "no application nope" in answer.json()["detail"]
+    environ = {"SKYMIX_DATA_DIR": str(other), "SKYMIX_DATABASE_URL": f"sqlite:///{other}/s.db"}
+    state = ServiceState.open(
+        ServiceConfig.load(environ={**environ, "SKYMIX_SECRET_KEY": new_key()})
+    )
+    try:
+        with pytest.raises(OptionsError, match="no application nope"):
+            static_api.demo_page(state, "nope")
+    finally:
+        state.close()
 
 
 def _exports(text: str, declare: str) -> set[str]:
