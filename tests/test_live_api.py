@@ -15,21 +15,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import IntegrityError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from live_tools import store_settings
 from service_tools import Service
+from skymix.errors import OptionsError
 from skymix.relay.janus import janus_available
 from skymix.service import apps
 from skymix.service.config import ServiceConfig
 from skymix.service.crypto import SecretBox, new_key
 from skymix.service.live import access
 from skymix.service.live.ws import HELLO_TIMEOUT_S, MAX_WAITING
+from skymix.service.models import BrowserAccess
 from skymix.service.state import ServiceState
 
 ACCESS = "/rest/live/access"
@@ -479,3 +483,40 @@ def test_two_pages_share_a_room_and_its_recording(with_janus: tuple[Service, str
         assert after_job(ada) == {"type": "peerLeft", "peerId": dan_id, "name": "Dan"}
     log = service.log()
     assert key not in log
+
+
+# --- the access functions on both databases ---------------------------------------------------
+
+
+def test_access_rows_on_each_database(database_url: str, tmp_path: Path) -> None:
+    """Made, updated, rotated, revoked; gone with its application; a public key is unique."""
+    config = ServiceConfig(data_dir=tmp_path, database_url=database_url, secret_keys=[new_key()])
+    state = ServiceState.open(config)
+    try:
+        for app_id in ("a1", "a2"):
+            apps.create_app(state, app_id)
+        made = access.set_access(state, "a1", ["https://A.example.com", "http://b.example.com:80"])
+        assert made.origins == ["https://a.example.com", "http://b.example.com"]
+        kept = access.set_access(state, "a1", ["https://c.example.com"])
+        assert kept == access.AccessView(made.public_key, ["https://c.example.com"])
+        assert access.get_access(state, "a1") == kept
+        rotated = access.rotate_public_key(state, "a1")
+        assert rotated is not None and rotated.public_key != made.public_key
+        grant = access.authenticate_browser(state, rotated.public_key, "https://c.example.com")
+        assert grant == access.BrowserGrant("a1", None)
+        with pytest.raises(OptionsError, match="no application nobody"):
+            access.set_access(state, "nobody", [PAGE])
+        other = access.set_access(state, "a2", [PAGE])
+        with pytest.raises(IntegrityError), state.db.session() as session:
+            row = session.get(BrowserAccess, "a2")
+            assert row is not None
+            row.public_key = rotated.public_key
+        assert access.get_access(state, "a2") == other
+        apps.delete_app(state, "a1")
+        assert access.get_access(state, "a1") is None
+        with pytest.raises(access.BrowserAuthError):
+            access.authenticate_browser(state, rotated.public_key, "https://c.example.com")
+        assert access.revoke_access(state, "a2") and not access.revoke_access(state, "a2")
+        assert access.rotate_public_key(state, "a2") is None
+    finally:
+        state.close()
