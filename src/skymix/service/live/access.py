@@ -36,6 +36,7 @@ from ..state import ServiceState
 __all__ = [
     "MAX_ORIGINS",
     "MAX_TOKEN_TTL_S",
+    "ROOM_NAME",
     "AccessView",
     "BrowserAuthError",
     "BrowserGrant",
