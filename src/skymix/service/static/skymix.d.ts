@@ -123,6 +123,8 @@ export declare class Skymix {
   readonly appId: string | null;
   readonly peerId: string | null;
   readonly room: string | null;
+  /** the other peers in the room now */
+  readonly peers: Peer[];
   /** connect with a public key (pk_...) or a room token (skr_...) */
   init(appKeyOrToken: string): Promise<Welcome>;
   joinRoom(room: string, options: JoinOptions): Promise<JoinedRoom>;

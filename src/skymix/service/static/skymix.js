@@ -99,6 +99,11 @@ export class Skymix {
     this._peers = new Map(); // peerId -> name
   }
 
+  /** The other peers in the room now: `[{peerId, name}]`. */
+  get peers() {
+    return [...this._peers].map(([peerId, name]) => ({ peerId, name }));
+  }
+
   /** Add `handler` for `event`; returns the handler (for `off`). */
   on(event, handler) {
     this._handlersOf(event).add(handler);
@@ -311,6 +316,10 @@ export class Skymix {
     this._settle((w) => w.types.includes(type) && w.accept(message), (w) => w.resolve(message));
     switch (type) {
       case "recordingState": {
+        // a recording starts on a keyframe of this page's camera
+        if (message.state === RECORDING_STATE.START && this._call !== null) {
+          this._keyframe(this._call);
+        }
         const error = message.error
           ? {
               code: message.error.code,
@@ -418,6 +427,12 @@ export class Skymix {
           this._emit("error", new SkymixError("room_closed", "the room was closed"));
         }
       },
+      // Janus opens a recorder when a publisher's media comes up during a recording, but asks
+      // no keyframe then: without one, the recording has no picture of this page until the
+      // next (Chromium sends one only when asked)
+      webrtcState: (up) => {
+        if (up) this._keyframe(call);
+      },
       onlocaltrack: (track, on) => {
         if (on) call.localStream.addTrack(track);
         else call.localStream.removeTrack(track);
@@ -453,6 +468,12 @@ export class Skymix {
     handle.send({ message: { request: "configure", audio, video }, jsep: offer });
     await configured;
     if (!call.left) this._send({ type: "publisher", janusId: call.janusId });
+  }
+
+  _keyframe(call) {
+    if (call.publisher !== null && call.janusId !== null && !call.left) {
+      call.publisher.send({ message: { request: "configure", keyframe: true } });
+    }
   }
 
   _addFeeds(Janus, call, publishers) {
