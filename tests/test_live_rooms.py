@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,12 @@ from skymix.report import MixReport
 from skymix.service.jobs import run_job
 from skymix.service.live import LiveError, LiveRooms
 from skymix.service.live import relay as live_relay
-from skymix.service.live.manifest import MANIFEST_NAME, PARTICIPANTS_NAME, log_presence
+from skymix.service.live.manifest import (
+    MANIFEST_NAME,
+    PARTICIPANTS_NAME,
+    log_presence,
+    read_presence,
+)
 from skymix.service.models import Job, RecordingRow
 from skymix.service.outbox import Outbox
 from skymix.session import load_description
@@ -539,3 +544,22 @@ def test_live_recordings_are_mixed_with_names_after_stop_a_janus_crash_and_a_ser
         link = dan.wait_state("LINK", 30)
         assert link["recordingId"] == crashed_service and link["url"] == got.url
     assert [p.name for p in _report(got).participants] == ["Carol"]
+
+
+def test_the_participants_log_survives_a_torn_line_and_gives_spans(tmp_path: Path) -> None:
+    t0 = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
+    log_presence(tmp_path, "publish", 1, t0, "Ada")
+    log_presence(tmp_path, "publish", 2, t0 + timedelta(seconds=2), "Bob")
+    log_presence(tmp_path, "leave", 2, t0 + timedelta(seconds=5))
+    log_presence(tmp_path, "publish", 2, t0 + timedelta(seconds=7), "Bob again")
+    log_presence(tmp_path, "publish", 1, t0 + timedelta(seconds=8), "Ada")  # twice: one span
+    with open(tmp_path / PARTICIPANTS_NAME, "a") as f:
+        f.write('{"event": "leave", "id": "1", "at": "2026-12')  # a crash mid-line
+    people = read_presence(tmp_path)
+    assert people["1"].name == "Ada" and people["1"].spans == [[t0, None]]
+    assert people["2"].name == "Bob again"
+    assert people["2"].spans == [
+        [t0 + timedelta(seconds=2), t0 + timedelta(seconds=5)],
+        [t0 + timedelta(seconds=7), None],
+    ]
+    assert (tmp_path / PARTICIPANTS_NAME).stat().st_mode & 0o777 == 0o600
