@@ -94,7 +94,10 @@ def _end_streams_on_stop_signals() -> Callable[[], None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         recordings_api.STREAMS_END.set()
-        live_ws.end_sockets()  # 4409 to the pages, before the server's own close (1012)
+        # the pages' sockets get 4409 first, then the server stops (it would close them: 1012)
+        live_ws.end_sockets(then=lambda: pass_on(signum, frame))
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
         before = previous[signal.Signals(signum)]
         if callable(before):
             before(signum, frame)

@@ -91,13 +91,41 @@ class _Close:
 
 #: The open sockets, for ``end_sockets`` (touched on the event loop's thread only).
 _OPEN: set[_Socket] = set()
+#: The tasks waiting for the sockets' closes before the service goes on stopping.
+_ENDING: set[asyncio.Task[None]] = set()
+#: How long the service's stop waits for the pages' close frames to be sent.
+_END_BOUND_S = 1.0
 
 
-def end_sockets() -> None:
-    """Close every open signalling socket with 4409 (the service is stopping). Safe to call from
-    a signal handler or another thread."""
-    for socket in list(_OPEN):
-        socket.close_threadsafe(CLOSE_STOPPING, "the service is stopping")
+def end_sockets(then: Callable[[], None] = lambda: None) -> None:
+    """Close every open signalling socket with 4409 (the service is stopping), then call
+    ``then`` on the event loop once their close frames are sent (at most ``_END_BOUND_S``
+    later; at once when none is open). Safe from a signal handler or another thread."""
+    sockets = list(_OPEN)
+    if not sockets:
+        then()
+        return
+    loop = sockets[0].loop
+
+    async def close_all() -> None:
+        writers = [s.writer_task for s in sockets if s.writer_task is not None]
+        for socket in sockets:
+            socket.close(CLOSE_STOPPING, "the service is stopping")
+        try:
+            if writers:
+                await asyncio.wait(writers, timeout=_END_BOUND_S)
+        finally:
+            then()
+
+    def start() -> None:
+        task = loop.create_task(close_all())
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
+
+    try:
+        loop.call_soon_threadsafe(start)
+    except RuntimeError:  # the loop is closed: nothing to close
+        then()
 
 
 def _limiter(websocket: WebSocket, state: ServiceState) -> FailureLimiter:
@@ -125,6 +153,7 @@ class _Socket:
         #: Messages for the page held back while its join is under way.
         self.early: list[dict[str, Any]] | None = None
         self.closing = False
+        self.writer_task: asyncio.Task[None] | None = None
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -152,10 +181,6 @@ class _Socket:
             self.outbox.put_nowait(
                 _Close(code, reason.encode("utf-8")[:120].decode("utf-8", "ignore"))
             )
-
-    def close_threadsafe(self, code: int, reason: str) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.close, code, reason)
 
     async def writer(self) -> None:
         """Send the queue in order until a close (or the page is gone)."""
@@ -368,7 +393,7 @@ async def serve_socket(websocket: WebSocket) -> None:
     socket = _Socket(websocket, state)
     _OPEN.add(socket)
     reader = asyncio.create_task(socket.reader())
-    writer = asyncio.create_task(socket.writer())
+    writer = socket.writer_task = asyncio.create_task(socket.writer())
     try:
         if await socket.hello(client, limiter):
             while not socket.closing:
