@@ -197,6 +197,9 @@ def test_the_demo_page_loads_in_chromium_and_names_a_room(
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(f"{service.url}/demo")
+            found = PUBLIC_KEY.search(page.content())
+            assert found is not None
+            key = found[1]
             page.wait_for_function("location.search.startsWith('?room=')")
             room = page.evaluate("new URL(location.href).searchParams.get('room')")
             assert re.fullmatch(r"[a-z0-9-]{1,128}", room)
@@ -236,6 +239,21 @@ def test_the_demo_page_loads_in_chromium_and_names_a_room(
                 "async url => Object.keys(await import(url + '/skymix.js')).sort()", service.url
             )
             assert imported == ["RECORDING_STATE", "Skymix", "SkymixError"]
+            # the demo's key from an origin it does not allow, and a key that is none: refused,
+            # each with its own code
+            refused = page.evaluate(
+                """async key => {
+                    const { Skymix } = await import('/skymix.js');
+                    const codes = [];
+                    for (const k of [key, 'pk_' + 'x'.repeat(24)]) {
+                        try { await new Skymix().init(k); codes.push('accepted'); }
+                        catch (e) { codes.push(e.code); }
+                    }
+                    return codes;
+                }""",
+                key,
+            )
+            assert refused == ["origin_not_allowed", "unauthorized"]
         finally:
             browser.close()
     assert problems == []

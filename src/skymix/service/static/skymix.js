@@ -97,6 +97,7 @@ export class Skymix {
     this._closing = false;
     this._call = null; // the Janus side of the room: session, handles, feeds
     this._peers = new Map(); // peerId -> name
+    this._refusal = null; // why the service refused the hello, before it closes
   }
 
   /** The other peers in the room now: `[{peerId, name}]`. */
@@ -308,6 +309,10 @@ export class Skymix {
       return;
     }
     const type = message.type;
+    if (type === "error" && this._waiters.some((w) => w.types.includes("welcome"))) {
+      this._refusal = message.message; // the close that follows says which refusal
+      return;
+    }
     if (type === "error") {
       const error = new SkymixError(message.code ?? "error", message.message ?? "error");
       if (!this._settle(() => true, (w) => w.reject(error))) this._emit("error", error);
@@ -346,7 +351,9 @@ export class Skymix {
 
   _closed(event) {
     const [code, text] = CLOSE_CODES[event.code] ?? ["connection_closed", "the connection closed"];
-    const error = new SkymixError(code, `${text} (close code ${event.code})`);
+    const why = this._refusal ?? text;
+    this._refusal = null;
+    const error = new SkymixError(code, `${why} (close code ${event.code})`);
     for (const waiter of this._waiters) {
       clearTimeout(waiter.timer);
       waiter.reject(error);
