@@ -210,6 +210,25 @@ def _start_and_stop(state: Any, rooms: LiveRooms) -> None:
     assert state.box.decrypt(live_spec["secret_enc"]) not in json.dumps(got.spec)
 
 
+def test_a_start_that_cannot_write_its_folder_gets_error_and_leaves_nothing(live: Any) -> None:
+    state, rooms = live
+    ada, bob = join(rooms, "Ada"), join(rooms, "Bob")
+    live_dir = state.config.data_dir / "captures" / "a1" / "live"
+    live_dir.parent.mkdir(parents=True)
+    live_dir.write_text("a file where the recordings' folder goes")
+    rooms.start_recording(ada.peer_id)
+    (refused,) = ada.of("recordingState")
+    assert refused["state"] == "ERROR" and refused["error"]["code"] == "start_failed"
+    assert bob.of("recordingState") == []
+    with state.db.session() as session:
+        assert session.query(RecordingRow).count() == 0
+    number = rooms.janus_room_of("a1", "r1")
+    assert running_rooms(rooms)[number]["record"] is False
+    live_dir.unlink()
+    rooms.start_recording(bob.peer_id)  # the cause gone, it starts
+    assert ada.wait_state("START")["recordingId"]
+
+
 @pytest.mark.parametrize(
     ("document", "code"),
     [

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from ...deliver.settings import RecordingSettings
 from ...deliver.states import (
@@ -471,11 +472,10 @@ class LiveRooms:
                 return
             try:
                 live = self._begin(room, peer, settings)
-            except (RelayError, OSError, SkymixError) as exc:
+            except (OSError, SkymixError, SQLAlchemyError) as exc:  # the relay, disk, database
                 log.error("live room %s/%s: recording not started: %s", app_id, name, exc)
-                self._refuse(
-                    peer, getattr(exc, "code", "relay_failed"), "the recording could not be started"
-                )
+                code = exc.code if isinstance(exc, SkymixError) else "start_failed"
+                self._refuse(peer, code, "the recording could not be started")
                 return
             room.live = live
             self._broadcast(room, recording_state("START", live.recording_id))
