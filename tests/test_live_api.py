@@ -323,6 +323,7 @@ def test_bad_messages_get_errors_and_the_socket_stays_open(live: Live) -> None:
             ('{"type": "join", "room": "r1"}', "name_invalid"),
             ('{"type": "join", "room": "r1", "name": "a\\nb"}', "name_invalid"),
             ('{"type": "join", "room": "r1", "name": "a\\u200eb"}', "name_invalid"),
+            ('{"type": "join", "room": "r1", "name": "a\\u202eb"}', "name_invalid"),
             (json.dumps({"type": "join", "room": "r1", "name": "x" * 65}), "name_invalid"),
             ('{"type": "join", "room": "r1", "name": "Ada"}', "live_unavailable"),
         ):
@@ -416,6 +417,10 @@ def joined(page: ClientConnection, room: str, name: str) -> dict[str, Any]:
     return answer
 
 
+#: A display name with a zero-width joiner (woman + ZWJ + laptop: one emoji).
+CY = "Cy \U0001f469\u200d\U0001f4bb"
+
+
 def after_job(page: ClientConnection) -> dict[str, Any]:
     """The next message but the stopped recording's LINK or ERROR (its job runs meanwhile)."""
     while True:
@@ -469,10 +474,10 @@ def test_two_pages_share_a_room_and_its_recording(with_janus: tuple[Service, str
         assert {"peerId": first["peerId"], "name": "Ada"} in third["peers"]
         assert after_job(ada)["type"] == "peerJoined"
         with welcomed(service, key) as (cy, _):
-            cy_id = joined(cy, "r1", "Cy")["peerId"]
+            cy_id = joined(cy, "r1", CY)["peerId"]  # a name with an emoji's joiner
             assert after_job(ada)["peerId"] == cy_id
         # Cy's socket closed without a leave
-        assert after_job(ada) == {"type": "peerLeft", "peerId": cy_id, "name": "Cy"}
+        assert after_job(ada) == {"type": "peerLeft", "peerId": cy_id, "name": CY}
         assert after_job(bob)["type"] == "peerJoined" and after_job(bob)["type"] == "peerLeft"
         with welcomed(service, key) as (dan, _):  # a flood: more than MAX_WAITING waiting
             dan_id = joined(dan, "r1", "Dan")["peerId"]

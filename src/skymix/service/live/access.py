@@ -65,8 +65,10 @@ TOKEN_PREFIX = "skr_"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_ORIGIN = 4403
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-#: Characters a display name must not hold: control, format, surrogates, line separators.
+#: Characters a display name must not hold: control, format (bidi overrides and the like),
+#: surrogates, line separators; but the joiners emoji sequences and some scripts need.
 _NOT_IN_NAMES = ("Cc", "Cf", "Cs", "Zl", "Zp")
+_JOINERS = ("\u200c", "\u200d")
 
 
 class BrowserAuthError(SkymixError, PermissionError):
@@ -113,7 +115,7 @@ def check_display_name(name: object) -> str:
     """``name`` if it is a display name (1..64 characters, no control characters)."""
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_CHARS:
         raise OptionsError(f"a display name is 1 to {MAX_NAME_CHARS} characters", field="name")
-    if any(unicodedata.category(c) in _NOT_IN_NAMES for c in name):
+    if any(unicodedata.category(c) in _NOT_IN_NAMES and c not in _JOINERS for c in name):
         raise OptionsError("a display name cannot hold control characters", field="name")
     return name
 
