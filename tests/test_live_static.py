@@ -336,3 +336,4 @@ def test_demo_live_serves_the_page_until_ctrl_c(tmp_path: Path) -> None:
     assert all(_gone(pid) for pid in started)
     log = (tmp_path / "skymix-live-demo" / "service.log").read_text()
     assert "checked: put, get and delete work" in log  # the settings API took the bucket
+    assert "Traceback" not in log

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +72,14 @@ def _request(url: str, method: str, key: str, body: dict[str, Any]) -> tuple[int
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode(errors="replace")
+
+
+def _stop_with_parent() -> None:
+    """In the service's process before exec: SIGTERM it when the demo ends, killed or not, so
+    it never outlives the demo."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
@@ -135,6 +144,8 @@ def run_live_demo(
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops it: one signal
+                preexec_fn=_stop_with_parent,
             )
         try:
             _wait_ready(proc, url, log_path)
