@@ -8,14 +8,17 @@ the linked MP4 back from SeaweedFS: tiles by colour, tones by frequency, flashes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,18 @@ CROSS_PEER_BOUND_S = 0.040  # the measured spread was 10-23 ms (docs/live.md, Te
 class Live:
     service: Service
     keys: dict[str, str]  # app id: its secret key
+    database: Path
+
+    def recorded_s(self, recording_id: str) -> float:
+        """How long the service had the recording on in Janus (its row's started_at to
+        stopped_at)."""
+        with contextlib.closing(sqlite3.connect(self.database)) as db:
+            (spec,) = db.execute(
+                "SELECT spec FROM recordings WHERE id = ?", (recording_id,)
+            ).fetchone()
+        live = json.loads(spec)["live"]
+        started, stopped = (datetime.fromisoformat(live[k]) for k in ("started_at", "stopped_at"))
+        return (stopped - started).total_seconds()
 
 
 def _settings(app_id: str, seaweed: SeaweedS3, enabled: bool) -> dict[str, Any]:
@@ -80,7 +95,7 @@ def live(
                         "/rest/recording/notifications", json=_settings(app, seaweed, enabled)
                     )
                     assert answer.status_code in (200, 201), answer.text
-            yield Live(service, keys)
+            yield Live(service, keys, data / "skymix.db")
     finally:
         shutil.copy(service.log_path, artifacts / "service.log")
         janus_log = next(service.data_dir.rglob("janus.log"), None)
@@ -320,8 +335,7 @@ def test_three_peers_start_stop_link(
     ada.page.screenshot(path=str(artifacts / "live-demo.png"), full_page=True)
 
     mixed = fetch_recording(live, links[0], artifacts, "main")
-    # START to STOP as ada's page saw them
-    ran_s = (next(m for m in states(ada) if m["state"] == "STOP")["at"] - start["at"]) / 1000
+    ran_s = live.recorded_s(rid)
     assert abs(mixed.report["duration_s"] - ran_s) <= 0.5, (mixed.report["duration_s"], ran_s)
     assert set(mixed.pids) == {"ada", "bob", "cy"}
     middle = mixed.report["duration_s"] / 2
@@ -330,6 +344,10 @@ def test_three_peers_start_stop_link(
         assert tone_present(mixed, name, 0.5, mixed.report["duration_s"] - 0.5), name
     figures = sync_figures(mixed, mixed.path.with_name(f"main-{rid}-captures"), peers)
     figures["recording_s"] = ran_s
+    # START to STOP as ada's page saw them
+    figures["page_start_to_stop_s"] = (
+        next(m for m in states(ada) if m["state"] == "STOP")["at"] - start["at"]
+    ) / 1000
     figures["duration_s"] = mixed.report["duration_s"]
     (artifacts / "sync-main.json").write_text(json.dumps(figures, indent=1))
     # the mix keeps each peer's flash and beep as Janus received them, within one frame (the
@@ -471,6 +489,8 @@ def test_janus_killed_mid_recording(
     t0 = mixed.report["session_start_ns"] / 1e9
     assert set(mixed.pids) == {"ada", "bob"}
     assert abs(mixed.report["duration_s"] - (killed - t0)) <= 0.5, (mixed.report, killed - t0)
+    recorded_s = live.recorded_s(start["recordingId"])  # until the service saw Janus gone
+    assert abs(mixed.report["duration_s"] - recorded_s) <= 0.5, (mixed.report, recorded_s)
     for name in ("ada", "bob"):
         assert colour_ok(mixed, name, mixed.report["duration_s"] / 2), name
         assert tone_present(mixed, name, 0.5, mixed.report["duration_s"] - 0.3), name
