@@ -20,7 +20,6 @@ import numpy as np
 from skymix.ingest.mjr import parse_videoroom_name, read_mjr
 
 LOUD = 0.35  # between the tone's 0.1 and the beep's 0.6
-VP8_PAYLOAD_TYPE = 96  # Chromium's first VP8 payload type (RTX is another)
 
 
 @dataclass
@@ -69,11 +68,14 @@ def _beeps(path: Path) -> list[float]:
 
 def _flashes(path: Path) -> list[float]:
     """Frames by RTP timestamp, each arrived with its last packet; white ones' first frames."""
+    packets = list(read_mjr(path))
+    # VP8's payload type is the one most packets have (Janus also records RTX retransmissions)
+    vp8 = collections.Counter(d.data[1] & 0x7F for d in packets).most_common(1)[0][0]
     frames: dict[int, bytearray] = collections.OrderedDict()
     arrival: dict[int, float] = {}
-    for datagram in read_mjr(path):
+    for datagram in packets:
         packet = datagram.data
-        if packet[1] & 0x7F != VP8_PAYLOAD_TYPE:
+        if packet[1] & 0x7F != vp8:
             continue
         timestamp = int.from_bytes(packet[4:8], "big")
         payload = _payload(packet)
