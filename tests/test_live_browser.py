@@ -11,6 +11,7 @@ the demo page's screenshot, console and service logs) go to SKYMIX_BROWSER_ARTIF
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,3 +53,4 @@ def test_live_rooms_in_chromium(tmp_path: Path) -> None:
     text = output.decode(errors="replace")
     (artifacts / "inner-pytest.log").write_text(text)
     assert process.returncode == 0, f"browser scenarios failed ({process.returncode}):\n{text}"
+    shutil.rmtree(tmp_path / "inner")  # 200 MB of fake media and the service's data
