@@ -4,7 +4,8 @@
 // flash of the fake files was captured: beeps in Unix ms (AudioData timestamps count from
 // performance.timeOrigin), flashes as VideoFrame timestamps (µs of the system's monotonic clock).
 // Every message with a "type" a WebSocket of the page receives (the service's signalling, not
-// Janus's) is kept in window.__skymixMessages with its arrival time (Unix ms) as "at".
+// Janus's) is kept in window.__skymixMessages with its arrival time (Unix ms) as "at"; every
+// RTCPeerConnection in window.__skymixConnections.
 (() => {
   const messages = [];
   window.__skymixMessages = messages;
@@ -21,6 +22,17 @@
           // not JSON: not the service's
         }
       });
+    }
+  };
+
+  // every RTCPeerConnection of the page (Janus's), for a test to reach its senders
+  const connections = [];
+  window.__skymixConnections = connections;
+  const NativeConnection = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends NativeConnection {
+    constructor(...args) {
+      super(...args);
+      connections.push(this);
     }
   };
 

@@ -30,9 +30,11 @@ from media import FPS as INPUT_FPS
 from media import PEERS, tone_levels, tone_onsets
 
 from conftest import BRIDGE, DEMO_APP, Peer, wall_minus_monotonic
+from deliver_tools import HOOK_SECRET, Hooks, webhook_receiver
 from mix_tools import Recording, flashes, read_recording, tile_chroma
 from seaweed import S3_ADMIN, SeaweedS3
 from service_tools import Service, wait_until
+from skymix.compose.labels import placeholder
 
 QUIET_APP = "quiet"  # recording off
 CALL_BOUND_S = 90.0  # waits for a state: no speed requirement, only a bound against hanging
@@ -57,10 +59,14 @@ class Live:
         return (stopped - started).total_seconds()
 
 
-def _settings(app_id: str, seaweed: SeaweedS3, enabled: bool) -> dict[str, Any]:
+def _settings(
+    app_id: str, seaweed: SeaweedS3, enabled: bool, hook: str | None = None
+) -> dict[str, Any]:
+    notifications = {"enabled": True, "url": hook, "secret": HOOK_SECRET} if hook else {}
     return {
         "app_id": app_id,
         "recording_enabled": enabled,
+        "notifications": notifications,
         "storage": {
             "arn": f"arn:aws:s3:{seaweed.region}::{seaweed.bucket}/{app_id}/",
             "access_key_id": S3_ADMIN.access_key,
@@ -72,11 +78,19 @@ def _settings(app_id: str, seaweed: SeaweedS3, enabled: bool) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def hooks() -> Iterator[Hooks]:
+    """The demo application's webhook receiver (signed with HOOK_SECRET)."""
+    with webhook_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
 def live(
-    seaweed: SeaweedS3, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+    seaweed: SeaweedS3, hooks: Hooks, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
 ) -> Iterator[Live]:
     """The service with its own Janus (ICE on the bridge), demo_app "demo" recording to
-    SeaweedFS and app "quiet" with recording off; its log kept as an artifact."""
+    SeaweedFS and notifying ``hooks``, app "quiet" with recording off; its log kept as an
+    artifact."""
     data = tmp_path_factory.mktemp("service")
     env = {
         "SKYMIX_JANUS": "auto",
@@ -89,10 +103,11 @@ def live(
     keys = {app: service.create_app(app) for app in (DEMO_APP, QUIET_APP)}
     try:
         with service:
-            for app, enabled in ((DEMO_APP, True), (QUIET_APP, False)):
+            for app, enabled, hook in ((DEMO_APP, True, hooks.url), (QUIET_APP, False, None)):
                 with service.client(keys[app]) as client:
                     answer = client.post(
-                        "/rest/recording/notifications", json=_settings(app, seaweed, enabled)
+                        "/rest/recording/notifications",
+                        json=_settings(app, seaweed, enabled, hook),
                     )
                     assert answer.status_code in (200, 201), answer.text
             yield Live(service, keys, data / "skymix.db")
@@ -494,3 +509,187 @@ def test_janus_killed_mid_recording(
     for name in ("ada", "bob"):
         assert colour_ok(mixed, name, mixed.report["duration_s"] / 2), name
         assert tone_present(mixed, name, 0.5, mixed.report["duration_s"] - 0.3), name
+
+
+def placeholder_shown(mixed: Mixed, name: str, at: float) -> bool:
+    """The peer's tile around output time ``at`` (±0.5 s) is its placeholder (the report says
+    no video, and the middle third of the tile is the placeholder's picture: luma within 10 on
+    average, the codec's noise) in every frame."""
+    pid = mixed.pids[name]
+    diffs = []
+    for t, y, _, _ in mixed.rec.frames:
+        tile = mixed.rec.tiles_at(t).get(pid)
+        if abs(t - at) > 0.5:
+            continue
+        if tile is None or tile["video"]:
+            return False
+        x, top, w, h = tile["x"], tile["y"], tile["w"], tile["h"]
+        expected = placeholder(name, w, h)[0][h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]
+        got = y[top + h // 3 : top + 2 * h // 3, x + w // 3 : x + 2 * w // 3]
+        diffs.append(float(np.mean(np.abs(got.astype(np.float64) - expected))))
+    return bool(diffs) and max(diffs) < 10
+
+
+def test_a_camera_turned_off_shows_the_placeholder(
+    live: Live, launch: Callable[[str], Peer], artifacts: Path
+) -> None:
+    """bob's page stops sending video for 4 s mid-recording (its sender's track replaced with
+    none, as a camera switched off): the mix shows bob's colour before, its placeholder while
+    the camera is off, ada's colour throughout."""
+    ada, bob = launch("ada"), launch("bob")
+    for peer in (ada, bob):
+        join_demo(peer, live, "camera")
+    sees(ada, [bob])
+    ada.page.click("#start")
+    wait_state(ada, "START")
+    time.sleep(4.0)
+    video_sender = """(() => {
+        for (const pc of __skymixConnections)
+          for (const sender of pc.getSenders())
+            if (sender.track && sender.track.kind === 'video') return sender;
+        return null;
+      })()"""
+    assert bob.page.evaluate(
+        f"""() => {{
+             const sender = {video_sender};
+             if (sender === null) return false;
+             window.__camera = [sender, sender.track];
+             return sender.replaceTrack(null).then(() => true);
+           }}"""
+    )
+    off = time.time()
+    time.sleep(4.0)
+    on = time.time()
+    bob.page.evaluate("() => __camera[0].replaceTrack(__camera[1])")
+    time.sleep(2.0)
+    ada.page.click("#stop")
+    link = wait_state(ada, "LINK")
+
+    mixed = fetch_recording(live, link, artifacts, "camera")
+    t0 = mixed.report["session_start_ns"] / 1e9
+    off_at, on_at = off - t0, on - t0
+    (artifacts / "camera-off.json").write_text(
+        json.dumps({"off_s": off_at, "on_s": on_at, "layouts": mixed.report["layouts"]})
+    )
+    middle = (off_at + on_at) / 2
+    assert colour_ok(mixed, "bob", off_at - 0.6)
+    assert not placeholder_shown(mixed, "bob", off_at - 0.6)
+    assert placeholder_shown(mixed, "bob", middle), mixed.report["layouts"]
+    assert not colour_ok(mixed, "bob", middle)
+    assert colour_ok(mixed, "ada", middle)
+    assert tone_present(mixed, "bob", off_at + 0.5, on_at - 0.5)  # bob is still there
+
+
+def test_a_one_second_recording_and_its_webhook(
+    live: Live, hooks: Hooks, launch: Callable[[str], Peer], artifacts: Path
+) -> None:
+    """A recording stopped one second after START still gives a valid file (it decodes, with
+    ada's colour and tone, as long as Janus recorded within 0.5 s); its LINK reaches the
+    application's webhook with the same recording id and URL, signed with its secret."""
+    ada = launch("ada")
+    join_demo(ada, live, "short")
+    ada.page.click("#start")
+    start = wait_state(ada, "START")
+    time.sleep(1.0)
+    ada.page.click("#stop")
+    link = wait_state(ada, "LINK")
+    rid = start["recordingId"]
+    assert link["recordingId"] == rid
+
+    mixed = fetch_recording(live, link, artifacts, "short")
+    ran_s = live.recorded_s(rid)
+    duration = mixed.report["duration_s"]
+    assert abs(duration - ran_s) <= 0.5, (duration, ran_s)
+    assert mixed.rec.frames and mixed.rec.audio.shape[1] > 0
+    last_frame = mixed.rec.frames[-1][0]
+    assert abs(last_frame - duration) <= 0.5, (last_frame, duration)
+    assert abs(mixed.rec.audio.shape[1] / mixed.rec.rate - duration) <= 0.5
+    assert colour_ok(mixed, "ada", duration / 2)
+
+    def announced() -> list[dict[str, Any]]:
+        return [p for p in hooks.payloads if p.get("recording_id") == rid]
+
+    wait_until(lambda: bool(announced()), f"no webhook for {rid}: {hooks.payloads}", CALL_BOUND_S)
+    (payload,) = announced()
+    assert payload["state"] == "LINK", payload
+    assert payload["url"] == link["url"], (payload, link)
+
+
+def test_answers_are_their_requests(live: Live, launch: Callable[[str], Peer]) -> None:
+    """startRecording and stopRecording resolve with their own answers: a start sent once the
+    previous recording's job ERROR (nothing recorded: no page publishes) has arrived gets the
+    new START, not that ERROR; an unrelated `error` message goes to the `error` event, not to
+    the stop waiting; another page's refused start and stop get ERROR without a recording id."""
+    with live.service.client(live.keys[DEMO_APP]) as client:
+        answer = client.put("/rest/live/access", json={"origins": [live.service.url]})
+        assert answer.status_code == 200, answer.text
+        public_key = answer.json()["public_key"]
+    pages = {name: launch(name) for name in ("ada", "bob")}
+    for name, peer in pages.items():
+        peer.page.goto(f"{live.service.url}/healthz")
+        peer.page.evaluate(
+            """async ([key, name]) => {
+                 const { Skymix } = await import('/skymix.js');
+                 const skymix = new Skymix();
+                 window.__skymix = skymix;
+                 window.__seen = [];
+                 window.__errors = [];
+                 skymix.on('recordingState', (state, id, url, error) =>
+                   __seen.push({ state, id, code: error?.code ?? null }));
+                 skymix.on('error', (error) => __errors.push(error.code));
+                 // a send held until `ready()`: the answer of an earlier request comes first
+                 window.__hold = (type, ready) => {
+                   const socket = skymix._socket;
+                   const send = socket.send.bind(socket);
+                   socket.send = (data) => {
+                     if (JSON.parse(data).type !== type) return send(data);
+                     socket.send = send;
+                     const poll = () => (ready() ? send(data) : setTimeout(poll, 20));
+                     poll();
+                   };
+                 };
+                 await skymix.init(key);
+                 await skymix.joinRoom('answers', { name, audio: false, video: false });
+               }""",
+            [public_key, name],
+        )
+    ada, bob = pages["ada"].page, pages["bob"].page
+    answer_of = "m => ({ state: m.state, id: m.recordingId, code: m.error?.code ?? null })"
+
+    first = ada.evaluate(f"() => __skymix.startRecording().then({answer_of})")
+    assert first["state"] == "START" and first["id"], first
+    old = first["id"]
+    stopped = ada.evaluate(f"() => __skymix.stopRecording().then({answer_of})")
+    assert stopped == {"state": "STOP", "id": old, "code": None}, stopped
+    second = ada.evaluate(
+        f"""old => {{
+              __hold('start', () => __seen.some(s => s.state === 'ERROR' && s.id === old));
+              return __skymix.startRecording().then({answer_of});
+            }}""",
+        old,
+    )
+    assert second["state"] == "START" and second["id"] not in (None, old), second
+    seen = ada.evaluate("__seen")
+    assert {"state": "ERROR", "id": old, "code": "nothing_recorded"} in seen, seen
+    new = second["id"]
+    refused = bob.evaluate(f"() => __skymix.startRecording().then({answer_of})")
+    assert refused == {"state": "ERROR", "id": None, "code": "recording_running"}, refused
+    stopped = ada.evaluate(
+        f"""() => {{
+              __skymix._send({{ type: 'no-such-type' }});
+              return __skymix.stopRecording().then({answer_of});
+            }}"""
+    )
+    assert stopped == {"state": "STOP", "id": new, "code": None}, stopped
+    assert ada.evaluate("__errors") == ["unknown_type"]
+    nothing = bob.evaluate(f"() => __skymix.stopRecording().then({answer_of})")
+    assert nothing["state"] == "ERROR" and nothing["id"] is None, nothing
+    for page in (ada, bob):
+        wait_until(
+            lambda page=page: (
+                {"state": "ERROR", "id": new, "code": "nothing_recorded"} in page.evaluate("__seen")
+            ),
+            lambda page=page: f"no ERROR of {new}: {page.evaluate('__seen')}",
+            CALL_BOUND_S,
+        )
+        page.evaluate("() => __skymix.leaveRoom()")

@@ -129,7 +129,12 @@ export declare class Skymix {
   init(appKeyOrToken: string): Promise<Welcome>;
   joinRoom(room: string, options: JoinOptions): Promise<JoinedRoom>;
   leaveRoom(): Promise<void>;
+  /** resolves with the next START (whoever asked), or the ERROR refusing this page's start
+   * (`recordingId` null); an earlier recording's ERROR is no answer. Rejects on an `error`
+   * message answering it (not_joined, internal_error) or when the connection closes */
   startRecording(): Promise<RecordingStateMessage>;
+  /** resolves with STOP of the recording that runs, or the ERROR refusing this page's stop
+   * (`recordingId` null: nothing runs); LINK or ERROR follows as a `recordingState` event */
   stopRecording(): Promise<RecordingStateMessage>;
   /** leave any room and close the connection */
   close(): void;

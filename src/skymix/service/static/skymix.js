@@ -42,6 +42,22 @@ const CLOSE_CODES = {
 
 const HELLO_TIMEOUT_MS = 15000;
 
+// The service's `error` messages that can answer a start or stop (it answers a refused one
+// with recordingState ERROR), and those that answer none of join's questions.
+const RECORDING_ERRORS = new Set(["not_joined", "internal_error"]);
+const NOT_JOIN_ERRORS = new Set([
+  "bad_message",
+  "unknown_type",
+  "already_welcomed",
+  "janusId_invalid",
+  "not_joined",
+]);
+
+// A recordingState the service sends only to the page that asked: a refused start or stop.
+function refusal(message) {
+  return message.state === RECORDING_STATE.ERROR && (message.recordingId ?? null) === null;
+}
+
 // Janus's scripts, loaded once per page as classic scripts: janus.js reads a global `adapter`.
 let vendorReady = null;
 
@@ -98,6 +114,7 @@ export class Skymix {
     this._call = null; // the Janus side of the room: session, handles, feeds
     this._peers = new Map(); // peerId -> name
     this._refusal = null; // why the service refused the hello, before it closes
+    this._recordingId = null; // the room's running recording, as START (or joined) told
   }
 
   /** The other peers in the room now: `[{peerId, name}]`. */
@@ -150,12 +167,13 @@ export class Skymix {
   async joinRoom(room, { name, localVideo = null, audio = true, video = true } = {}) {
     this._requireSocket();
     if (this.room !== null) throw new SkymixError("already_joined", `already in room ${this.room}`);
-    const joined = this._expect(["joined"]);
+    const joined = this._expect(["joined"], 0, () => true, (code) => !NOT_JOIN_ERRORS.has(code));
     this._send({ type: "join", room, name });
     const message = await joined;
     this.peerId = message.peerId;
     this.room = message.room;
     this._peers = new Map(message.peers.map((peer) => [peer.peerId, peer.name]));
+    this._recordingId = message.recording?.recordingId ?? null;
     const Janus = await loadVendor(this.server);
     const call = {
       janus: null,
@@ -199,6 +217,7 @@ export class Skymix {
     }
     this.room = null;
     this.peerId = null;
+    this._recordingId = null;
     this._peers.clear();
     if (call === null) return;
     call.left = true;
@@ -210,15 +229,27 @@ export class Skymix {
   }
 
   /** Ask the service to start recording the room. Resolves with the `recordingState` that
-   * answers (START for everyone, or ERROR for this page with the reason). */
+   * answers: the next START (the room records now, whoever asked first), or the ERROR the
+   * service sends only to this page (`recordingId` null: refused, with the reason). An earlier
+   * recording's ERROR (its job failed) is not an answer. */
   startRecording() {
-    return this._recordingRequest("start", [RECORDING_STATE.START, RECORDING_STATE.ERROR]);
+    return this._recordingRequest(
+      "start",
+      (m) => m.state === RECORDING_STATE.START || refusal(m),
+    );
   }
 
   /** Ask the service to stop the room's recording. Resolves with the `recordingState` that
-   * answers (STOP for everyone, or ERROR for this page). LINK follows when it is ready. */
+   * answers: STOP of the recording that runs, or the ERROR sent only to this page (`recordingId`
+   * null: nothing to stop). LINK (or ERROR with its id) follows as a `recordingState` event. */
   stopRecording() {
-    return this._recordingRequest("stop", [RECORDING_STATE.STOP, RECORDING_STATE.ERROR]);
+    return this._recordingRequest(
+      "stop",
+      (m) =>
+        (m.state === RECORDING_STATE.STOP &&
+          (this._recordingId === null || m.recordingId === this._recordingId)) ||
+        refusal(m),
+    );
   }
 
   /** Leave any room and close the connection to the service. */
@@ -261,10 +292,11 @@ export class Skymix {
     this._socket.send(JSON.stringify(message));
   }
 
-  // The next message of one of `types` (an "error" message rejects it); `timeoutMs` bounds it.
-  _expect(types, timeoutMs = 0, accept = () => true) {
+  // The next message of one of `types` that `accept`s; an "error" message rejects it when
+  // `answers(code)` says the error is the answer; `timeoutMs` bounds it.
+  _expect(types, timeoutMs = 0, accept = () => true, answers = () => true) {
     return new Promise((resolve, reject) => {
-      const waiter = { types, accept, resolve, reject, timer: null };
+      const waiter = { types, accept, answers, resolve, reject, timer: null };
       if (timeoutMs > 0) {
         waiter.timer = setTimeout(() => {
           this._waiters = this._waiters.filter((w) => w !== waiter);
@@ -284,12 +316,14 @@ export class Skymix {
     return true;
   }
 
-  _recordingRequest(type, states) {
+  _recordingRequest(type, accept) {
     this._requireSocket();
     if (this.room === null) {
       return Promise.reject(new SkymixError("not_joined", "join a room first"));
     }
-    const answer = this._expect(["recordingState"], 0, (m) => states.includes(m.state));
+    const answer = this._expect(["recordingState"], 0, accept, (code) =>
+      RECORDING_ERRORS.has(code),
+    );
     this._send({ type });
     return answer.then((m) => ({
       state: m.state,
@@ -314,13 +348,18 @@ export class Skymix {
       return;
     }
     if (type === "error") {
+      // the service answers a socket's messages in order: the first request waiting that this
+      // error can answer is the one it answers; any other error is the page's to hear of
       const error = new SkymixError(message.code ?? "error", message.message ?? "error");
-      if (!this._settle(() => true, (w) => w.reject(error))) this._emit("error", error);
+      if (!this._settle((w) => w.answers(error.code), (w) => w.reject(error))) {
+        this._emit("error", error);
+      }
       return;
     }
     this._settle((w) => w.types.includes(type) && w.accept(message), (w) => w.resolve(message));
     switch (type) {
       case "recordingState": {
+        this._track(message);
         // a recording starts on a keyframe of this page's camera
         if (message.state === RECORDING_STATE.START && this._call !== null) {
           this._keyframe(this._call);
@@ -347,6 +386,13 @@ export class Skymix {
       default:
         break; // welcome, joined, pong: answers to waiters
     }
+  }
+
+  // The room's running recording: START sets it; its STOP, or an ERROR naming it, ends it.
+  _track(message) {
+    const id = message.recordingId ?? null;
+    if (message.state === RECORDING_STATE.START) this._recordingId = id;
+    else if (id !== null && id === this._recordingId) this._recordingId = null;
   }
 
   _closed(event) {
