@@ -19,7 +19,7 @@ from skymix.service.live import LiveRooms
 from skymix.service.models import AppSettings, utcnow
 from skymix.service.state import ServiceState
 
-__all__ = ["Peer", "live_state", "running_rooms", "store_settings"]
+__all__ = ["JanusPage", "Peer", "live_state", "running_rooms", "store_settings"]
 
 
 @dataclass
@@ -75,6 +75,53 @@ def store_settings(state: ServiceState, app_id: str, document: dict[str, Any]) -
                 updated_at=now,
             )
         )
+
+
+class JanusPage:
+    """What a browser can do with Janus by itself: a plain session (no admin key, no room
+    secret) on its HTTP API, joining a room as a publisher with the pin as janus.js would (no
+    media), and sending videoroom requests."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.session = int(self._post("", {"janus": "create"})["data"]["id"])
+        attach = {"janus": "attach", "plugin": "janus.plugin.videoroom"}
+        self.handle = int(self._post(str(self.session), attach)["data"]["id"])
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        import urllib.request
+        import uuid
+
+        data = json.dumps({"transaction": uuid.uuid4().hex, **body}).encode()
+        url = self.url + (f"/{path}" if path else "")
+        request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            reply: dict[str, Any] = json.loads(answer.read())
+        return reply
+
+    def message(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A videoroom request's answer (its plugin data), waited for when Janus acks first."""
+        import urllib.request
+
+        reply = self._post(f"{self.session}/{self.handle}", {"janus": "message", "body": body})
+        transaction = reply.get("transaction")
+        while reply.get("janus") == "ack" or reply.get("transaction") != transaction:
+            with urllib.request.urlopen(f"{self.url}/{self.session}?maxev=1", timeout=40) as got:
+                events = json.loads(got.read())
+            for event in events if isinstance(events, list) else [events]:
+                if event.get("transaction") == transaction and event.get("janus") != "ack":
+                    reply = event
+        if reply.get("janus") == "error":
+            return {"error_code": reply["error"]["code"], "error": reply["error"]["reason"]}
+        data: dict[str, Any] = reply["plugindata"]["data"]
+        return data
+
+    def join(self, room: int, pin: str, display: str) -> int:
+        """Join as a publisher; the Janus user id."""
+        body = {"request": "join", "ptype": "publisher", "room": room, "pin": pin}
+        data = self.message({**body, "display": display})
+        assert data.get("videoroom") == "joined", data
+        return int(data["id"])
 
 
 def make_state(data_dir: Path, **fields: Any) -> ServiceState:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from deliver_tools import HOOK_SECRET, Hooks
 from live_tools import (
     APP,
     ROOM,
+    JanusPage,
     Peer,
     live_state,
     make_state,
@@ -44,6 +46,7 @@ from skymix.report import MixReport
 from skymix.service.jobs import run_job
 from skymix.service.live import LiveError, LiveRooms
 from skymix.service.live import relay as live_relay
+from skymix.service.live import rooms as live_rooms
 from skymix.service.live.manifest import (
     MANIFEST_NAME,
     PARTICIPANTS_NAME,
@@ -415,22 +418,289 @@ def test_a_recording_an_existing_janus_still_runs_is_followed_after_a_restart(
         assert "live_followed" in log
 
 
-def test_a_recording_whose_folder_is_gone_ends_in_error_at_restart(tmp_path: Path) -> None:
+def _opus_mjr(folder: Path, room: int, user: int) -> Path:
+    """A small Janus MJR00002 audio recording (opus RTP packets) named as Janus names them."""
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    info = json.dumps({"t": "a", "c": "opus", "s": now_us, "u": now_us}).encode()
+    data = b"MJR00002" + struct.pack("!H", len(info)) + info
+    for n in range(50):
+        rtp = struct.pack("!BBHII", 0x80, 111, n, n * 960, 0x1234) + b"\xf8\xff\xfe"
+        data += b"MEET" + struct.pack("!IH", n * 20, len(rtp)) + rtp
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"videoroom-{room}-user-{user}-{now_us}-audio-0.mjr"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_recording_whose_folder_is_gone_is_still_mixed_and_a_bad_row_stops_nobody(
+    tmp_path: Path,
+) -> None:
     data = tmp_path / "data"
     with live_state(data) as (state, rooms):
         new_app(state, "a1", STORAGE)
         ada = join(rooms, "Ada")
         rooms.start_recording(ada.peer_id)
         rid = ada.wait_state("START")["recordingId"]
-        work_dir = Path(row(state, rid).work_dir)
-    shutil.rmtree(work_dir)
+        got = row(state, rid)
+        work_dir = Path(got.work_dir)
+        number = got.spec["live"]["janus_room"]
+        with state.db.session() as session:  # a row recovery cannot make sense of
+            broken = RecordingRow(
+                id="01BROKENROW0000000000000000",
+                app_id="a1",
+                room="r9",
+                kind="live",
+                state="START",
+                spec={"live": "not a mapping"},
+                work_dir=str(work_dir.parent / "01BROKENROW0000000000000000"),
+                created_at=got.created_at,
+                updated_at=got.updated_at,
+            )
+            session.add(broken)
+    shutil.rmtree(work_dir)  # its event log is gone; Janus wrote a file
+    mjr = _opus_mjr(data / "captures" / "a1" / "live" / rid, number, 7)
     with live_state(data) as (state, rooms):
         got = row(state, rid)
-        assert got.state == "ERROR" and "event log cannot be read" in (got.error_message or "")
-        assert str(data) not in (got.error_message or "")  # named inside the data folder
+        assert got.state == "STOP" and got.spec["live"]["stop_reason"] == "service_restarted"
+        assert got.spec["captures"] == [f"live/{rid}/{mjr.name}"]
+        log = (work_dir / EVENT_LOG_NAME).read_text()
+        assert "event_log_renewed" in log and "live_stopped" in log
+        bad = row(state, "01BROKENROW0000000000000000")
+        assert bad.state == "ERROR" and bad.error_code == "recovery_failed"
+        with state.db.session() as session:  # both jobs queued: the ERROR is announced too
+            assert session.get(Job, rid) is not None
+            assert session.get(Job, "01BROKENROW0000000000000000") is not None
         bob = join(rooms, "Bob")  # the room records again
         rooms.start_recording(bob.peer_id)
         assert bob.wait_state("START")["recordingId"] != rid
+
+
+def test_a_stop_that_cannot_be_stored_is_kept_and_stored_when_it_can(live: Any) -> None:
+    state, rooms = live
+    ada, bob = join(rooms, "Ada"), join(rooms, "Bob")
+    rooms.start_recording(ada.peer_id)
+    rid = ada.wait_state("START")["recordingId"]
+    events = Path(row(state, rid).work_dir) / EVENT_LOG_NAME
+    aside = events.with_name("aside")
+    events.rename(aside)
+    events.mkdir()  # the event log cannot be written: its STOP cannot be stored
+    rooms.stop_recording(ada.peer_id)
+    assert ada.wait_state("STOP")["recordingId"] == rid
+    assert ("STOP", rid) in bob.states()
+    assert row(state, rid).state == "START"
+    number = rooms.janus_room_of("a1", "r1")
+    assert running_rooms(rooms)[number]["record"] is False  # Janus stopped all the same
+    rooms.start_recording(bob.peer_id)  # the STOP is tried first; it still fails
+    refused = bob.of("recordingState")[-1]
+    assert refused["state"] == "ERROR" and refused["error"]["code"] == "stop_pending"
+    events.rmdir()
+    aside.rename(events)
+    wait_until(lambda: row(state, rid).state != "START", "the STOP stored at last", 30)
+    got = row(state, rid)
+    assert got.state == "ERROR" and got.error_code == "nothing_recorded"
+    assert got.spec["live"]["stop_reason"] == "requested"
+    with state.db.session() as session:
+        assert session.get(Job, rid) is not None
+    rooms.start_recording(bob.peer_id)
+    assert [s for s, _ in bob.states()].count("START") == 2
+
+
+def test_a_start_whose_participants_log_fails_leaves_nothing_running(
+    live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, rooms = live
+    ada = Peer("Ada")
+    info = rooms.join("a1", "r1", "Ada", ada.send)
+    ada.peer_id = info.peer_id
+    page = JanusPage(rooms.relay.http_url or "")
+    rooms.publisher(ada.peer_id, page.join(info.janus["room"], info.janus["pin"], "Ada"))
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(live_rooms, "log_presence", disk_full)
+    rooms.start_recording(ada.peer_id)
+    (refused,) = ada.of("recordingState")
+    assert refused["state"] == "ERROR" and refused["error"]["code"] == "start_failed"
+    with state.db.session() as session:
+        assert session.query(RecordingRow).count() == 0
+    assert running_rooms(rooms)[info.janus["room"]]["record"] is False
+    monkeypatch.undo()
+    rooms.start_recording(ada.peer_id)
+    assert ada.wait_state("START")["recordingId"]
+
+
+def test_a_janus_user_is_one_peer_s_and_rooms_per_app_are_bounded(
+    live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, rooms = live
+    ada, bob = Peer("Ada"), Peer("Bob")
+    info = rooms.join("a1", "r1", "Ada", ada.send)
+    bob.peer_id = rooms.join("a1", "r1", "Bob", bob.send).peer_id
+    uid = JanusPage(rooms.relay.http_url or "").join(info.janus["room"], info.janus["pin"], "Ada")
+    rooms.publisher(info.peer_id, uid)
+    rooms.publisher(info.peer_id, uid)  # again: the same peer
+    with pytest.raises(LiveError) as caught:
+        rooms.publisher(bob.peer_id, uid)  # Ada's tile is not Bob's to take
+    assert caught.value.code == "publisher_taken"
+    monkeypatch.setattr(live_rooms, "MAX_ROOMS_PER_APP", 2)
+    join(rooms, "Cy", room="r2")
+    with pytest.raises(LiveError) as caught:
+        join(rooms, "Dee", room="r3")
+    assert caught.value.code == "too_many_rooms"
+    join(rooms, "Eve", room="r3", app="a2")  # another application's rooms are its own
+    join(rooms, "Fay", room="r2")  # a room that is open takes more peers
+
+
+def test_no_secret_in_the_log_and_a_browser_cannot_record_or_make_rooms(
+    live: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    state, rooms = live
+    caplog.set_level("DEBUG")
+    ada = Peer("Ada")
+    info = rooms.join("a1", "r1", "Ada", ada.send)
+    ada.peer_id = info.peer_id
+    number, pin = info.janus["room"], info.janus["pin"]
+    page = JanusPage(rooms.relay.http_url or "")  # a browser holding the pin
+    rooms.publisher(ada.peer_id, page.join(number, pin, "Ada"))
+    rooms.start_recording(ada.peer_id)
+    rid = ada.wait_state("START")["recordingId"]
+    secret = state.box.decrypt(row(state, rid).spec["live"]["secret_enc"])
+    rooms.stop_recording(ada.peer_id)
+    ada.wait_state("STOP")
+    assert rooms.relay._process is not None
+    admin_key = rooms.relay._process.admin_key
+    for hidden in (secret, pin, admin_key):
+        assert hidden not in caplog.text
+    assert "recording" in caplog.text and "joined" in caplog.text  # the log was captured
+    # what the page can ask Janus by itself
+    evil = state.config.data_dir / "evil"
+    answer = page.message({"request": "configure", "record": True, "filename": str(evil)})
+    assert "error_code" in answer or answer.get("configured") == "ok"
+    refused = [
+        page.message({"request": "enable_recording", "room": number, "record": True}),
+        page.message({"request": "create", "room": 4242, "pin": pin}),
+        page.message({"request": "destroy", "room": number}),
+        page.message({"request": "destroy", "room": number, "secret": pin}),
+        page.message({"request": "edit", "room": number, "new_rec_dir": str(evil)}),
+    ]
+    assert all("error_code" in r for r in refused), refused
+    assert running_rooms(rooms)[number]["record"] is False
+    assert not list(state.config.data_dir.glob("evil*"))
+
+
+def _existing(tmp_path: Path) -> Iterator[tuple[JanusProcess, dict[str, Any]]]:
+    with JanusProcess(tmp_path / "janus", admin_key="existing-" + "k" * 24, websockets=True) as j:
+        assert j.ws_url is not None
+        yield j, {"janus": j.url, "janus_admin_key": j.admin_key, "janus_ws_url": j.ws_url}
+
+
+@pytest.fixture
+def quick_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live_relay, "KEEPALIVE_S", 0.5)
+    monkeypatch.setattr(live_relay, "REQUEST_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(live_rooms, "RETRY_S", 0.5)
+
+
+def test_an_existing_janus_out_of_reach_for_a_moment_keeps_its_rooms_and_recordings(
+    tmp_path: Path, quick_relay: None
+) -> None:
+    existing = contextlib.contextmanager(_existing)
+    with (
+        existing(tmp_path) as (janus, fields),
+        live_state(tmp_path / "data", **fields) as (
+            state,
+            rooms,
+        ),
+    ):
+        new_app(state, "a1", STORAGE)
+        ada, bob = join(rooms, "Ada"), join(rooms, "Bob", room="r2")
+        rooms.start_recording(ada.peer_id)
+        rooms.start_recording(bob.peer_id)
+        rid = ada.wait_state("START")["recordingId"]
+        rid2 = bob.wait_state("START")["recordingId"]
+        r1, r2 = rooms.janus_room_of("a1", "r1"), rooms.janus_room_of("a1", "r2")
+        generation = rooms.relay.generation
+        assert janus.pid is not None
+        os.kill(janus.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: not rooms.relay.ready.is_set(), "the relay seen failing", 30)
+            rooms.stop_recording(bob.peer_id)  # Janus cannot be told now
+            rooms.leave(bob.peer_id)  # nor its room destroyed
+        finally:
+            os.kill(janus.pid, signal.SIGCONT)
+        wait_until(lambda: rooms.relay.generation > generation, "the relay back", 30)
+        with janus.client() as admin:
+            wait_until(
+                lambda: r2 not in {r["room"] for r in admin.list_rooms()},
+                "the left room destroyed",
+                30,
+            )
+            listed = {r["room"]: r for r in admin.list_rooms()}
+        assert listed[r1]["record"] is True  # r1 records on, as it did
+        assert row(state, rid).state == "START" and ("STOP", rid) not in ada.states()
+        assert ada.of("error") == []
+        assert row(state, rid2).spec["live"]["stop_reason"] == "requested"
+        assert rooms.janus_room_of("a1", "r1") == r1
+        rooms.stop_recording(ada.peer_id)
+        assert ada.wait_state("STOP")["reason"] == "requested"
+        assert running_rooms(rooms)[r1]["record"] is False
+
+
+def test_an_existing_janus_restarted_between_keepalives_is_noticed(
+    tmp_path: Path, quick_relay: None
+) -> None:
+    existing = contextlib.contextmanager(_existing)
+    with (
+        existing(tmp_path) as (janus, fields),
+        live_state(tmp_path / "data", **fields) as (
+            state,
+            rooms,
+        ),
+    ):
+        new_app(state, "a1", STORAGE)
+        ada = join(rooms, "Ada")
+        rooms.start_recording(ada.peer_id)
+        rid = ada.wait_state("START")["recordingId"]
+        old = rooms.janus_room_of("a1", "r1")
+        janus.restart()  # the same URL; its rooms and sessions are gone
+        stop = ada.wait_state("STOP", 30)
+        assert stop["recordingId"] == rid and stop["reason"] == "relay_failed"
+        (told,) = ada.of("error")
+        assert told["code"] == "relay_restarted"
+        wait_until(lambda: row(state, rid).state != "START", "its STOP stored")
+        assert row(state, rid).spec["live"]["stop_reason"] == "relay_failed"
+        rooms.leave(ada.peer_id)
+        info = rooms.join("a1", "r1", "Ada", Peer("Ada").send)  # the room made again
+        assert info.janus["room"] != old and info.janus["room"] in running_rooms(rooms)
+
+
+def test_recovery_with_an_existing_janus_down_destroys_its_room_once_it_answers(
+    tmp_path: Path, quick_relay: None
+) -> None:
+    data = tmp_path / "data"
+    existing = contextlib.contextmanager(_existing)
+    with existing(tmp_path) as (janus, fields):
+        with live_state(data, **fields) as (state, rooms):
+            new_app(state, "a1", STORAGE)
+            ada = join(rooms, "Ada")
+            rooms.start_recording(ada.peer_id)
+            rid = ada.wait_state("START")["recordingId"]
+            number = rooms.janus_room_of("a1", "r1")
+        assert janus.pid is not None
+        os.kill(janus.pid, signal.SIGSTOP)  # out of reach when the service starts again
+        try:
+            with live_state(data, **fields) as (state, rooms):
+                assert row(state, rid).spec["live"]["stop_reason"] == "service_restarted"
+                os.kill(janus.pid, signal.SIGCONT)
+                with janus.client() as admin:
+                    wait_until(
+                        lambda: number not in {r["room"] for r in admin.list_rooms()},
+                        "the room destroyed",
+                        30,
+                    )
+        finally:
+            os.kill(janus.pid, signal.SIGCONT)
 
 
 def test_live_rooms_are_unavailable_when_off(tmp_path: Path) -> None:

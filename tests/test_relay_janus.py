@@ -140,6 +140,17 @@ def test_room_recording_and_errors(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert SECRET not in log_text and ADMIN_KEY not in log_text
 
 
+def test_a_destroyed_room_s_secret_is_forgotten(tmp_path: Path) -> None:
+    with JanusProcess(tmp_path / "janus", admin_key=ADMIN_KEY) as janus, janus.client() as client:
+        for n in range(3):
+            room = client.create_room(None, secret=f"{SECRET}-{n}")
+            client.destroy_room(room, secret=f"{SECRET}-{n}")
+        kept = client.create_room(None, secret=SECRET)
+        assert client._secrets == {ADMIN_KEY, SECRET}  # the scrubbed secrets do not pile up
+        client.destroy_room(kept, secret=SECRET)
+        assert client._secrets == {ADMIN_KEY}
+
+
 def test_janus_error_and_no_gateway_raise_relay_error(tmp_path: Path) -> None:
     with JanusProcess(tmp_path / "janus") as janus:
         client = janus.client(timeout=5)

@@ -356,6 +356,27 @@ class JanusProcess:
             log.info("Janus (pid %d) stopped with %s", process.pid, process.returncode)
         return process.returncode
 
+    def restart(self) -> dict[str, Any]:
+        """Stop Janus and start it again on the same ports (its rooms and sessions are lost):
+        what a gateway restarted under its clients looks like."""
+        self.stop()
+        config = write_config(
+            self.directory,
+            http_port=self.http_port,
+            admin_key=self.admin_key,
+            ws_port=self.ws_port,
+            rooms=self.rooms,
+            ice_interface=self.ice_interface,
+            nat_1_1=self.nat_1_1,
+            libraries=self.libraries,
+        )
+        try:
+            self._launch(config)
+            return self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
     def client(self, timeout: float = 10.0) -> VideoRoomClient:
         """A videoroom client of this gateway, holding its admin key."""
         return VideoRoomClient(self.url, admin_key=self.admin_key, timeout=timeout)
@@ -522,6 +543,8 @@ class VideoRoomClient:
     def destroy_room(self, room: int, *, secret: str) -> None:
         """Destroy a room; its participants are hung up."""
         self.request({"request": "destroy", "room": room, "permanent": False}, secret)
+        if secret != self._admin_key:
+            self._secrets.discard(secret)  # a destroyed room's secret is not kept forever
 
     def set_rec_dir(self, room: int, rec_dir: Path, *, secret: str) -> None:
         """Record the room's next recorders into rec_dir (Janus creates it when they open)."""

@@ -61,6 +61,7 @@ class Relay:
         self._client: VideoRoomClient | None = None
         self._lock = threading.RLock()
         self._last_keepalive = 0.0
+        self._reconnected = False
         #: Counts the relays brought up: a Janus room belongs to the generation that made it.
         self.generation = 0
         self.ready = threading.Event()
@@ -118,6 +119,7 @@ class Relay:
                 self._drop()
                 raise
             self._client = client
+            self._reconnected = False
             self._last_keepalive = time.monotonic()
             self.generation += 1
             self.ready.set()
@@ -144,9 +146,17 @@ class Relay:
                 log.warning("live rooms: Janus keepalive failed (%s); opening a new session", exc)
             try:
                 self._client.connect()
-                return None
             except RelayError as exc:
                 return f"Janus does not answer: {exc}"
+            self._reconnected = True  # Janus may have been restarted: its rooms are looked for
+            return None
+
+    def take_reconnected(self) -> bool:
+        """Whether ``check`` opened a new session since the last call (Janus may have lost its
+        rooms in between: the caller lists them)."""
+        with self._lock:
+            reconnected, self._reconnected = self._reconnected, False
+            return reconnected
 
     def fail(self) -> None:
         """Forget a dead relay (the own Janus is stopped): rooms of this generation are gone."""

@@ -39,6 +39,7 @@ from ...deliver.states import (
     new_recording_id,
 )
 from ...errors import DeliveryError, RelayError, SkymixError
+from ...relay.janus import VideoRoomClient
 from ..jobs import CaptureSpec, captures_root, load_settings
 from ..models import Job, RecordingRow, utcnow
 from ..state import ServiceState
@@ -67,11 +68,16 @@ WATCH_S = 0.5
 RELAY_WAIT_S = 20.0
 #: How long the background thread waits before trying again to start a relay that failed.
 RETRY_S = 5.0
+#: At most this many rooms of one application at a time (a join beyond gets too_many_rooms).
+MAX_ROOMS_PER_APP = 100
+#: Janus's videoroom error code for a room it does not have.
+NO_SUCH_ROOM = 426
 
 
 class LiveError(SkymixError):
     """A live room request that cannot be done; ``code`` says which (live_unavailable,
-    room_full, invalid_room, invalid_name, unknown_peer, unknown_publisher)."""
+    room_full, too_many_rooms, invalid_room, invalid_name, unknown_peer, unknown_publisher,
+    publisher_taken)."""
 
     code = "live_error"
 
@@ -110,6 +116,17 @@ class _Live:
     started_at: datetime
     max_length_s: int
     empty_room_s: int
+
+
+@dataclass
+class _PendingStop:
+    """A recording whose STOP could not be stored (the disk, the database): tried again."""
+
+    key: tuple[str, str]
+    live: _Live
+    stopped_at: datetime
+    reason: str
+    failures: int = 0
 
 
 @dataclass
@@ -161,11 +178,16 @@ class LiveRooms:
         self._rooms: dict[tuple[str, str], _Room] = {}
         self._peers: dict[str, _Peer] = {}
         self._watched: dict[str, tuple[str, str]] = {}  # stopped recording -> its room
+        self._pending: dict[str, _PendingStop] = {}  # recording id -> its STOP to store
+        #: Janus rooms to tell to stop recording (and to destroy when True), with their secret,
+        #: when the relay could not be told at once: done when it answers again.
+        self._janus_todo: dict[int, tuple[str, bool]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
         self._last_watch = 0.0
         self._retry_at = 0.0
+        self._clean_at = 0.0
 
     def __repr__(self) -> str:
         return f"LiveRooms(rooms={len(self._rooms)}, peers={len(self._peers)}, {self.relay!r})"
@@ -194,11 +216,15 @@ class LiveRooms:
         the next start stops them (reason service_restarted) and mixes what was recorded; an
         existing Janus keeps recording them for the next start to follow, and its rooms that
         record nothing are destroyed (they would be left there)."""
-        if self.relay.mode == "url":
-            with self._lock:
+        with self._lock:
+            for pending in list(self._pending.values()):  # else the next start stops it
+                self._store_stop(pending)
+            if self.relay.mode == "url":
                 for room in list(self._rooms.values()):
                     if room.live is None:
                         self._close_room(room)
+                if self.relay.ready.is_set():
+                    self._clean_janus()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30.0)
@@ -208,6 +234,13 @@ class LiveRooms:
                 peer.send = lambda message: None
             self._peers.clear()
             self._rooms.clear()
+
+    def _room_of(self, peer: _Peer) -> _Room:
+        """The peer's room (gone when the service stops under it: unknown_peer)."""
+        room = self._rooms.get(peer.key)
+        if room is None or peer.peer_id not in room.peers:
+            raise LiveError("no such peer (its room is closed)", "unknown_peer")
+        return room
 
     def _run(self, first: threading.Event) -> None:
         try:
@@ -229,6 +262,8 @@ class LiveRooms:
         except RelayError as exc:
             log.error("live rooms: the relay could not be started: %s", exc)
             self._retry_at = time.monotonic() + RETRY_S
+            return
+        self._reconcile()
 
     def _tick(self) -> None:
         if self.relay.mode != "off":
@@ -236,24 +271,90 @@ class LiveRooms:
                 why = self.relay.check()
                 if why is not None:
                     self._relay_failed(why)
+                elif self.relay.take_reconnected():
+                    self._reconcile()
             elif time.monotonic() >= self._retry_at:
                 self._bring_up()
+        self._retry_pending()
         self._apply_limits()
         if time.monotonic() - self._last_watch >= WATCH_S:
             self._last_watch = time.monotonic()
             self._watch()
 
     def _relay_failed(self, why: str) -> None:
+        """The relay is dead. The own Janus took its rooms with it; an existing Janus may only
+        have been out of reach: its rooms are looked for when it answers again (_reconcile)."""
         log.error("live rooms: the relay failed: %s", why)
         self.relay.fail()
+        if self.relay.mode == "own":
+            with self._lock:
+                self._janus_todo.clear()
+                for room in list(self._rooms.values()):
+                    self._room_gone(room)
+        self._bring_up()
+
+    def _room_gone(self, room: _Room) -> None:
+        """The room's Janus room is no more: its recording stops (relay_failed), its peers are
+        told to join again (a new Janus room is made at the next join)."""
+        if room.janus_room is None:
+            return
+        if room.live is not None:
+            self._guarded(room, "relay_failed", relay_down=True)
+        room.janus_room = None
+        log.warning("live room %s/%s: its Janus room is gone", *room.key)
+        self._broadcast(
+            room,
+            {
+                "type": "error",
+                "code": "relay_restarted",
+                "message": "the media relay was restarted: join the room again",
+            },
+        )
+        if not room.peers:
+            self._rooms.pop(room.key, None)
+
+    def _reconcile(self) -> None:
+        """After the relay came (back) up: the rooms Janus still has keep working, the others
+        are gone; the Janus rooms left to stop or destroy are done now."""
+        try:
+            listed = {int(r["room"]) for r in self.relay.rooms()}
+        except RelayError as exc:
+            log.warning("live rooms: Janus rooms not listed: %s", exc)
+            return
         with self._lock:
             for room in list(self._rooms.values()):
-                if room.live is not None:
-                    self._guarded(room, "relay_failed", relay_down=True)
-                room.janus_room = None  # gone with its Janus; the next join makes a new one
-                if not room.peers:
-                    del self._rooms[room.key]
-        self._bring_up()
+                if room.janus_room is None:
+                    continue
+                if room.janus_room in listed:
+                    room.generation = self.relay.generation
+                else:
+                    self._room_gone(room)
+            for number in list(self._janus_todo):
+                if number not in listed:
+                    del self._janus_todo[number]
+            self._clean_janus()
+
+    def _clean_janus(self) -> None:
+        """Tell Janus to stop recording (and destroy) the rooms it could not be told about."""
+        for number, (secret, destroy) in list(self._janus_todo.items()):
+            try:
+                self.relay.call(lambda c: _stop_room(c, number, secret, destroy))  # noqa: B023
+            except RelayError as exc:
+                if exc.error_code is None:  # no answer: tried again later
+                    log.warning("Janus room not stopped yet: %s", exc)
+                    continue
+                if exc.error_code != NO_SUCH_ROOM:
+                    log.error("Janus room not stopped: %s", exc)
+            del self._janus_todo[number]
+            log.info("Janus room stopped%s", " and destroyed" if destroy else "")
+
+    def forget_janus_room(self, number: int, secret: str) -> None:
+        """Janus must stop recording this room and destroy it (recovery); done at once when
+        the relay answers, or when it answers again."""
+        with self._lock:
+            self._janus_todo[number] = (secret, True)
+            if self.relay.ready.is_set():
+                self._clean_janus()
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -266,9 +367,17 @@ class LiveRooms:
         if not self.relay.ready.wait(RELAY_WAIT_S):
             raise LiveError("the media relay is not running", "live_unavailable")
 
+    def _has_janus_room(self, room: _Room) -> bool:
+        """Whether the room's Janus room is there: the own Janus's of this generation, or an
+        existing Janus's (one that is gone is set to None when the relay answers again)."""
+        if room.janus_room is None:
+            return False
+        return self.relay.mode == "url" or room.generation == self.relay.generation
+
     def _janus_room(self, room: _Room) -> int:
         """The room's Janus videoroom, created when it has none (or one of a dead relay)."""
-        if room.janus_room is not None and room.generation == self.relay.generation:
+        if self._has_janus_room(room):
+            assert room.janus_room is not None
             return room.janus_room
         room.secret, room.pin = secrets.token_urlsafe(24), secrets.token_urlsafe(12)
         number = self.relay.call(
@@ -302,6 +411,11 @@ class LiveRooms:
         with self._lock:
             entry = self._rooms.get(key)
             if entry is None:
+                if sum(1 for k in self._rooms if k[0] == app_id) >= MAX_ROOMS_PER_APP:
+                    raise LiveError(
+                        f"the application has {MAX_ROOMS_PER_APP} rooms open already",
+                        "too_many_rooms",
+                    )
                 entry = _Room(key, None, "", "", 0)
             if len(entry.peers) >= MAX_PEERS:
                 raise LiveError(f"the room has {MAX_PEERS} peers already", "room_full")
@@ -340,7 +454,7 @@ class LiveRooms:
         participants); a recording that runs records its name and time."""
         with self._lock:
             peer = self._peer(peer_id)
-            room = self._rooms[peer.key]
+            room = self._room_of(peer)
             if room.janus_room is None:
                 raise LiveError("the room's media relay is gone", "live_unavailable")
             number = room.janus_room
@@ -352,6 +466,8 @@ class LiveRooms:
                 ) from None
             if not any(int(p.get("id", -1)) == janus_id for p in listed):
                 raise LiveError("no such publisher in the room", "unknown_publisher")
+            if any(o.janus_id == janus_id for o in room.peers.values() if o is not peer):
+                raise LiveError("another peer publishes as this Janus user", "publisher_taken")
             now = datetime.now(UTC)
             if room.live is not None and peer.janus_id not in (None, janus_id):
                 assert peer.janus_id is not None
@@ -371,7 +487,10 @@ class LiveRooms:
                 return
             room.peers.pop(peer_id, None)
             if room.live is not None and peer.janus_id is not None:
-                log_presence(room.live.rec_dir, "leave", peer.janus_id, datetime.now(UTC))
+                try:
+                    log_presence(room.live.rec_dir, "leave", peer.janus_id, datetime.now(UTC))
+                except OSError as exc:
+                    log.error("live room %s/%s: leave not logged: %s", *peer.key, exc)
             for other in room.peers.values():
                 _deliver(other, {"type": "peerLeft", "peerId": peer_id, "name": peer.name})
             log.info("live room %s/%s: %s left", *peer.key, peer_id)
@@ -384,13 +503,16 @@ class LiveRooms:
         """Destroy an empty room's Janus room (a relay already gone is not an error)."""
         self._rooms.pop(room.key, None)
         number, secret = room.janus_room, room.secret
-        if number is None or room.generation != self.relay.generation:
+        if not self._has_janus_room(room):
             return
+        assert number is not None
         try:
             self.relay.call(lambda c: c.destroy_room(number, secret=secret))
             log.info("live room %s/%s: Janus room destroyed", *room.key)
         except RelayError as exc:
-            log.warning("live room %s/%s: Janus room not destroyed: %s", *room.key, exc)
+            if exc.error_code != NO_SUCH_ROOM:
+                log.warning("live room %s/%s: Janus room not destroyed: %s", *room.key, exc)
+                self._janus_todo[number] = (secret, True)  # when the relay answers again
 
     def _peer(self, peer_id: str) -> _Peer:
         peer = self._peers.get(peer_id)
@@ -449,8 +571,11 @@ class LiveRooms:
         """Start the room's recording: START to every peer, or ERROR (why) to this one."""
         with self._lock:
             peer = self._peer(peer_id)
-            room = self._rooms[peer.key]
+            room = self._room_of(peer)
             app_id, name = peer.key
+            if not self._finish_pending(room.key):
+                self._refuse(peer, "stop_pending", "the last recording's STOP cannot be stored yet")
+                return
             running = room.live.recording_id if room.live is not None else None
             running = running or self._running_row(app_id, name)
             if running is not None:
@@ -465,7 +590,7 @@ class LiveRooms:
             if settings is None:
                 self._refuse(peer, code, why)
                 return
-            if room.janus_room is None or room.generation != self.relay.generation:
+            if not self._has_janus_room(room) or not self.relay.ready.is_set():
                 self._refuse(
                     peer, "relay_failed", "the media relay was restarted: join the room again"
                 )
@@ -496,6 +621,7 @@ class LiveRooms:
         except RelayError:
             shutil.rmtree(rec_dir, ignore_errors=True)
             raise
+        self._janus_todo.pop(number, None)  # recording on purpose now
         folder = self.config.recordings_dir / app_id / recording_id
         spec = {
             "live": {
@@ -508,6 +634,9 @@ class LiveRooms:
             }
         }
         try:
+            for other in room.peers.values():
+                if other.janus_id is not None:
+                    log_presence(rec_dir, "publish", other.janus_id, started, other.name)
             with self.state.db.session() as session:
                 session.add(
                     RecordingRow(
@@ -530,13 +659,10 @@ class LiveRooms:
             try:
                 self.relay.call(lambda c: c.enable_recording(number, False, secret=secret))
             except RelayError:
-                pass
+                self._janus_todo[number] = (secret, False)
             shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(rec_dir, ignore_errors=True)
             raise
-        for other in room.peers.values():
-            if other.janus_id is not None:
-                log_presence(rec_dir, "publish", other.janus_id, started, other.name)
         limits = settings.limits
         log.info("live room %s/%s: recording %s started", app_id, name, recording_id)
         return _Live(
@@ -547,7 +673,7 @@ class LiveRooms:
         """Stop the room's recording: STOP to every peer (ERROR to this one when none runs)."""
         with self._lock:
             peer = self._peer(peer_id)
-            room = self._rooms[peer.key]
+            room = self._room_of(peer)
             if room.live is None:
                 self._refuse(peer, "no_recording", "no recording is running in this room")
                 return
@@ -555,7 +681,8 @@ class LiveRooms:
 
     def _stop_live(self, room: _Room, reason: str, *, relay_down: bool = False) -> None:
         """End the room's recording: Janus stops writing, STOP with reason to every peer, the
-        job queued; the room is closed when nobody is left."""
+        job queued; the room is closed when nobody is left. A STOP that cannot be stored (the
+        disk, the database) is kept and tried again until it is (``_retry_pending``)."""
         live = room.live
         assert live is not None
         room.live = None
@@ -567,19 +694,61 @@ class LiveRooms:
                 log.warning(
                     "recording %s: Janus did not stop recording: %s", live.recording_id, exc
                 )
+                if self.relay.mode == "url":  # it may still write: told when it answers
+                    self._janus_todo[number] = (secret, False)
         now = datetime.now(UTC)
-        for peer in room.peers.values():
-            if peer.janus_id is not None:
-                log_presence(live.rec_dir, "leave", peer.janus_id, now)
         try:
-            stop_recording_row(
-                self.state, live.recording, live.rec_dir, live.started_at, now, reason
-            )
-        finally:  # on record first; when the database fails, the next start stops it again
-            self._broadcast(room, recording_state("STOP", live.recording_id, reason=reason))
-            self._watched[live.recording_id] = room.key
+            for peer in room.peers.values():
+                if peer.janus_id is not None:
+                    log_presence(live.rec_dir, "leave", peer.janus_id, now)
+        except OSError as exc:
+            log.error("recording %s: leaves not logged: %s", live.recording_id, exc)
+        pending = _PendingStop(room.key, live, now, reason)
+        self._pending[live.recording_id] = pending
+        self._store_stop(pending)
+        self._broadcast(room, recording_state("STOP", live.recording_id, reason=reason))
+        self._watched[live.recording_id] = room.key
         if not room.peers and not relay_down:
             self._close_room(room)
+
+    def _store_stop(self, pending: _PendingStop) -> bool:
+        """Store a recording's STOP (row, event log, manifest, job); False when it failed (it
+        stays pending)."""
+        live = pending.live
+        try:
+            stop_recording_row(
+                self.state,
+                live.recording,
+                live.rec_dir,
+                live.started_at,
+                pending.stopped_at,
+                pending.reason,
+            )
+        except Exception:  # noqa: BLE001 - kept and tried again; the log says why
+            if pending.failures == 0:
+                log.exception(
+                    "recording %s: its STOP could not be stored; trying again",
+                    live.recording_id,
+                )
+            pending.failures += 1
+            return False
+        self._pending.pop(live.recording_id, None)
+        if pending.failures:
+            log.info("recording %s: its STOP stored at last", live.recording_id)
+        return True
+
+    def _finish_pending(self, key: tuple[str, str]) -> bool:
+        """Store the room's pending STOPs now; False when one still fails."""
+        return all(self._store_stop(p) for p in list(self._pending.values()) if p.key == key)
+
+    def _retry_pending(self) -> None:
+        with self._lock:
+            for pending in list(self._pending.values()):
+                self._store_stop(pending)
+            if self._janus_todo and self.relay.ready.is_set():
+                if time.monotonic() >= self._clean_at:
+                    self._clean_at = time.monotonic() + RETRY_S
+                    self._clean_janus()
 
     # -- background --------------------------------------------------------------------------
 
@@ -647,6 +816,12 @@ class LiveRooms:
             entry.live = live
             entry.empty_since = time.monotonic()
             self._rooms[entry.key] = entry
+
+
+def _stop_room(client: VideoRoomClient, number: int, secret: str, destroy: bool) -> None:
+    client.enable_recording(number, False, secret=secret)
+    if destroy:
+        client.destroy_room(number, secret=secret)
 
 
 def stop_recording_row(

@@ -62,6 +62,18 @@ CLOSE_TOO_MANY = 4429
 #: The largest Janus id (Janus masks its random ids to 53 bits: safe as JSON numbers in JS).
 _MAX_JANUS_ID = 2**53
 _UNAVAILABLE = "live rooms are not available (this service runs without a Janus relay)"
+#: Worker threads the live rooms' calls may take at once (they wait on Janus): the rest of
+#: anyio's pool stays for /rest.
+LIVE_THREADS = 16
+
+
+def _live_limiter(websocket: WebSocket) -> anyio.CapacityLimiter:
+    """The live calls' own limiter (one per app), made in its event loop on first use."""
+    limiter: anyio.CapacityLimiter | None = getattr(websocket.app.state, "live_threads", None)
+    if limiter is None:  # one event loop: no other coroutine runs between the look and the set
+        limiter = anyio.CapacityLimiter(LIVE_THREADS)
+        websocket.app.state.live_threads = limiter
+    return limiter
 
 
 class _JoinInfo(Protocol):
@@ -309,7 +321,7 @@ class _Socket:
 
         self.early = []
         try:
-            info = await anyio.to_thread.run_sync(join)
+            info = await anyio.to_thread.run_sync(join, limiter=_live_limiter(self.websocket))
         except SkymixError as exc:
             self.early = None
             self.error(exc.code, str(exc))
@@ -349,7 +361,7 @@ class _Socket:
             self.peer_id = self.joined_as = None
             run = lambda: rooms.leave(peer_id)  # noqa: E731
         try:
-            await anyio.to_thread.run_sync(run)
+            await anyio.to_thread.run_sync(run, limiter=_live_limiter(self.websocket))
         except SkymixError as exc:
             if kind in ("start", "stop"):
                 self._post(_refused(exc))
@@ -367,7 +379,9 @@ class _Socket:
             return
         self.peer_id = self.joined_as = None
         try:
-            await anyio.to_thread.run_sync(rooms.leave, peer_id)
+            await anyio.to_thread.run_sync(
+                rooms.leave, peer_id, limiter=_live_limiter(self.websocket)
+            )
         except Exception:
             log.exception("live: peer %s could not leave its room", peer_id)
 
