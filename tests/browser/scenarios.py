@@ -628,7 +628,7 @@ def test_answers_are_their_requests(live: Live, launch: Callable[[str], Peer]) -
     for name, peer in pages.items():
         peer.page.goto(f"{live.service.url}/healthz")
         peer.page.evaluate(
-            """async ([key, name]) => {
+            """async ([key, name, boundMs]) => {
                  const { Skymix } = await import('/skymix.js');
                  const skymix = new Skymix();
                  window.__skymix = skymix;
@@ -637,7 +637,14 @@ def test_answers_are_their_requests(live: Live, launch: Callable[[str], Peer]) -
                  skymix.on('recordingState', (state, id, url, error) =>
                    __seen.push({ state, id, code: error?.code ?? null }));
                  skymix.on('error', (error) => __errors.push(error.code));
-                 // a send held until `ready()`: the answer of an earlier request comes first
+                 // a request's answer, or a rejection when none comes in the bound
+                 window.__answer = (request) => Promise.race([
+                   request.then(m => ({ state: m.state, id: m.recordingId,
+                                        code: m.error?.code ?? null })),
+                   new Promise((_, reject) =>
+                     setTimeout(() => reject(new Error('no answer')), boundMs)),
+                 ]);
+                 // the next message of `type` is held until `ready()`
                  window.__hold = (type, ready) => {
                    const socket = skymix._socket;
                    const send = socket.send.bind(socket);
@@ -651,38 +658,42 @@ def test_answers_are_their_requests(live: Live, launch: Callable[[str], Peer]) -
                  await skymix.init(key);
                  await skymix.joinRoom('answers', { name, audio: false, video: false });
                }""",
-            [public_key, name],
+            [public_key, name, CALL_BOUND_S * 1000],
         )
     ada, bob = pages["ada"].page, pages["bob"].page
-    answer_of = "m => ({ state: m.state, id: m.recordingId, code: m.error?.code ?? null })"
 
-    first = ada.evaluate(f"() => __skymix.startRecording().then({answer_of})")
+    first = ada.evaluate("() => __answer(__skymix.startRecording())")
     assert first["state"] == "START" and first["id"], first
     old = first["id"]
-    stopped = ada.evaluate(f"() => __skymix.stopRecording().then({answer_of})")
+    stopped = ada.evaluate("() => __answer(__skymix.stopRecording())")
     assert stopped == {"state": "STOP", "id": old, "code": None}, stopped
-    second = ada.evaluate(
-        f"""old => {{
-              __hold('start', () => __seen.some(s => s.state === 'ERROR' && s.id === old));
-              return __skymix.startRecording().then({answer_of});
-            }}""",
-        old,
+    # ada asks again at once; its message leaves once the first recording's ERROR is in
+    ada.evaluate(
+        """() => {
+             __hold('start', () => window.__release === true);
+             window.__second = __answer(__skymix.startRecording());
+           }"""
     )
+    failed = {"state": "ERROR", "id": old, "code": "nothing_recorded"}
+    wait_until(
+        lambda: failed in ada.evaluate("__seen"),
+        lambda: f"no ERROR of {old}: {ada.evaluate('__seen')}",
+        CALL_BOUND_S,
+    )
+    second = ada.evaluate("() => { window.__release = true; return __second; }")
     assert second["state"] == "START" and second["id"] not in (None, old), second
-    seen = ada.evaluate("__seen")
-    assert {"state": "ERROR", "id": old, "code": "nothing_recorded"} in seen, seen
     new = second["id"]
-    refused = bob.evaluate(f"() => __skymix.startRecording().then({answer_of})")
+    refused = bob.evaluate("() => __answer(__skymix.startRecording())")
     assert refused == {"state": "ERROR", "id": None, "code": "recording_running"}, refused
     stopped = ada.evaluate(
-        f"""() => {{
-              __skymix._send({{ type: 'no-such-type' }});
-              return __skymix.stopRecording().then({answer_of});
-            }}"""
+        """() => {
+             __skymix._send({ type: 'no-such-type' });
+             return __answer(__skymix.stopRecording());
+           }"""
     )
     assert stopped == {"state": "STOP", "id": new, "code": None}, stopped
     assert ada.evaluate("__errors") == ["unknown_type"]
-    nothing = bob.evaluate(f"() => __skymix.stopRecording().then({answer_of})")
+    nothing = bob.evaluate("() => __answer(__skymix.stopRecording())")
     assert nothing["state"] == "ERROR" and nothing["id"] is None, nothing
     for page in (ada, bob):
         wait_until(
