@@ -245,7 +245,7 @@ async def _scenario(rooms: LiveRooms, workdir: Path) -> None:
     import os
     import signal
 
-    from janus_tools import Gateway, _hang_up
+    from janus_tools import Gateway, _call, _hang_up
 
     def gateway() -> Gateway:
         assert rooms.relay._process is not None
@@ -258,6 +258,14 @@ async def _scenario(rooms: LiveRooms, workdir: Path) -> None:
     p_ada = await _publish_in(gateway(), joined.janus, "Ada", 0)
     rooms.publisher(ada.peer_id, p_ada.user)
     result["users"]["Ada"] = p_ada.user
+    # what the page could ask Janus by itself, its media flowing: to record into a file of its
+    # choice (the room's lock_record must make it have no effect)
+    evil = workdir / "evil"
+    body = {"request": "configure", "record": True, "filename": str(evil)}
+    await _call(gateway(), f"{p_ada.session}/{p_ada.handle}", {"janus": "message", "body": body})
+    await asyncio.sleep(1.5)
+    written = list(workdir.glob("evil*")) + list(rooms.config.data_dir.rglob("*.mjr"))
+    result["evil"] = sorted(str(p) for p in written)
     rooms.start_recording(ada.peer_id)
     await asyncio.sleep(1.5)
     joined_bob = rooms.join(APP, ROOM, "Bob", bob.send)

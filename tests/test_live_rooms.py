@@ -15,6 +15,8 @@ import os
 import shutil
 import signal
 import struct
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -589,6 +591,43 @@ def test_no_secret_in_the_log_and_a_browser_cannot_record_or_make_rooms(
     assert not list(state.config.data_dir.glob("evil*"))
 
 
+def test_a_janus_request_that_hangs_holds_up_only_its_own_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_relay, "REQUEST_TIMEOUT_S", 60.0)
+    monkeypatch.setattr(live_relay, "KEEPALIVE_S", 600.0)
+    with live_state(tmp_path / "data") as (state, rooms):
+        new_app(state, "a1", STORAGE)
+        ada = join(rooms, "Ada")
+        pid = rooms.relay.pid
+        assert pid is not None
+        made: dict[str, Any] = {}
+
+        def new_room() -> None:  # its Janus room is asked for from a Janus that hangs
+            with contextlib.suppress(LiveError):
+                made["info"] = rooms.join("a1", "r9", "Cy", Peer("Cy").send)
+
+        def join_open_room() -> None:  # Ada's room needs no Janus request
+            made["bob"] = join(rooms, "Bob")
+            rooms.leave(made["bob"].peer_id)
+            made["peers"] = rooms.peers_of("a1", "r1")
+
+        os.kill(pid, signal.SIGSTOP)
+        hung = threading.Thread(target=new_room, daemon=True)
+        other = threading.Thread(target=join_open_room, daemon=True)
+        try:
+            hung.start()
+            wait_until(lambda: rooms.peers_of("a1", "r9") == [] and hung.is_alive(), "r9 asked")
+            time.sleep(0.5)  # r9's request is on its way to the stopped Janus
+            other.start()
+            wait_until(lambda: "peers" in made, "Bob in and out of r1 while r9 waits", 20)
+            assert hung.is_alive() and made["peers"] == [ada.peer_id]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        hung.join(70)
+        assert made["info"].janus["room"] in running_rooms(rooms)
+
+
 def _existing(tmp_path: Path) -> Iterator[tuple[JanusProcess, dict[str, Any]]]:
     with JanusProcess(tmp_path / "janus", admin_key="existing-" + "k" * 24, websockets=True) as j:
         assert j.ws_url is not None
@@ -620,6 +659,7 @@ def test_an_existing_janus_out_of_reach_for_a_moment_keeps_its_rooms_and_recordi
         rid = ada.wait_state("START")["recordingId"]
         rid2 = bob.wait_state("START")["recordingId"]
         r1, r2 = rooms.janus_room_of("a1", "r1"), rooms.janus_room_of("a1", "r2")
+        assert r1 is not None and r2 is not None
         generation = rooms.relay.generation
         assert janus.pid is not None
         os.kill(janus.pid, signal.SIGSTOP)
@@ -741,7 +781,7 @@ def _linked(url: str, folder: Path) -> tuple[float, set[str]]:
     file = folder / "linked.mp4"
     file.write_bytes(httpx.get(url, timeout=30).raise_for_status().content)
     with av.open(str(file)) as container:
-        kinds = {s.type for s in container.streams}
+        kinds: set[str] = {s.type for s in container.streams}
         frames = sum(1 for _ in container.decode(video=0))
         assert frames > 0
         return float(container.duration or 0) / 1e6, kinds
@@ -767,6 +807,7 @@ def test_live_recordings_are_mixed_with_names_after_stop_a_janus_crash_and_a_ser
     )
     result = record_scenario(data, tmp_path / "ns")
     users = {name: str(uid) for name, uid in result["users"].items()}
+    assert result["evil"] == []  # a page's own configure record/filename wrote nothing
     first, crashed_janus, crashed_service = result["recordings"]
     ada = result["messages"]["Ada"]
     states = [

@@ -413,7 +413,7 @@ class VideoRoomClient:
         return f"VideoRoomClient(url={self.url!r}, session={self.session}, handle={self.handle})"
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in tuple(self._secrets):  # other threads may add or drop one meanwhile
             text = text.replace(secret, "***")
         return text
 

@@ -182,11 +182,14 @@ class Relay:
             self._drop()
 
     def call(self, fn: Callable[[VideoRoomClient], T]) -> T:
-        """Run fn with the control client, serialised; RelayError when the relay is down."""
+        """Run fn with the control client; RelayError when the relay is down. Requests of
+        several rooms run side by side (Janus matches answers by transaction): one that hangs
+        does not hold up the others."""
         with self._lock:
-            if self._client is None or not self.ready.is_set():
+            client = self._client
+            if client is None or not self.ready.is_set():
                 raise RelayError("the media relay is not running")
-            return fn(self._client)
+        return fn(client)
 
     def rooms(self) -> list[dict[str, Any]]:
         """Janus's rooms (with record and rec_dir), for recovery."""

@@ -10,11 +10,16 @@ the relay fails or after a service restart; at STOP the manifest is written and 
 limits, and tells the peers still in a room how its stopped recordings ended.
 
 Every peer's ``send`` is called with the protocol's messages (docs/live.md); it must not block
-or raise. The public methods are called from worker threads; one lock guards the bookkeeping.
+or raise. The public methods are called from worker threads. One lock guards the bookkeeping
+(who is where) and is never held across a Janus request, a database query or an fsync; each room
+has its own lock, taken first, that orders its Janus room's creation, recording and destruction:
+a Janus that hangs holds up the rooms that wait on it only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import re
 import secrets
@@ -127,6 +132,8 @@ class _PendingStop:
     stopped_at: datetime
     reason: str
     failures: int = 0
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @dataclass
@@ -139,6 +146,10 @@ class _Room:
     peers: dict[str, _Peer] = field(default_factory=dict)
     live: _Live | None = None
     empty_since: float | None = None
+    #: Orders the room's Janus changes (creation, recording, destruction): taken before the
+    #: rooms' lock, never while holding it.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    serial: int = 0  # when its Janus room was made (LiveRooms._serials)
 
 
 def recording_state(
@@ -188,6 +199,7 @@ class LiveRooms:
         self._last_watch = 0.0
         self._retry_at = 0.0
         self._clean_at = 0.0
+        self._serials = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"LiveRooms(rooms={len(self._rooms)}, peers={len(self._peers)}, {self.relay!r})"
@@ -217,14 +229,16 @@ class LiveRooms:
         existing Janus keeps recording them for the next start to follow, and its rooms that
         record nothing are destroyed (they would be left there)."""
         with self._lock:
-            for pending in list(self._pending.values()):  # else the next start stops it
-                self._store_stop(pending)
-            if self.relay.mode == "url":
-                for room in list(self._rooms.values()):
+            pending = list(self._pending.values())
+        for stop in pending:  # else the next start stops it
+            self._store_stop(stop)
+        if self.relay.mode == "url":
+            for room in self._all_rooms():
+                with room.lock:
                     if room.live is None:
                         self._close_room(room)
-                if self.relay.ready.is_set():
-                    self._clean_janus()
+            if self.relay.ready.is_set():
+                self._clean_janus()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30.0)
@@ -234,6 +248,10 @@ class LiveRooms:
                 peer.send = lambda message: None
             self._peers.clear()
             self._rooms.clear()
+
+    def _all_rooms(self) -> list[_Room]:
+        with self._lock:
+            return list(self._rooms.values())
 
     def _room_of(self, peer: _Peer) -> _Room:
         """The peer's room (gone when the service stops under it: unknown_peer)."""
@@ -289,63 +307,80 @@ class LiveRooms:
         if self.relay.mode == "own":
             with self._lock:
                 self._janus_todo.clear()
-                for room in list(self._rooms.values()):
+            for room in self._all_rooms():
+                with room.lock:
                     self._room_gone(room)
         self._bring_up()
 
     def _room_gone(self, room: _Room) -> None:
         """The room's Janus room is no more: its recording stops (relay_failed), its peers are
-        told to join again (a new Janus room is made at the next join)."""
+        told to join again (a new Janus room is made at the next join). Hold room.lock."""
         if room.janus_room is None:
             return
         if room.live is not None:
             self._guarded(room, "relay_failed", relay_down=True)
         room.janus_room = None
         log.warning("live room %s/%s: its Janus room is gone", *room.key)
-        self._broadcast(
-            room,
-            {
-                "type": "error",
-                "code": "relay_restarted",
-                "message": "the media relay was restarted: join the room again",
-            },
-        )
-        if not room.peers:
-            self._rooms.pop(room.key, None)
+        with self._lock:
+            self._broadcast(
+                room,
+                {
+                    "type": "error",
+                    "code": "relay_restarted",
+                    "message": "the media relay was restarted: join the room again",
+                },
+            )
+            if not room.peers and self._rooms.get(room.key) is room:
+                del self._rooms[room.key]
 
     def _reconcile(self) -> None:
         """After the relay came (back) up: the rooms Janus still has keep working, the others
-        are gone; the Janus rooms left to stop or destroy are done now."""
+        are gone; the Janus rooms left to stop or destroy are done now. Rooms made after the
+        list was asked for are not judged by it."""
+        made_before = next(self._serials)
         try:
             listed = {int(r["room"]) for r in self.relay.rooms()}
         except RelayError as exc:
             log.warning("live rooms: Janus rooms not listed: %s", exc)
             return
-        with self._lock:
-            for room in list(self._rooms.values()):
-                if room.janus_room is None:
+        for room in self._all_rooms():
+            with room.lock:
+                if room.janus_room is None or room.serial > made_before:
                     continue
                 if room.janus_room in listed:
                     room.generation = self.relay.generation
                 else:
                     self._room_gone(room)
+        with self._lock:
             for number in list(self._janus_todo):
                 if number not in listed:
                     del self._janus_todo[number]
-            self._clean_janus()
+        self._clean_janus()
 
     def _clean_janus(self) -> None:
-        """Tell Janus to stop recording (and destroy) the rooms it could not be told about."""
-        for number, (secret, destroy) in list(self._janus_todo.items()):
-            try:
-                self.relay.call(lambda c: _stop_room(c, number, secret, destroy))  # noqa: B023
-            except RelayError as exc:
-                if exc.error_code is None:  # no answer: tried again later
-                    log.warning("Janus room not stopped yet: %s", exc)
-                    continue
-                if exc.error_code != NO_SUCH_ROOM:
-                    log.error("Janus room not stopped: %s", exc)
-            del self._janus_todo[number]
+        """Tell Janus to stop recording (and destroy) the rooms it could not be told about (a
+        room in use is done under its lock: a recording started since is not stopped)."""
+        with self._lock:
+            todo = dict(self._janus_todo)
+            users = {r.janus_room: r for r in self._rooms.values() if r.janus_room is not None}
+        for number, job in todo.items():
+            room = users.get(number)
+            with room.lock if room is not None else contextlib.nullcontext():
+                with self._lock:
+                    if self._janus_todo.get(number) != job:
+                        continue
+                secret, destroy = job
+                try:
+                    self.relay.call(lambda c: _stop_room(c, number, secret, destroy))  # noqa: B023
+                except RelayError as exc:
+                    if exc.error_code is None:  # no answer: tried again later
+                        log.warning("Janus room not stopped yet: %s", exc)
+                        continue
+                    if exc.error_code != NO_SUCH_ROOM:
+                        log.error("Janus room not stopped: %s", exc)
+                with self._lock:
+                    if self._janus_todo.get(number) == job:
+                        del self._janus_todo[number]
             log.info("Janus room stopped%s", " and destroyed" if destroy else "")
 
     def forget_janus_room(self, number: int, secret: str) -> None:
@@ -353,8 +388,8 @@ class LiveRooms:
         the relay answers, or when it answers again."""
         with self._lock:
             self._janus_todo[number] = (secret, True)
-            if self.relay.ready.is_set():
-                self._clean_janus()
+        if self.relay.ready.is_set():
+            self._clean_janus()
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -375,7 +410,8 @@ class LiveRooms:
         return self.relay.mode == "url" or room.generation == self.relay.generation
 
     def _janus_room(self, room: _Room) -> int:
-        """The room's Janus videoroom, created when it has none (or one of a dead relay)."""
+        """The room's Janus videoroom, created when it has none (or one of a dead relay).
+        Hold room.lock."""
         if self._has_janus_room(room):
             assert room.janus_room is not None
             return room.janus_room
@@ -395,6 +431,7 @@ class LiveRooms:
             )
         )
         room.janus_room, room.generation = number, self.relay.generation
+        room.serial = next(self._serials)
         log.info("live room %s/%s: Janus room created", *room.key)
         return number
 
@@ -408,56 +445,77 @@ class LiveRooms:
             raise LiveError("a name is 1 to 64 characters, no control characters", "invalid_name")
         self._wait_relay()
         key = (app_id, room)
-        with self._lock:
-            entry = self._rooms.get(key)
-            if entry is None:
-                if sum(1 for k in self._rooms if k[0] == app_id) >= MAX_ROOMS_PER_APP:
+        while True:
+            with self._lock:
+                entry = self._rooms.get(key)
+                if entry is None:
+                    if sum(1 for k in self._rooms if k[0] == app_id) >= MAX_ROOMS_PER_APP:
+                        raise LiveError(
+                            f"the application has {MAX_ROOMS_PER_APP} rooms open already",
+                            "too_many_rooms",
+                        )
+                    entry = _Room(key, None, "", "", 0)
+                    self._rooms[key] = entry
+                self._check_room(entry)
+            with entry.lock:
+                with self._lock:
+                    if self._rooms.get(key) is not entry:
+                        continue  # closed meanwhile: a new one
+                try:
+                    number = self._janus_room(entry)
+                except RelayError as exc:
+                    with self._lock:
+                        if not entry.peers and entry.live is None:
+                            self._rooms.pop(key, None)
                     raise LiveError(
-                        f"the application has {MAX_ROOMS_PER_APP} rooms open already",
-                        "too_many_rooms",
-                    )
-                entry = _Room(key, None, "", "", 0)
-            if len(entry.peers) >= MAX_PEERS:
-                raise LiveError(f"the room has {MAX_PEERS} peers already", "room_full")
-            try:
-                number = self._janus_room(entry)
-            except RelayError as exc:
-                raise LiveError(
-                    f"the media relay refused the room: {exc}", "live_unavailable"
-                ) from None
-            self._rooms[key] = entry
-            peer = _Peer("p_" + secrets.token_hex(8), key, name, send)
-            others = [{"peerId": p.peer_id, "name": p.name} for p in entry.peers.values()]
-            for other in entry.peers.values():
-                _deliver(other, {"type": "peerJoined", "peerId": peer.peer_id, "name": name})
-            entry.peers[peer.peer_id] = peer
-            entry.empty_since = None
-            self._peers[peer.peer_id] = peer
-            live = entry.live
-            log.info("live room %s/%s: %s joined", app_id, room, peer.peer_id)
-            return JoinInfo(
-                peer_id=peer.peer_id,
-                janus={
-                    "server": self.relay.ws_url,
-                    "room": number,
-                    "pin": entry.pin,
-                    "iceServers": list(self.config.ice_servers),
-                },
-                peers=others,
-                recording=None
-                if live is None
-                else {"state": RecordingState.START.value, "recordingId": live.recording_id},
-            )
+                        f"the media relay refused the room: {exc}", "live_unavailable"
+                    ) from None
+                with self._lock:
+                    self._check_room(entry)
+                    return self._add_peer(entry, number, name, send)
+
+    def _check_room(self, entry: _Room) -> None:
+        if len(entry.peers) >= MAX_PEERS:
+            raise LiveError(f"the room has {MAX_PEERS} peers already", "room_full")
+
+    def _add_peer(self, entry: _Room, number: int, name: str, send: Send) -> JoinInfo:
+        app_id, room = entry.key
+        peer = _Peer("p_" + secrets.token_hex(8), entry.key, name, send)
+        others = [{"peerId": p.peer_id, "name": p.name} for p in entry.peers.values()]
+        for other in entry.peers.values():
+            _deliver(other, {"type": "peerJoined", "peerId": peer.peer_id, "name": name})
+        entry.peers[peer.peer_id] = peer
+        entry.empty_since = None
+        self._peers[peer.peer_id] = peer
+        live = entry.live
+        log.info("live room %s/%s: %s joined", app_id, room, peer.peer_id)
+        return JoinInfo(
+            peer_id=peer.peer_id,
+            janus={
+                "server": self.relay.ws_url,
+                "room": number,
+                "pin": entry.pin,
+                "iceServers": list(self.config.ice_servers),
+            },
+            peers=others,
+            recording=None
+            if live is None
+            else {"state": RecordingState.START.value, "recordingId": live.recording_id},
+        )
 
     def publisher(self, peer_id: str, janus_id: int) -> None:
         """The peer publishes in its Janus room as janus_id (checked against the room's
-        participants); a recording that runs records its name and time."""
+        participants, and not another peer's); a recording that runs records its name and
+        time."""
         with self._lock:
-            peer = self._peer(peer_id)
-            room = self._room_of(peer)
-            if room.janus_room is None:
-                raise LiveError("the room's media relay is gone", "live_unavailable")
+            room = self._room_of(self._peer(peer_id))
+        with room.lock:
+            with self._lock:
+                peer = self._peer(peer_id)
+                self._room_of(peer)
             number = room.janus_room
+            if number is None:
+                raise LiveError("the room's media relay is gone", "live_unavailable")
             try:
                 listed = self.relay.call(lambda c: c.list_participants(number))
             except RelayError as exc:
@@ -466,53 +524,64 @@ class LiveRooms:
                 ) from None
             if not any(int(p.get("id", -1)) == janus_id for p in listed):
                 raise LiveError("no such publisher in the room", "unknown_publisher")
-            if any(o.janus_id == janus_id for o in room.peers.values() if o is not peer):
-                raise LiveError("another peer publishes as this Janus user", "publisher_taken")
+            with self._lock:
+                if any(o.janus_id == janus_id for o in room.peers.values() if o is not peer):
+                    raise LiveError("another peer publishes as this Janus user", "publisher_taken")
+                before, peer.janus_id = peer.janus_id, janus_id
             now = datetime.now(UTC)
-            if room.live is not None and peer.janus_id not in (None, janus_id):
-                assert peer.janus_id is not None
-                log_presence(room.live.rec_dir, "leave", peer.janus_id, now)
-            peer.janus_id = janus_id
+            if room.live is not None and before not in (None, janus_id):
+                assert before is not None
+                log_presence(room.live.rec_dir, "leave", before, now)
             if room.live is not None:
                 log_presence(room.live.rec_dir, "publish", janus_id, now, peer.name)
 
     def leave(self, peer_id: str) -> None:
         """The peer left (or its socket closed); the others are told. Idempotent."""
         with self._lock:
-            peer = self._peers.pop(peer_id, None)
-            if peer is None:
-                return
-            room = self._rooms.get(peer.key)
+            peer = self._peers.get(peer_id)
+            room = None if peer is None else self._rooms.get(peer.key)
             if room is None:
+                self._peers.pop(peer_id, None)
                 return
-            room.peers.pop(peer_id, None)
+        with room.lock:
+            with self._lock:
+                if self._peers.pop(peer_id, None) is None:
+                    return
+                assert peer is not None
+                room.peers.pop(peer_id, None)
+                for other in room.peers.values():
+                    _deliver(other, {"type": "peerLeft", "peerId": peer_id, "name": peer.name})
+                empty = not room.peers
+                if empty:
+                    room.empty_since = time.monotonic()
+            log.info("live room %s/%s: %s left", *peer.key, peer_id)
             if room.live is not None and peer.janus_id is not None:
                 try:
                     log_presence(room.live.rec_dir, "leave", peer.janus_id, datetime.now(UTC))
                 except OSError as exc:
                     log.error("live room %s/%s: leave not logged: %s", *peer.key, exc)
-            for other in room.peers.values():
-                _deliver(other, {"type": "peerLeft", "peerId": peer_id, "name": peer.name})
-            log.info("live room %s/%s: %s left", *peer.key, peer_id)
-            if not room.peers:
-                room.empty_since = time.monotonic()
-                if room.live is None:
-                    self._close_room(room)
+            if empty and room.live is None:
+                self._close_room(room)
 
     def _close_room(self, room: _Room) -> None:
-        """Destroy an empty room's Janus room (a relay already gone is not an error)."""
-        self._rooms.pop(room.key, None)
+        """Destroy a room's Janus room (a relay already gone is not an error; one out of reach
+        is told later). Hold room.lock."""
+        with self._lock:
+            if self._rooms.get(room.key) is room:
+                del self._rooms[room.key]
         number, secret = room.janus_room, room.secret
         if not self._has_janus_room(room):
             return
         assert number is not None
+        room.janus_room = None
         try:
             self.relay.call(lambda c: c.destroy_room(number, secret=secret))
             log.info("live room %s/%s: Janus room destroyed", *room.key)
         except RelayError as exc:
             if exc.error_code != NO_SUCH_ROOM:
                 log.warning("live room %s/%s: Janus room not destroyed: %s", *room.key, exc)
-                self._janus_todo[number] = (secret, True)  # when the relay answers again
+                with self._lock:
+                    self._janus_todo[number] = (secret, True)  # when the relay answers again
 
     def _peer(self, peer_id: str) -> _Peer:
         peer = self._peers.get(peer_id)
@@ -570,8 +639,11 @@ class LiveRooms:
     def start_recording(self, peer_id: str) -> None:
         """Start the room's recording: START to every peer, or ERROR (why) to this one."""
         with self._lock:
-            peer = self._peer(peer_id)
-            room = self._room_of(peer)
+            room = self._room_of(self._peer(peer_id))
+        with room.lock:
+            with self._lock:
+                peer = self._peer(peer_id)
+                self._room_of(peer)
             app_id, name = peer.key
             if not self._finish_pending(room.key):
                 self._refuse(peer, "stop_pending", "the last recording's STOP cannot be stored yet")
@@ -602,8 +674,9 @@ class LiveRooms:
                 code = exc.code if isinstance(exc, SkymixError) else "start_failed"
                 self._refuse(peer, code, "the recording could not be started")
                 return
-            room.live = live
-            self._broadcast(room, recording_state("START", live.recording_id))
+            with self._lock:
+                room.live = live
+                self._broadcast(room, recording_state("START", live.recording_id))
 
     def _begin(self, room: _Room, peer: _Peer, settings: RecordingSettings) -> _Live:
         """Janus records into the recording's own folder; then its row and event log."""
@@ -621,7 +694,9 @@ class LiveRooms:
         except RelayError:
             shutil.rmtree(rec_dir, ignore_errors=True)
             raise
-        self._janus_todo.pop(number, None)  # recording on purpose now
+        with self._lock:
+            self._janus_todo.pop(number, None)  # recording on purpose now
+            publishing = [(o.janus_id, o.name) for o in room.peers.values() if o.janus_id]
         folder = self.config.recordings_dir / app_id / recording_id
         spec = {
             "live": {
@@ -634,9 +709,8 @@ class LiveRooms:
             }
         }
         try:
-            for other in room.peers.values():
-                if other.janus_id is not None:
-                    log_presence(rec_dir, "publish", other.janus_id, started, other.name)
+            for janus_id, display in publishing:
+                log_presence(rec_dir, "publish", janus_id, started, display)
             with self.state.db.session() as session:
                 session.add(
                     RecordingRow(
@@ -659,7 +733,8 @@ class LiveRooms:
             try:
                 self.relay.call(lambda c: c.enable_recording(number, False, secret=secret))
             except RelayError:
-                self._janus_todo[number] = (secret, False)
+                with self._lock:
+                    self._janus_todo[number] = (secret, False)
             shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(rec_dir, ignore_errors=True)
             raise
@@ -672,8 +747,11 @@ class LiveRooms:
     def stop_recording(self, peer_id: str) -> None:
         """Stop the room's recording: STOP to every peer (ERROR to this one when none runs)."""
         with self._lock:
-            peer = self._peer(peer_id)
-            room = self._room_of(peer)
+            room = self._room_of(self._peer(peer_id))
+        with room.lock:
+            with self._lock:
+                peer = self._peer(peer_id)
+                self._room_of(peer)
             if room.live is None:
                 self._refuse(peer, "no_recording", "no recording is running in this room")
                 return
@@ -682,7 +760,8 @@ class LiveRooms:
     def _stop_live(self, room: _Room, reason: str, *, relay_down: bool = False) -> None:
         """End the room's recording: Janus stops writing, STOP with reason to every peer, the
         job queued; the room is closed when nobody is left. A STOP that cannot be stored (the
-        disk, the database) is kept and tried again until it is (``_retry_pending``)."""
+        disk, the database) is kept and tried again until it is (``_retry_pending``). Hold
+        room.lock."""
         live = room.live
         assert live is not None
         room.live = None
@@ -695,75 +774,92 @@ class LiveRooms:
                     "recording %s: Janus did not stop recording: %s", live.recording_id, exc
                 )
                 if self.relay.mode == "url":  # it may still write: told when it answers
-                    self._janus_todo[number] = (secret, False)
+                    with self._lock:
+                        self._janus_todo[number] = (secret, False)
         now = datetime.now(UTC)
+        with self._lock:
+            publishing = [o.janus_id for o in room.peers.values() if o.janus_id is not None]
+            pending = _PendingStop(room.key, live, now, reason)
+            self._pending[live.recording_id] = pending
         try:
-            for peer in room.peers.values():
-                if peer.janus_id is not None:
-                    log_presence(live.rec_dir, "leave", peer.janus_id, now)
+            for janus_id in publishing:
+                log_presence(live.rec_dir, "leave", janus_id, now)
         except OSError as exc:
             log.error("recording %s: leaves not logged: %s", live.recording_id, exc)
-        pending = _PendingStop(room.key, live, now, reason)
-        self._pending[live.recording_id] = pending
         self._store_stop(pending)
-        self._broadcast(room, recording_state("STOP", live.recording_id, reason=reason))
-        self._watched[live.recording_id] = room.key
-        if not room.peers and not relay_down:
+        with self._lock:
+            self._broadcast(room, recording_state("STOP", live.recording_id, reason=reason))
+            self._watched[live.recording_id] = room.key
+            empty = not room.peers
+        if empty and not relay_down:
             self._close_room(room)
 
     def _store_stop(self, pending: _PendingStop) -> bool:
-        """Store a recording's STOP (row, event log, manifest, job); False when it failed (it
-        stays pending)."""
+        """Store a recording's STOP (row, event log, manifest, job) once; False when it failed
+        (it stays pending)."""
         live = pending.live
-        try:
-            stop_recording_row(
-                self.state,
-                live.recording,
-                live.rec_dir,
-                live.started_at,
-                pending.stopped_at,
-                pending.reason,
-            )
-        except Exception:  # noqa: BLE001 - kept and tried again; the log says why
-            if pending.failures == 0:
-                log.exception(
-                    "recording %s: its STOP could not be stored; trying again",
-                    live.recording_id,
+        with pending.lock:
+            if pending.done:
+                return True
+            try:
+                stop_recording_row(
+                    self.state,
+                    live.recording,
+                    live.rec_dir,
+                    live.started_at,
+                    pending.stopped_at,
+                    pending.reason,
                 )
-            pending.failures += 1
-            return False
-        self._pending.pop(live.recording_id, None)
+            except Exception:  # noqa: BLE001 - kept and tried again; the log says why
+                if pending.failures == 0:
+                    log.exception(
+                        "recording %s: its STOP could not be stored; trying again",
+                        live.recording_id,
+                    )
+                pending.failures += 1
+                return False
+            pending.done = True
+        with self._lock:
+            self._pending.pop(live.recording_id, None)
         if pending.failures:
             log.info("recording %s: its STOP stored at last", live.recording_id)
         return True
 
     def _finish_pending(self, key: tuple[str, str]) -> bool:
         """Store the room's pending STOPs now; False when one still fails."""
-        return all(self._store_stop(p) for p in list(self._pending.values()) if p.key == key)
+        with self._lock:
+            pending = [p for p in self._pending.values() if p.key == key]
+        return all(self._store_stop(p) for p in pending)
 
     def _retry_pending(self) -> None:
         with self._lock:
-            for pending in list(self._pending.values()):
-                self._store_stop(pending)
-            if self._janus_todo and self.relay.ready.is_set():
-                if time.monotonic() >= self._clean_at:
-                    self._clean_at = time.monotonic() + RETRY_S
-                    self._clean_janus()
+            pending = list(self._pending.values())
+            todo = bool(self._janus_todo)
+        for stop in pending:
+            self._store_stop(stop)
+        if todo and self.relay.ready.is_set() and time.monotonic() >= self._clean_at:
+            self._clean_at = time.monotonic() + RETRY_S
+            self._clean_janus()
 
     # -- background --------------------------------------------------------------------------
 
     def _apply_limits(self) -> None:
         now = time.monotonic()
+        due: list[tuple[_Room, _Live, str]] = []
         with self._lock:
-            for room in list(self._rooms.values()):
+            for room in self._rooms.values():
                 live = room.live
                 if live is None:
                     continue
                 length = (datetime.now(UTC) - live.started_at).total_seconds()
                 if length >= live.max_length_s:
-                    self._guarded(room, "max_length")
+                    due.append((room, live, "max_length"))
                 elif room.empty_since is not None and now - room.empty_since >= live.empty_room_s:
-                    self._guarded(room, "room_empty")
+                    due.append((room, live, "room_empty"))
+        for room, live, reason in due:
+            with room.lock:
+                if room.live is live:  # not stopped meanwhile
+                    self._guarded(room, reason)
 
     def _guarded(self, room: _Room, reason: str, *, relay_down: bool = False) -> None:
         """_stop_live for the background thread: one room's failure (the database down) is
