@@ -715,6 +715,41 @@ def test_an_existing_janus_restarted_between_keepalives_is_noticed(
         assert info.janus["room"] != old and info.janus["room"] in running_rooms(rooms)
 
 
+def test_calls_of_a_peer_whose_room_the_service_stop_closed_get_unknown_peer(
+    tmp_path: Path,
+) -> None:
+    existing = contextlib.contextmanager(_existing)
+    with existing(tmp_path) as (_, fields):
+        state = make_state(tmp_path / "data", **fields)
+        rooms = LiveRooms(state)
+        rooms.start()
+        new_app(state, "a1", STORAGE)
+        ada = join(rooms, "Ada")
+        codes: list[str] = []
+        others: list[BaseException] = []
+        done = threading.Event()
+
+        def keep_asking() -> None:  # a page's calls while the service stops
+            while not done.is_set():
+                try:
+                    rooms.stop_recording(ada.peer_id)
+                except LiveError as exc:
+                    codes.append(exc.code)
+                except Exception as exc:  # noqa: BLE001 - what the test looks for
+                    others.append(exc)
+
+        asking = threading.Thread(target=keep_asking, daemon=True)
+        asking.start()
+        try:
+            wait_until(lambda: len(ada.of("recordingState")) > 0, "the page asking")
+            rooms.stop()
+        finally:
+            done.set()
+            asking.join(10)
+            state.close()
+        assert others == [] and set(codes) == {"unknown_peer"}
+
+
 def test_recovery_with_an_existing_janus_down_destroys_its_room_once_it_answers(
     tmp_path: Path, quick_relay: None
 ) -> None:
