@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skymix import SkymixError
-from skymix.sync import ClockEstimator, SenderClock
+from skymix.sync import MAX_DRIFT_PPM, ClockEstimator, SenderClock
 
 
 def simulate(drift_ppm, seconds, rate=48000, step=960, seed=0, burst_every=None):
@@ -233,6 +233,21 @@ def test_hour_long_stream_in_batches_keeps_flat_memory():
     fit = est.fit()
     assert abs(fit.drift_ppm + 120.0) < 2.0
     assert np.abs(fit.arrival_ns(rtp) - ideal).max() < 1e6
+
+
+@pytest.mark.parametrize("stretch", [0.995, 1.005])
+def test_a_drift_no_clock_has_is_held_at_the_bound(stretch):
+    """8 s of audio whose arrivals stretch by 0.5 % (a sender on busy cores falling behind, then
+    catching up in bursts): the fit holds the drift at MAX_DRIFT_PPM instead of following it,
+    so two streams of one sender fitted on such arrivals part by at most 16 ms over the 8 s
+    rather than 80."""
+    rtp = np.arange(0, 8 * 48000, 960, dtype=np.int64)
+    arrival = (1e9 + rtp * (1e9 / 48000) * stretch).astype(np.int64)
+    est = ClockEstimator(48000)
+    est.add_batch(rtp, arrival)
+    fit = est.fit()
+    assert abs(fit.drift_ppm) == pytest.approx(MAX_DRIFT_PPM, rel=1e-9)
+    assert np.sign(fit.drift_ppm) == (1 if stretch < 1 else -1)
 
 
 def test_no_packets_is_an_error():

@@ -19,8 +19,9 @@ Two things make the bare per-window minimum a noisy envelope, and the fit handle
   packets straight away, later ones on its 10 ms sleep grid) puts the first window below it. The
   slope is a Theil-Sen estimate (median of the pairwise slopes), windows more than 3 robust
   standard deviations (1.4826 * median absolute deviation) off the line are dropped, and the
-  Theil-Sen slope of the remaining windows is the drift. The line is then shifted down onto the
-  fastest remaining window (the envelope).
+  Theil-Sen slope of the remaining windows is the drift, held within MAX_DRIFT_PPM (no real
+  clock drifts more; a short stream of bursty arrivals can seem to). The line is then shifted
+  down onto the fastest remaining window (the envelope).
 
 The memory this needs is at most eight points per window, whatever the length of the stream;
 ``ClockEstimator.add_batch`` is the vectorised ``add`` for arrays of packets (same result).
@@ -44,12 +45,17 @@ import numpy as np
 
 from .errors import SkymixError
 
-__all__ = ["ClockEstimator", "ClockFit", "SenderClock"]
+__all__ = ["MAX_DRIFT_PPM", "ClockEstimator", "ClockFit", "SenderClock"]
 
 # a window is kept as the minima of this many equal parts (see the module docstring)
 _PARTS = 8
 # windows further than this many robust standard deviations off the fitted line are dropped
 _REJECT_SIGMAS = 3.0
+# A sender's clock drifts by tens to a few hundred ppm against the relay's; a fitted drift beyond
+# this is arrival noise, not a clock (a Chromium on two busy cores skipping capture ticks gave
+# thousands of ppm over 8 s and moved its video 40 ms against its own audio), so the slope is
+# held within it.
+MAX_DRIFT_PPM = 1000.0
 # the smallest spread (ns) assumed of window minima around the line, so that an almost noiseless
 # stream does not reject windows for a few microseconds
 _MIN_SPREAD_NS = 1e5
@@ -306,7 +312,8 @@ def _envelope_slope(x: np.ndarray, y: np.ndarray, nominal: float) -> tuple[float
         slope = _theil_sen(x[keep], y[keep])
     if not slope > 0:  # arrivals going back as RTP time goes on: no clock to fit, keep nominal
         return nominal, keep
-    return slope, keep
+    bound = MAX_DRIFT_PPM * 1e-6  # drift_ppm = (nominal / slope - 1) * 1e6, held in +-bound
+    return min(max(slope, nominal / (1.0 + bound)), nominal / (1.0 - bound)), keep
 
 
 @dataclass(frozen=True, slots=True)
