@@ -26,17 +26,13 @@ only, as janus_tools.record_room does.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
-import shutil
 import signal
 import statistics
 import struct
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import zlib
@@ -45,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chromium_tools import CHROMIUM, chromium_flags, serve_publish_page
 from skymix.ingest.mjr import CLOCK_RATES, VIDEO_CLOCK, parse_videoroom_name
 from skymix.relay.janus import JanusProcess
 
@@ -218,37 +215,9 @@ def extend_room(files: Iterable[Path], dst: Path, seconds: float, copies: int = 
     return made
 
 
-CHROMIUM = "/usr/bin/chromium"
-JANUS_JS = Path("/usr/share/javascript/janus-gateway/janus.js")
-ADAPTER_JS = Path("/usr/share/javascript/webrtc-adapter/adapter.js")
 BRIDGE = "skymix0"
 CHROMIUM_PUBLISHERS = ("ada", "bob")
 NAMESPACE_BOUND_S = 120.0  # keeps a hung browser from hanging the caller; no speed requirement
-
-PAGE = """<!doctype html><meta charset="utf-8"><title>publish</title>
-<script src="adapter.js"></script><script src="janus.js"></script><script>
-window.events = [];
-function publish(server, room, name) {
-  Janus.init({debug: false, callback: () => {
-    const janus = new Janus({server, iceServers: [], error: e => events.push("error " + e),
-      success: () => janus.attach({plugin: "janus.plugin.videoroom",
-        success: h => { window.handle = h;
-          h.send({message: {request: "join", room, ptype: "publisher", display: name}}); },
-        onmessage: (msg, jsep) => {
-          events.push(msg.videoroom);
-          if (msg.videoroom === "joined") window.handle.createOffer({
-            tracks: [{type: "audio", capture: true, recv: false},
-                     {type: "video", capture: true, recv: false}],
-            success: offer => window.handle.send(
-              {message: {request: "configure", audio: true, video: true}, jsep: offer}),
-            error: e => events.push("offer " + e)});
-          if (jsep) window.handle.handleRemoteJsep({jsep});
-        },
-        webrtcState: on => { window.up = on; },
-      })});
-  }});
-}
-</script>"""
 
 
 def record_chromium_room(workdir: Path, seconds: float = 6.0) -> dict[str, int]:
@@ -281,18 +250,6 @@ def record_chromium_room(workdir: Path, seconds: float = 6.0) -> dict[str, int]:
     return users
 
 
-def _serve_page(root: Path) -> http.server.ThreadingHTTPServer:
-    """The publish page and Debian's janus.js and adapter.js on 127.0.0.1 (a secure context)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "index.html").write_text(PAGE)
-    shutil.copy(JANUS_JS, root / "janus.js")
-    shutil.copy(ADAPTER_JS, root / "adapter.js")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def _record_in_namespace(workdir: Path, seconds: float) -> None:
     """Inside the namespace: Janus, the page, two Chromiums publishing; record, then stop."""
     from playwright.sync_api import sync_playwright
@@ -301,21 +258,8 @@ def _record_in_namespace(workdir: Path, seconds: float) -> None:
 
     _setup_namespace_network()
     secret = uuid.uuid4().hex
-    flags = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-    ]
-    server = _serve_page(workdir / "www")
+    flags = chromium_flags()
+    server = serve_publish_page(workdir / "www")
     site = f"http://127.0.0.1:{server.server_address[1]}/index.html"
     with (
         JanusProcess(

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi import HTTPException
 
+from chromium_tools import CHROMIUM, chromium_flags
 from service_tools import Service
 from skymix.errors import OptionsError
 from skymix.service.api import static_api
@@ -30,16 +31,6 @@ from skymix.service.state import ServiceState
 
 STATIC = files("skymix.service") / "static"
 PUBLIC_KEY = re.compile(r'<meta name="skymix-key" content="(pk_[A-Za-z0-9_-]{24})">')
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +180,8 @@ def test_the_demo_page_loads_in_chromium_and_names_a_room(
     problems: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=CHROMIUM_FLAGS,
+            executable_path=CHROMIUM,
+            args=chromium_flags(),
         )
         try:
             page = browser.new_page()

@@ -19,37 +19,16 @@ from typing import Any
 
 import pytest
 
+from chromium_tools import CHROMIUM, chromium_flags
+
 INSIDE = os.environ.get("SKYMIX_BROWSER_INSIDE") == "1"
 
 if not INSIDE:
     collect_ignore_glob = ["*.py"]
 
-CHROMIUM = "/usr/bin/chromium"
 BRIDGE = "skymix0"
 DEMO_APP = "demo"
 TAP = Path(__file__).with_name("capture_tap.js")
-
-
-def chromium_flags(video: Path, audio: Path) -> list[str]:
-    """Headless Chromium with the files as camera and microphone, nothing to ask, no network
-    beyond the pages', host candidates shown as addresses (not mDNS names)."""
-    return [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-        f"--use-file-for-fake-audio-capture={audio}",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,7 @@ and webrtc-adapter, and each gets the other's feed; both reach webrtcup."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import shutil
-import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,38 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from chromium_tools import serve_publish_page
 from conftest import BRIDGE, Peer
 from skymix.relay.janus import JanusProcess
 
-JANUS_JS = Path("/usr/share/javascript/janus-gateway/janus.js")
-ADAPTER_JS = Path("/usr/share/javascript/webrtc-adapter/adapter.js")
 ROOM = 77
 
-PAGE = """<!doctype html><meta charset="utf-8"><title>ice</title>
-<script src="adapter.js"></script><script src="janus.js"></script><script>
-window.events = [];
-function publish(server, room, name) {
-  Janus.init({debug: false, callback: () => {
-    const janus = new Janus({server, iceServers: [], error: e => events.push("error " + e),
-      success: () => janus.attach({plugin: "janus.plugin.videoroom",
-        success: h => { window.handle = h;
-          h.send({message: {request: "join", room, ptype: "publisher", display: name}}); },
-        onmessage: (msg, jsep) => {
-          events.push(msg.videoroom);
-          if (msg.videoroom === "joined") window.handle.createOffer({
-            tracks: [{type: "audio", capture: true, recv: false},
-                     {type: "video", capture: true, recv: false}],
-            success: offer => window.handle.send(
-              {message: {request: "configure", audio: true, video: true}, jsep: offer}),
-            error: e => events.push("offer " + e)});
-          for (const p of msg.publishers || []) (window.feeds = window.feeds || []).push(p.display);
-          if (jsep) window.handle.handleRemoteJsep({jsep});
-        },
-        webrtcState: on => { window.up = on; },
-      })});
-  }});
-}
-</script>"""
 
 # the local and remote addresses of the ICE pair the publisher's connection uses
 SELECTED_PAIR = """async () => {
@@ -70,14 +40,7 @@ def janus(tmp_path: Path) -> Iterator[JanusProcess]:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[str]:
     """The page and the Debian scripts on a 127.0.0.1 server (a secure context)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "index.html").write_text(PAGE)
-    shutil.copy(JANUS_JS, root / "janus.js")
-    shutil.copy(ADAPTER_JS, root / "adapter.js")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_publish_page(tmp_path / "www")
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
     finally:
