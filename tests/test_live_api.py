@@ -412,7 +412,7 @@ def with_janus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Servi
 
 def joined(page: ClientConnection, room: str, name: str) -> dict[str, Any]:
     say(page, {"type": "join", "room": room, "name": name})
-    answer = hear(page)
+    answer = after_job(page)  # a recording stopped earlier may end while the page joins
     assert answer["type"] == "joined", answer
     return answer
 

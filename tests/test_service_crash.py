@@ -87,6 +87,8 @@ def finish(service: Service, key: str, rid: str) -> dict[str, Any]:
         states = follow(client, rid)
         assert states[-1]["state"] == "LINK", states
         recording: dict[str, Any] = client.get(f"/rest/recordings/{rid}").json()
+    # the row shows LINK as soon as it is announced; the job's end is written just after it
+    wait_until(lambda: job_of(service, rid)[0] != "running", lambda: job_of(service, rid))
     return recording
 
 
