@@ -281,16 +281,7 @@ class JanusProcess:
         for _ in range(attempts):
             self.http_port = _free_port()
             self.ws_port = _free_port() if self.websockets else None
-            config = write_config(
-                self.directory,
-                http_port=self.http_port,
-                admin_key=self.admin_key,
-                ws_port=self.ws_port,
-                rooms=self.rooms,
-                ice_interface=self.ice_interface,
-                nat_1_1=self.nat_1_1,
-                libraries=self.libraries,
-            )
+            config = self._write_config()
             try:  # the process is stopped whatever interrupts its start once it exists
                 self._launch(config)
                 info = self._wait_ready()
@@ -307,6 +298,19 @@ class JanusProcess:
             return info
         assert error is not None
         raise error
+
+    def _write_config(self) -> Path:
+        """This gateway's config on its current ports; the janus.jcfg path."""
+        return write_config(
+            self.directory,
+            http_port=self.http_port,
+            admin_key=self.admin_key,
+            ws_port=self.ws_port,
+            rooms=self.rooms,
+            ice_interface=self.ice_interface,
+            nat_1_1=self.nat_1_1,
+            libraries=self.libraries,
+        )
 
     def _launch(self, config: Path) -> None:
         try:
@@ -360,16 +364,7 @@ class JanusProcess:
         """Stop Janus and start it again on the same ports (its rooms and sessions are lost):
         what a gateway restarted under its clients looks like."""
         self.stop()
-        config = write_config(
-            self.directory,
-            http_port=self.http_port,
-            admin_key=self.admin_key,
-            ws_port=self.ws_port,
-            rooms=self.rooms,
-            ice_interface=self.ice_interface,
-            nat_1_1=self.nat_1_1,
-            libraries=self.libraries,
-        )
+        config = self._write_config()
         try:
             self._launch(config)
             return self._wait_ready()

@@ -26,7 +26,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -503,16 +503,23 @@ class LiveRooms:
             else {"state": RecordingState.START.value, "recordingId": live.recording_id},
         )
 
-    def publisher(self, peer_id: str, janus_id: int) -> None:
-        """The peer publishes in its Janus room as janus_id (checked against the room's
-        participants, and not another peer's); a recording that runs records its name and
-        time."""
+    @contextlib.contextmanager
+    def _holding_room(self, peer_id: str) -> Iterator[tuple[_Peer, _Room]]:
+        """The peer and its room, the room's lock held: the peer is looked up again under it
+        (it may have left, or its room closed, while the lock was awaited)."""
         with self._lock:
             room = self._room_of(self._peer(peer_id))
         with room.lock:
             with self._lock:
                 peer = self._peer(peer_id)
                 self._room_of(peer)
+            yield peer, room
+
+    def publisher(self, peer_id: str, janus_id: int) -> None:
+        """The peer publishes in its Janus room as janus_id (checked against the room's
+        participants, and not another peer's); a recording that runs records its name and
+        time."""
+        with self._holding_room(peer_id) as (peer, room):
             number = room.janus_room
             if number is None:
                 raise LiveError("the room's media relay is gone", "live_unavailable")
@@ -638,12 +645,7 @@ class LiveRooms:
 
     def start_recording(self, peer_id: str) -> None:
         """Start the room's recording: START to every peer, or ERROR (why) to this one."""
-        with self._lock:
-            room = self._room_of(self._peer(peer_id))
-        with room.lock:
-            with self._lock:
-                peer = self._peer(peer_id)
-                self._room_of(peer)
+        with self._holding_room(peer_id) as (peer, room):
             app_id, name = peer.key
             if not self._finish_pending(room.key):
                 self._refuse(peer, "stop_pending", "the last recording's STOP cannot be stored yet")
@@ -746,12 +748,7 @@ class LiveRooms:
 
     def stop_recording(self, peer_id: str) -> None:
         """Stop the room's recording: STOP to every peer (ERROR to this one when none runs)."""
-        with self._lock:
-            room = self._room_of(self._peer(peer_id))
-        with room.lock:
-            with self._lock:
-                peer = self._peer(peer_id)
-                self._room_of(peer)
+        with self._holding_room(peer_id) as (peer, room):
             if room.live is None:
                 self._refuse(peer, "no_recording", "no recording is running in this room")
                 return
