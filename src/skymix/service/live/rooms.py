@@ -686,18 +686,24 @@ class LiveRooms:
         recording_id = new_recording_id()
         relative = f"live/{recording_id}"
         rec_dir = captures_root(self.config, app_id) / relative
-        rec_dir.mkdir(parents=True, exist_ok=False)
         number, secret = room.janus_room, room.secret
         assert number is not None
         started = datetime.now(UTC)
+        # Janus acts on enable_recording only when the room's record state changes: a stop it
+        # never confirmed would make this start a no-op, its publishers writing on into the
+        # previous recording's folder. So false first (a no-op when it is not recording).
+        self.relay.call(lambda c: c.enable_recording(number, False, secret=secret))
+        with self._lock:
+            self._janus_todo.pop(number, None)  # stopped now; recording on purpose next
+        rec_dir.mkdir(parents=True, exist_ok=False)
         try:
             self.relay.call(lambda c: c.set_rec_dir(number, rec_dir.resolve(), secret=secret))
             self.relay.call(lambda c: c.enable_recording(number, True, secret=secret))
         except RelayError:
+            with self._lock:  # the true may have been done without an answer
+                self._janus_todo[number] = (secret, False)
             shutil.rmtree(rec_dir, ignore_errors=True)
             raise
-        with self._lock:
-            self._janus_todo.pop(number, None)  # recording on purpose now
             publishing = [(o.janus_id, o.name) for o in room.peers.values() if o.janus_id]
         folder = self.config.recordings_dir / app_id / recording_id
         spec = {
@@ -770,9 +776,8 @@ class LiveRooms:
                 log.warning(
                     "recording %s: Janus did not stop recording: %s", live.recording_id, exc
                 )
-                if self.relay.mode == "url":  # it may still write: told when it answers
-                    with self._lock:
-                        self._janus_todo[number] = (secret, False)
+                with self._lock:  # it may still write: told when it answers
+                    self._janus_todo[number] = (secret, False)
         now = datetime.now(UTC)
         with self._lock:
             publishing = [o.janus_id for o in room.peers.values() if o.janus_id is not None]
