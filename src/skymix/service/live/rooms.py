@@ -704,6 +704,7 @@ class LiveRooms:
                 self._janus_todo[number] = (secret, False)
             shutil.rmtree(rec_dir, ignore_errors=True)
             raise
+        with self._lock:
             publishing = [(o.janus_id, o.name) for o in room.peers.values() if o.janus_id]
         folder = self.config.recordings_dir / app_id / recording_id
         spec = {
