@@ -131,7 +131,8 @@ export declare class Skymix {
   leaveRoom(): Promise<void>;
   /** resolves with the next START (whoever asked), or the ERROR refusing this page's start
    * (`recordingId` null); an earlier recording's ERROR is no answer. Rejects on an `error`
-   * message answering it (not_joined, internal_error) or when the connection closes */
+   * message answering it (not_joined, its own internal_error), with `timeout` after 60 s
+   * without an answer, or when the connection closes */
   startRecording(): Promise<RecordingStateMessage>;
   /** resolves with STOP of the recording that runs, or the ERROR refusing this page's stop
    * (`recordingId` null: nothing runs); LINK or ERROR follows as a `recordingState` event */

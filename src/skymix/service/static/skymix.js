@@ -42,9 +42,19 @@ const CLOSE_CODES = {
 
 const HELLO_TIMEOUT_MS = 15000;
 
+// How long a start or stop waits for its answer before it rejects with "timeout" (the service
+// answers at once; a hung service must not leave the page waiting for ever).
+const RECORDING_TIMEOUT_MS = 60000;
+
 // The service's `error` messages that can answer a start or stop (it answers a refused one
-// with recordingState ERROR), and those that answer none of join's questions.
-const RECORDING_ERRORS = new Set(["not_joined", "internal_error"]);
+// with recordingState ERROR; its internal_error names the request: "start failed"), and those
+// that answer none of join's questions.
+function recordingError(type, error) {
+  return (
+    error.code === "not_joined" ||
+    (error.code === "internal_error" && error.message === `${type} failed`)
+  );
+}
 const NOT_JOIN_ERRORS = new Set([
   "bad_message",
   "unknown_type",
@@ -167,7 +177,12 @@ export class Skymix {
   async joinRoom(room, { name, localVideo = null, audio = true, video = true } = {}) {
     this._requireSocket();
     if (this.room !== null) throw new SkymixError("already_joined", `already in room ${this.room}`);
-    const joined = this._expect(["joined"], 0, () => true, (code) => !NOT_JOIN_ERRORS.has(code));
+    const joined = this._expect(
+      ["joined"],
+      0,
+      () => true,
+      (error) => !NOT_JOIN_ERRORS.has(error.code),
+    );
     this._send({ type: "join", room, name });
     const message = await joined;
     this.peerId = message.peerId;
@@ -293,7 +308,7 @@ export class Skymix {
   }
 
   // The next message of one of `types` that `accept`s; an "error" message rejects it when
-  // `answers(code)` says the error is the answer; `timeoutMs` bounds it.
+  // `answers(error)` says the error is the answer; `timeoutMs` bounds it.
   _expect(types, timeoutMs = 0, accept = () => true, answers = () => true) {
     return new Promise((resolve, reject) => {
       const waiter = { types, accept, answers, resolve, reject, timer: null };
@@ -321,8 +336,8 @@ export class Skymix {
     if (this.room === null) {
       return Promise.reject(new SkymixError("not_joined", "join a room first"));
     }
-    const answer = this._expect(["recordingState"], 0, accept, (code) =>
-      RECORDING_ERRORS.has(code),
+    const answer = this._expect(["recordingState"], RECORDING_TIMEOUT_MS, accept, (error) =>
+      recordingError(type, error),
     );
     this._send({ type });
     return answer.then((m) => ({
@@ -351,7 +366,7 @@ export class Skymix {
       // the service answers a socket's messages in order: the first request waiting that this
       // error can answer is the one it answers; any other error is the page's to hear of
       const error = new SkymixError(message.code ?? "error", message.message ?? "error");
-      if (!this._settle((w) => w.answers(error.code), (w) => w.reject(error))) {
+      if (!this._settle((w) => w.answers(error), (w) => w.reject(error))) {
         this._emit("error", error);
       }
       return;
