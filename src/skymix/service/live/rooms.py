@@ -199,6 +199,8 @@ class LiveRooms:
         self._last_watch = 0.0
         self._retry_at = 0.0
         self._clean_at = 0.0
+        #: The relay came (back) up and its rooms are not listed yet (a failed list is retried).
+        self._reconcile_due = False
         self._serials = itertools.count(1)
 
     def __repr__(self) -> str:
@@ -289,7 +291,7 @@ class LiveRooms:
                 why = self.relay.check()
                 if why is not None:
                     self._relay_failed(why)
-                elif self.relay.take_reconnected():
+                elif self.relay.take_reconnected() or self._reconcile_due:
                     self._reconcile()
             elif time.monotonic() >= self._retry_at:
                 self._bring_up()
@@ -338,11 +340,13 @@ class LiveRooms:
         are gone; the Janus rooms left to stop or destroy are done now. Rooms made after the
         list was asked for are not judged by it."""
         made_before = next(self._serials)
+        self._reconcile_due = True
         try:
             listed = {int(r["room"]) for r in self.relay.rooms()}
         except RelayError as exc:
-            log.warning("live rooms: Janus rooms not listed: %s", exc)
+            log.warning("live rooms: Janus rooms not listed (tried again): %s", exc)
             return
+        self._reconcile_due = False
         for room in self._all_rooms():
             with room.lock:
                 if room.janus_room is None or room.serial > made_before:
