@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -193,3 +195,30 @@ def test_a_public_address_is_given_to_janus_as_its_nat_mapping(tmp_path: Path) -
         assert "Using nat_1_1_mapping for public IP: 203.0.113.7" in janus.log_text()
     with JanusProcess(tmp_path / "plain"):
         assert "nat_1_1_mapping" not in (tmp_path / "plain" / "janus.jcfg").read_text()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"janus": "succ',  # died mid-answer
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!",
+        b"HTTP/1.1 2",  # died mid-status line
+    ],
+)
+def test_a_gateway_that_dies_mid_answer_is_a_relay_error(answer: bytes) -> None:
+    # the way a Janus killed while answering looks to its client: a cut or garbled answer
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def serve() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(answer)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        client = VideoRoomClient(f"http://127.0.0.1:{port}/janus", admin_key=ADMIN_KEY, timeout=5)
+        with pytest.raises(RelayError, match="no answer"):
+            client.connect()
+        thread.join(5)

@@ -14,6 +14,7 @@ admin key, room secrets) appear in no repr, log line or error message.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -341,7 +342,7 @@ class JanusProcess:
                 info = _get_json(f"{self.url}/info", None, 2.0)
                 if isinstance(info, dict) and info.get("janus") == "server_info":
                     return info
-            except (OSError, ValueError):
+            except (OSError, ValueError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:
                 raise RelayError(
@@ -417,7 +418,8 @@ class VideoRoomClient:
         url = self.url + (f"/{path}" if path else "")
         try:
             reply = _get_json(url, {"transaction": uuid.uuid4().hex, **body}, self.timeout)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # HTTPException: Janus died mid-answer (IncompleteRead); ValueError: not JSON
             reason = getattr(exc, "reason", None) or exc
             raise RelayError(
                 f"Janus {what}: no answer from {self.url}: {self._scrub(str(reason))}"

@@ -772,7 +772,6 @@ class LiveRooms:
         room.lock."""
         live = room.live
         assert live is not None
-        room.live = None
         number, secret = room.janus_room, room.secret
         if not relay_down and number is not None:
             try:
@@ -788,6 +787,7 @@ class LiveRooms:
             publishing = [o.janus_id for o in room.peers.values() if o.janus_id is not None]
             pending = _PendingStop(room.key, live, now, reason)
             self._pending[live.recording_id] = pending
+            room.live = None  # only now: a failure before leaves it running, to stop again
         try:
             for janus_id in publishing:
                 log_presence(live.rec_dir, "leave", janus_id, now)
