@@ -25,6 +25,7 @@ from typing import Any
 import av
 import httpx
 import pytest
+from sqlalchemy import text
 
 from deliver_tools import HOOK_SECRET, Hooks
 from live_tools import (
@@ -459,6 +460,25 @@ def test_a_recording_whose_folder_is_gone_is_still_mixed_and_a_bad_row_stops_nob
                 updated_at=got.updated_at,
             )
             session.add(broken)
+            session.add(
+                RecordingRow(
+                    id="01UNDECODABLE0000000000000",
+                    app_id="a1",
+                    room="r8",
+                    kind="live",
+                    state="START",
+                    spec={},
+                    work_dir=str(work_dir.parent / "01UNDECODABLE0000000000000"),
+                    created_at=got.created_at,
+                    updated_at=got.updated_at,
+                )
+            )
+            session.flush()
+            # a spec the database holds but JSON cannot read: loading the row raises
+            session.execute(
+                text("UPDATE recordings SET spec = '{not json' WHERE id = :id"),
+                {"id": "01UNDECODABLE0000000000000"},
+            )
     shutil.rmtree(work_dir)  # its event log is gone; Janus wrote a file
     mjr = _opus_mjr(data / "captures" / "a1" / "live" / rid, number, 7)
     with live_state(data) as (state, rooms):
@@ -472,6 +492,11 @@ def test_a_recording_whose_folder_is_gone_is_still_mixed_and_a_bad_row_stops_nob
         with state.db.session() as session:  # both jobs queued: the ERROR is announced too
             assert session.get(Job, rid) is not None
             assert session.get(Job, "01BROKENROW0000000000000000") is not None
+            undecodable = session.execute(
+                text("SELECT state, error_code FROM recordings WHERE id = :id"),
+                {"id": "01UNDECODABLE0000000000000"},
+            ).one()
+            assert tuple(undecodable) == ("ERROR", "recovery_failed")
         bob = join(rooms, "Bob")  # the room records again
         rooms.start_recording(bob.peer_id)
         assert bob.wait_state("START")["recordingId"] != rid
@@ -776,6 +801,33 @@ def test_recovery_with_an_existing_janus_down_destroys_its_room_once_it_answers(
                     )
         finally:
             os.kill(janus.pid, signal.SIGCONT)
+
+
+def test_a_recording_recovery_cannot_stop_still_has_an_existing_janus_stop_recording(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    existing = contextlib.contextmanager(_existing)
+    with existing(tmp_path) as (janus, fields):
+        with live_state(data, **fields) as (state, rooms):
+            new_app(state, "a1", STORAGE)
+            ada = join(rooms, "Ada")
+            rooms.start_recording(ada.peer_id)
+            rid = ada.wait_state("START")["recordingId"]
+            number = rooms.janus_room_of("a1", "r1")
+            work_dir = Path(row(state, rid).work_dir)
+        # no event log can be read or made again there: recovery's error path
+        shutil.rmtree(work_dir)
+        work_dir.write_text("not a folder")
+        with live_state(data, **fields) as (state, rooms):
+            got = row(state, rid)
+            assert got.state == "ERROR" and got.error_code == "recovery_failed"
+            with janus.client() as admin:  # Janus records no more into its folder
+                wait_until(
+                    lambda: number not in {r["room"] for r in admin.list_rooms()},
+                    "the room destroyed",
+                    30,
+                )
 
 
 def test_live_rooms_are_unavailable_when_off(tmp_path: Path) -> None:

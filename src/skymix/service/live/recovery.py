@@ -101,7 +101,7 @@ def _load_or_renew(state: ServiceState, row: RecordingRow) -> Recording:
     return recording
 
 
-def _fail_row(state: ServiceState, row: RecordingRow, exc: BaseException) -> None:
+def _fail_row(state: ServiceState, row_id: str, exc: BaseException) -> None:
     """The last resort: the row in ERROR with its job queued, which announces it."""
     message = str(exc).replace(str(state.config.data_dir) + os.sep, "")
     code = exc.code if isinstance(exc, SkymixError) else "recovery_failed"
@@ -109,7 +109,7 @@ def _fail_row(state: ServiceState, row: RecordingRow, exc: BaseException) -> Non
     with state.db.session() as session:
         session.execute(
             update(RecordingRow)
-            .where(RecordingRow.id == row.id, RecordingRow.state == RecordingState.START.value)
+            .where(RecordingRow.id == row_id, RecordingRow.state == RecordingState.START.value)
             .values(
                 state=RecordingState.ERROR.value,
                 error_code=code,
@@ -117,31 +117,46 @@ def _fail_row(state: ServiceState, row: RecordingRow, exc: BaseException) -> Non
                 updated_at=now,
             )
         )
-        if session.get(Job, row.id) is None:
-            session.add(Job(recording_id=row.id, status="queued", created_at=now))
+        if session.get(Job, row_id) is None:
+            session.add(Job(recording_id=row_id, status="queued", created_at=now))
     if state.executor is not None:
-        state.executor.submit(row.id)
+        state.executor.submit(row_id)
 
 
 def recover(rooms: LiveRooms) -> None:
     """Follow or stop every live recording left in START (each on its own: one that fails is
-    ERROR, announced, and the others go on)."""
+    ERROR, announced, and the others go on). Rows are loaded one by one: a spec that cannot be
+    decoded fails its row only."""
     state = rooms.state
-    with state.db.session() as session:
-        rows = session.scalars(
-            select(RecordingRow).where(
-                RecordingRow.kind == "live", RecordingRow.state == RecordingState.START.value
-            )
-        ).all()
-    for row in rows:
+    try:
+        with state.db.session() as session:
+            ids = session.scalars(
+                select(RecordingRow.id).where(
+                    RecordingRow.kind == "live", RecordingRow.state == RecordingState.START.value
+                )
+            ).all()
+    except Exception:  # noqa: BLE001 - the database itself: the next start tries again
+        log.exception("live recovery: recordings left in START not listed")
+        return
+    for row_id in ids:
+        row: RecordingRow | None = None
         try:
-            _recover(rooms, row)
+            with state.db.session() as session:
+                row = session.get(RecordingRow, row_id)
+            if row is not None:
+                _recover(rooms, row)
         except Exception as exc:  # noqa: BLE001 - this row only; the service starts
-            log.exception("live recovery: recording %s could not be recovered", row.id)
+            log.exception("live recovery: recording %s could not be recovered", row_id)
+            if row is not None:  # an existing Janus must not record on into its folder
+                try:
+                    live = dict((row.spec or {}).get("live") or {})
+                    _stop_janus_recording(rooms, live, state.box.decrypt)
+                except Exception:  # noqa: BLE001 - logged; the row still ends in ERROR
+                    log.exception("live recovery: recording %s: Janus not told to stop", row_id)
             try:
-                _fail_row(state, row, exc)
+                _fail_row(state, row_id, exc)
             except Exception:  # noqa: BLE001 - the database itself: the next start tries again
-                log.exception("live recovery: recording %s left in START", row.id)
+                log.exception("live recovery: recording %s left in START", row_id)
 
 
 def _recover(rooms: LiveRooms, row: RecordingRow) -> None:
