@@ -830,6 +830,22 @@ def test_a_recording_recovery_cannot_stop_still_has_an_existing_janus_stop_recor
                 )
 
 
+def test_a_first_relay_start_that_fails_on_the_disk_is_tried_again(
+    tmp_path: Path, quick_relay: None
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / live_relay.JANUS_DIR).write_text("not a folder")  # Janus's config cannot be written
+    with live_state(data) as (state, rooms):
+        assert not rooms.relay.ready.is_set()
+        (data / live_relay.JANUS_DIR).unlink()
+        wait_until(rooms.relay.ready.is_set, "the relay started on a later try", 30)
+        new_app(state, "a1", STORAGE)
+        ada = join(rooms, "Ada")
+        assert rooms.janus_room_of("a1", "r1") in running_rooms(rooms)
+        rooms.leave(ada.peer_id)
+
+
 def test_live_rooms_are_unavailable_when_off(tmp_path: Path) -> None:
     with live_state(tmp_path / "data", janus="off") as (_, rooms):
         with pytest.raises(LiveError) as caught:

@@ -263,27 +263,35 @@ class LiveRooms:
         return room
 
     def _run(self, first: threading.Event) -> None:
+        """The background thread: it must outlive any error (keepalive, limits and pending
+        STOPs depend on it for the service's life)."""
         try:
-            self._bring_up()
-        finally:
-            first.set()
-        while not self._stop.wait(TICK_S):
             try:
-                self._tick()
-            except Exception:  # noqa: BLE001 - the thread must go on; the log says why
-                log.exception("live rooms: background check failed")
-        self.relay.stop()
+                self._bring_up()
+            finally:
+                first.set()
+            while not self._stop.wait(TICK_S):
+                try:
+                    self._tick()
+                except Exception:  # noqa: BLE001 - the thread must go on; the log says why
+                    log.exception("live rooms: background check failed")
+        finally:
+            self.relay.stop()
 
     def _bring_up(self) -> None:
+        """Start the relay and reconcile its rooms; any failure is logged and tried again
+        after RETRY_S (a failed room list: at the next tick)."""
         if self.relay.mode == "off":
             return
         try:
             self.relay.bring_up()
+            self._reconcile()
         except RelayError as exc:
             log.error("live rooms: the relay could not be started: %s", exc)
             self._retry_at = time.monotonic() + RETRY_S
-            return
-        self._reconcile()
+        except Exception:  # noqa: BLE001 - the disk (its config), a bad answer: tried again
+            log.exception("live rooms: the relay could not be started")
+            self._retry_at = time.monotonic() + RETRY_S
 
     def _tick(self) -> None:
         if self.relay.mode != "off":
