@@ -502,7 +502,10 @@ def test_a_recording_whose_folder_is_gone_is_still_mixed_and_a_bad_row_stops_nob
         assert bob.wait_state("START")["recordingId"] != rid
 
 
-def test_a_stop_that_cannot_be_stored_is_kept_and_stored_when_it_can(live: Any) -> None:
+def test_a_stop_that_cannot_be_stored_is_kept_and_stored_when_it_can(
+    live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_rooms, "RETRY_S", 0.5)  # between tries of a pending STOP
     state, rooms = live
     ada, bob = join(rooms, "Ada"), join(rooms, "Bob")
     rooms.start_recording(ada.peer_id)
@@ -530,6 +533,28 @@ def test_a_stop_that_cannot_be_stored_is_kept_and_stored_when_it_can(live: Any) 
         assert session.get(Job, rid) is not None
     rooms.start_recording(bob.peer_id)
     assert [s for s, _ in bob.states()].count("START") == 2
+    assert events.read_text().count('"live_stopped"') == 1
+
+
+def test_a_pending_stop_whose_row_was_deleted_is_given_up(live: Any) -> None:
+    state, rooms = live
+    ada = join(rooms, "Ada")
+    rooms.start_recording(ada.peer_id)
+    rid = ada.wait_state("START")["recordingId"]
+    events = Path(row(state, rid).work_dir) / EVENT_LOG_NAME
+    aside = events.with_name("aside")
+    events.rename(aside)
+    events.mkdir()  # its STOP cannot be stored
+    rooms.stop_recording(ada.peer_id)
+    ada.wait_state("STOP")
+    with state.db.session() as session:  # its application deleted meanwhile
+        session.delete(session.get(RecordingRow, rid))
+    events.rmdir()
+    aside.rename(events)
+    rooms.start_recording(ada.peer_id)  # the pending STOP is dropped, not tried forever
+    last = ada.of("recordingState")[-1]
+    assert last["state"] == "START" and last["recordingId"] != rid
+    assert "live_stopped" not in events.read_text()
 
 
 def test_a_start_whose_participants_log_fails_leaves_nothing_running(

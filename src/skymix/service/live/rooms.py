@@ -132,6 +132,7 @@ class _PendingStop:
     stopped_at: datetime
     reason: str
     failures: int = 0
+    retry_at: float = 0.0  # time.monotonic() of the next try by the background thread
     done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -832,6 +833,7 @@ class LiveRooms:
                         live.recording_id,
                     )
                 pending.failures += 1
+                pending.retry_at = time.monotonic() + RETRY_S
                 return False
             pending.done = True
         with self._lock:
@@ -850,8 +852,10 @@ class LiveRooms:
         with self._lock:
             pending = list(self._pending.values())
             todo = bool(self._janus_todo)
+        now = time.monotonic()
         for stop in pending:
-            self._store_stop(stop)
+            if now >= stop.retry_at:
+                self._store_stop(stop)
         if todo and self.relay.ready.is_set() and time.monotonic() >= self._clean_at:
             self._clean_at = time.monotonic() + RETRY_S
             self._clean_janus()
@@ -945,17 +949,23 @@ def stop_recording_row(
 ) -> None:
     """A live recording's STOP: its manifest, its spec (the capture files, the "live" entry
     kept), STOP in its event log and row, its job queued and handed to the executor. With no
-    .mjr file at all it ends in ERROR nothing_recorded, announced by the job like any ERROR."""
+    .mjr file at all it ends in ERROR nothing_recorded, announced by the job like any ERROR.
+    Safe to call again after a failure: a row no longer in START (stored by an attempt that
+    failed after its commit, or finished since) is left alone, a deleted row (its application
+    deleted) is given up, and the event log gets its STOP events once."""
     rid = recording.id
     app_id = recording.app_id
     root = captures_root(state.config, app_id)
-    files, unreadable = recorded_files(rec_dir)
-    for path, why in unreadable:
-        log.warning("recording %s: %s cannot be mixed: %s", rid, path.name, why)
-        recording.append("capture_unreadable", file=path.name, reason=why)
     with state.db.session() as session:
         row = session.get(RecordingRow, rid)
-        live = dict((row.spec if row is not None else {}).get("live") or {})
+        if row is None:
+            log.error("recording %s: its row is gone (application deleted?); STOP dropped", rid)
+            return
+        if row.state != RecordingState.START.value:
+            log.info("recording %s: already %s; its STOP is stored", rid, row.state)
+            return
+        live = dict((row.spec or {}).get("live") or {})
+    files, unreadable = recorded_files(rec_dir)
     live.update(stopped_at=iso(stopped_at), stop_reason=reason)
     manifest: str | None = None
     if files:
@@ -969,8 +979,11 @@ def stop_recording_row(
         tuple(p.relative_to(root).as_posix() for p in files), (), manifest, None, {}
     ).to_json()
     spec["live"] = live
-    recording.append("live_stopped", reason=reason, files=len(files))
-    if recording.state is RecordingState.START:
+    if recording.state is RecordingState.START:  # not again when a try failed after it
+        for path, why in unreadable:
+            log.warning("recording %s: %s cannot be mixed: %s", rid, path.name, why)
+            recording.append("capture_unreadable", file=path.name, reason=why)
+        recording.append("live_stopped", reason=reason, files=len(files))
         recording.stop()
     if not files and recording.state is RecordingState.STOP:
         recording.fail(ErrorReason("nothing_recorded", "the relay recorded no media file"))
@@ -979,7 +992,7 @@ def stop_recording_row(
     with state.db.session() as session:
         session.execute(
             update(RecordingRow)
-            .where(RecordingRow.id == rid)
+            .where(RecordingRow.id == rid, RecordingRow.state == RecordingState.START.value)
             .values(
                 state=recording.state.value if recording.state else RecordingState.STOP.value,
                 spec=spec,
