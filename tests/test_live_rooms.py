@@ -582,6 +582,22 @@ def test_a_start_whose_participants_log_fails_leaves_nothing_running(
     assert ada.wait_state("START")["recordingId"]
 
 
+def test_a_publisher_whose_participants_log_fails_publishes_all_the_same(live: Any) -> None:
+    state, rooms = live
+    ada = join(rooms, "Ada")
+    rooms.start_recording(ada.peer_id)
+    rid = ada.wait_state("START")["recordingId"]
+    participants = state.config.data_dir / "captures" / "a1" / "live" / rid / PARTICIPANTS_NAME
+    participants.unlink(missing_ok=True)
+    participants.mkdir()  # the participants log cannot be written
+    bob = Peer("Bob")
+    info = rooms.join("a1", "r1", "Bob", bob.send)
+    bob.peer_id = info.peer_id
+    page = JanusPage(rooms.relay.http_url or "")
+    rooms.publisher(bob.peer_id, page.join(info.janus["room"], info.janus["pin"], "Bob"))
+    assert bob.of("error") == []
+
+
 def test_a_janus_user_is_one_peer_s_and_rooms_per_app_are_bounded(
     live: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

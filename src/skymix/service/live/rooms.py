@@ -549,11 +549,14 @@ class LiveRooms:
                     raise LiveError("another peer publishes as this Janus user", "publisher_taken")
                 before, peer.janus_id = peer.janus_id, janus_id
             now = datetime.now(UTC)
-            if room.live is not None and before not in (None, janus_id):
-                assert before is not None
-                log_presence(room.live.rec_dir, "leave", before, now)
-            if room.live is not None:
-                log_presence(room.live.rec_dir, "publish", janus_id, now, peer.name)
+            try:
+                if room.live is not None and before not in (None, janus_id):
+                    assert before is not None
+                    log_presence(room.live.rec_dir, "leave", before, now)
+                if room.live is not None:
+                    log_presence(room.live.rec_dir, "publish", janus_id, now, peer.name)
+            except OSError as exc:  # the peer publishes all the same; mixed without its name
+                log.warning("live room %s/%s: publish not logged: %s", *peer.key, exc)
 
     def leave(self, peer_id: str) -> None:
         """The peer left (or its socket closed); the others are told. Idempotent."""
