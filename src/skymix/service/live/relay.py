@@ -127,9 +127,12 @@ class Relay:
 
     def check(self) -> str | None:
         """Why the relay is dead (the own Janus exited, or its API does not answer), or None;
-        keeps the control session alive (a lost session is opened again)."""
+        keeps the control session alive (a lost session is opened again). Its requests run
+        outside the lock (``call`` must not wait on them); only the background thread calls it,
+        as it does ``bring_up``."""
         with self._lock:
-            if not self.ready.is_set() or self._client is None:
+            client = self._client
+            if not self.ready.is_set() or client is None:
                 return None
             process = self._process
             if process is not None and process.process is not None:
@@ -139,17 +142,18 @@ class Relay:
             if time.monotonic() - self._last_keepalive < KEEPALIVE_S:
                 return None
             self._last_keepalive = time.monotonic()
-            try:
-                self._client.keepalive()
-                return None
-            except RelayError as exc:
-                log.warning("live rooms: Janus keepalive failed (%s); opening a new session", exc)
-            try:
-                self._client.connect()
-            except RelayError as exc:
-                return f"Janus does not answer: {exc}"
-            self._reconnected = True  # Janus may have been restarted: its rooms are looked for
+        try:
+            client.keepalive()
             return None
+        except RelayError as exc:
+            log.warning("live rooms: Janus keepalive failed (%s); opening a new session", exc)
+        try:
+            client.connect()
+        except RelayError as exc:
+            return f"Janus does not answer: {exc}"
+        with self._lock:
+            self._reconnected = True  # Janus may have been restarted: its rooms are looked for
+        return None
 
     def take_reconnected(self) -> bool:
         """Whether ``check`` opened a new session since the last call (Janus may have lost its
@@ -184,7 +188,10 @@ class Relay:
     def call(self, fn: Callable[[VideoRoomClient], T]) -> T:
         """Run fn with the control client; RelayError when the relay is down. Requests of
         several rooms run side by side (Janus matches answers by transaction): one that hangs
-        does not hold up the others."""
+        does not hold up the others. A relay being (re)started is refused at once, before the
+        lock that ``bring_up`` holds while it starts Janus."""
+        if not self.ready.is_set():
+            raise RelayError("the media relay is not running")
         with self._lock:
             client = self._client
             if client is None or not self.ready.is_set():
