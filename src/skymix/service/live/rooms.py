@@ -429,6 +429,9 @@ class LiveRooms:
             assert room.janus_room is not None
             return room.janus_room
         room.secret, room.pin = secrets.token_urlsafe(24), secrets.token_urlsafe(12)
+        # read before the request: a relay restarted while it ran must not pass the room off
+        # as one of the new generation
+        generation = self.relay.generation
         number = self.relay.call(
             lambda c: c.create_room(
                 None,
@@ -443,7 +446,7 @@ class LiveRooms:
                 description="skymix",
             )
         )
-        room.janus_room, room.generation = number, self.relay.generation
+        room.janus_room, room.generation = number, generation
         room.serial = next(self._serials)
         log.info("live room %s/%s: Janus room created", *room.key)
         return number
